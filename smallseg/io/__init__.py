@@ -1,0 +1,1 @@
+"""Readers and writers: GeoTIFF, medical volumes (DICOM, NIfTI, MHA, NRRD), vectors."""
