@@ -4,10 +4,26 @@ Public API (stable names; import from ``smallseg`` directly):
 
 - :func:`evaluate` – score an instance prediction against ground truth (COCO AP, small-object AP,
   Boundary IoU / Boundary AP, F1, counting error).
+- :func:`read_volume` – read a DICOM series/file, NIfTI, MHA/NRRD or 2-D TIFF/PNG into a ``Volume`` (array plus
+  spacing, origin and direction); see :mod:`smallseg.io.medical`.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "read_volume"]
+
+# Public name -> module that defines it. Imported on first use so `import smallseg` stays fast
+# (SimpleITK, torch... load only when needed).
+_LAZY = {
+    "read_volume": "smallseg.io.medical",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'smallseg' has no attribute {name!r}")

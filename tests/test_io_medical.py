@@ -497,3 +497,10 @@ def test_presets_round_trip_through_json_and_validate():
         IntensityPreset.from_dict({"kind": "window", "low": 0, "high": 1, "gamma": 2})
     with pytest.raises(SmallsegError, match="unknown kind"):
         IntensityPreset.from_dict({"kind": "zscore"})
+
+
+def test_read_volume_is_public_api():
+    import smallseg
+
+    assert smallseg.read_volume is read_volume
+    assert "read_volume" in smallseg.__all__
