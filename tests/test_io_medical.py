@@ -504,3 +504,4 @@ def test_read_volume_is_public_api():
 
     assert smallseg.read_volume is read_volume
     assert "read_volume" in smallseg.__all__
+

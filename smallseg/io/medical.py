@@ -62,7 +62,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)  # holds a numpy array: compare fields explicitly
 class Volume:
     """An image with its physical geometry and provenance.
 
@@ -792,11 +792,15 @@ def _read_dicom_series(series: SeriesInfo, max_gb: float | None) -> Volume:
             reader.SetImageIO("GDCMImageIO")
             reader.SetFileNames(list(series.files))
             # We report spacing problems ourselves (Volume.warnings); keep ITK from printing its own.
-            reader.SetSpacingWarningRelThreshold(1e9)
+            if hasattr(reader, "SetSpacingWarningRelThreshold"):  # SimpleITK >= 2.4
+                reader.SetSpacingWarningRelThreshold(1e9)
             image = reader.Execute()
     except RuntimeError as exc:
         raise _culprit_error(series.files, exc) from None
     warnings = _spacing_warnings(series) + _tilt_warning(series, first)
+    if len(series.files) > 1 and not series.slice_positions_mm:
+        warnings.append(f"series {series.series_uid}: slices carry no Image Position/Orientation (Patient); "
+                        "ordered by Instance Number, and the slice spacing and origin are not physical")
     volume = from_sitk(image, modality=first.modality, series_uid=series.series_uid,
                        study_uid=series.study_uid, source_paths=tuple(series.files), meta=dict(first.tags),
                        warnings=warnings)
