@@ -1,0 +1,375 @@
+"""The training loop behind ``smallseg train CONFIG.yaml``.
+
+One YAML file says everything (see ``configs/``)::
+
+    name: remote-sensing
+    model:    {encoder_name: ..., classes: 2, class_names: [car, building], max_distance_px: 24, ...}
+    data:     {train: [<source>, ...], val: [<source>, ...]}
+    augment:  {crop_size: 256, scale_range: [0.75, 1.5], mosaic_p: 0.5, ...}
+    loss:     {semantic_weight: 1.0, centroid_weight: 1.0, distance_weight: 1.0}
+    decode:   {fg_threshold: 0.5, ...}            # used for validation and stored with the model
+    optim:    {epochs: 10, steps_per_epoch: 100, batch_size: 8, lr: 0.001, weight_decay: 0.0001}
+    seed: 0
+
+A ``<source>`` is one of::
+
+    {synthetic: remote-sensing | nuclei | ct, count: N, size: S, seed: K, options: {...}}
+    {geotiff: {image: a.tif, instances: a.instances.tif, classes: a.classes.tif}}
+    {coco: {annotations: train.json, images: images/}}
+
+Outputs in the run folder: ``last.safetensors`` and ``best.safetensors`` (model + config, loadable with
+:func:`smallseg.models.load_checkpoint`), ``state.pt`` (optimizer/scheduler/epoch for ``--resume``, read
+with ``torch.load(weights_only=True)``), ``history.jsonl`` (one line of losses and validation metrics per
+epoch) and ``config.yaml`` (the resolved configuration).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from smallseg.errors import SmallsegError, one_line
+from smallseg.models import ModelConfig, build_from_config, save_checkpoint
+from smallseg.models.checkpoint import load_weights
+from smallseg.train.augment import AugmentConfig
+from smallseg.train.data import (
+    CropDataset,
+    LabeledImage,
+    band_statistics,
+    collate,
+    default_input_scale,
+    read_coco,
+    read_geotiff_pair,
+)
+from smallseg.train.losses import head_losses
+
+_SECTIONS = ("name", "model", "data", "augment", "loss", "decode", "optim", "seed", "device", "amp", "workers",
+             "storage_dtype", "select_metric")
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation schedule: AdamW with a short linear warm-up, then cosine decay to ``lr * min_lr_ratio``."""
+
+    epochs: int = 10
+    steps_per_epoch: int = 100
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.02
+    grad_clip: float = 5.0
+
+
+@dataclass
+class TrainConfig:
+    """A parsed training YAML (see the module docstring for the format)."""
+
+    name: str
+    model: dict[str, Any]
+    data: dict[str, Any]
+    augment: AugmentConfig
+    loss: dict[str, float] = field(default_factory=dict)
+    decode: dict[str, Any] = field(default_factory=dict)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    workers: int = 0
+    storage_dtype: str = "float32"
+    select_metric: str = "AP_small"
+    source_dir: Path = field(default_factory=Path.cwd)
+
+
+def load_train_config(path: str | os.PathLike) -> TrainConfig:
+    """Parse a training YAML; relative file paths in it are taken relative to the YAML's folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SmallsegError(f"{path}: cannot read training config ({one_line(exc)})") from None
+    except yaml.YAMLError as exc:
+        raise SmallsegError(f"{path}: not valid YAML ({one_line(exc)})") from None
+    if not isinstance(raw, dict):
+        raise SmallsegError(f"{path}: expected a mapping with sections {', '.join(_SECTIONS)}")
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise SmallsegError(f"{path}: unknown section(s) {unknown}; known: {', '.join(_SECTIONS)}")
+    for required in ("model", "data"):
+        if required not in raw:
+            raise SmallsegError(f"{path}: missing the '{required}:' section")
+    try:
+        augment = AugmentConfig.from_dict(raw.get("augment"))
+        optim = OptimConfig(**(raw.get("optim") or {}))
+    except (TypeError, ValueError) as exc:
+        raise SmallsegError(f"{path}: {one_line(exc)}") from None
+    return TrainConfig(
+        name=str(raw.get("name", path.stem)),
+        model=dict(raw["model"]),
+        data=dict(raw["data"]),
+        augment=augment,
+        loss=dict(raw.get("loss") or {}),
+        decode=dict(raw.get("decode") or {}),
+        optim=optim,
+        seed=int(raw.get("seed", 0)),
+        device=str(raw.get("device", "auto")),
+        amp=bool(raw.get("amp", True)),
+        workers=int(raw.get("workers", 0)),
+        storage_dtype=str(raw.get("storage_dtype", "float32")),
+        select_metric=str(raw.get("select_metric", "AP_small")),
+        source_dir=path.resolve().parent,
+    )
+
+
+def load_source(spec: dict[str, Any], base_dir: Path) -> list[LabeledImage]:
+    """Materialise one data source of a training config as labelled images (see module docstring)."""
+    if not isinstance(spec, dict) or len({"synthetic", "geotiff", "coco"} & set(spec)) != 1:
+        raise SmallsegError(f"data source {spec!r}: give exactly one of synthetic:, geotiff:, coco:")
+    if "synthetic" in spec:
+        from smallseg.data import synthetic_labeled_images
+
+        return synthetic_labeled_images(
+            spec["synthetic"], count=int(spec.get("count", 8)), size=int(spec.get("size", 512)),
+            seed=int(spec.get("seed", 0)), **dict(spec.get("options") or {}),
+        )
+    if "geotiff" in spec:
+        g = spec["geotiff"]
+        resolve = lambda p: None if p is None else (base_dir / p)  # noqa: E731
+        return [read_geotiff_pair(resolve(g["image"]), resolve(g["instances"]), resolve(g.get("classes")),
+                                  bands=g.get("bands"))]
+    c = spec["coco"]
+    return read_coco(base_dir / c["annotations"], base_dir / c["images"])
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA if available, else CPU; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SmallsegError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise SmallsegError(f"--device {name}: {one_line(exc)}") from None
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    history: list[dict[str, Any]]
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+) -> TrainResult:
+    """Train a model as ``config`` says, writing checkpoints into ``run_dir`` after every epoch.
+
+    Args:
+        config: parsed training config.
+        run_dir: output folder (created).
+        resume: continue from ``run_dir/state.pt`` + ``last.safetensors`` after the last finished epoch;
+            the continued run gives the same weights as an uninterrupted one (CPU, same settings).
+        device: overrides ``config.device`` (``auto``, ``cpu``, ``cuda``, ``cuda:1``).
+        progress: show a progress bar with loss and throughput.
+        stop_after_epochs: finish at most this many epochs in this call, keeping the schedule of the full
+            run (for time-sliced jobs: call again with ``resume=True`` to go on).
+
+    Returns:
+        TrainResult with the checkpoint paths and the per-epoch history.
+    """
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device or config.device)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+
+    train_images = [im for spec in config.data.get("train", []) for im in load_source(spec, config.source_dir)]
+    val_images = [im for spec in config.data.get("val", []) for im in load_source(spec, config.source_dir)]
+    if not train_images:
+        raise SmallsegError("training config: data.train lists no images")
+
+    model_config = _resolve_model_config(config, train_images)
+    model = build_from_config(model_config).to(dev)
+    dataset = CropDataset(train_images, model_config, config.augment,
+                          samples_per_epoch=config.optim.steps_per_epoch * config.optim.batch_size, seed=config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    total_steps = config.optim.epochs * config.optim.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.optim, total_steps))
+    use_amp = config.amp and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, best = 0, -math.inf
+    state_path, last_path, best_path = run_dir / "state.pt", run_dir / "last.safetensors", run_dir / "best.safetensors"
+    if resume:
+        if not (state_path.exists() and last_path.exists()):
+            raise SmallsegError(f"--resume: {run_dir} has no finished epoch to resume from (state.pt, last.safetensors)")
+        load_weights(model, last_path)
+        state = torch.load(state_path, map_location=dev, weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best = int(state["epoch"]) + 1, float(state["best"])
+        torch.set_rng_state(state["torch_rng"])
+        history = _read_history(run_dir / "history.jsonl")[:start_epoch]
+    else:
+        (run_dir / "history.jsonl").write_text("")
+    _write_resolved_config(config, model_config, run_dir / "config.yaml")
+
+    loss_weights = {k: float(v) for k, v in config.loss.items()}
+    end_epoch = config.optim.epochs
+    if stop_after_epochs is not None:
+        end_epoch = min(end_epoch, start_epoch + int(stop_after_epochs))
+    for epoch in range(start_epoch, end_epoch):
+        dataset.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=config.optim.batch_size, shuffle=False, num_workers=config.workers,
+            collate_fn=collate, drop_last=True, persistent_workers=False,
+        )
+        model.train()
+        sums: dict[str, float] = {}
+        t0, seen = time.perf_counter(), 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.optim.epochs}", disable=not progress, leave=False)
+        for images, targets in bar:
+            images = images.to(dev, non_blocking=True)
+            targets = {k: v.to(dev, non_blocking=True) for k, v in targets.items()}
+            with torch.autocast(dev.type, enabled=use_amp):
+                outputs = model(images)
+            losses = head_losses({k: v.float() for k, v in outputs.items()}, targets, **loss_weights)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(losses["total"]).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if not torch.isfinite(losses["total"]):
+                raise SmallsegError(f"epoch {epoch + 1}: the loss became {losses['total'].item()}; lower optim.lr")
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            seen += images.shape[0]
+            bar.set_postfix(loss=f"{sums['total'] / max(bar.n + 1, 1):.3f}",
+                            img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+        steps = max(len(loader), 1)
+        record: dict[str, Any] = {"epoch": epoch + 1, **{f"loss_{k}": v / steps for k, v in sums.items()},
+                                  "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 2),
+                                  "images_per_s": round(seen / (time.perf_counter() - t0), 2)}
+        if val_images:
+            record.update({f"val_{k}": v for k, v in validate(model, val_images, config.decode).items()})
+        score = record.get(f"val_{config.select_metric}")
+        score = -record["loss_total"] if score is None else score
+        save_checkpoint(model, last_path, storage_dtype="float32")
+        if score > best:
+            best = score
+            save_checkpoint(model, best_path, storage_dtype=config.storage_dtype)
+        torch.save({"epoch": epoch, "best": best, "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "torch_rng": torch.get_rng_state()}, state_path)
+        history.append(record)
+        with open(run_dir / "history.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if progress:
+            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()
+                     if k.startswith(("loss_total", "val_AP", "val_boundary_AP", "val_F1"))}
+            tqdm.write(f"epoch {epoch + 1}: {shown}")
+    return TrainResult(run_dir=run_dir, best_checkpoint=best_path, last_checkpoint=last_path, history=history)
+
+
+def validate(model: torch.nn.Module, images: list[LabeledImage], decode: dict[str, Any]) -> dict[str, float]:
+    """Predict each validation image whole, decode, and score with :mod:`smallseg.metrics`.
+
+    Returns the scorer's summary numbers (``AP``, ``AP_small``, ``boundary_AP``, ``F1``, ...) over all
+    validation images together.
+    """
+    from smallseg.decode.centroids import DecodeConfig, decode_batch
+    from smallseg.metrics import evaluate_many
+
+    config: ModelConfig = model.config
+    decode_config = DecodeConfig(**{"max_distance_px": config.max_distance_px, **decode})
+    model.eval()
+    device = next(model.parameters()).device
+    pairs = []
+    with torch.inference_mode():
+        for item in images:
+            x = torch.from_numpy(config.normalise(np.moveaxis(item.image, -1, 0)))[None].to(device)
+            pred = decode_batch(model(x), decode_config)[0]
+            pairs.append((item, pred))
+    report = evaluate_many(
+        [(item.instances.clip(min=0), item.classes, pred) for item, pred in pairs]
+    )
+    return {k: v for k, v in report.items() if isinstance(v, (int, float)) and v is not None}
+
+
+def _resolve_model_config(config: TrainConfig, images: list[LabeledImage]) -> ModelConfig:
+    """ModelConfig from the YAML's ``model:`` section, filling input statistics from the training data."""
+    fields_ = dict(config.model)
+    fields_.setdefault("in_channels", images[0].image.shape[-1])
+    if fields_.get("input_scale", "auto") == "auto":
+        fields_["input_scale"] = default_input_scale(images[0].image.dtype)
+    if fields_.get("norm_mean", "auto") == "auto" or fields_.get("norm_std", "auto") == "auto":
+        mean, std = band_statistics(images, float(fields_["input_scale"]))
+        if fields_.get("norm_mean", "auto") == "auto":
+            fields_["norm_mean"] = mean
+        if fields_.get("norm_std", "auto") == "auto":
+            fields_["norm_std"] = std
+    fields_.setdefault("tile_size_px", config.augment.crop_size)
+    training = dict(fields_.get("training") or {})
+    training.update({
+        "config_name": config.name,
+        "train_images": len(images),
+        "train_pixels": int(sum(im.instances.size for im in images)),
+        "train_objects": int(sum(len(np.unique(im.instances[im.instances > 0])) for im in images)),
+        "seed": config.seed,
+        "decode": dict(config.decode),
+    })
+    fields_["training"] = training
+    return ModelConfig.from_dict(fields_)
+
+
+def _lr_lambda(optim: OptimConfig, total_steps: int):
+    def factor(step: int) -> float:
+        if step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        progress = (step - optim.warmup_steps) / max(total_steps - optim.warmup_steps, 1)
+        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_resolved_config(config: TrainConfig, model_config: ModelConfig, path: Path) -> None:
+    resolved = {
+        "name": config.name, "model": model_config.to_dict(), "data": copy.deepcopy(config.data),
+        "augment": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.augment.__dict__.items()},
+        "loss": config.loss, "decode": config.decode, "optim": config.optim.__dict__, "seed": config.seed,
+        "device": config.device, "amp": config.amp, "workers": config.workers,
+        "storage_dtype": config.storage_dtype, "select_metric": config.select_metric,
+    }
+    path.write_text(yaml.safe_dump(resolved, sort_keys=False))
