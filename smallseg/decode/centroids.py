@@ -1,0 +1,305 @@
+"""Centroid-vote decoding: head maps of one tile -> :class:`~smallseg.instances.Instances`.
+
+Re-derived from the CentroidNetV2 description (Dijkstra et al. 2021), not ported:
+
+1. Foreground = pixels with ``1 - p(background) >= fg_threshold``.
+2. Every foreground pixel votes at ``pixel + vector * max_distance_px``. Votes are accumulated (weighted by
+   foreground probability x distance-map value, so interior pixels, whose vectors are most reliable, count
+   most) into a vote image, smoothed by a small Gaussian.
+3. Local maxima of the vote image are candidate centres, refined to sub-pixel as the mean of nearby votes.
+   Votes of a large object scatter (a vector's error grows with the distance it spans) and can form several
+   maxima; a candidate is merged into a stronger one when both (a) they are closer than ``merge_fraction``
+   x the mean distance their voters' votes travelled (the object's scale) and (b) the vote image between
+   them never drops below ``merge_valley_ratio`` x the weaker one's height (one mound, not two). Tiny
+   touching objects have short votes and a deep valley between their centres, so they stay apart.
+4. Each foreground pixel whose vote lands near a centre (within ``max_vote_error_px``, or
+   ``vote_error_fraction`` x the object's scale if larger) joins the nearest centre (KD-tree). The rest,
+   whose votes are ambiguous, are filled in by a marker watershed on the inverted distance map inside the
+   foreground: the low-distance border between two touching objects is where the fronts meet. Without a
+   distance map the fill is by geodesic proximity.
+5. An object is kept if enough votes back it in absolute terms (``min_votes``) and relative to its size
+   (``support`` = backing votes / area >= ``min_support``), it has ``min_area_px`` pixels and its
+   ``score = support x mean foreground probability`` reaches ``min_score``. Its class is the semantic class
+   with the largest summed probability over its pixels; its centroid is the mean of its backing votes.
+
+All steps are array operations (numpy/scipy/scikit-image), no Python loop over objects or pixels, and
+deterministic: same input, same output.
+Known limit of centroid voting: two objects with the same centroid (a ring around a dot) become one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+from scipy.spatial import cKDTree
+from skimage.segmentation import watershed
+
+from smallseg.errors import SmallsegError
+from smallseg.instances import Instances
+
+# Votes are snapped to 1/1024 px before binning: float32 noise on an exact half-pixel centre (any object
+# of even width) must not split one object's votes over two bins.
+_SNAP = 1024.0
+
+
+@dataclass
+class DecodeConfig:
+    """Decoding settings (see :func:`decode_instances` for their meaning); ``max_distance_px`` must be the
+    model's ``config.max_distance_px``."""
+
+    max_distance_px: float = 48.0
+    fg_threshold: float = 0.5
+    vote_sigma_px: float = 0.5
+    max_vote_error_px: float = 2.0
+    vote_error_fraction: float = 0.25
+    merge_fraction: float = 1.0
+    merge_valley_ratio: float = 0.5
+    min_fill: float = 0.02
+    min_votes: float = 2.0
+    min_support: float = 0.3
+    min_area_px: int = 2
+    min_score: float = 0.05
+
+
+def decode_instances(
+    semantic_probs: np.ndarray,
+    centroid: np.ndarray,
+    distance: np.ndarray | None = None,
+    *,
+    max_distance_px: float,
+    fg_threshold: float = 0.5,
+    vote_sigma_px: float = 0.5,
+    max_vote_error_px: float = 2.0,
+    vote_error_fraction: float = 0.25,
+    merge_fraction: float = 1.0,
+    merge_valley_ratio: float = 0.5,
+    min_fill: float = 0.02,
+    min_votes: float = 2.0,
+    min_support: float = 0.3,
+    min_area_px: int = 2,
+    min_score: float = 0.05,
+) -> Instances:
+    """Decode one tile's head maps into instances.
+
+    Args:
+        semantic_probs: (1 + C, H, W) float class probabilities (softmax), channel 0 = background.
+        centroid: (2, H, W) float (dy, dx) to the object centre, divided by ``max_distance_px``.
+        distance: (H, W) or (1, H, W) float normalised distance-to-border map in [0, 1] (sigmoid of the
+            distance head), or None.
+        max_distance_px: the model's centroid normaliser, px.
+        fg_threshold: foreground if ``1 - p(background) >= fg_threshold``.
+        vote_sigma_px: Gaussian sigma smoothing the vote image, px (0 = none). Larger merges scattered votes
+            better; smaller keeps tiny touching objects (centres ~2 px apart) apart.
+        max_vote_error_px: a vote within this distance of a centre backs it and assigns its pixel, px.
+        vote_error_fraction: ... or within this fraction of the object's scale (mean vote length), if larger.
+        merge_fraction: candidates closer than this x their scale may merge (see the module doc, step 3).
+        merge_valley_ratio: ... if the vote image between them stays above this x the weaker one's height.
+        min_fill: a candidate needs at least this fraction of the votes a compact object of its scale casts
+            (pi * (1.5 * scale)^2, scale = mean vote length); fewer means a stray clump of another's votes.
+        min_votes: backing votes an object needs.
+        min_support: backing votes / area an object needs (1.0 = every pixel voted within the error radius).
+        min_area_px: pixels an object needs.
+        min_score: score an object needs.
+
+    Returns:
+        Instances with ``labels`` (H, W) int32 dense ids 1..N in raster order of their centres, class_ids
+        1-based, scores in [0, 1], centroids_yx = voted centres (sub-pixel).
+    """
+    probs = np.asarray(semantic_probs, dtype=np.float32)
+    if probs.ndim != 3 or probs.shape[0] < 2:
+        raise SmallsegError(f"semantic_probs: expected (1 + classes, H, W), got shape {probs.shape}")
+    _, height, width = probs.shape
+    vectors = np.asarray(centroid, dtype=np.float64)
+    if vectors.shape != (2, height, width):
+        raise SmallsegError(f"centroid: expected shape (2, {height}, {width}), got {vectors.shape}")
+    if distance is not None:
+        distance = np.asarray(distance, dtype=np.float32).reshape(-1, width)
+        if distance.shape != (height, width):
+            raise SmallsegError(f"distance: expected shape ({height}, {width}), got {distance.shape}")
+    if not max_distance_px > 0:
+        raise SmallsegError(f"max_distance_px={max_distance_px}: must be > 0")
+
+    fg_prob = 1.0 - probs[0]
+    fg = fg_prob >= fg_threshold
+    ys, xs = np.nonzero(fg)
+    if len(ys) == 0:
+        return Instances.empty((height, width))
+
+    # 2. Votes (continuous, snapped) and the weighted vote image.
+    vy = np.round((ys + vectors[0, ys, xs] * max_distance_px) * _SNAP) / _SNAP
+    vx = np.round((xs + vectors[1, ys, xs] * max_distance_px) * _SNAP) / _SNAP
+    weight = fg_prob[ys, xs].astype(np.float64)
+    if distance is not None:
+        weight = weight * np.clip(distance[ys, xs], 1e-3, 1.0)
+    by = np.floor(vy + 0.5).astype(np.int64)
+    bx = np.floor(vx + 0.5).astype(np.int64)
+    inside = (by >= 0) & (by < height) & (bx >= 0) & (bx < width)
+    flat = by[inside] * width + bx[inside]
+    w_in = weight[inside]
+    n_bins = height * width
+    votes = np.bincount(flat, weights=w_in, minlength=n_bins).reshape(height, width)
+    smooth = ndimage.gaussian_filter(votes, vote_sigma_px, mode="constant") if vote_sigma_px > 0 else votes
+
+    # 3. Candidate centres: local maxima (a plateau counts once), refined to sub-pixel.
+    peak_y, peak_x = _local_maxima(smooth)
+    if len(peak_y) == 0:
+        return Instances.empty((height, width))
+    sum_w = ndimage.uniform_filter(votes, 3, mode="constant")
+    sum_y = ndimage.uniform_filter(
+        np.bincount(flat, weights=w_in * vy[inside], minlength=n_bins).reshape(height, width), 3, mode="constant"
+    )
+    sum_x = ndimage.uniform_filter(
+        np.bincount(flat, weights=w_in * vx[inside], minlength=n_bins).reshape(height, width), 3, mode="constant"
+    )
+    denom = sum_w[peak_y, peak_x]
+    ok = denom > 0
+    centres = np.stack([peak_y, peak_x], axis=1).astype(np.float64)
+    centres[ok, 0] = sum_y[peak_y[ok], peak_x[ok]] / denom[ok]
+    centres[ok, 1] = sum_x[peak_y[ok], peak_x[ok]] / denom[ok]
+
+    vote_yx = np.stack([vy, vx], axis=1)
+    vote_length = np.hypot(vy - ys, vx - xs)  # px each vote travelled
+    _, nearest = cKDTree(centres).query(vote_yx)
+    scale = _mean_by_index(vote_length, nearest, len(centres))
+    keep = _merge_fragments(centres, scale, smooth, peak_y, peak_x, merge_fraction, merge_valley_ratio)
+    # A stray clump in the halo of a large object's votes: long votes (large scale) but far fewer of them
+    # than an object of that scale would cast. Its voters go to the nearest real centre below.
+    n_votes = np.bincount(nearest, minlength=len(centres))
+    filled = n_votes >= min_fill * np.pi * (1.5 * scale) ** 2
+    keep = keep[filled[keep]] if filled[keep].any() else keep
+    centres = centres[keep]
+
+    # 4. Assignment: confident votes by nearest centre, the rest by watershed on the distance map.
+    dist_to_centre, nearest = cKDTree(centres).query(vote_yx)
+    scale = _mean_by_index(vote_length, nearest, len(centres))
+    radius = np.maximum(max_vote_error_px, vote_error_fraction * scale)
+    confident = dist_to_centre <= radius[nearest]
+    labels = np.zeros((height, width), np.int32)
+    labels[ys[confident], xs[confident]] = nearest[confident] + 1
+    if not confident.all() and confident.any():
+        landscape = -distance if distance is not None else np.zeros((height, width), np.float32)
+        labels = watershed(landscape, markers=labels, mask=fg).astype(np.int32)
+
+    # 5. Per-object facts and filtering.
+    n = len(centres)
+    area = np.bincount(labels[fg], minlength=n + 1)[1:].astype(np.float64)
+    backing = np.bincount(nearest[confident], minlength=n).astype(np.float64)
+    safe_area = np.maximum(area, 1.0)
+    support = np.minimum(backing / safe_area, 1.0)
+    mean_fg = np.bincount(labels[fg], weights=fg_prob[fg], minlength=n + 1)[1:] / safe_area
+    score = support * mean_fg
+    keep = (area >= min_area_px) & (backing >= max(min_votes, 1)) & (support >= min_support) & (score >= min_score)
+
+    safe_backing = np.maximum(backing, 1.0)
+    voted_y = np.bincount(nearest[confident], weights=vy[confident], minlength=n) / safe_backing
+    voted_x = np.bincount(nearest[confident], weights=vx[confident], minlength=n) / safe_backing
+
+    class_sums = np.stack(
+        [np.bincount(labels[fg], weights=probs[c][fg], minlength=n + 1)[1:] for c in range(1, probs.shape[0])],
+        axis=1,
+    )
+    class_ids = np.argmax(class_sums, axis=1).astype(np.int32) + 1
+
+    new_id = np.zeros(n + 1, np.int32)
+    new_id[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    labels = new_id[labels]
+    kept = int(keep.sum())
+    return Instances(
+        labels=labels,
+        ids=np.arange(1, kept + 1, dtype=np.int64),
+        class_ids=class_ids[keep],
+        scores=np.clip(score[keep], 0.0, 1.0).astype(np.float32),
+        centroids_yx=np.stack([voted_y[keep], voted_x[keep]], axis=1).astype(np.float64).reshape(kept, 2),
+    )
+
+
+def decode_batch(outputs: dict[str, torch.Tensor], config: DecodeConfig) -> list[Instances]:
+    """Decode a batch of raw model outputs (logits) into one :class:`Instances` per image.
+
+    Args:
+        outputs: ``semantic`` (B, 1+C, H, W) logits, ``centroid`` (B, 2, H, W), optional ``distance``
+            (B, 1, H, W) logits, on any device.
+        config: decoding settings; ``config.max_distance_px`` must match the model's.
+
+    Returns:
+        list of B Instances (tile pixel coordinates).
+    """
+    missing = [k for k in ("semantic", "centroid") if k not in outputs]
+    if missing:
+        raise SmallsegError(f"decode: the model has no {' / '.join(missing)} head; decoding needs both")
+    with torch.no_grad():
+        probs = torch.softmax(outputs["semantic"].detach().float(), dim=1).cpu().numpy()
+        vectors = outputs["centroid"].detach().float().cpu().numpy()
+        dist = None
+        if "distance" in outputs:
+            dist = torch.sigmoid(outputs["distance"].detach().float())[:, 0].cpu().numpy()
+    settings = asdict(config)
+    return [
+        decode_instances(probs[b], vectors[b], None if dist is None else dist[b], **settings)
+        for b in range(probs.shape[0])
+    ]
+
+
+def _local_maxima(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of positive 3x3 local maxima; each 8-connected plateau gives its first pixel."""
+    is_max = (image == ndimage.maximum_filter(image, size=3, mode="constant", cval=0.0)) & (image > 0)
+    plateaus, n = ndimage.label(is_max, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    flat_index = np.arange(image.size, dtype=np.int64).reshape(image.shape)
+    first = np.asarray(ndimage.minimum(flat_index, labels=plateaus, index=np.arange(1, n + 1)), np.int64)
+    return np.divmod(first, image.shape[1])
+
+
+def _mean_by_index(values: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
+    """Mean of ``values`` grouped by ``index`` in 0..n-1 (0 for empty groups)."""
+    return np.bincount(index, weights=values, minlength=n) / np.maximum(np.bincount(index, minlength=n), 1)
+
+
+def _merge_fragments(
+    centres: np.ndarray,
+    scale: np.ndarray,
+    smooth: np.ndarray,
+    peak_y: np.ndarray,
+    peak_x: np.ndarray,
+    merge_fraction: float,
+    valley_ratio: float,
+) -> np.ndarray:
+    """Indices (ascending) of candidate centres that are not fragments of a stronger one.
+
+    Candidate ``i`` is dropped if a stronger ``j`` (higher vote image value, ties to the lower index) lies
+    within ``merge_fraction * max(scale_i, scale_j)`` and the vote image sampled along the segment i-j
+    never drops below ``valley_ratio * height_i``.
+    """
+    n = len(centres)
+    reach = merge_fraction * scale
+    # Distinct 3x3 maxima are >= 2 px apart: a reach below that cannot pair anything.
+    active = np.nonzero(reach >= 2.0)[0]
+    if len(active) == 0 or n < 2:
+        return np.arange(n)
+    lists = cKDTree(centres).query_ball_point(centres[active], reach[active])
+    counts = np.array([len(x) for x in lists])
+    i = np.repeat(active, counts)
+    j = np.concatenate([np.asarray(x, np.int64) for x in lists]) if counts.sum() else np.zeros(0, np.int64)
+    i, j = np.concatenate([i, j]), np.concatenate([j, i])  # each pair both ways: the reach is symmetric
+    height = smooth[peak_y, peak_x]
+    stronger = (height[j] > height[i]) | ((height[j] == height[i]) & (j < i))
+    i, j = i[stronger], j[stronger]
+    if len(i) == 0:
+        return np.arange(n)
+    # Sample the vote image along each segment at <= 0.5 px steps.
+    length = np.linalg.norm(centres[j] - centres[i], axis=1)
+    steps = np.ceil(length / 0.5).astype(np.int64) + 1
+    pair = np.repeat(np.arange(len(i)), steps)
+    start = np.concatenate([[0], np.cumsum(steps)[:-1]])
+    t = (np.arange(steps.sum()) - start[pair]) / np.maximum(steps[pair] - 1, 1)
+    points = centres[i][pair] + t[:, None] * (centres[j][pair] - centres[i][pair])
+    values = ndimage.map_coordinates(smooth, points.T, order=1, mode="constant")
+    valley = np.minimum.reduceat(values, start)
+    fragment = valley >= valley_ratio * height[i]
+    dropped = np.zeros(n, bool)
+    dropped[i[fragment]] = True
+    return np.nonzero(~dropped)[0]

@@ -1,0 +1,120 @@
+"""Instance labels -> head targets (what each head of the model should output).
+
+Per pixel:
+
+- ``semantic``: class id (0 = background).
+- ``centroid``: (dy, dx) from the pixel to its object's centre of mass, divided by ``max_distance_px``;
+  defined inside objects only (``centroid_mask``). A vote cast at ``pixel + centroid * max_distance_px``
+  lands exactly on the centre of mass, which is what decoding looks for.
+- ``distance``: Euclidean distance to the nearest pixel outside the object (another object, background or
+  the image edge), divided by the object's own maximum: 1 at its most interior pixel, ``1/max`` on its
+  border, 0 on background. Per-object normalisation gives tiny and large objects the same range, and two
+  touching objects are each low along their shared border, which is what separates them.
+- ``ignore``: pixels excluded from every loss (negative instance ids or negative classes, e.g. -1 for
+  "unlabelled" regions).
+
+Objects cut by the tile edge get the centre of their visible part, consistent with decoding a tile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from smallseg.errors import SmallsegError
+
+TARGET_KEYS = ("semantic", "centroid", "centroid_mask", "distance", "ignore")
+
+
+def encode_targets(
+    instances: np.ndarray,
+    classes: np.ndarray | None = None,
+    max_distance_px: float = 48.0,
+) -> dict[str, np.ndarray]:
+    """Compute the head targets of one image.
+
+    Args:
+        instances: (H, W) integer instance ids; 0 = background, > 0 = object (ids need not be dense),
+            < 0 = ignore.
+        classes: (H, W) integer class per pixel (1-based on objects; < 0 = ignore), or None for a single
+            class (every object pixel is class 1).
+        max_distance_px: normaliser of the centroid vectors (the model's ``config.max_distance_px``).
+
+    Returns:
+        dict of numpy arrays:
+        ``semantic`` (H, W) int64; ``centroid`` (2, H, W) float32 (dy, dx) / max_distance_px;
+        ``centroid_mask`` (H, W) bool (object pixels, not ignored); ``distance`` (H, W) float32 in [0, 1];
+        ``ignore`` (H, W) bool.
+    """
+    instances = np.asarray(instances)
+    if instances.ndim != 2 or not np.issubdtype(instances.dtype, np.integer):
+        raise SmallsegError(f"instances: expected a 2D integer label image, got {instances.dtype} {instances.shape}")
+    if not max_distance_px > 0:
+        raise SmallsegError(f"max_distance_px={max_distance_px}: must be > 0")
+    h, w = instances.shape
+    ignore = instances < 0
+    objects = instances > 0
+    if classes is None:
+        semantic = objects.astype(np.int64)
+    else:
+        classes = np.asarray(classes)
+        if classes.shape != instances.shape:
+            raise SmallsegError(f"classes: shape {classes.shape} differs from instances {instances.shape}")
+        ignore |= classes < 0
+        semantic = np.where(objects, classes, 0).astype(np.int64)
+        unclassed = objects & (semantic == 0)
+        if unclassed.any():
+            raise SmallsegError(
+                f"classes: {int(unclassed.sum())} object pixels have class 0; give every object pixel a class >= 1"
+            )
+    semantic[ignore] = 0
+
+    # Dense ids 1..N so per-object lookups are plain array indexing.
+    ids, inverse = np.unique(np.where(objects, instances, 0), return_inverse=True)
+    dense = inverse.reshape(h, w).astype(np.int32)
+    if ids[0] != 0:  # no background pixel at all: shift so 0 stays "no object"
+        dense += 1
+    n = int(dense.max())
+
+    centroid = np.zeros((2, h, w), np.float32)
+    distance = np.zeros((h, w), np.float32)
+    if n:
+        index = np.arange(1, n + 1)
+        centres = np.asarray(ndimage.center_of_mass(np.ones((h, w), np.uint8), dense, index)).reshape(n, 2)
+        lookup = np.zeros((n + 1, 2), np.float64)
+        lookup[1:] = centres
+        yy, xx = np.nonzero(dense)
+        obj = dense[yy, xx]
+        centroid[0, yy, xx] = (lookup[obj, 0] - yy) / max_distance_px
+        centroid[1, yy, xx] = (lookup[obj, 1] - xx) / max_distance_px
+        for label, box in enumerate(ndimage.find_objects(dense), start=1):
+            if box is None:
+                continue
+            # Pad by one background pixel so the image edge counts as border.
+            mask = np.pad(dense[box] == label, 1)
+            edt = ndimage.distance_transform_edt(mask)[1:-1, 1:-1]
+            inside = mask[1:-1, 1:-1]
+            distance[box][inside] = (edt[inside] / edt.max()).astype(np.float32)
+
+    centroid_mask = objects & ~ignore
+    centroid[:, ~centroid_mask] = 0.0
+    distance[ignore] = 0.0
+    return {
+        "semantic": semantic,
+        "centroid": centroid,
+        "centroid_mask": centroid_mask,
+        "distance": distance,
+        "ignore": ignore,
+    }
+
+
+def collate_targets(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Stack per-image targets from :func:`encode_targets` into a batch of tensors.
+
+    Returns: ``semantic`` (B, H, W) int64, ``centroid`` (B, 2, H, W) float32, ``centroid_mask`` (B, H, W)
+    bool, ``distance`` (B, H, W) float32, ``ignore`` (B, H, W) bool.
+    """
+    if not samples:
+        raise SmallsegError("collate_targets: empty batch")
+    return {key: torch.from_numpy(np.stack([s[key] for s in samples])) for key in TARGET_KEYS}
