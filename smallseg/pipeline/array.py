@@ -1,0 +1,243 @@
+"""Tiled prediction of one in-memory 2D image: tiles → model → decode → exact stitching.
+
+The pieces compose in one direction (see ``DESIGN.md``)::
+
+    image ─tile_windows─▶ tile batches ─model─▶ head maps ─decode_batch─▶ Instances per tile
+          ─RowStitcher (core ownership)─▶ scene Instances + object table
+
+:func:`predict_tile_row` is the unit the GeoTIFF and volume pipelines share: it takes one tile row of
+raw pixels and returns one decoded :class:`~smallseg.instances.Instances` per tile. :func:`predict_array`
+runs it over a whole in-memory image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from smallseg.decode.centroids import DecodeConfig, decode_batch
+from smallseg.errors import SmallsegError
+from smallseg.instances import Instances
+from smallseg.tiling.grid import Tile, TileGrid, overlap_for, tile_windows
+from smallseg.tiling.stitch import ObjectTable, stitch_instances
+
+
+@dataclass(frozen=True)
+class TilingPlan:
+    """Tile size and overlap used for a prediction, and why (goes into run reports)."""
+
+    tile_size_px: int
+    overlap_px: int
+    overlap_reason: str
+
+
+def plan_tiling(model: torch.nn.Module, tile_size_px: int | None = None, overlap_px: int | None = None) -> TilingPlan:
+    """Tile size (default: the model's training tile) and overlap (default: enough for its largest object).
+
+    The default overlap is ``overlap_for(max_distance_px)``: the model's centroid normaliser covers the
+    largest object radius, so every object lies wholly inside the tile whose core holds its centroid.
+    """
+    config = model.config
+    tile = int(tile_size_px or config.tile_size_px)
+    if overlap_px is None:
+        overlap = overlap_for(config.max_distance_px)
+        reason = f"2 x model max_distance_px ({config.max_distance_px:g} px)"
+    else:
+        overlap, reason = int(overlap_px), "set by the user"
+    if tile < 16:
+        raise SmallsegError(f"tile size {tile} px: use at least 16 px")
+    if not 0 <= overlap < tile:
+        raise SmallsegError(
+            f"overlap {overlap} px ({reason}) must be smaller than the tile size {tile} px; pass a larger --tile"
+        )
+    return TilingPlan(tile, overlap, reason)
+
+
+def decode_config_for(model: torch.nn.Module, overrides: DecodeConfig | dict | None = None) -> DecodeConfig:
+    """Decoding settings: the ones stored with the model at training time, then ``overrides``."""
+    config = model.config
+    stored = dict((config.training or {}).get("decode") or {})
+    stored["max_distance_px"] = config.max_distance_px
+    if isinstance(overrides, DecodeConfig):
+        return overrides
+    stored.update(overrides or {})
+    known = set(DecodeConfig.__dataclass_fields__)
+    return DecodeConfig(**{k: v for k, v in stored.items() if k in known})
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def predict_tile_row(
+    band: np.ndarray,
+    band_valid: np.ndarray | None,
+    tiles: list[Tile],
+    band_row0: int,
+    model: torch.nn.Module,
+    decode: DecodeConfig,
+    *,
+    batch_size: int = 4,
+    amp: bool = False,
+) -> list[Instances]:
+    """Predict and decode the tiles of one tile row.
+
+    Args:
+        band: (C, tile_h, W_band) raw pixel values of the tile row's window (full scene width, padded
+            at the bottom/right where the scene is smaller than a tile).
+        band_valid: (tile_h, W_band) bool, False on nodata / padding (those pixels never belong to an
+            object), or None if every pixel is valid.
+        tiles: the tile row's tiles (their windows give the columns to cut).
+        band_row0: scene row of ``band[:, 0]``.
+        model: a SmallObjectNet (``model.config`` gives normalisation).
+        decode: decoding settings.
+        batch_size: tiles per forward pass.
+        amp: float16 autocast (CUDA only).
+
+    Returns:
+        One Instances per tile, in tile pixel coordinates.
+    """
+    config = model.config
+    device = model_device(model)
+    inputs = []
+    for tile in tiles:
+        r0 = int(tile.window.row_off) - band_row0
+        c0 = int(tile.window.col_off)
+        raw = band[:, r0:r0 + int(tile.window.height), c0:c0 + int(tile.window.width)]
+        x = config.normalise(raw)
+        if band_valid is not None:
+            # Nodata/padding becomes the training mean (0 after normalisation): no made-up edges.
+            valid = band_valid[r0:r0 + x.shape[1], c0:c0 + x.shape[2]]
+            x[:, ~valid] = 0.0
+        inputs.append(x)
+    results: list[Instances] = []
+    with torch.inference_mode():
+        for start in range(0, len(inputs), batch_size):
+            batch = torch.from_numpy(np.stack(inputs[start:start + batch_size])).to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+                outputs = model(batch)
+            results.extend(decode_batch({k: v.float() for k, v in outputs.items()}, decode))
+    if band_valid is not None:
+        for i, tile in enumerate(tiles):
+            r0 = int(tile.window.row_off) - band_row0
+            c0 = int(tile.window.col_off)
+            valid = band_valid[r0:r0 + int(tile.window.height), c0:c0 + int(tile.window.width)]
+            if not valid.all():
+                results[i] = drop_invalid(results[i], valid)
+    return results
+
+
+def drop_invalid(instances: Instances, valid: np.ndarray) -> Instances:
+    """Remove objects centred on invalid pixels and clear invalid pixels from the rest.
+
+    Args:
+        instances: one tile's objects (dense ids 1..N).
+        valid: (H, W) bool, False on nodata / padding.
+
+    Returns:
+        Instances with dense ids 1..M (M <= N), same column order.
+    """
+    if len(instances) == 0:
+        return instances
+    h, w = valid.shape
+    cy = np.clip(np.floor(instances.centroids_yx[:, 0] + 0.5).astype(int), 0, h - 1)
+    cx = np.clip(np.floor(instances.centroids_yx[:, 1] + 0.5).astype(int), 0, w - 1)
+    labels = np.where(valid, instances.labels, 0)
+    present = np.zeros(int(instances.labels.max()) + 1, bool)
+    present[np.unique(labels)] = True
+    keep = valid[cy, cx] & present[instances.ids]
+    remap = np.zeros(len(present), np.int32)
+    remap[instances.ids[keep]] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return Instances(
+        labels=remap[labels],
+        ids=np.arange(1, int(keep.sum()) + 1, dtype=np.int64),
+        class_ids=instances.class_ids[keep],
+        scores=instances.scores[keep],
+        centroids_yx=instances.centroids_yx[keep],
+    )
+
+
+def cut_band(image: np.ndarray, grid: TileGrid, tile_row: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The raw pixels of a tile row's window from an in-memory (C, H, W) image, padded where the scene is
+    smaller than a tile; returns (band, valid mask or None if nothing was padded)."""
+    c, h, w = image.shape
+    r0 = grid.row_starts[tile_row]
+    band = image[:, r0:r0 + grid.tile_h]
+    pad_h, pad_w = grid.tile_h - band.shape[1], max(grid.tile_w - w, 0)
+    if pad_h == 0 and pad_w == 0:
+        return band, None
+    valid = np.ones(band.shape[1:], bool)
+    band = np.pad(band, ((0, 0), (0, pad_h), (0, pad_w)))
+    valid = np.pad(valid, ((0, pad_h), (0, pad_w)))
+    return band, valid
+
+
+def predict_array(
+    image: np.ndarray,
+    model: torch.nn.Module,
+    *,
+    tile_size_px: int | None = None,
+    overlap_px: int | None = None,
+    batch_size: int = 4,
+    device: str | torch.device | None = None,
+    decode: DecodeConfig | dict | None = None,
+    valid_mask: np.ndarray | None = None,
+    amp: bool = False,
+    progress: bool = False,
+    return_table: bool = False,
+) -> Instances | tuple[Instances, ObjectTable]:
+    """Find the objects in one in-memory 2D image, tile by tile, stitched exactly.
+
+    Args:
+        image: (C, H, W) or (H, W) raw pixel values (the dtype and range the model was trained on; the
+            model's config normalises them).
+        model: a SmallObjectNet, e.g. from :func:`smallseg.models.load_checkpoint`.
+        tile_size_px: tile side (default: the model's training tile).
+        overlap_px: tile overlap (default: twice the model's ``max_distance_px``, which makes every object
+            lie wholly in the tile that owns it).
+        batch_size: tiles per forward pass.
+        device: where to run the model (default: where its weights are).
+        decode: decoding settings or overrides (default: those stored with the model).
+        valid_mask: (H, W) bool, False on nodata pixels (they never belong to an object).
+        amp: float16 autocast on CUDA.
+        progress: show a progress bar over tile rows.
+        return_table: also return the stitched :class:`~smallseg.tiling.stitch.ObjectTable`.
+
+    Returns:
+        Scene :class:`Instances`: (H, W) uint32 labels with unique global ids, per-object class, score,
+        centroid in scene px; with ``return_table``, ``(instances, table)`` (areas and boxes per object).
+    """
+    from tqdm.auto import tqdm
+
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise SmallsegError(f"image: expected (C, H, W) or (H, W), got shape {image.shape}")
+    if image.shape[0] != model.config.in_channels:
+        raise SmallsegError(
+            f"image has {image.shape[0]} bands, the model expects {model.config.in_channels}; select bands first"
+        )
+    _, h, w = image.shape
+    if valid_mask is not None and valid_mask.shape != (h, w):
+        raise SmallsegError(f"valid_mask: shape {valid_mask.shape} differs from the image's {(h, w)}")
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    plan = plan_tiling(model, tile_size_px, overlap_px)
+    decode_config = decode_config_for(model, decode)
+    grid = tile_windows(h, w, plan.tile_size_px, plan.overlap_px)
+    def tile_rows():
+        # A generator: each tile row's decoded tiles are stitched and dropped before the next is predicted.
+        for r in tqdm(range(grid.n_rows), desc="tile rows", disable=not progress, leave=False):
+            band, band_valid = cut_band(image, grid, r)
+            if valid_mask is not None:
+                mask_band = cut_band(valid_mask[None], grid, r)[0][0].astype(bool)
+                band_valid = mask_band if band_valid is None else (band_valid & mask_band)
+            yield predict_tile_row(band, band_valid, grid.tile_row(r), grid.row_starts[r], model,
+                                   decode_config, batch_size=batch_size, amp=amp)
+
+    scene, table = stitch_instances(grid, tile_rows())
+    return (scene, table) if return_table else scene
