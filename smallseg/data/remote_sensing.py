@@ -1,0 +1,1230 @@
+"""Synthetic aerial / satellite scenes with exact small-object ground truth (cars and small buildings).
+
+A scene is planned once, as vectors, from its seed: a road grid at a random angle, city blocks with a land
+use each (residential rows of houses, parking lots, commercial lots, parks, fields, farms), cars parked in
+lots and along kerbs or driving in lanes, trees, unlabelled clutter (sheds, pools), a sun position for
+shadows, haze and sensor noise levels. Pixels are then rendered from that plan window by window; every
+random texture is a pure function of the pixel's global position (:mod:`smallseg.data.noise`), so a scene
+written in windows is identical to the same scene rendered in one piece, and memory is bounded by the
+window size, not the scene size.
+
+Ground truth:
+
+- ``instances``: (H, W) uint32, 0 = background, object ``k`` has id ``k`` (unique in the scene).
+- ``classes``: (H, W) uint8, 0 = background, 1 = car, 2 = building.
+- A pixel belongs to an object when its centre lies inside the object's footprint (a rotated rectangle);
+  objects never overlap (they may touch: row houses, tight parking), ties on a shared edge go to the
+  object listed first.
+- The object table gives each footprint (centre, length, width, angle in map units) and its analytic area,
+  plus the rendered pixel count ``area_px`` and ``area_m2 = area_px * pixel_size_m**2``.
+
+Image: (bands, H, W), bands R, G, B (and NIR when ``bands=4``); uint8 is a display-like stretch of
+reflectance (gamma 1/1.6, reflectance 0.5 -> 255), uint16 is linear 12-bit (reflectance 0.6 -> 4095).
+With ``nodata_collar=True`` the valid footprint is a rotated quadrilateral, pixels outside it are the
+nodata value 0 (valid pixels are never 0) and carry no objects.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from smallseg.data.geometry import SpatialHash, convex_hull, inside_convex, rect_corners
+from smallseg.data.noise import fractal_noise, pixel_gaussian, salt_of, value_noise
+from smallseg.errors import SmallsegError
+
+CLASS_NAMES = {1: "car", 2: "building"}
+CAR, BUILDING = 1, 2
+
+# Land uses of a block.
+FIELD, PARK, RESIDENTIAL, PARKING, COMMERCIAL, FARM = range(6)
+
+# Reflectance palettes, bands (R, G, B, NIR).
+_GRASS = np.array([0.075, 0.115, 0.050, 0.40], np.float32)
+_DRYGRASS = np.array([0.170, 0.160, 0.100, 0.30], np.float32)
+_SOIL = np.array([0.240, 0.200, 0.150, 0.28], np.float32)
+_CROP = np.array([0.070, 0.125, 0.050, 0.46], np.float32)
+_SHRUB = np.array([0.040, 0.070, 0.030, 0.33], np.float32)
+_ASPHALT = np.array([0.110, 0.110, 0.115, 0.13], np.float32)
+_CONCRETE = np.array([0.300, 0.290, 0.270, 0.31], np.float32)
+_PAVING = np.array([0.220, 0.200, 0.180, 0.24], np.float32)
+_TREE = np.array([0.050, 0.085, 0.040, 0.42], np.float32)
+_MARKING = np.array([0.60, 0.60, 0.58, 0.55], np.float32)
+_HAZE = np.array([0.50, 0.52, 0.56, 0.45], np.float32)
+_SHADOW_TINT = np.array([0.36, 0.39, 0.48, 0.30], np.float32)
+
+_CAR_COLOURS = np.array(
+    [
+        [0.55, 0.55, 0.55, 0.50],  # white
+        [0.62, 0.62, 0.62, 0.55],  # white
+        [0.04, 0.04, 0.045, 0.06],  # black
+        [0.06, 0.06, 0.07, 0.08],  # black
+        [0.25, 0.25, 0.26, 0.26],  # silver
+        [0.16, 0.16, 0.17, 0.18],  # grey
+        [0.32, 0.05, 0.05, 0.30],  # red
+        [0.05, 0.10, 0.25, 0.18],  # blue
+        [0.08, 0.14, 0.10, 0.20],  # dark green
+        [0.40, 0.33, 0.12, 0.40],  # beige
+    ],
+    np.float32,
+)
+_CAR_COLOUR_P = np.array([0.14, 0.12, 0.12, 0.10, 0.16, 0.13, 0.08, 0.08, 0.03, 0.04])
+_ROOF_COLOURS = np.array(
+    [
+        [0.30, 0.12, 0.08, 0.30],  # terracotta
+        [0.36, 0.16, 0.10, 0.33],  # terracotta light
+        [0.12, 0.12, 0.13, 0.14],  # dark slate
+        [0.22, 0.22, 0.23, 0.24],  # grey concrete tile
+        [0.40, 0.40, 0.40, 0.40],  # light membrane
+        [0.20, 0.15, 0.11, 0.22],  # brown
+        [0.16, 0.20, 0.18, 0.20],  # green metal
+    ],
+    np.float32,
+)
+_ROOF_COLOUR_P = np.array([0.25, 0.15, 0.17, 0.15, 0.12, 0.10, 0.06])
+_CLUTTER_COLOURS = np.array(
+    [
+        [0.10, 0.35, 0.45, 0.08],  # pool
+        [0.30, 0.28, 0.25, 0.30],  # shed, light
+        [0.12, 0.10, 0.09, 0.14],  # shed, dark
+        [0.45, 0.44, 0.42, 0.42],  # container / tarp
+        [0.05, 0.06, 0.05, 0.10],  # dark patch
+    ],
+    np.float32,
+)
+
+# Rendering halo (px) around a window: covers the PSF blur (truncate 4 sigma, sigma <= 0.9).
+_HALO_PX = 6
+_STYLE_CAR, _STYLE_GABLE, _STYLE_HIP, _STYLE_FLAT = 0, 1, 2, 3
+_CONTEXTS = ("kerbside", "lane", "parking_lot", "driveway", "house_row", "detached_house", "commercial", "farm")
+
+
+@dataclass
+class ObjectTable:
+    """One row per ground-truth object (columns are (N,) arrays; row ``i`` is the object with id ``id[i]``).
+
+    Attributes:
+        id: uint32 instance id in the ``instances`` raster (1..N, unique in the scene).
+        class_id: uint8, 1 = car, 2 = building.
+        center_x, center_y: float64 footprint centre in map (CRS) units, metres for projected CRSs.
+        center_row_px, center_col_px: float64 footprint centre in pixels (pixel centres at integers).
+        length_m, width_m: float64 rectangle sides, ``length_m >= width_m``.
+        angle_deg: float64 direction of the long side, degrees counter-clockwise from map east (-90, 90].
+        height_m: float64 height above ground (casts the shadow).
+        footprint_area_m2: float64 analytic area ``length_m * width_m``.
+        area_px: int64 number of pixels with this id in the raster (exact).
+        area_m2: float64 ``area_px * pixel_size_m**2``.
+        bbox_px: (N, 4) int64 pixel bounding box (row0, col0, row1, col1), half-open; -1 when ``area_px == 0``.
+        context: (N,) str how the object was placed (``parking_lot``, ``kerbside``, ``house_row`` ...).
+    """
+
+    id: np.ndarray
+    class_id: np.ndarray
+    center_x: np.ndarray
+    center_y: np.ndarray
+    center_row_px: np.ndarray
+    center_col_px: np.ndarray
+    length_m: np.ndarray
+    width_m: np.ndarray
+    angle_deg: np.ndarray
+    height_m: np.ndarray
+    footprint_area_m2: np.ndarray
+    area_px: np.ndarray
+    area_m2: np.ndarray
+    bbox_px: np.ndarray
+    context: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+    _COLUMNS = (
+        "id", "class_id", "class_name", "center_x", "center_y", "center_row_px", "center_col_px", "length_m",
+        "width_m", "angle_deg", "height_m", "footprint_area_m2", "area_px", "area_m2", "bbox_row0",
+        "bbox_col0", "bbox_row1", "bbox_col1", "context",
+    )
+
+    def write_csv(self, path: str | os.PathLike) -> None:
+        """Write the table as CSV (one header row, columns as in :attr:`_COLUMNS`)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".partial")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(self._COLUMNS)
+            for i in range(len(self)):
+                writer.writerow([
+                    int(self.id[i]), int(self.class_id[i]), CLASS_NAMES[int(self.class_id[i])],
+                    f"{self.center_x[i]:.3f}", f"{self.center_y[i]:.3f}", f"{self.center_row_px[i]:.3f}",
+                    f"{self.center_col_px[i]:.3f}", f"{self.length_m[i]:.3f}", f"{self.width_m[i]:.3f}",
+                    f"{self.angle_deg[i]:.3f}", f"{self.height_m[i]:.2f}", f"{self.footprint_area_m2[i]:.4f}",
+                    int(self.area_px[i]), f"{self.area_m2[i]:.4f}", *map(int, self.bbox_px[i]), self.context[i],
+                ])
+        os.replace(tmp, path)
+
+
+def read_object_table(path: str | os.PathLike) -> ObjectTable:
+    """Read a table written by :meth:`ObjectTable.write_csv`."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+
+    def col(name, dtype):
+        return np.array([r[name] for r in rows], dtype=dtype)
+
+    return ObjectTable(
+        id=col("id", np.int64).astype(np.uint32),
+        class_id=col("class_id", np.int64).astype(np.uint8),
+        center_x=col("center_x", float), center_y=col("center_y", float),
+        center_row_px=col("center_row_px", float), center_col_px=col("center_col_px", float),
+        length_m=col("length_m", float), width_m=col("width_m", float), angle_deg=col("angle_deg", float),
+        height_m=col("height_m", float), footprint_area_m2=col("footprint_area_m2", float),
+        area_px=col("area_px", np.int64), area_m2=col("area_m2", float),
+        bbox_px=np.array([[int(r[k]) for k in ("bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1")]
+                          for r in rows], np.int64).reshape(-1, 4),
+        context=col("context", str),
+    )
+
+
+@dataclass
+class RemoteSensingScene:
+    """A rendered scene held in memory.
+
+    Attributes:
+        image: (bands, H, W) uint8 or uint16 image, bands R, G, B(, NIR).
+        instances: (H, W) uint32 instance ids, 0 = background.
+        classes: (H, W) uint8 class ids, 0 = background, 1 = car, 2 = building.
+        transform: rasterio ``Affine`` pixel -> map transform (north up, square pixels).
+        crs: rasterio ``CRS`` of the map coordinates.
+        nodata: image nodata value (0) when the scene has a nodata collar, else None.
+        pixel_size_m: ground sampling distance, metres per pixel.
+        objects: the :class:`ObjectTable` of every object in ``instances``.
+    """
+
+    image: np.ndarray
+    instances: np.ndarray
+    classes: np.ndarray
+    transform: object
+    crs: object
+    nodata: int | None
+    pixel_size_m: float
+    objects: ObjectTable
+
+    def to_instances(self):
+        """Ground truth as :class:`smallseg.instances.Instances` (ids = table ids, class_ids 1 car / 2 building)."""
+        from smallseg.instances import Instances
+
+        present = self.objects.area_px > 0
+        ids = self.objects.id[present].astype(np.int64)
+        centroids = np.zeros((len(ids), 2))
+        if len(ids):
+            centroids = np.asarray(ndimage.center_of_mass(np.ones(self.instances.shape, np.uint8),
+                                                          self.instances, ids)).reshape(-1, 2)
+        return Instances(labels=self.instances, ids=ids, class_ids=self.objects.class_id[present].astype(np.int32),
+                         scores=np.ones(len(ids), np.float32), centroids_yx=centroids)
+
+
+@dataclass(frozen=True)
+class SceneSettings:
+    """Everything that defines a scene; equal settings give bit-identical scenes.
+
+    Attributes:
+        height, width: scene size in pixels.
+        seed: master seed.
+        pixel_size_m: ground sampling distance, 0.1 to 2 m.
+        bands: 3 (RGB) or 4 (RGB + NIR).
+        dtype: ``"uint8"`` or ``"uint16"``.
+        nodata_collar: surround the valid area with a nodata collar.
+        crs: any CRS string rasterio accepts; should be projected with metre units.
+        origin_xy: map coordinates of the scene's upper-left corner (metres).
+        density: multiplies how built-up the scene is (0.3 sparse rural ... 1.5 dense urban); 1 = as drawn
+            from the seed.
+    """
+
+    height: int
+    width: int
+    seed: int
+    pixel_size_m: float = 0.5
+    bands: int = 3
+    dtype: str = "uint8"
+    nodata_collar: bool = False
+    crs: str = "EPSG:32633"
+    origin_xy: tuple[float, float] = (389_000.0, 5_819_000.0)
+    density: float = 1.0
+
+    def validate(self) -> None:
+        if self.height < 16 or self.width < 16:
+            raise SmallsegError(f"--size {self.height}x{self.width}: scenes must be at least 16x16 pixels")
+        if not 0.1 <= self.pixel_size_m <= 2.0:
+            raise SmallsegError(f"--pixel-size-m {self.pixel_size_m}: use 0.1 to 2 m (cars must span pixels)")
+        if self.bands not in (3, 4):
+            raise SmallsegError(f"--bands {self.bands}: use 3 (RGB) or 4 (RGB+NIR)")
+        if self.dtype not in ("uint8", "uint16"):
+            raise SmallsegError(f"--dtype {self.dtype}: use uint8 or uint16")
+        if not 0.0 <= self.density <= 3.0:
+            raise SmallsegError(f"--density {self.density}: use 0 to 3")
+
+    @property
+    def transform(self):
+        from rasterio.transform import Affine
+
+        x0, y0 = self.origin_xy
+        return Affine(self.pixel_size_m, 0.0, x0, 0.0, -self.pixel_size_m, y0)
+
+    @property
+    def nodata(self) -> int | None:
+        return 0 if self.nodata_collar else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Planning: the whole scene as vectors, from the seed only.
+
+
+@dataclass
+class _Plan:
+    settings: SceneSettings
+    grid_angle: float
+    road_s: np.ndarray  # positions of roads of constant s (m), with +-inf sentinels
+    road_s_width: np.ndarray
+    road_t: np.ndarray
+    road_t_width: np.ndarray
+    sidewalk_m: float
+    block_use: np.ndarray  # (len(road_s) - 1, len(road_t) - 1) land use
+    block_tone: np.ndarray  # same shape, float brightness factor
+    block_angle: np.ndarray  # same shape, field stripe / lot direction (rad)
+    block_period: np.ndarray  # same shape, field stripe period (m)
+    block_lot: np.ndarray  # (..., 5) parking lot layout: along_s, slot width, slot origin, row origin, row period
+    sun_dir: np.ndarray  # (2,) unit vector towards the sun in the (x, y-down) frame
+    shadow_per_m: float  # horizontal shadow length per metre of height
+    haze: float
+    blur_px: float
+    noise_level: float
+    collar: np.ndarray | None  # (4, 2) convex valid polygon (m) or None
+    # objects (N rows), geometry in metres, internal frame
+    obj_cx: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    obj_cy: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    obj_len: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    obj_wid: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    obj_ang: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    obj_height: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    obj_class: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+    obj_style: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    obj_colour: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    obj_context: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
+    obj_bbox_m: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # x0, y0, x1, y1 incl. shadow
+    clutter: list = field(default_factory=list)  # (cx, cy, length, width, angle, colour, round)
+    tree_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    tree_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    tree_r: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    tree_h: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    tree_tone: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def _road_positions(rng, lo, hi, spacing, drop_p):
+    positions = []
+    pos = lo - rng.uniform(0, spacing)
+    while pos < hi + spacing:
+        if rng.random() >= drop_p:
+            positions.append(pos)
+        pos += spacing * rng.uniform(0.7, 1.3)
+    return np.array(positions, float)
+
+
+def _plan_scene(s: SceneSettings) -> _Plan:
+    rng = np.random.default_rng(np.random.SeedSequence([s.seed, 0x5CE7E]))
+    W_m, H_m = s.width * s.pixel_size_m, s.height * s.pixel_size_m
+    urban = float(np.clip(rng.beta(2.0, 1.6) * s.density, 0.0, 1.0))
+    theta = rng.uniform(-math.pi / 4, math.pi / 4) if rng.random() < 0.85 else 0.0
+    ct, st = math.cos(theta), math.sin(theta)
+    corners = np.array([[0, 0], [W_m, 0], [0, H_m], [W_m, H_m]], float)
+    s_all = corners[:, 0] * ct + corners[:, 1] * st
+    t_all = -corners[:, 0] * st + corners[:, 1] * ct
+    spacing = 230.0 - 150.0 * urban
+    road_s = _road_positions(rng, s_all.min(), s_all.max(), spacing * rng.uniform(0.8, 1.3), 0.45 * (1 - urban))
+    road_t = _road_positions(rng, t_all.min(), t_all.max(), spacing * rng.uniform(0.8, 1.3), 0.45 * (1 - urban))
+
+    def widths(n):
+        main = rng.random(n) < 0.2
+        return np.where(main, rng.uniform(11, 16, n), rng.uniform(6, 10, n))
+
+    road_s_width, road_t_width = widths(len(road_s)), widths(len(road_t))
+    inf = np.array([-1e12]), np.array([1e12])
+    road_s = np.concatenate([inf[0], road_s, inf[1]])
+    road_t = np.concatenate([inf[0], road_t, inf[1]])
+    road_s_width = np.concatenate([[0.0], road_s_width, [0.0]])
+    road_t_width = np.concatenate([[0.0], road_t_width, [0.0]])
+    nb_s, nb_t = len(road_s) - 1, len(road_t) - 1
+    p_use = np.array([
+        0.30 * (1 - urban) + 0.02,  # field
+        0.10 + 0.05 * urban,  # park
+        0.15 + 0.45 * urban,  # residential
+        0.05 + 0.15 * urban,  # parking
+        0.02 + 0.12 * urban,  # commercial
+        0.25 * (1 - urban) + 0.02,  # farm
+    ])
+    block_use = rng.choice(6, size=(nb_s, nb_t), p=p_use / p_use.sum())
+    sun_az = rng.uniform(0, 2 * math.pi)
+    zenith = math.radians(rng.uniform(25, 60))
+    collar = None
+    if s.nodata_collar:
+        m = rng.uniform(0.01, 0.04, 4)
+        f = rng.uniform(0.05, 0.25, 4)
+        collar = np.array([
+            [f[0] * W_m, m[0] * H_m], [W_m * (1 - m[1]), f[1] * H_m],
+            [W_m * (1 - f[2]), H_m * (1 - m[2])], [m[3] * W_m, H_m * (1 - f[3])],
+        ])
+        collar = convex_hull(collar)
+    plan = _Plan(
+        settings=s, grid_angle=theta, road_s=road_s, road_s_width=road_s_width, road_t=road_t,
+        road_t_width=road_t_width, sidewalk_m=rng.uniform(1.5, 3.0) if urban > 0.3 else 0.0,
+        block_use=block_use, block_tone=rng.uniform(0.85, 1.15, (nb_s, nb_t)),
+        block_angle=rng.uniform(0, math.pi, (nb_s, nb_t)), block_period=rng.uniform(2.5, 7.0, (nb_s, nb_t)),
+        block_lot=np.zeros((nb_s, nb_t, 5)),
+        sun_dir=np.array([math.cos(sun_az), math.sin(sun_az)]), shadow_per_m=math.tan(zenith),
+        haze=float(rng.uniform(0.0, 0.22)), blur_px=float(rng.uniform(0.45, 0.85)),
+        noise_level=float(rng.uniform(0.003, 0.012)), collar=collar,
+    )
+    _place_objects(plan, rng, W_m, H_m, urban)
+    return plan
+
+
+class _Placer:
+    """Collects non-overlapping objects, clutter and trees in the internal (x, y-down) metre frame."""
+
+    def __init__(self, plan: _Plan, rng, W_m: float, H_m: float):
+        self.plan, self.rng, self.W, self.H = plan, rng, W_m, H_m
+        self.hash = SpatialHash(12.0)
+        self.rows: list[tuple] = []
+        self.clutter: list[tuple] = []
+        self.trees: list[tuple] = []
+        ct, st = math.cos(plan.grid_angle), math.sin(plan.grid_angle)
+        self.ct, self.st = ct, st
+
+    def to_xy(self, s: float, t: float) -> tuple[float, float]:
+        return s * self.ct - t * self.st, s * self.st + t * self.ct
+
+    def _inside_scene(self, poly: np.ndarray, margin: float = 0.5) -> bool:
+        if (poly.min(0) < margin).any() or poly[:, 0].max() > self.W - margin or poly[:, 1].max() > self.H - margin:
+            return False
+        if self.plan.collar is not None and not inside_convex(self.plan.collar, poly[:, 0], poly[:, 1]).all():
+            return False
+        return True
+
+    def _on_road(self, poly: np.ndarray, kerb: float = 0.0) -> bool:
+        """True if any corner lies on a road (+kerb m) — buildings and clutter stay off roads."""
+        plan = self.plan
+        sc = poly[:, 0] * self.ct + poly[:, 1] * self.st
+        tc = -poly[:, 0] * self.st + poly[:, 1] * self.ct
+        for pos, width, vals in ((plan.road_s, plan.road_s_width, sc), (plan.road_t, plan.road_t_width, tc)):
+            idx = np.searchsorted(pos, vals)
+            for j in (idx - 1, idx):
+                if (np.abs(vals - pos[j]) < width[j] / 2 + kerb).any():
+                    return True
+        return False
+
+    def add_object(self, s, t, length, width, local_angle, cls, style, colour, height, context,
+                   frame_angle=None, allow_road=False) -> bool:
+        x, y = self.to_xy(s, t)
+        angle = (self.plan.grid_angle if frame_angle is None else frame_angle) + local_angle
+        poly = rect_corners(x, y, length, width, angle)
+        if not self._inside_scene(poly):
+            return False
+        if not allow_road and self._on_road(poly, kerb=0.3):
+            return False
+        if self.hash.overlaps(poly):
+            return False
+        self.hash.add(poly)
+        self.rows.append((x, y, length, width, angle, height, cls, style, colour, context))
+        return True
+
+    def add_clutter(self, s, t, length, width, local_angle, colour, round_=False) -> bool:
+        x, y = self.to_xy(s, t)
+        poly = rect_corners(x, y, length, width, self.plan.grid_angle + local_angle)
+        if not self._inside_scene(poly) or self._on_road(poly, 0.5) or self.hash.overlaps(poly, 0.0):
+            return False
+        self.hash.add(poly)
+        self.clutter.append((x, y, length, width, self.plan.grid_angle + local_angle, colour, round_))
+        return True
+
+    def add_tree(self, s, t, radius, height) -> bool:
+        x, y = self.to_xy(s, t)
+        square = rect_corners(x, y, 2 * radius, 2 * radius, 0.0)
+        if not self._inside_scene(square, 0.0) or self._on_road(square, 0.2):
+            return False
+        # Trees may overlap each other but never an object (no occluded ground truth).
+        if self.hash.overlaps(square, 0.0):
+            return False
+        self.trees.append((x, y, radius, height, self.rng.uniform(0.75, 1.25)))
+        return True
+
+
+def _car_dims(rng):
+    length = rng.uniform(3.6, 4.9)
+    return length, rng.uniform(1.65, 1.95) if length > 4.0 else rng.uniform(1.55, 1.8)
+
+
+def _car_colour(rng):
+    base = _CAR_COLOURS[rng.choice(len(_CAR_COLOURS), p=_CAR_COLOUR_P)]
+    return (base * rng.uniform(0.9, 1.1)).astype(np.float32)
+
+
+def _roof_colour(rng):
+    base = _ROOF_COLOURS[rng.choice(len(_ROOF_COLOURS), p=_ROOF_COLOUR_P)]
+    return (base * rng.uniform(0.85, 1.15)).astype(np.float32)
+
+
+def _place_objects(plan: _Plan, rng, W_m: float, H_m: float, urban: float) -> None:
+    P = _Placer(plan, rng, W_m, H_m)
+    rs, rt = plan.road_s, plan.road_t
+    sw = plan.sidewalk_m
+    # Scene extent in grid coordinates, to skip blocks and roads outside it.
+    corners = np.array([[0, 0], [W_m, 0], [0, H_m], [W_m, H_m]], float)
+    s_lo = (corners[:, 0] * P.ct + corners[:, 1] * P.st).min()
+    s_hi = (corners[:, 0] * P.ct + corners[:, 1] * P.st).max()
+    t_lo = (-corners[:, 0] * P.st + corners[:, 1] * P.ct).min()
+    t_hi = (-corners[:, 0] * P.st + corners[:, 1] * P.ct).max()
+
+    for i in range(len(rs) - 1):
+        a_s = max(rs[i] + plan.road_s_width[i] / 2 + sw, s_lo - 5)
+        b_s = min(rs[i + 1] - plan.road_s_width[i + 1] / 2 - sw, s_hi + 5)
+        if b_s - a_s < 8:
+            continue
+        for j in range(len(rt) - 1):
+            a_t = max(rt[j] + plan.road_t_width[j] / 2 + sw, t_lo - 5)
+            b_t = min(rt[j + 1] - plan.road_t_width[j + 1] / 2 - sw, t_hi + 5)
+            if b_t - a_t < 8:
+                continue
+            use = plan.block_use[i, j]
+            box = (a_s, b_s, a_t, b_t)
+            if use == RESIDENTIAL:
+                _residential(P, rng, box)
+            elif use == PARKING:
+                plan.block_lot[i, j] = _parking_lot(P, rng, box)
+            elif use == COMMERCIAL:
+                _commercial(P, rng, box)
+            elif use == FARM:
+                _farm(P, rng, box)
+            elif use == PARK:
+                _park(P, rng, box)
+            elif use == FIELD:
+                _hedgerow(P, rng, box)
+    _road_cars(P, rng, urban, (s_lo, s_hi, t_lo, t_hi))
+
+    rows = P.rows
+    n = len(rows)
+    plan.obj_cx = np.array([r[0] for r in rows], float)
+    plan.obj_cy = np.array([r[1] for r in rows], float)
+    plan.obj_len = np.array([r[2] for r in rows], float)
+    plan.obj_wid = np.array([r[3] for r in rows], float)
+    plan.obj_ang = np.array([r[4] for r in rows], float)
+    plan.obj_height = np.array([r[5] for r in rows], float)
+    plan.obj_class = np.array([r[6] for r in rows], np.uint8)
+    plan.obj_style = np.array([r[7] for r in rows], np.int8)
+    plan.obj_colour = np.array([r[8] for r in rows], np.float32).reshape(n, 4)
+    plan.obj_context = np.array([r[9] for r in rows], object)
+    radius = 0.5 * np.hypot(plan.obj_len, plan.obj_wid)
+    shadow = plan.obj_height * plan.shadow_per_m
+    sx, sy = -plan.sun_dir[0] * shadow, -plan.sun_dir[1] * shadow
+    plan.obj_bbox_m = np.stack([
+        plan.obj_cx - radius + np.minimum(sx, 0), plan.obj_cy - radius + np.minimum(sy, 0),
+        plan.obj_cx + radius + np.maximum(sx, 0), plan.obj_cy + radius + np.maximum(sy, 0),
+    ], 1).reshape(n, 4)
+    plan.clutter = P.clutter
+    trees = np.array(P.trees, float).reshape(-1, 5)
+    plan.tree_x, plan.tree_y, plan.tree_r, plan.tree_h, plan.tree_tone = trees.T
+
+
+def _residential(P: _Placer, rng, box) -> None:
+    a_s, b_s, a_t, b_t = box
+    setback = rng.uniform(2.5, 8.0)
+    row_houses = rng.random() < 0.4
+    roof_style = rng.choice([_STYLE_GABLE, _STYLE_HIP, _STYLE_FLAT], p=[0.55, 0.25, 0.20])
+    jitter = math.radians(rng.uniform(0, 12)) if rng.random() < 0.3 else 0.0
+    # Four edges: (start, end, fixed coordinate, inward sign, along-s?)
+    edges = [
+        (a_s, b_s, a_t, +1, True), (a_s, b_s, b_t, -1, True),
+        (a_t, b_t, a_s, +1, False), (a_t, b_t, b_s, -1, False),
+    ]
+    max_depth = 14.0
+    for lo, hi, fixed, sign, along_s in edges:
+        pos = lo + (setback + max_depth if not along_s else 0.5)
+        end = hi - (setback + max_depth if not along_s else 0.5)
+        run = 0
+        colour = _roof_colour(rng)
+        height = rng.uniform(5, 10)
+        while pos < end:
+            front = rng.uniform(6.0, 9.0) if row_houses else rng.uniform(8.0, 16.0)
+            depth = rng.uniform(8.0, 12.0) if row_houses else rng.uniform(7.0, 14.0)
+            if pos + front > end:
+                break
+            centre_along = pos + front / 2
+            centre_across = fixed + sign * (setback + depth / 2)
+            s, t = (centre_along, centre_across) if along_s else (centre_across, centre_along)
+            # length along the frontage when wider, keep length >= width
+            local = 0.0 if along_s else math.pi / 2
+            length, width = front, depth
+            if depth > front:
+                length, width, local = depth, front, local + math.pi / 2
+            if not row_houses:
+                colour = _roof_colour(rng)
+                height = rng.uniform(3.5, 9.0)
+                local += rng.uniform(-jitter, jitter)
+            style = roof_style if row_houses else rng.choice([_STYLE_GABLE, _STYLE_HIP, _STYLE_FLAT], p=[0.5, 0.3, 0.2])
+            placed = P.add_object(s, t, length, width, local, BUILDING, style, colour, height,
+                                  "house_row" if row_houses else "detached_house")
+            # driveway car in front of some detached houses
+            if placed and not row_houses and setback > 5.5 and rng.random() < 0.45:
+                cl, cw = _car_dims(rng)
+                off = rng.uniform(-front / 2 + cw, front / 2 - cw)
+                cs_along, cs_across = pos + front / 2 + off, fixed + sign * (setback / 2)
+                cs, ctt = (cs_along, cs_across) if along_s else (cs_across, cs_along)
+                car_local = (math.pi / 2 if along_s else 0.0) + rng.uniform(-0.1, 0.1) + (math.pi if rng.random() < 0.5 else 0)
+                P.add_object(cs, ctt, cl, cw, car_local, CAR, _STYLE_CAR, _car_colour(rng), 1.5, "driveway")
+            # garden clutter and trees behind the house
+            if placed and rng.random() < 0.35:
+                back = fixed + sign * (setback + depth + rng.uniform(2.0, 6.0))
+                along = pos + rng.uniform(0, front)
+                cs, ctt = (along, back) if along_s else (back, along)
+                kind = rng.choice(len(_CLUTTER_COLOURS))
+                size = rng.uniform(2.0, 6.0) if kind == 0 else rng.uniform(1.5, 3.0)
+                P.add_clutter(cs, ctt, size * rng.uniform(1.0, 1.6), size, rng.uniform(-0.2, 0.2),
+                              _CLUTTER_COLOURS[kind], round_=bool(kind == 4))
+            if rng.random() < 0.5:
+                back = fixed + sign * (setback + depth + rng.uniform(3.0, 12.0))
+                along = pos + rng.uniform(0, front)
+                cs, ctt = (along, back) if along_s else (back, along)
+                P.add_tree(cs, ctt, rng.uniform(1.5, 4.0), rng.uniform(4, 12))
+            run += 1
+            gap = 0.0 if row_houses and (run % rng.integers(3, 8)) else rng.uniform(2.5, 9.0)
+            pos += front + gap
+
+
+def _parking_lot(P: _Placer, rng, box, fill: float | None = None) -> tuple:
+    """Rows of slots (pairs back to back, then an aisle) filled with cars; returns the lot layout
+    (along_s, slot width, slot origin, row origin, row period) for painting slot lines."""
+    a_s, b_s, a_t, b_t = box
+    margin = rng.uniform(1.0, 4.0)
+    a_s, b_s, a_t, b_t = a_s + margin, b_s - margin, a_t + margin, b_t - margin
+    along_s = rng.random() < 0.5
+    slot_w = rng.uniform(1.9, 2.15) if rng.random() < 0.3 else rng.uniform(2.3, 2.7)  # tight lots: cars touch
+    occupancy = fill if fill is not None else rng.uniform(0.35, 0.95)
+    slot_depth = 5.0
+    aisle = rng.uniform(5.5, 7.0)
+    lo_a, hi_a = (a_t, b_t) if along_s else (a_s, b_s)  # across rows
+    lo_r, hi_r = (a_s, b_s) if along_s else (a_t, b_t)  # along rows
+    pos = lo_a
+    row = 0
+    while pos + slot_depth <= hi_a:
+        centre_across = pos + slot_depth / 2
+        q = lo_r + slot_w / 2
+        while q + slot_w / 2 <= hi_r:
+            if rng.random() < occupancy:
+                cl, cw = _car_dims(rng)
+                cw = min(cw, slot_w)  # never wider than the slot
+                across = centre_across + rng.uniform(-0.3, 0.3) * (slot_depth - cl) / 2
+                s, t = (q, across) if along_s else (across, q)
+                local = (math.pi / 2 if along_s else 0.0) + rng.normal(0, 0.03) + (math.pi if rng.random() < 0.5 else 0)
+                P.add_object(s, t, cl, cw, local, CAR, _STYLE_CAR, _car_colour(rng), 1.5, "parking_lot")
+            q += slot_w
+        row += 1
+        pos += slot_depth + (aisle if row % 2 == 0 else 0.0)
+    return (1.0 if along_s else 0.0, slot_w, lo_r, lo_a, 2 * slot_depth + aisle)
+
+
+def _commercial(P: _Placer, rng, box) -> None:
+    a_s, b_s, a_t, b_t = box
+    mid = a_s + (b_s - a_s) * rng.uniform(0.35, 0.6)
+    # buildings 12-20 m (small-building range), in a loose grid on one side
+    s = a_s + 2.0
+    while s + 12 < mid:
+        t = a_t + 2.0
+        size_s = rng.uniform(12, 20)
+        while t + 12 < b_t - 2:
+            size_t = rng.uniform(12, 20)
+            length, width, local = (size_s, size_t, 0.0) if size_s >= size_t else (size_t, size_s, math.pi / 2)
+            P.add_object(s + size_s / 2, t + size_t / 2, length, width, local, BUILDING, _STYLE_FLAT,
+                         _roof_colour(rng) * 1.1, rng.uniform(4, 12), "commercial")
+            t += size_t + rng.uniform(3, 10)
+        s += size_s + rng.uniform(3, 10)
+    _parking_lot(P, rng, (mid + 2, b_s, a_t, b_t))
+
+
+def _farm(P: _Placer, rng, box) -> None:
+    a_s, b_s, a_t, b_t = box
+    # a cluster of 2-5 buildings at an arbitrary angle, a few cars and trees around
+    cs, ct = rng.uniform(a_s + 20, max(a_s + 21, b_s - 20)), rng.uniform(a_t + 20, max(a_t + 21, b_t - 20))
+    angle = rng.uniform(-math.pi / 2, math.pi / 2)
+    ca, sa = math.cos(angle), math.sin(angle)
+    for _ in range(rng.integers(2, 6)):
+        du, dv = rng.uniform(-18, 18, 2)
+        length, width = sorted(rng.uniform(6, 20, 2))[::-1]
+        P.add_object(cs + du * ca - dv * sa, ct + du * sa + dv * ca, length, width, angle + (math.pi / 2 if rng.random() < 0.3 else 0),
+                     BUILDING, rng.choice([_STYLE_GABLE, _STYLE_FLAT]), _roof_colour(rng), rng.uniform(4, 9), "farm")
+    for _ in range(rng.integers(0, 4)):
+        du, dv = rng.uniform(-22, 22, 2)
+        cl, cw = _car_dims(rng)
+        P.add_object(cs + du * ca - dv * sa, ct + du * sa + dv * ca, cl, cw, rng.uniform(0, math.pi), CAR, _STYLE_CAR,
+                     _car_colour(rng), 1.5, "farm")
+    for _ in range(rng.integers(3, 15)):
+        P.add_tree(cs + rng.normal(0, 20), ct + rng.normal(0, 20), rng.uniform(2, 5), rng.uniform(6, 15))
+    _hedgerow(P, rng, box)
+
+
+def _park(P: _Placer, rng, box) -> None:
+    a_s, b_s, a_t, b_t = box
+    area = (b_s - a_s) * (b_t - a_t)
+    for _ in range(int(rng.integers(1, 5) + area / 2500)):
+        cs, ct = rng.uniform(a_s, b_s), rng.uniform(a_t, b_t)
+        spread = rng.uniform(5, 25)
+        for _ in range(rng.integers(3, 25)):
+            P.add_tree(cs + rng.normal(0, spread), ct + rng.normal(0, spread), rng.uniform(1.5, 5.0), rng.uniform(5, 18))
+
+
+def _hedgerow(P: _Placer, rng, box) -> None:
+    if rng.random() < 0.5:
+        return
+    a_s, b_s, a_t, b_t = box
+    t = a_t + 3 if rng.random() < 0.5 else b_t - 3
+    s = a_s
+    while s < b_s:
+        P.add_tree(s, t + rng.normal(0, 0.6), rng.uniform(1.5, 3.5), rng.uniform(4, 10))
+        s += rng.uniform(2.5, 12)
+
+
+def _road_cars(P: _Placer, rng, urban: float, extent) -> None:
+    plan = P.plan
+    s_lo, s_hi, t_lo, t_hi = extent
+    families = (
+        (plan.road_s, plan.road_s_width, plan.road_t, plan.road_t_width, t_lo, t_hi, False),
+        (plan.road_t, plan.road_t_width, plan.road_s, plan.road_s_width, s_lo, s_hi, True),
+    )
+    for pos, width, cross, cross_w, lo, hi, along_s in families:
+        for k in range(1, len(pos) - 1):
+            c, w = pos[k], width[k]
+            lanes = [(-w / 4, 0.0), (w / 4, math.pi)]
+            kerb = [(-(w / 2 - 1.1), 0.0), (w / 2 - 1.1, math.pi)] if w >= 8 and urban > 0.25 else []
+            traffic = rng.uniform(0.0, 0.04) * (0.3 + urban)
+            parked = rng.uniform(0.2, 0.85) if kerb else 0.0
+            for offset, heading in lanes + kerb:
+                is_kerb = (offset, heading) in kerb
+                if is_kerb and kerb and abs(offset) < 2.5:
+                    continue
+                q = lo - rng.uniform(0, 10)
+                while q < hi:
+                    step = rng.uniform(5.6, 7.0) if is_kerb else rng.exponential(1 / max(traffic, 1e-3))
+                    q += step
+                    if is_kerb and rng.random() > parked:
+                        continue
+                    # skip intersections
+                    j = np.searchsorted(cross, q)
+                    if min(abs(q - cross[j - 1]) - cross_w[j - 1] / 2, abs(cross[j] - q) - cross_w[j] / 2) < 4:
+                        continue
+                    cl, cw = _car_dims(rng)
+                    along_angle = (0.0 if along_s else math.pi / 2) + heading + rng.normal(0, 0.02)
+                    s, t = (q, c + offset) if along_s else (c + offset, q)
+                    P.add_object(s, t, cl, cw, along_angle, CAR, _STYLE_CAR, _car_colour(rng), 1.5,
+                                 "kerbside" if is_kerb else "lane", allow_road=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rendering: one window at a time, from the plan only.
+
+
+def _nearest_road(coord: np.ndarray, positions: np.ndarray, widths: np.ndarray):
+    """Distance (m) to the nearest road of one family, its half width, and the block index (searchsorted)."""
+    idx = np.searchsorted(positions.astype(np.float32), coord).astype(np.int32)
+    d_lo = coord - positions.astype(np.float32)[idx - 1]
+    d_hi = positions.astype(np.float32)[idx] - coord
+    lower = d_lo < d_hi
+    half = (widths.astype(np.float32) / 2)
+    return np.where(lower, d_lo, d_hi), np.where(lower, half[idx - 1], half[idx]), idx
+
+
+def _render_window(plan: _Plan, row0: int, row1: int, col0: int, col1: int):
+    """Render rows [row0, row1) x cols [col0, col1): returns (image float32 (B, h, w) reflectance,
+    instances uint32 (h, w), valid bool (h, w) or None)."""
+    s = plan.settings
+    px = s.pixel_size_m
+    halo = _HALO_PX
+    rows = np.arange(row0 - halo, row1 + halo)
+    cols = np.arange(col0 - halo, col1 + halo)
+    ys = (rows + 0.5) * px
+    xs = (cols + 0.5) * px
+    h, w = len(rows), len(cols)
+    nb = s.bands
+    ct, st = math.cos(plan.grid_angle), math.sin(plan.grid_angle)
+    # float32 grid coordinates: ~2 mm resolution at 20 km, plenty for textures and road edges
+    S = xs.astype(np.float32)[None, :] * np.float32(ct) + ys.astype(np.float32)[:, None] * np.float32(st)
+    T = ys.astype(np.float32)[:, None] * np.float32(ct) - xs.astype(np.float32)[None, :] * np.float32(st)
+    seed = s.seed
+
+    # --- land use per pixel and road distances
+    dist_s, half_s, i_s = _nearest_road(S, plan.road_s, plan.road_s_width)
+    dist_t, half_t, i_t = _nearest_road(T, plan.road_t, plan.road_t_width)
+    block = (i_s - 1) * np.int32(plan.block_use.shape[1]) + (i_t - 1)
+    use = plan.block_use.ravel().astype(np.uint8)[block]
+    tone = plan.block_tone.ravel().astype(np.float32)[block]
+
+    # --- ground texture
+    n_large = fractal_noise(ys, xs, 90.0, salt_of(seed, "large"), octaves=3)
+    n_mid = fractal_noise(ys, xs, 12.0, salt_of(seed, "mid"), octaves=3)
+    n_fine = value_noise(ys, xs, 1.3, salt_of(seed, "fine"))
+    mix = np.clip(0.5 + 1.6 * n_large + 0.8 * n_mid, 0, 1)
+    img = np.empty((nb, h, w), np.float32)
+    lo_pal = np.stack([_CROP, _GRASS, _GRASS, _ASPHALT * 1.3, _PAVING, _CROP])  # by land use
+    hi_pal = np.stack([_SOIL, _DRYGRASS, _PAVING, _ASPHALT * 1.6, _CONCRETE, _DRYGRASS])
+    for b in range(nb):
+        lo_b, hi_b = lo_pal[:, b][use], hi_pal[:, b][use]
+        img[b] = lo_b + (hi_b - lo_b) * mix
+    # crop stripes in fields and farms
+    field_mask = (use == FIELD) | (use == FARM)
+    if field_mask.any():
+        ang = plan.block_angle.ravel().astype(np.float32)[block]
+        period = plan.block_period.ravel().astype(np.float32)[block]
+        phase = (S * np.cos(ang) + T * np.sin(ang)) / period
+        stripe = np.where(field_mask, 0.8 + 0.35 * (0.5 + 0.5 * np.cos(np.float32(2 * np.pi) * phase)), 1)
+        img *= stripe.astype(np.float32)
+    # vegetation patches (shrubs, hedges, unkempt grass)
+    veg_thr = np.array([0.35, 0.12, 0.22, 0.6, 0.5, 0.3], np.float32)[use]
+    n_veg = fractal_noise(ys, xs, 25.0, salt_of(seed, "veg"), octaves=4)
+    veg = np.clip((n_veg - veg_thr) * 8.0, 0, 1)
+    texture = (1.0 + 0.16 * n_mid + 0.10 * n_fine) * tone
+    for b in range(nb):
+        img[b] = (img[b] * (1 - veg) + _SHRUB[b] * (0.8 + 0.4 * n_fine) * veg) * texture
+
+    # --- roads, kerbs/sidewalks, markings
+    road = (dist_s < half_s) | (dist_t < half_t)
+    walk = plan.sidewalk_m
+    sidewalk = ~road & (((dist_s < half_s + walk) & (half_s > 0)) | ((dist_t < half_t + walk) & (half_t > 0)))
+    road_tone = (1.0 + 0.25 * value_noise(ys, xs, 400.0, salt_of(seed, "roadtone"))).astype(np.float32)
+    for b in range(nb):
+        img[b] = np.where(road, _ASPHALT[b] * road_tone * (1 + 0.08 * n_mid + 0.07 * n_fine), img[b])
+        img[b] = np.where(sidewalk, _CONCRETE[b] * (1 + 0.05 * n_fine), img[b])
+    # dashed centre lines (sub-pixel width: painted with area coverage)
+    line_w = 0.15
+    cov_s = np.clip((line_w / 2 + px / 2 - dist_s) / px, 0, 1) * min(1.0, line_w / px)
+    cov_s *= (np.mod(T, 9.0) < 3.0) & (half_s >= 4) & (dist_t > half_t)
+    cov_t = np.clip((line_w / 2 + px / 2 - dist_t) / px, 0, 1) * min(1.0, line_w / px)
+    cov_t *= (np.mod(S, 9.0) < 3.0) & (half_t >= 4) & (dist_s > half_s)
+    mark = np.maximum(cov_s, cov_t).astype(np.float32)
+    # parking slot lines, aligned with the lot's slots and rows
+    lot = (use == PARKING) & ~road & ~sidewalk
+    if lot.any():
+        lots = plan.block_lot.reshape(-1, 5).astype(np.float32)
+        along_s, slot_w, q0, a0, period = (lots[:, i][block] for i in range(5))
+        q = np.where(along_s > 0, S, T)
+        a = np.where(along_s > 0, T, S)
+        in_rows = (np.mod(a - a0, np.maximum(period, 1)) < 10.0) & (slot_w > 0)
+        d_line = np.abs(np.mod(q - q0 + slot_w / 2, np.maximum(slot_w, 1)) - slot_w / 2)
+        slot_cov = np.clip((line_w / 2 + px / 2 - d_line) / px, 0, 1) * min(1.0, line_w / px)
+        mark = np.maximum(mark, np.where(lot & in_rows, slot_cov * 0.8, 0).astype(np.float32))
+    for b in range(nb):
+        img[b] += (_MARKING[b] - img[b]) * mark
+
+    # --- objects, clutter, shadows
+    instances = np.zeros((h, w), np.uint32)
+    shadow = np.ones((h, w), np.float32)
+    x_lo, x_hi = xs[0] - px, xs[-1] + px
+    y_lo, y_hi = ys[0] - px, ys[-1] + px
+    bb = plan.obj_bbox_m
+    sel = np.flatnonzero((bb[:, 2] >= x_lo) & (bb[:, 0] <= x_hi) & (bb[:, 3] >= y_lo) & (bb[:, 1] <= y_hi))
+    tsel = np.flatnonzero(
+        (plan.tree_x + plan.tree_r * 4 + plan.tree_h * plan.shadow_per_m >= x_lo)
+        & (plan.tree_x - plan.tree_r * 4 - plan.tree_h * plan.shadow_per_m <= x_hi)
+        & (plan.tree_y + plan.tree_r * 4 + plan.tree_h * plan.shadow_per_m >= y_lo)
+        & (plan.tree_y - plan.tree_r * 4 - plan.tree_h * plan.shadow_per_m <= y_hi)
+    )
+    sun = plan.sun_dir
+    off_per_m = -sun * plan.shadow_per_m
+
+    def sub_range(lo_m, hi_m, coords):
+        a = int(np.searchsorted(coords, lo_m, side="left"))
+        b_ = int(np.searchsorted(coords, hi_m, side="right"))
+        return a, b_
+
+    # shadows of objects (on ground and on cars; roofs and crowns are drawn over them)
+    for k in sel:
+        if plan.obj_class[k] == CAR:
+            continue
+        corners = rect_corners(plan.obj_cx[k], plan.obj_cy[k], plan.obj_len[k], plan.obj_wid[k], plan.obj_ang[k])
+        hull = convex_hull(np.concatenate([corners, corners + off_per_m * plan.obj_height[k]]))
+        r0, r1 = sub_range(hull[:, 1].min(), hull[:, 1].max(), ys)
+        c0, c1 = sub_range(hull[:, 0].min(), hull[:, 0].max(), xs)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        m = inside_convex(hull, xs[None, c0:c1], ys[r0:r1, None])
+        shadow[r0:r1, c0:c1][m] *= 0.42
+    for k in tsel:
+        tx, ty, tr = plan.tree_x[k], plan.tree_y[k], plan.tree_r[k]
+        ex, ey = tx + off_per_m[0] * plan.tree_h[k] * 0.7, ty + off_per_m[1] * plan.tree_h[k] * 0.7
+        r0, r1 = sub_range(min(ty, ey) - tr, max(ty, ey) + tr, ys)
+        c0, c1 = sub_range(min(tx, ex) - tr, max(tx, ex) + tr, xs)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        X, Y = xs[None, c0:c1], ys[r0:r1, None]
+        dx, dy = ex - tx, ey - ty
+        tt = np.clip(((X - tx) * dx + (Y - ty) * dy) / max(dx * dx + dy * dy, 1e-9), 0, 1)
+        d = np.hypot(X - (tx + tt * dx), Y - (ty + tt * dy))
+        shadow[r0:r1, c0:c1][d < tr * 0.9] *= 0.5
+    ground_shadow = shadow.copy()
+    for k in sel:  # car shadows (short) on the ground only
+        if plan.obj_class[k] != CAR:
+            continue
+        corners = rect_corners(plan.obj_cx[k], plan.obj_cy[k], plan.obj_len[k], plan.obj_wid[k], plan.obj_ang[k])
+        hull = convex_hull(np.concatenate([corners, corners + off_per_m * plan.obj_height[k]]))
+        r0, r1 = sub_range(hull[:, 1].min(), hull[:, 1].max(), ys)
+        c0, c1 = sub_range(hull[:, 0].min(), hull[:, 0].max(), xs)
+        if r1 > r0 and c1 > c0:
+            ground_shadow[r0:r1, c0:c1][inside_convex(hull, xs[None, c0:c1], ys[r0:r1, None])] *= 0.55
+    tint = _SHADOW_TINT / _SHADOW_TINT.mean()
+    for b in range(nb):
+        gs = ground_shadow
+        img[b] *= gs * (1 + (tint[b] - 1) * (1 - gs))
+
+    # clutter (unlabelled): pools, sheds, tarps
+    for cx, cy, cl, cw, ca, colour, round_ in plan.clutter:
+        rad = 0.5 * math.hypot(cl, cw) + px
+        r0, r1 = sub_range(cy - rad, cy + rad, ys)
+        c0, c1 = sub_range(cx - rad, cx + rad, xs)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        X, Y = xs[None, c0:c1] - cx, ys[r0:r1, None] - cy
+        u = X * math.cos(ca) + Y * math.sin(ca)
+        v = -X * math.sin(ca) + Y * math.cos(ca)
+        if round_:
+            sd = (0.5 * cw - np.hypot(u * cw / cl, v))
+        else:
+            sd = np.minimum(cl / 2 - np.abs(u), cw / 2 - np.abs(v))
+        alpha = np.clip(0.5 + sd / px, 0, 1).astype(np.float32)
+        edge = np.where(sd < 0.3, 0.8, 1.0).astype(np.float32)
+        for b in range(nb):
+            img[b, r0:r1, c0:c1] += (colour[b] * edge - img[b, r0:r1, c0:c1]) * alpha
+
+    # labelled objects, in table order (first listed wins a shared edge pixel)
+    for k in sel:
+        cx, cy, L, Wd, ang = plan.obj_cx[k], plan.obj_cy[k], plan.obj_len[k], plan.obj_wid[k], plan.obj_ang[k]
+        rad = 0.5 * math.hypot(L, Wd) + px
+        r0, r1 = sub_range(cy - rad, cy + rad, ys)
+        c0, c1 = sub_range(cx - rad, cx + rad, xs)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        X, Y = xs[None, c0:c1] - cx, ys[r0:r1, None] - cy
+        ca_, sa_ = math.cos(ang), math.sin(ang)
+        u = X * ca_ + Y * sa_
+        v = -X * sa_ + Y * ca_
+        sd = np.minimum(L / 2 - np.abs(u), Wd / 2 - np.abs(v))
+        inside = sd >= 0
+        sub = instances[r0:r1, c0:c1]
+        sub[inside & (sub == 0)] = k + 1
+        alpha = np.clip(0.5 + sd / px, 0, 1).astype(np.float32)
+        colour = plan.obj_colour[k]
+        style = plan.obj_style[k]
+        if style == _STYLE_CAR:
+            un = u / L  # -0.5 (rear) .. 0.5 (front)
+            glass = ((un > 0.12) & (un < 0.27)) | ((un > -0.40) & (un < -0.28))
+            side = np.abs(v) > 0.38 * Wd
+            factor = np.where(glass, 0.0, np.where(side, 0.8, 1.05)).astype(np.float32)
+            glass_val = np.float32(0.05)
+            env = shadow[r0:r1, c0:c1]
+            for b in range(nb):
+                val = np.where(glass, glass_val, colour[b] * factor) * env
+                img[b, r0:r1, c0:c1] += (val - img[b, r0:r1, c0:c1]) * alpha
+        else:
+            # roof facets: light depends on the facet's horizontal normal against the sun direction
+            nu = np.float32(0.0)
+            if style == _STYLE_GABLE:
+                normal_sign = np.sign(v)
+                n_x, n_y = -sa_ * normal_sign, ca_ * normal_sign
+            elif style == _STYLE_HIP:
+                end = np.abs(u) - (L - Wd) / 2 > np.abs(v)
+                n_x = np.where(end, ca_ * np.sign(u), -sa_ * np.sign(v))
+                n_y = np.where(end, sa_ * np.sign(u), ca_ * np.sign(v))
+            else:
+                n_x = n_y = nu
+            light = (0.85 + 0.35 * (n_x * sun[0] + n_y * sun[1])).astype(np.float32)
+            rim = np.where(sd < 0.35, 0.75, 1.0).astype(np.float32)
+            grain = 1 + 0.06 * n_fine[r0:r1, c0:c1]
+            for b in range(nb):
+                val = colour[b] * light * rim * grain
+                img[b, r0:r1, c0:c1] += (val - img[b, r0:r1, c0:c1]) * alpha
+
+    # tree crowns: irregular, sun-lit spheres with clumpy texture
+    if len(tsel):
+        crown_noise = fractal_noise(ys, xs, 1.6, salt_of(seed, "crown"), octaves=2)
+    for k in tsel:
+        tx, ty, tr = plan.tree_x[k], plan.tree_y[k], plan.tree_r[k]
+        r0, r1 = sub_range(ty - tr * 1.3, ty + tr * 1.3, ys)
+        c0, c1 = sub_range(tx - tr * 1.3, tx + tr * 1.3, xs)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        dx, dy = (xs[None, c0:c1] - tx) / tr, (ys[r0:r1, None] - ty) / tr
+        cn = crown_noise[r0:r1, c0:c1]
+        rho = np.hypot(dx, dy) - 0.3 * cn
+        alpha = np.clip((1.0 - rho) * tr / px + 0.5, 0, 1).astype(np.float32)
+        zz = np.sqrt(np.clip(1 - dx * dx - dy * dy, 0, 1))
+        lit = (0.45 + 0.55 * np.clip(dx * sun[0] + dy * sun[1] + 0.6 * zz, 0, None)) * (0.8 + 0.5 * cn)
+        lit = (lit * plan.tree_tone[k]).astype(np.float32)
+        for b in range(nb):
+            img[b, r0:r1, c0:c1] += (_TREE[b] * lit - img[b, r0:r1, c0:c1]) * alpha
+
+    # --- atmosphere, optics, sensor
+    if plan.haze > 0:
+        hz = (plan.haze * (0.6 + 0.4 * value_noise(ys, xs, 600.0, salt_of(seed, "haze")))).astype(np.float32)
+        for b in range(nb):
+            img[b] += (_HAZE[b] - img[b]) * hz
+    for b in range(nb):
+        img[b] = ndimage.gaussian_filter(img[b], plan.blur_px, truncate=4.0, mode="nearest")
+        sigma = np.sqrt(plan.noise_level**2 + 0.004 * np.clip(img[b], 0, None) * plan.noise_level)
+        img[b] += sigma * pixel_gaussian(rows, cols, salt_of(seed, "sensor", b))
+
+    valid = None
+    if plan.collar is not None:
+        valid = inside_convex(plan.collar, xs[None, :], ys[:, None])[halo:-halo, halo:-halo]
+    return img[: s.bands, halo:-halo, halo:-halo], instances[halo:-halo, halo:-halo], valid
+
+
+def _to_dtype(reflectance: np.ndarray, dtype: str, valid: np.ndarray | None) -> np.ndarray:
+    if dtype == "uint8":
+        out = 255.0 * np.clip(reflectance / 0.5, 0, 1) ** (1 / 1.6)
+        lo, hi = 1, 255
+    else:
+        out = reflectance * (4095.0 / 0.6)
+        lo, hi = 1, 4095
+    out = np.clip(np.rint(out), lo, hi).astype(dtype)
+    if valid is not None:
+        out[:, ~valid] = 0
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Public API
+
+
+def _settings(height, width, seed, pixel_size_m, bands, dtype, nodata_collar, crs, origin_xy, density):
+    s = SceneSettings(int(height), int(width), int(seed), float(pixel_size_m), int(bands), str(dtype),
+                      bool(nodata_collar), str(crs), (float(origin_xy[0]), float(origin_xy[1])), float(density))
+    s.validate()
+    return s
+
+
+def _object_table(plan: _Plan, area_px: np.ndarray, bbox_px: np.ndarray) -> ObjectTable:
+    s = plan.settings
+    px = s.pixel_size_m
+    n = len(plan.obj_cx)
+    x0, y0 = s.origin_xy
+    angle = -np.degrees(plan.obj_ang)  # internal frame has y down; map angles count counter-clockwise
+    angle = (angle + 90.0) % 180.0 - 90.0
+    angle[angle == -90.0] = 90.0
+    return ObjectTable(
+        id=np.arange(1, n + 1, dtype=np.uint32), class_id=plan.obj_class.copy(),
+        center_x=x0 + plan.obj_cx, center_y=y0 - plan.obj_cy,
+        center_row_px=plan.obj_cy / px - 0.5, center_col_px=plan.obj_cx / px - 0.5,
+        length_m=plan.obj_len.copy(), width_m=plan.obj_wid.copy(), angle_deg=angle,
+        height_m=plan.obj_height.copy(), footprint_area_m2=plan.obj_len * plan.obj_wid,
+        area_px=area_px.astype(np.int64), area_m2=area_px * px * px, bbox_px=bbox_px.astype(np.int64),
+        context=np.array([str(c) for c in plan.obj_context], dtype=str),
+    )
+
+
+def _accumulate_objects(instances: np.ndarray, row0: int, col0: int, area_px, bbox_px) -> None:
+    """Add one window's pixel counts and bounding boxes into the scene-wide columns (index = id - 1)."""
+    fg = np.flatnonzero(instances.ravel())
+    if len(fg) == 0:
+        return
+    ids = instances.ravel()[fg].astype(np.int64) - 1
+    rr, cc = np.divmod(fg, instances.shape[1])
+    order = np.argsort(ids, kind="stable")
+    ids, rr, cc = ids[order], rr[order] + row0, cc[order] + col0
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    uid = ids[starts]
+    area_px[uid] += np.diff(np.r_[starts, len(ids)])
+    for col, fn, off in ((0, np.minimum, 0), (1, np.minimum, 0), (2, np.maximum, 1), (3, np.maximum, 1)):
+        src = rr if col in (0, 2) else cc
+        red = (np.minimum if fn is np.minimum else np.maximum).reduceat(src, starts) + off
+        cur = bbox_px[uid, col]
+        bbox_px[uid, col] = np.where(cur < 0, red, fn(cur, red))
+
+
+def make_remote_sensing_scene(
+    height: int,
+    width: int,
+    *,
+    seed: int,
+    pixel_size_m: float = 0.5,
+    bands: int = 3,
+    dtype: str = "uint8",
+    nodata_collar: bool = False,
+    crs: str = "EPSG:32633",
+    origin_xy: tuple[float, float] = (389_000.0, 5_819_000.0),
+    density: float = 1.0,
+) -> RemoteSensingScene:
+    """Render a whole scene in memory.
+
+    Args:
+        height, width: scene size in pixels (keep to a few thousand; use :func:`write_remote_sensing_scene`
+            for big scenes).
+        seed: any int; equal arguments give bit-identical output.
+        pixel_size_m: ground sampling distance in metres (0.1-2; cars 3.6-4.9 m and buildings 6-20 m
+            keep their physical size, so they span fewer pixels at coarser resolution).
+        bands: 3 (R, G, B) or 4 (R, G, B, NIR).
+        dtype: ``"uint8"`` (display stretch) or ``"uint16"`` (linear 12-bit).
+        nodata_collar: surround the valid area with a nodata (0) collar, as in orthorectified scenes.
+        crs: projected CRS (metre units) written to the GeoTIFF.
+        origin_xy: map coordinates (m) of the upper-left corner.
+        density: scales how built-up the scene is (1 = as drawn from the seed).
+
+    Returns:
+        :class:`RemoteSensingScene` with image (bands, H, W), instances (H, W) uint32, classes (H, W) uint8,
+        transform, crs, nodata and the object table (areas counted from the rendered raster).
+    """
+    import rasterio.crs
+
+    s = _settings(height, width, seed, pixel_size_m, bands, dtype, nodata_collar, crs, origin_xy, density)
+    plan = _plan_scene(s)
+    refl, instances, valid = _render_window(plan, 0, s.height, 0, s.width)
+    image = _to_dtype(refl, s.dtype, valid)
+    n = len(plan.obj_cx)
+    area_px = np.zeros(n, np.int64)
+    bbox_px = np.full((n, 4), -1, np.int64)
+    _accumulate_objects(instances, 0, 0, area_px, bbox_px)
+    lut = np.concatenate([[0], plan.obj_class]).astype(np.uint8)
+    return RemoteSensingScene(
+        image=image, instances=instances, classes=lut[instances], transform=s.transform,
+        crs=rasterio.crs.CRS.from_user_input(s.crs), nodata=s.nodata, pixel_size_m=s.pixel_size_m,
+        objects=_object_table(plan, area_px, bbox_px),
+    )
+
+
+@dataclass(frozen=True)
+class RemoteSensingScenePaths:
+    """Files of a written scene: ``<stem>_image.tif``, ``_instances.tif``, ``_classes.tif``, ``_objects.csv``."""
+
+    image: Path
+    instances: Path
+    classes: Path
+    objects_csv: Path
+
+    @classmethod
+    def from_stem(cls, path_stem: str | os.PathLike) -> "RemoteSensingScenePaths":
+        stem = Path(path_stem)
+        return cls(*(stem.with_name(stem.name + suffix) for suffix in
+                     ("_image.tif", "_instances.tif", "_classes.tif", "_objects.csv")))
+
+
+def _block_size(n: int) -> int:
+    return 512 if n >= 512 else max(16, 16 * ((n + 15) // 16))
+
+
+def geotiff_profiles(settings: SceneSettings) -> tuple[dict, dict, dict]:
+    """rasterio profiles (image, instances, classes): same CRS, transform and size; tiled, deflate."""
+    import rasterio.crs
+
+    s = settings
+    common = dict(
+        driver="GTiff", height=s.height, width=s.width, crs=rasterio.crs.CRS.from_user_input(s.crs),
+        transform=s.transform, tiled=True, blockxsize=_block_size(s.width), blockysize=_block_size(s.height),
+        compress="deflate", predictor=2, BIGTIFF="IF_SAFER",
+    )
+    image = dict(common, count=s.bands, dtype=s.dtype, nodata=s.nodata, interleave="pixel")
+    if s.bands == 3 and s.dtype == "uint8":
+        image["photometric"] = "RGB"
+    instances = dict(common, count=1, dtype="uint32", nodata=None)
+    classes = dict(common, count=1, dtype="uint8", nodata=None)
+    return image, instances, classes
+
+
+def write_remote_sensing_scene(
+    path_stem: str | os.PathLike,
+    height: int,
+    width: int,
+    *,
+    seed: int,
+    pixel_size_m: float = 0.5,
+    bands: int = 3,
+    dtype: str = "uint8",
+    nodata_collar: bool = False,
+    crs: str = "EPSG:32633",
+    origin_xy: tuple[float, float] = (389_000.0, 5_819_000.0),
+    density: float = 1.0,
+    window_px: int = 1024,
+) -> RemoteSensingScenePaths:
+    """Render and write a scene window by window, in memory bounded by ``window_px`` (not the scene size).
+
+    Writes ``<stem>_image.tif`` (bands, dtype, nodata), ``<stem>_instances.tif`` (uint32) and
+    ``<stem>_classes.tif`` (uint8) with one profile (CRS, transform, size; tiled 512 blocks, deflate), and
+    ``<stem>_objects.csv`` (:class:`ObjectTable`). Output is identical to :func:`make_remote_sensing_scene`
+    with the same arguments, whatever ``window_px``. Files are written under temporary names and renamed
+    only when complete.
+
+    Args:
+        path_stem: output path without suffix; its folder is created.
+        window_px: render window side in pixels, a multiple of 16 (blocks of 512 are filled whole when it is
+            a multiple of 512). Peak memory is roughly ``80 * window_px**2`` bytes plus the object table.
+        (other arguments as :func:`make_remote_sensing_scene`)
+
+    Returns:
+        :class:`RemoteSensingScenePaths` of the four files.
+    """
+    import rasterio
+
+    if window_px < 16 or window_px % 16:
+        raise SmallsegError(f"--window-px {window_px}: use a positive multiple of 16 (e.g. 1024)")
+    s = _settings(height, width, seed, pixel_size_m, bands, dtype, nodata_collar, crs, origin_xy, density)
+    paths = RemoteSensingScenePaths.from_stem(path_stem)
+    paths.image.parent.mkdir(parents=True, exist_ok=True)
+    plan = _plan_scene(s)
+    n = len(plan.obj_cx)
+    area_px = np.zeros(n, np.int64)
+    bbox_px = np.full((n, 4), -1, np.int64)
+    lut = np.concatenate([[0], plan.obj_class]).astype(np.uint8)
+    p_img, p_ins, p_cls = geotiff_profiles(s)
+    tmp = {k: p.with_name(p.name + ".partial") for k, p in
+           (("image", paths.image), ("instances", paths.instances), ("classes", paths.classes))}
+    from rasterio.windows import Window
+
+    try:
+        with rasterio.open(tmp["image"], "w", **p_img) as d_img, \
+                rasterio.open(tmp["instances"], "w", **p_ins) as d_ins, \
+                rasterio.open(tmp["classes"], "w", **p_cls) as d_cls:
+            for row0 in range(0, s.height, window_px):
+                row1 = min(row0 + window_px, s.height)
+                for col0 in range(0, s.width, window_px):
+                    col1 = min(col0 + window_px, s.width)
+                    refl, instances, valid = _render_window(plan, row0, row1, col0, col1)
+                    win = Window(col0, row0, col1 - col0, row1 - row0)
+                    d_img.write(_to_dtype(refl, s.dtype, valid), window=win)
+                    d_ins.write(instances[None], window=win)
+                    d_cls.write(lut[instances][None], window=win)
+                    _accumulate_objects(instances, row0, col0, area_px, bbox_px)
+        for key, final in (("image", paths.image), ("instances", paths.instances), ("classes", paths.classes)):
+            os.replace(tmp[key], final)
+        _object_table(plan, area_px, bbox_px).write_csv(paths.objects_csv)
+    finally:
+        for t in tmp.values():
+            if t.exists():
+                t.unlink()
+    return paths
+
+
+def save_remote_sensing_scene(scene: RemoteSensingScene, path_stem: str | os.PathLike) -> RemoteSensingScenePaths:
+    """Write an in-memory scene to the same four files as :func:`write_remote_sensing_scene`."""
+    import rasterio
+
+    paths = RemoteSensingScenePaths.from_stem(path_stem)
+    paths.image.parent.mkdir(parents=True, exist_ok=True)
+    bands, height, width = scene.image.shape
+    settings = SceneSettings(height, width, 0, scene.pixel_size_m, bands, str(scene.image.dtype),
+                             scene.nodata is not None, scene.crs.to_string(),
+                             (scene.transform.c, scene.transform.f))
+    p_img, p_ins, p_cls = geotiff_profiles(settings)
+    for profile, data, final in ((p_img, scene.image, paths.image), (p_ins, scene.instances[None], paths.instances),
+                                 (p_cls, scene.classes[None], paths.classes)):
+        tmp = final.with_name(final.name + ".partial")
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+        os.replace(tmp, final)
+    scene.objects.write_csv(paths.objects_csv)
+    return paths
