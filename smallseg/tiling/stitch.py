@@ -51,7 +51,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -306,6 +306,8 @@ class RowStitcher:
             ``emit_early=False`` until the last tile row, which returns the rest of the scene).
         """
         st, grid = self.state, self.grid
+        if tile_row >= grid.n_rows:
+            raise ValueError(f"tile row {tile_row} added, but the grid has only {grid.n_rows} tile rows")
         if tile_row != st.next_tile_row:
             raise ValueError(f"tile row {tile_row} added, but the stitcher expects tile row {st.next_tile_row}")
         if len(instances) != grid.n_cols:
@@ -482,12 +484,15 @@ class RowStitcher:
         return StitchedBand(row0=row0, row1=row1, labels=band.reshape(n, width), classes=classes, objects=table)
 
 
-def stitch_instances(grid: TileGrid, tile_rows: Sequence[Sequence[Instances]], **kwargs) -> tuple[Instances, ObjectTable]:
+def stitch_instances(
+    grid: TileGrid, tile_rows: Iterable[Sequence[Instances]], **kwargs
+) -> tuple[Instances, ObjectTable]:
     """Stitch a whole scene at once (reference for :class:`RowStitcher`; holds the whole scene in memory).
 
     Args:
         grid: the tile grid.
-        tile_rows: ``tile_rows[r][c]`` is the decoded :class:`Instances` of tile (r, c), tile px.
+        tile_rows: ``tile_rows[r][c]`` is the decoded :class:`Instances` of tile (r, c), tile px; any
+            iterable of tile rows, top to bottom (a generator keeps only one tile row's tiles alive).
         **kwargs: passed to :class:`RowStitcher` (e.g. ``duplicate_ios``).
 
     Returns:
@@ -497,7 +502,7 @@ def stitch_instances(grid: TileGrid, tile_rows: Sequence[Sequence[Instances]], *
     stitcher = RowStitcher(grid, emit_early=False, **kwargs)
     bands = [stitcher.add_tile_row(r, row) for r, row in enumerate(tile_rows)]
     if not stitcher.done:
-        raise ValueError(f"{len(tile_rows)} tile rows given, the grid has {grid.n_rows}")
+        raise ValueError(f"{len(bands)} tile rows given, the grid has {grid.n_rows}")
     labels = np.concatenate([b.labels for b in bands])
     table = ObjectTable.concat([b.objects for b in bands]).sorted_by_id()
     scene = Instances(
@@ -575,6 +580,8 @@ class RowBlender:
             :class:`BlendedBand` for ``grid.final_rows(tile_row)``.
         """
         grid = self.grid
+        if tile_row >= grid.n_rows:
+            raise ValueError(f"tile row {tile_row} added, but the grid has only {grid.n_rows} tile rows")
         if tile_row != self.next_tile_row:
             raise ValueError(f"tile row {tile_row} added, but the blender expects tile row {self.next_tile_row}")
         if len(probs) != grid.n_cols:
