@@ -1,0 +1,641 @@
+"""Streaming GeoTIFF I/O: windowed reads with nodata masks, band statistics, atomic row-band writers.
+
+Reading (:class:`GeoTiffReader`, via :func:`open_raster`)::
+
+    with open_raster("scene.tif", bands=[1, 2, 3], expected_bands=3) as src:
+        src.require_valid_pixels()                       # "no valid pixels" instead of an empty result
+        for r in range(grid.n_rows):
+            band, valid = src.read_with_mask(grid.row_window(r))   # one tile row, boundless
+
+Any window may run past the raster (edge tiles, scenes smaller than a tile): outside pixels are filled with
+the nodata value (0 without one) and marked invalid. Files without georeferencing (plain TIFF, PNG) are
+read in pixel units after one warning. Everything a user can get wrong (missing file, not a raster,
+undecodable pixels, a band that does not exist, a band count the model does not take, no valid pixel)
+raises :class:`~smallseg.errors.SmallsegError` with one line.
+
+Writing (:class:`RasterWriter`, via :func:`label_writer` / :func:`class_writer`)::
+
+    with label_writer("labels.tif", src.geometry, cog=True) as dst:
+        for band in stitched_bands:
+            dst.write_rows(band.row0, band.labels)
+
+Rows arrive top to bottom in any band heights; they are buffered to whole block rows so every compressed
+block is written once. The file is written under ``<name>.partial`` and renamed to its final name only
+when every row was written and the file closed cleanly; an exception or Ctrl-C removes the partial file,
+so a file with the final name is always complete. COG output is GDAL's ``COG`` driver (part of the GDAL
+in rasterio's wheels) copying the finished temporary GeoTIFF.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
+
+from smallseg.errors import SmallsegError, one_line
+
+LABEL_DTYPE = "uint32"
+CLASS_DTYPE = "uint8"
+CLASS_NODATA = 255
+
+
+# -------------------------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class RasterGeometry:
+    """Where a raster's pixels are: size, CRS and affine transform (pixel -> CRS coordinates).
+
+    Attributes:
+        width, height: size in px.
+        crs: coordinate reference system, or None (pixel units).
+        transform: affine transform of the top-left pixel corner; identity when not georeferenced.
+    """
+
+    width: int
+    height: int
+    crs: CRS | None
+    transform: Affine
+
+    @property
+    def georeferenced(self) -> bool:
+        """True when the raster has a CRS or a non-identity transform."""
+        return self.crs is not None or not self.transform.is_identity
+
+    @property
+    def pixel_area(self) -> float:
+        """Area of one pixel in squared CRS units (m² for projected metric CRSs; 1.0 in pixel units)."""
+        return abs(self.transform.determinant)
+
+    @property
+    def linear_units(self) -> str:
+        """Units of the CRS axes (``"metre"``, ``"degree"``, ...) or ``"px"``."""
+        if self.crs is None:
+            return "px"
+        try:
+            return self.crs.linear_units or "unknown"
+        except Exception:  # noqa: BLE001 - some CRSs have no single linear unit
+            return "unknown"
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """Per-band statistics over valid pixels (C = selected bands).
+
+    Attributes:
+        mean, std, min, max: (C,) float64, in the raster's pixel values.
+        valid_px: valid pixels counted.
+        sampled_px: pixels read (valid or not).
+        total_px: pixels in the raster.
+        windows: number of windows read.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    valid_px: int
+    sampled_px: int
+    total_px: int
+    windows: int
+
+    @property
+    def valid_fraction(self) -> float:
+        """Share of the sampled pixels that are valid."""
+        return self.valid_px / self.sampled_px if self.sampled_px else 0.0
+
+
+# ---------------------------------------------------------------------------------------------- reader
+
+
+def _open_dataset(path: Path):
+    if not path.exists():
+        raise SmallsegError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise SmallsegError(f"{path}: is a directory, not a raster file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioError as exc:
+        text = one_line(exc)
+        if "not recognized" in text or "supported file format" in text:
+            raise SmallsegError(f"{path}: not a raster GDAL can read; pass a GeoTIFF (or TIFF/PNG)") from None
+        raise SmallsegError(f"{path}: cannot be opened as a raster ({text}); is the file complete?") from None
+
+
+def _gdal_reason(exc: BaseException) -> str:
+    """GDAL's own message behind a rasterio error, without its "<file>, band N: " prefix."""
+    cause = exc.__cause__ or exc.__context__ or exc
+    return re.sub(r"^.*?, band \d+: ", "", one_line(cause))
+
+
+def _intersect(window: Window, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """Window ∩ raster as (row0, row1, col0, col1) in raster px, or None when they do not meet."""
+    r0, c0 = int(window.row_off), int(window.col_off)
+    r1, c1 = r0 + int(window.height), c0 + int(window.width)
+    rr0, rr1, cc0, cc1 = max(r0, 0), min(r1, height), max(c0, 0), min(c1, width)
+    if rr1 <= rr0 or cc1 <= cc0:
+        return None
+    return rr0, rr1, cc0, cc1
+
+
+class GeoTiffReader:
+    """A raster opened for windowed reading. Build with :func:`open_raster`; use as a context manager.
+
+    Attributes:
+        path: the file.
+        bands: selected band numbers (1-based), in output order.
+        dtype: pixel dtype (numpy name).
+        nodata: nodata value or None.
+        geometry: :class:`RasterGeometry` (size, CRS, transform) to give to the writers.
+    """
+
+    def __init__(self, path: str | os.PathLike, bands: Sequence[int] | None = None, expected_bands: int | None = None):
+        self.path = Path(path)
+        self._ds = _open_dataset(self.path)
+        try:
+            self._setup(bands, expected_bands)
+        except BaseException:
+            self._ds.close()
+            raise
+
+    def _setup(self, bands: Sequence[int] | None, expected_bands: int | None) -> None:
+        ds = self._ds
+        count = ds.count
+        if count == 0:
+            raise SmallsegError(f"{self.path}: has no raster bands (a vector or subdataset container?)")
+        interp = list(ds.colorinterp)
+        alpha = [i + 1 for i, ci in enumerate(interp) if ci == ColorInterp.alpha]
+        self._alpha_band = alpha[0] if alpha else None
+        if bands is None:
+            chosen = list(range(1, count + 1))
+            # An alpha band says where pixels are valid; it is not image content.
+            if self._alpha_band is not None and expected_bands == count - 1:
+                chosen.remove(self._alpha_band)
+        else:
+            chosen = [int(b) for b in bands]
+            if not chosen:
+                raise SmallsegError(f"{self.path}: empty band selection; pass band numbers 1..{count}")
+            for b in chosen:
+                if not 1 <= b <= count:
+                    raise SmallsegError(
+                        f"{self.path}: band {b} does not exist (the file has {count} band"
+                        f"{'s' if count != 1 else ''}, numbered 1..{count}); fix the band selection (--bands)"
+                    )
+        if expected_bands is not None and bands is None and count < expected_bands:
+            raise SmallsegError(
+                f"{self.path}: {count} band{'s' if count != 1 else ''}, but the model expects {expected_bands}; "
+                f"use a model trained on {count}-band input"
+            )
+        if expected_bands is not None and len(chosen) != expected_bands:
+            raise SmallsegError(
+                f"{self.path}: {len(chosen)} band{'s' if len(chosen) != 1 else ''} "
+                f"{'selected' if bands is not None else 'in the file'}, but the model expects {expected_bands}; "
+                f"pass --bands with {expected_bands} band numbers out of 1..{count}"
+            )
+        dtypes = {ds.dtypes[b - 1] for b in chosen}
+        if len(dtypes) > 1:
+            raise SmallsegError(f"{self.path}: selected bands mix dtypes {sorted(dtypes)}; select bands of one type")
+        self.bands = tuple(chosen)
+        self.dtype = dtypes.pop()
+        self.nodata = ds.nodata
+        self.geometry = RasterGeometry(width=ds.width, height=ds.height, crs=ds.crs, transform=ds.transform)
+        if not self.geometry.georeferenced:
+            warnings.warn(
+                f"{self.path}: no georeferencing (no CRS or transform); outputs will be in pixel units",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    # -- basics -----------------------------------------------------------------------------------------
+
+    def __enter__(self) -> "GeoTiffReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file."""
+        self._ds.close()
+
+    @property
+    def width(self) -> int:
+        return self.geometry.width
+
+    @property
+    def height(self) -> int:
+        return self.geometry.height
+
+    @property
+    def count(self) -> int:
+        """Number of selected bands (C of every read)."""
+        return len(self.bands)
+
+    @property
+    def fill_value(self):
+        """Value of pixels outside the raster in boundless reads: nodata, or 0 without one."""
+        return 0 if self.nodata is None else self.nodata
+
+    def _read(self, fn, window: Window, what: str):
+        try:
+            return fn()
+        except RasterioError as exc:
+            r0, c0 = int(window.row_off), int(window.col_off)
+            raise SmallsegError(
+                f"{self.path}: {what} cannot be decoded in rows {r0}-{r0 + int(window.height) - 1}, "
+                f"cols {c0}-{c0 + int(window.width) - 1} ({_gdal_reason(exc)}); the file is damaged: "
+                f"re-export or re-download it"
+            ) from None
+
+    # -- windows ----------------------------------------------------------------------------------------
+
+    def read(self, window: Window) -> np.ndarray:
+        """Pixels of the selected bands in ``window`` (may run past the raster).
+
+        Args:
+            window: rasterio Window in raster px (integer offsets and size).
+
+        Returns:
+            (C, window.height, window.width) array of the raster's dtype; outside pixels = ``fill_value``.
+        """
+        h, w = int(window.height), int(window.width)
+        out = np.full((self.count, h, w), self.fill_value, dtype=self.dtype)
+        inter = _intersect(window, self.width, self.height)
+        if inter is None:
+            return out
+        r0, r1, c0, c1 = inter
+        inner = Window(c0, r0, c1 - c0, r1 - r0)
+        data = self._read(lambda: self._ds.read(self.bands, window=inner), inner, "pixels")
+        ro, co = r0 - int(window.row_off), c0 - int(window.col_off)
+        out[:, ro : ro + (r1 - r0), co : co + (c1 - c0)] = data
+        return out
+
+    def valid_mask(self, window: Window) -> np.ndarray:
+        """Which pixels of ``window`` hold data.
+
+        A pixel is valid when it is inside the raster and (alpha band > 0 if the raster has one, else
+        GDAL's dataset mask: not nodata in at least one band, or set in an internal mask).
+
+        Returns:
+            (window.height, window.width) bool.
+        """
+        h, w = int(window.height), int(window.width)
+        out = np.zeros((h, w), bool)
+        inter = _intersect(window, self.width, self.height)
+        if inter is None:
+            return out
+        r0, r1, c0, c1 = inter
+        inner = Window(c0, r0, c1 - c0, r1 - r0)
+        if self._alpha_band is not None:
+            # GDAL scales a 16-bit alpha to 0..255 for its mask, which turns small alphas into 0.
+            valid = self._read(lambda: self._ds.read(self._alpha_band, window=inner), inner, "alpha band") > 0
+        else:
+            valid = self._read(lambda: self._ds.dataset_mask(window=inner), inner, "nodata mask") > 0
+        ro, co = r0 - int(window.row_off), c0 - int(window.col_off)
+        out[ro : ro + (r1 - r0), co : co + (c1 - c0)] = valid
+        return out
+
+    def read_with_mask(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`read` and :meth:`valid_mask` of one window: ((C, h, w) pixels, (h, w) bool valid)."""
+        return self.read(window), self.valid_mask(window)
+
+    def _row_bands(self, rows: int) -> list[Window]:
+        return [Window(0, r, self.width, min(rows, self.height - r)) for r in range(0, self.height, rows)]
+
+    # -- checks -----------------------------------------------------------------------------------------
+
+    def require_valid_pixels(self, rows_per_read: int = 256) -> None:
+        """Raise a one-line :class:`SmallsegError` when no pixel of the raster is valid.
+
+        Scans the nodata mask in row bands and stops at the first valid pixel, so it is cheap for normal
+        scenes and reads the whole mask only for (nearly) empty ones.
+        """
+        for window in self._row_bands(rows_per_read):
+            if self.valid_mask(window).any():
+                return
+        why = f"every pixel is nodata = {self.nodata:g}" if self.nodata is not None else "every pixel is masked"
+        raise SmallsegError(
+            f"{self.path}: no valid pixels ({why}); nothing to predict - check the file, its nodata value "
+            f"or the band selection"
+        )
+
+    def check_decodable(self) -> None:
+        """Decode every internal block of the selected bands; raise a one-line error at the first that
+        fails. Reads the whole file: use it to check a file before a long run, not on every run."""
+        for _, window in self._ds.block_windows(1):
+            self._read(lambda: self._ds.read(self.bands, window=window), window, "pixels")
+
+    # -- statistics -------------------------------------------------------------------------------------
+
+    def band_stats(self, max_windows: int = 16, window_px: int = 512) -> BandStats:
+        """Mean / std / min / max per selected band over valid pixels, from a sample of windows.
+
+        Args:
+            max_windows: most windows to read. When ``max_windows`` windows of ``window_px`` cover the
+                raster it is read whole (exact statistics); otherwise windows are taken on an even grid
+                over the scene (deterministic).
+            window_px: side of each window in px.
+
+        Returns:
+            :class:`BandStats` (raises :class:`SmallsegError` if no sampled pixel is valid).
+        """
+        h, w = self.height, self.width
+        ny, nx = math.ceil(h / window_px), math.ceil(w / window_px)
+        if ny * nx <= max_windows:
+            windows = [Window(x * window_px, y * window_px, min(window_px, w - x * window_px),
+                              min(window_px, h - y * window_px)) for y in range(ny) for x in range(nx)]
+        else:
+            side = max(1, int(math.sqrt(max_windows)))
+            size_h, size_w = min(window_px, h), min(window_px, w)
+            ys = np.linspace(0, h - size_h, side).round().astype(int)
+            xs = np.linspace(0, w - size_w, side).round().astype(int)
+            windows = [Window(int(x), int(y), size_w, size_h) for y in ys for x in xs]
+        c = self.count
+        total = np.zeros(c)
+        total_sq = np.zeros(c)
+        lo = np.full(c, np.inf)
+        hi = np.full(c, -np.inf)
+        valid_px = sampled = 0
+        for win in windows:
+            data, valid = self.read_with_mask(win)
+            sampled += valid.size
+            n = int(valid.sum())
+            if n == 0:
+                continue
+            vals = data[:, valid].astype(np.float64)
+            total += vals.sum(axis=1)
+            total_sq += (vals**2).sum(axis=1)
+            lo = np.minimum(lo, vals.min(axis=1))
+            hi = np.maximum(hi, vals.max(axis=1))
+            valid_px += n
+        if valid_px == 0:
+            raise SmallsegError(
+                f"{self.path}: no valid pixels in {len(windows)} sampled windows; check the nodata value "
+                f"or the band selection"
+            )
+        mean = total / valid_px
+        std = np.sqrt(np.maximum(total_sq / valid_px - mean**2, 0.0))
+        return BandStats(mean=mean, std=std, min=lo, max=hi, valid_px=valid_px, sampled_px=sampled,
+                         total_px=h * w, windows=len(windows))
+
+
+def open_raster(
+    path: str | os.PathLike, bands: Sequence[int] | None = None, expected_bands: int | None = None
+) -> GeoTiffReader:
+    """Open a raster for windowed reading and validate the band selection.
+
+    Args:
+        path: GeoTIFF (or any raster GDAL reads: plain TIFF, PNG, ... in pixel units, with a warning).
+        bands: band numbers to read, 1-based, in the order the model wants them; default all bands (minus
+            an alpha band when that leaves ``expected_bands``).
+        expected_bands: number of bands the model takes; a different count is a one-line error.
+
+    Returns:
+        An open :class:`GeoTiffReader` (use ``with``).
+    """
+    return GeoTiffReader(path, bands=bands, expected_bands=expected_bands)
+
+
+# ---------------------------------------------------------------------------------------------- writer
+
+
+def _partial_path(path: Path, suffix: str = ".partial") -> Path:
+    return path.with_name(path.name + suffix)
+
+
+class RasterWriter:
+    """Write a raster row band by row band, atomically (see module docstring). Use as a context manager.
+
+    Args:
+        path: final file name.
+        geometry: size, CRS and transform to copy (e.g. ``reader.geometry``).
+        count: bands to write.
+        dtype: numpy dtype name.
+        nodata: nodata value to record, or None.
+        compress: ``"deflate"``, ``"zstd"``, ``"lzw"`` or ``"none"``.
+        blocksize: internal tile side in px (multiple of 16; 256 or 512 are usual).
+        cog: also convert to a Cloud Optimized GeoTIFF (overviews, nearest resampling) before renaming.
+        tags: metadata tags for the file (e.g. what produced it).
+        band_descriptions: one description per band.
+        overwrite: replace an existing file (only on success); False raises if it exists.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        geometry: RasterGeometry,
+        *,
+        count: int = 1,
+        dtype: str = LABEL_DTYPE,
+        nodata: float | None = None,
+        compress: str = "deflate",
+        blocksize: int = 512,
+        cog: bool = False,
+        tags: dict | None = None,
+        band_descriptions: Sequence[str] | None = None,
+        overwrite: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.geometry = geometry
+        self.count = int(count)
+        self.dtype = np.dtype(dtype).name
+        self.nodata = nodata
+        self.compress = compress.lower()
+        self.blocksize = int(blocksize)
+        self.cog = cog
+        self.tags = dict(tags or {})
+        self.band_descriptions = list(band_descriptions) if band_descriptions else None
+        if self.compress not in ("deflate", "zstd", "lzw", "none"):
+            raise SmallsegError(f"compress {compress!r}: use deflate, zstd, lzw or none")
+        if self.blocksize < 16 or self.blocksize % 16:
+            raise SmallsegError(f"blocksize {blocksize}: must be a positive multiple of 16 (e.g. 256 or 512)")
+        if not self.path.parent.is_dir():
+            raise SmallsegError(f"{self.path}: folder {self.path.parent} does not exist; create it first")
+        if self.path.exists() and not overwrite:
+            raise SmallsegError(f"{self.path}: exists; remove it or allow overwriting")
+        self.partial_path = _partial_path(self.path)
+        self.rows_written = 0
+        self._ds = None
+        self._buffer = None
+        self._buffer_row0 = 0
+        self._buffer_rows = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    def __enter__(self) -> "RasterWriter":
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+    def open(self) -> None:
+        """Create the temporary file."""
+        g = self.geometry
+        profile = dict(
+            driver="GTiff",
+            width=g.width,
+            height=g.height,
+            count=self.count,
+            dtype=self.dtype,
+            nodata=self.nodata,
+            tiled=True,
+            blockxsize=self.blocksize,
+            blockysize=self.blocksize,
+            compress=self.compress,
+            BIGTIFF="IF_SAFER",
+        )
+        if g.crs is not None:
+            profile["crs"] = g.crs
+        if g.georeferenced:
+            profile["transform"] = g.transform
+        if self.compress != "none" and np.dtype(self.dtype).kind in "iu":
+            profile["predictor"] = 2  # horizontal differencing: label runs compress better
+        self.partial_path.unlink(missing_ok=True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._ds = rasterio.open(self.partial_path, "w", **profile)
+        except RasterioError as exc:
+            raise SmallsegError(f"{self.path}: cannot create the output ({one_line(exc)})") from None
+        if self.tags:
+            self._ds.update_tags(**self.tags)
+        if self.band_descriptions:
+            for i, text in enumerate(self.band_descriptions, start=1):
+                self._ds.set_band_description(i, text)
+        self._buffer = np.zeros((self.count, self.blocksize, g.width), self.dtype)
+
+    def write_rows(self, row0: int, data: np.ndarray) -> None:
+        """Write the next rows.
+
+        Args:
+            row0: first scene row of ``data``; must be the next unwritten row (rows go top to bottom).
+            data: (h, W) for one band or (count, h, W), any integer/float dtype castable to the file's.
+        """
+        if self._ds is None:
+            raise RuntimeError("RasterWriter is not open; use it as a context manager")
+        data = np.asarray(data)
+        if data.ndim == 2:
+            data = data[None]
+        g = self.geometry
+        if data.shape[0] != self.count or data.shape[2] != g.width:
+            raise ValueError(f"rows of shape {data.shape[1:]} x {data.shape[0]} bands, expected (h, {g.width}) x "
+                             f"{self.count}")
+        if row0 != self.rows_written:
+            raise ValueError(f"rows must come in order: got row {row0}, next unwritten row is {self.rows_written}")
+        if row0 + data.shape[1] > g.height:
+            raise ValueError(f"rows {row0}..{row0 + data.shape[1] - 1} run past the raster height {g.height}")
+        if np.dtype(self.dtype).kind in "iu" and data.size and data.dtype.kind in "iuf":
+            info = np.iinfo(self.dtype)
+            if data.min() < info.min or data.max() > info.max:
+                raise ValueError(f"values {data.min()}..{data.max()} do not fit {self.dtype}")
+        self.rows_written += data.shape[1]
+        pos = 0
+        while pos < data.shape[1]:
+            take = min(self.blocksize - self._buffer_rows, data.shape[1] - pos)
+            self._buffer[:, self._buffer_rows : self._buffer_rows + take] = data[:, pos : pos + take]
+            self._buffer_rows += take
+            pos += take
+            if self._buffer_rows == self.blocksize:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer_rows == 0:
+            return
+        window = Window(0, self._buffer_row0, self.geometry.width, self._buffer_rows)
+        self._ds.write(self._buffer[:, : self._buffer_rows], window=window)
+        self._buffer_row0 += self._buffer_rows
+        self._buffer_rows = 0
+
+    def close(self) -> Path:
+        """Finish: flush, check every row was written, close, (convert to COG,) rename to the final name.
+
+        Returns:
+            The final path.
+        """
+        if self._ds is None:
+            return self.path
+        try:
+            if self.rows_written != self.geometry.height:
+                raise SmallsegError(
+                    f"{self.path}: only {self.rows_written} of {self.geometry.height} rows were written; "
+                    f"the output was discarded"
+                )
+            self._flush()
+            self._ds.close()
+            self._ds = None
+            if self.cog:
+                cog_path = _partial_path(self.path, ".partial-cog")
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                        rasterio.shutil.copy(
+                            self.partial_path,
+                            cog_path,
+                            driver="COG",
+                            COMPRESS=self.compress.upper(),
+                            BLOCKSIZE=self.blocksize,
+                            OVERVIEW_RESAMPLING="NEAREST",
+                            BIGTIFF="IF_SAFER",
+                            **({"PREDICTOR": "YES"} if self.compress != "none" else {}),
+                        )
+                except RasterioError as exc:
+                    cog_path.unlink(missing_ok=True)
+                    raise SmallsegError(f"{self.path}: COG conversion failed ({one_line(exc)})") from None
+                os.replace(cog_path, self.path)
+                self.partial_path.unlink(missing_ok=True)
+            else:
+                os.replace(self.partial_path, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Discard everything written: close and delete the temporary file(s). The final name is untouched."""
+        if self._ds is not None:
+            try:
+                self._ds.close()
+            except Exception:  # noqa: BLE001 - discarding anyway
+                pass
+            self._ds = None
+        self.partial_path.unlink(missing_ok=True)
+        _partial_path(self.path, ".partial-cog").unlink(missing_ok=True)
+
+
+def label_writer(path: str | os.PathLike, geometry: RasterGeometry, **kwargs) -> RasterWriter:
+    """Writer for an instance label raster: 1 band uint32, 0 = background (no nodata unless given).
+
+    Args:
+        path: final file name.
+        geometry: from the input reader (``reader.geometry``) so CRS, transform and size match.
+        **kwargs: :class:`RasterWriter` options (``compress``, ``blocksize``, ``cog``, ``nodata``, ``tags``).
+    """
+    kwargs.setdefault("band_descriptions", ["object id"])
+    return RasterWriter(path, geometry, count=1, dtype=LABEL_DTYPE, **kwargs)
+
+
+def class_writer(path: str | os.PathLike, geometry: RasterGeometry, **kwargs) -> RasterWriter:
+    """Writer for a class raster: 1 band uint8, 0 = background, 255 = nodata (input had no data there)."""
+    kwargs.setdefault("nodata", CLASS_NODATA)
+    kwargs.setdefault("band_descriptions", ["class id"])
+    return RasterWriter(path, geometry, count=1, dtype=CLASS_DTYPE, **kwargs)
