@@ -178,8 +178,7 @@ def write_coco_tiles(
             for col in _tile_starts(width, tile_size_px, overlap_px):
                 th, tw = min(tile_size_px, height - row), min(tile_size_px, width - col)
                 win = Window(col, row, tw, th)
-                ring = src_ins.read(1, window=Window(col - 1, row - 1, tw + 2, th + 2), boundless=True,
-                                    fill_value=0)
+                ring = _read_with_ring(src_ins, row, col, th, tw)
                 ins = ring[1:-1, 1:-1]
                 image = None
                 if write_images or skip_nodata_tiles:
@@ -213,6 +212,18 @@ def write_coco_tiles(
     tmp.write_text(json.dumps(dataset))
     os.replace(tmp, path)
     return path
+
+
+def _read_with_ring(src, row: int, col: int, th: int, tw: int) -> np.ndarray:
+    """Band 1 of the window plus a 1-px ring, zeros beyond the raster edge."""
+    from rasterio.windows import Window
+
+    r0, c0 = max(row - 1, 0), max(col - 1, 0)
+    r1, c1 = min(row + th + 1, src.height), min(col + tw + 1, src.width)
+    out = np.zeros((th + 2, tw + 2), src.dtypes[0])
+    out[r0 - (row - 1): r1 - (row - 1), c0 - (col - 1): c1 - (col - 1)] = src.read(
+        1, window=Window(c0, r0, c1 - c0, r1 - r0))
+    return out
 
 
 def _window_transform(transform, row: int, col: int):
@@ -278,3 +289,36 @@ def coco_from_label_arrays(
                 clipped_ids=clipped_ids_from_ring(ring), min_area_px=min_area_px,
             )
     return {"images": images, "annotations": annotations, "categories": categories or REMOTE_SENSING_CATEGORIES}
+
+
+def merge_coco_datasets(parts: list[str | os.PathLike], out_path: str | os.PathLike) -> Path:
+    """Merge COCO JSON files that live in one folder (so their relative ``file_name``s stay valid).
+
+    Image and annotation ids are renumbered consecutively in the order given; categories are taken from
+    the first part and must be equal in all of them. Written to a temporary name, renamed when complete.
+
+    Returns:
+        ``out_path`` as a Path.
+    """
+    out_path = Path(out_path)
+    merged: dict = {"info": {"description": "merged", "parts": []}, "images": [], "annotations": [],
+                    "categories": None}
+    for part in parts:
+        data = json.loads(Path(part).read_text())
+        if merged["categories"] is None:
+            merged["categories"] = data["categories"]
+        elif data["categories"] != merged["categories"]:
+            raise SmallsegError(f"{part}: categories differ from {parts[0]}; cannot merge")
+        image_map = {}
+        for image in data["images"]:
+            image_map[image["id"]] = len(merged["images"]) + 1
+            merged["images"].append({**image, "id": image_map[image["id"]]})
+        for ann in data["annotations"]:
+            merged["annotations"].append({**ann, "id": len(merged["annotations"]) + 1,
+                                          "image_id": image_map[ann["image_id"]]})
+        merged["info"]["parts"].append(data.get("info", {}))
+    merged["categories"] = merged["categories"] or REMOTE_SENSING_CATEGORIES
+    tmp = out_path.with_name(out_path.name + ".partial")
+    tmp.write_text(json.dumps(merged))
+    os.replace(tmp, out_path)
+    return out_path

@@ -266,6 +266,15 @@ class SceneSettings:
             raise SmallsegError(f"--dtype {self.dtype}: use uint8 or uint16")
         if not 0.0 <= self.density <= 3.0:
             raise SmallsegError(f"--density {self.density}: use 0 to 3")
+        import rasterio.crs
+        import rasterio.errors
+
+        try:
+            crs = rasterio.crs.CRS.from_user_input(self.crs)
+        except rasterio.errors.CRSError:
+            raise SmallsegError(f"--crs {self.crs}: not a CRS rasterio knows; use e.g. EPSG:32633") from None
+        if not crs.is_projected:
+            raise SmallsegError(f"--crs {self.crs}: not a projected CRS; pixel sizes are in metres, use a UTM zone")
 
     @property
     def transform(self):
