@@ -307,3 +307,16 @@ def test_writer_rejects_bad_settings(tmp_path):
     _one_line_error(lambda: label_writer(tmp_path / "x.tif", g, compress="jpeg2000"), "compress")
     _one_line_error(lambda: label_writer(tmp_path / "x.tif", g, blocksize=100), "blocksize")
     _one_line_error(lambda: label_writer(tmp_path / "nowhere" / "x.tif", g), "does not exist")
+
+
+def test_raster_without_nodata_or_mask_is_valid_everywhere_inside(tmp_path):
+    path = tmp_path / "plain_geo.tif"
+    data = np.arange(3 * 30 * 40, dtype=np.uint16).reshape(3, 30, 40)
+    with rasterio.open(path, "w", driver="GTiff", width=40, height=30, count=3, dtype="uint16",
+                       crs="EPSG:32633", transform=rasterio.transform.Affine(2, 0, 500000, 0, -2, 6000000)) as ds:
+        ds.write(data)
+    with open_raster(path) as src:
+        got, valid = src.read_with_mask(Window(30, 20, 16, 16))
+        np.testing.assert_array_equal(got[:, :10, :10], data[:, 20:, 30:])
+        assert valid[:10, :10].all() and not valid[10:].any() and not valid[:, 10:].any()
+        assert src.geometry.pixel_area == 4.0

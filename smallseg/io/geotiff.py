@@ -41,7 +41,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -181,6 +181,10 @@ class GeoTiffReader:
         interp = list(ds.colorinterp)
         alpha = [i + 1 for i, ci in enumerate(interp) if ci == ColorInterp.alpha]
         self._alpha_band = alpha[0] if alpha else None
+        # No nodata, no mask, no alpha: every pixel inside the raster is valid; no need to read a mask.
+        self._all_valid = self._alpha_band is None and all(
+            MaskFlags.all_valid in flags for flags in ds.mask_flag_enums
+        )
         if bands is None:
             chosen = list(range(1, count + 1))
             # An alpha band says where pixels are valid; it is not image content.
@@ -301,7 +305,9 @@ class GeoTiffReader:
             return out
         r0, r1, c0, c1 = inter
         inner = Window(c0, r0, c1 - c0, r1 - r0)
-        if self._alpha_band is not None:
+        if self._all_valid:
+            valid = True
+        elif self._alpha_band is not None:
             # GDAL scales a 16-bit alpha to 0..255 for its mask, which turns small alphas into 0.
             valid = self._read(lambda: self._ds.read(self._alpha_band, window=inner), inner, "alpha band") > 0
         else:

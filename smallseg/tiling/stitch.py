@@ -403,7 +403,10 @@ class RowStitcher:
                 raise ValueError(f"tile ({tile.row}, {tile.col}): class id {x.class_id} outside 0..255")
             region = st.pending_labels[r0 - st.pending_row0 : r1 - st.pending_row0, c0:c1]
             under = region[mask]
-            others, shared = np.unique(under[under != 0], return_counts=True)
+            if under.any():
+                others, shared = np.unique(under[under != 0], return_counts=True)
+            else:  # the common case: nothing placed here yet
+                others, shared = np.zeros(0, np.uint32), np.zeros(0, np.int64)
             x_rank = self._rank(x, False, area_x)
             beaten, neighbours = [], []
             lost = False
