@@ -8,12 +8,15 @@ Re-derived from the CentroidNetV2 description (Dijkstra et al. 2021), not ported
    most) into a vote image, smoothed by a small Gaussian.
 3. Local maxima of the vote image are candidate centres, refined to sub-pixel as the mean of nearby votes.
    Votes of a large object scatter (a vector's error grows with the distance it spans) and can form several
-   maxima; a candidate is merged into a stronger one when both (a) they are closer than ``merge_fraction``
+   maxima. Candidates with fewer than ``min_votes`` votes, or far fewer than an object of their scale casts
+   (``min_fill``: a stray clump in another object's halo), are dropped first; a candidate is merged into a
+   stronger one when both (a) they are closer than ``merge_fraction``
    x the mean distance their voters' votes travelled (the object's scale) and (b) the vote image between
    them never drops below ``merge_valley_ratio`` x the weaker one's height (one mound, not two). Tiny
    touching objects have short votes and a deep valley between their centres, so they stay apart.
 4. Each foreground pixel whose vote lands near a centre (within ``max_vote_error_px``, or
-   ``vote_error_fraction`` x the object's scale if larger) joins the nearest centre (KD-tree). The rest,
+   ``vote_error_fraction`` x the object's scale if larger) joins the nearest centre (nearest on the pixel
+   grid: a Voronoi map of the centres' pixels from one distance transform, looked up at the vote). The rest,
    whose votes are ambiguous, are filled in by a marker watershed on the inverted distance map inside the
    foreground: the low-distance border between two touching objects is where the fronts meet. Without a
    distance map the fill is by geodesic proximity.
@@ -43,6 +46,7 @@ from smallseg.instances import Instances
 # Votes are snapped to 1/1024 px before binning: float32 noise on an exact half-pixel centre (any object
 # of even width) must not split one object's votes over two bins.
 _SNAP = 1024.0
+_MERGE_NEIGHBOURS = 6
 
 
 @dataclass
@@ -160,21 +164,32 @@ def decode_instances(
     centres[ok, 0] = sum_y[peak_y[ok], peak_x[ok]] / denom[ok]
     centres[ok, 1] = sum_x[peak_y[ok], peak_x[ok]] / denom[ok]
 
-    vote_yx = np.stack([vy, vx], axis=1)
     vote_length = np.hypot(vy - ys, vx - xs)  # px each vote travelled
-    _, nearest = cKDTree(centres).query(vote_yx)
-    scale = _mean_by_index(vote_length, nearest, len(centres))
-    keep = _merge_fragments(centres, scale, smooth, peak_y, peak_x, merge_fraction, merge_valley_ratio)
-    # A stray clump in the halo of a large object's votes: long votes (large scale) but far fewer of them
-    # than an object of that scale would cast. Its voters go to the nearest real centre below.
+    vote_bin = (np.clip(by, 0, height - 1), np.clip(bx, 0, width - 1))
+    nearest = _voronoi(peak_y, peak_x, (height, width))[vote_bin]
+    # Scale of each candidate's object: the mean distance its votes travelled (capped: the model is
+    # designed for objects within max_distance_px, and an untrained model's votes go anywhere).
+    scale = np.minimum(_mean_by_index(vote_length, nearest, len(centres)), max_distance_px)
+    # Candidates that cannot become objects go first (their voters join the nearest remaining centre):
+    # too few votes at all, or a stray clump in the halo of a large object's votes: long votes (large
+    # scale) but far fewer of them than an object of that scale casts.
     n_votes = np.bincount(nearest, minlength=len(centres))
-    filled = n_votes >= min_fill * np.pi * (1.5 * scale) ** 2
-    keep = keep[filled[keep]] if filled[keep].any() else keep
-    centres = centres[keep]
+    plausible = (n_votes >= max(min_votes, 1)) & (n_votes >= min_fill * np.pi * (1.5 * scale) ** 2)
+    candidates = np.nonzero(plausible)[0]
+    if len(candidates) == 0:
+        return Instances.empty((height, width))
+    keep = candidates[
+        _merge_fragments(
+            centres[candidates], scale[candidates], smooth, peak_y[candidates], peak_x[candidates],
+            merge_fraction, merge_valley_ratio,
+        )
+    ]
+    centres, peak_y, peak_x = centres[keep], peak_y[keep], peak_x[keep]
 
     # 4. Assignment: confident votes by nearest centre, the rest by watershed on the distance map.
-    dist_to_centre, nearest = cKDTree(centres).query(vote_yx)
-    scale = _mean_by_index(vote_length, nearest, len(centres))
+    nearest = _voronoi(peak_y, peak_x, (height, width))[vote_bin]
+    dist_to_centre = np.hypot(vy - centres[nearest, 0], vx - centres[nearest, 1])
+    scale = np.minimum(_mean_by_index(vote_length, nearest, len(centres)), max_distance_px)
     radius = np.maximum(max_vote_error_px, vote_error_fraction * scale)
     confident = dist_to_centre <= radius[nearest]
     labels = np.zeros((height, width), np.int32)
@@ -254,6 +269,16 @@ def _local_maxima(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.divmod(first, image.shape[1])
 
 
+def _voronoi(peak_y: np.ndarray, peak_x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) int index of the nearest peak pixel for every pixel (one exact Euclidean distance transform)."""
+    not_peak = np.ones(shape, bool)
+    not_peak[peak_y, peak_x] = False
+    index = np.zeros(shape, np.int64)
+    index[peak_y, peak_x] = np.arange(len(peak_y))
+    iy, ix = ndimage.distance_transform_edt(not_peak, return_distances=False, return_indices=True)
+    return index[iy, ix]
+
+
 def _mean_by_index(values: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
     """Mean of ``values`` grouped by ``index`` in 0..n-1 (0 for empty groups)."""
     return np.bincount(index, weights=values, minlength=n) / np.maximum(np.bincount(index, minlength=n), 1)
@@ -277,22 +302,27 @@ def _merge_fragments(
     n = len(centres)
     reach = merge_fraction * scale
     # Distinct 3x3 maxima are >= 2 px apart: a reach below that cannot pair anything.
-    active = np.nonzero(reach >= 2.0)[0]
-    if len(active) == 0 or n < 2:
+    if n < 2 or reach.max() < 2.0:
         return np.arange(n)
-    lists = cKDTree(centres).query_ball_point(centres[active], reach[active])
-    counts = np.array([len(x) for x in lists])
-    i = np.repeat(active, counts)
-    j = np.concatenate([np.asarray(x, np.int64) for x in lists]) if counts.sum() else np.zeros(0, np.int64)
-    i, j = np.concatenate([i, j]), np.concatenate([j, i])  # each pair both ways: the reach is symmetric
+    # The stronger candidate that absorbs a fragment is among its few nearest ones; bounding the pairs
+    # keeps chaotic (untrained-model) vote images cheap.
+    k = min(_MERGE_NEIGHBOURS + 1, n)
+    dist, j = cKDTree(centres).query(centres, k=k, distance_upper_bound=float(reach.max()))
+    i = np.repeat(np.arange(n), k)
+    dist, j = dist.ravel(), j.ravel()
+    ok = (j < n) & (j != i)
+    i, j, dist = i[ok], j[ok], dist[ok]
+    ok = dist <= np.maximum(reach[i], reach[j])
+    i, j = i[ok], j[ok]
     height = smooth[peak_y, peak_x]
     stronger = (height[j] > height[i]) | ((height[j] == height[i]) & (j < i))
     i, j = i[stronger], j[stronger]
     if len(i) == 0:
         return np.arange(n)
-    # Sample the vote image along each segment at <= 0.5 px steps.
+    # Sample the vote image along each segment at 0.5 px steps (coarser beyond 16 px: valleys between
+    # large objects are wide).
     length = np.linalg.norm(centres[j] - centres[i], axis=1)
-    steps = np.ceil(length / 0.5).astype(np.int64) + 1
+    steps = np.minimum(np.ceil(length / 0.5).astype(np.int64), 32) + 1
     pair = np.repeat(np.arange(len(i)), steps)
     start = np.concatenate([[0], np.cumsum(steps)[:-1]])
     t = (np.arange(steps.sum()) - start[pair]) / np.maximum(steps[pair] - 1, 1)

@@ -269,7 +269,13 @@ def wrap(
         **config_fields,
     )
     # Round-trip the kwargs through JSON now so a checkpoint of this model can always be rebuilt.
-    config = ModelConfig.from_dict(config.to_dict())
+    try:
+        config = ModelConfig.from_dict(config.to_dict())
+    except TypeError as exc:
+        raise SmallsegError(
+            f"wrap: {arch}'s init arguments are not JSON-serialisable ({one_line(exc)}); build it with plain "
+            "values (e.g. activation=None)"
+        ) from None
     return _net_from_smp_model(config, smp_model)
 
 

@@ -1,0 +1,126 @@
+"""Decoding time per tile vs the model's forward time on the same tile (goal: decode <= 10 % of forward).
+
+    .venv/bin/python benchmarks/bench_decode.py [--tile 512] [--encoder resnet18] [--repeats 5]
+
+Decodes three kinds of head maps for one tile:
+
+- ``gt-clean``: exact head maps of a dense synthetic scene (hundreds of 2-30 px objects, many touching),
+  from ``encode_targets``: every vote lands on its centre.
+- ``gt-noisy``: the same maps with the errors a trained model makes (vector error growing with the distance
+  spanned, softened probabilities, noisy distance map): exercises candidate merging and watershed fill.
+- ``untrained-model``: the real output of a randomly initialised model on a random image: dense, chaotic
+  votes, a worst case for the decoder.
+
+Forward time is the model's ``forward`` in ``torch.inference_mode`` on the same tile size, per tile, at
+batch 1 and batch 4 (the pipeline predicts in batches), measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from skimage.draw import ellipse, polygon
+
+from smallseg.decode import DecodeConfig, decode_batch, decode_instances
+from smallseg.models import build_model
+from smallseg.train.targets import encode_targets
+
+
+def dense_scene(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rotated rectangles and ellipses on a jittered grid, radii 1-14 px, touching where they meet."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((size, size), np.int32)
+    cls = np.zeros_like(lab)
+    next_id = 1
+    step = 16
+    for cy in range(step // 2, size, step):
+        for cx in range(step // 2, size, step):
+            a = rng.choice([1.0, 1.5, 3.0, 5.0, 8.0, 12.0], p=[0.2, 0.2, 0.25, 0.2, 0.1, 0.05])
+            b = max(1.0, a * rng.uniform(0.4, 1.0))
+            y, x = cy + rng.uniform(-4, 4), cx + rng.uniform(-4, 4)
+            angle = rng.uniform(0, np.pi)
+            if rng.random() < 0.5:
+                rr, cc = ellipse(y, x, a, b, lab.shape, rotation=angle)
+            else:
+                ca, sa = np.cos(angle), np.sin(angle)
+                corners = np.array([[-a, -b], [-a, b], [a, b], [a, -b]])
+                rr, cc = polygon(y + corners[:, 0] * ca - corners[:, 1] * sa, x + corners[:, 0] * sa + corners[:, 1] * ca, lab.shape)
+            free = lab[rr, cc] == 0
+            if free.sum() < 2:
+                continue
+            lab[rr[free], cc[free]] = next_id
+            cls[rr[free], cc[free]] = rng.integers(1, 4)
+            next_id += 1
+    return lab, cls
+
+
+def head_maps(lab, cls, max_distance_px, rng=None):
+    t = encode_targets(lab, cls, max_distance_px)
+    probs = np.stack([(t["semantic"] == c) for c in range(4)]).astype(np.float32)
+    vectors, dist = t["centroid"], t["distance"]
+    if rng is not None:
+        probs = probs * 0.8 + 0.05
+        span = np.hypot(vectors[0], vectors[1])[None]
+        vectors = (vectors + rng.normal(0, 1, vectors.shape) * (0.1 * span + 0.3 / max_distance_px)).astype(np.float32)
+        dist = np.clip(dist + rng.normal(0, 0.05, dist.shape), 0, 1).astype(np.float32)
+    return probs, vectors, dist
+
+
+def best_of(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tile", type=int, default=512, help="tile edge, px")
+    parser.add_argument("--encoder", default="resnet18", help="smp encoder of the model whose forward is timed")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (best is reported)")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model = build_model(args.encoder, classes=3).eval()
+    max_d = model.config.max_distance_px
+    cfg = DecodeConfig(max_distance_px=max_d)
+    size = args.tile
+
+    with torch.inference_mode():
+        x1 = torch.randn(1, 3, size, size)
+        x4 = torch.randn(4, 3, size, size)
+        fwd1 = best_of(lambda: model(x1), max(2, args.repeats // 2))
+        fwd4 = best_of(lambda: model(x4), max(2, args.repeats // 2)) / 4
+        untrained = model(x1)
+
+    lab, cls = dense_scene(size)
+    n_objects = len(np.unique(lab)) - 1
+    clean = head_maps(lab, cls, max_d)
+    noisy = head_maps(lab, cls, max_d, rng=np.random.default_rng(1))
+    cases = {
+        "gt-clean": lambda: decode_instances(*clean, **vars(cfg)),
+        "gt-noisy": lambda: decode_instances(*noisy, **vars(cfg)),
+        "untrained-model": lambda: decode_batch(untrained, cfg),
+    }
+    found = {"gt-clean": len(cases["gt-clean"]()), "gt-noisy": len(cases["gt-noisy"]()),
+             "untrained-model": len(cases["untrained-model"]()[0])}
+
+    print(f"tile {size}x{size}, encoder {args.encoder} (output stride {model.config.encoder_output_stride}, "
+          f"LFE {model.config.lfe}), torch threads {torch.get_num_threads()}, scene objects {n_objects}")
+    print(f"forward per tile: batch 1 {fwd1 * 1000:.0f} ms, batch 4 {fwd4 * 1000:.0f} ms")
+    print()
+    print("| head maps | objects decoded | decode ms | / forward (batch 1) | / forward (batch 4 per tile) |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, fn in cases.items():
+        t = best_of(fn, args.repeats)
+        print(f"| {name} | {found[name]} | {t * 1000:.1f} | {t / fwd1:.1%} | {t / fwd4:.1%} |")
+
+
+if __name__ == "__main__":
+    main()
