@@ -138,6 +138,32 @@ def read_coco(annotations_path: str | os.PathLike, images_dir: str | os.PathLike
     return out
 
 
+def synthetic_images(kind: str, *, count: int, size: int, seed: int, **options) -> list[LabeledImage]:
+    """Labelled images from smallseg's synthetic generators (:mod:`smallseg.data`).
+
+    Args:
+        kind: ``"remote-sensing"`` (cars and buildings in aerial GeoTIFF-like scenes), ``"nuclei"``
+            (fluorescence microscopy) or ``"ct"`` (axial slices of CT-like volumes with nodules).
+        count: number of images (scene ``i`` uses seed ``seed + i``).
+        size: image side, px.
+        seed: first seed.
+        **options: passed to the generator (e.g. ``pixel_size_m``, ``bands``, ``dtype``, ``density``).
+    """
+    out = []
+    if kind == "remote-sensing":
+        from smallseg.data.remote_sensing import make_remote_sensing_scene
+
+        for i in range(count):
+            scene = make_remote_sensing_scene(size, size, seed=seed + i, **options)
+            out.append(LabeledImage(
+                image=np.moveaxis(scene.image, 0, -1), instances=scene.instances.astype(np.int32),
+                classes=scene.classes.astype(np.int32), name=f"synthetic remote-sensing seed {seed + i}",
+                pixel_area=scene.pixel_size_m ** 2,
+            ))
+        return out
+    raise SmallsegError(f"synthetic: unknown kind {kind!r}; use remote-sensing, nuclei or ct")
+
+
 def band_statistics(images: list[LabeledImage], input_scale: float) -> tuple[list[float], list[float]]:
     """Per-band mean and std of ``image * input_scale`` over all images (the model's input statistics)."""
     if not images:

@@ -50,6 +50,7 @@ from smallseg.train.data import (
     default_input_scale,
     read_coco,
     read_geotiff_pair,
+    synthetic_images,
 )
 from smallseg.train.losses import head_losses
 
@@ -136,10 +137,8 @@ def load_source(spec: dict[str, Any], base_dir: Path) -> list[LabeledImage]:
     if not isinstance(spec, dict) or len({"synthetic", "geotiff", "coco"} & set(spec)) != 1:
         raise SmallsegError(f"data source {spec!r}: give exactly one of synthetic:, geotiff:, coco:")
     if "synthetic" in spec:
-        from smallseg.data import synthetic_labeled_images
-
-        return synthetic_labeled_images(
-            spec["synthetic"], count=int(spec.get("count", 8)), size=int(spec.get("size", 512)),
+        return synthetic_images(
+            str(spec["synthetic"]), count=int(spec.get("count", 8)), size=int(spec.get("size", 512)),
             seed=int(spec.get("seed", 0)), **dict(spec.get("options") or {}),
         )
     if "geotiff" in spec:
