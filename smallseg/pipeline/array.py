@@ -2,7 +2,7 @@
 
 The pieces compose in one direction (see ``DESIGN.md``)::
 
-    image ─tile_windows─▶ tile batches ─model─▶ head maps ─decode_batch─▶ Instances per tile
+    image ─tile_windows─▶ tile batches ─model─▶ head maps ─decode_outputs─▶ Instances per tile
           ─RowStitcher (core ownership)─▶ scene Instances + object table
 
 :func:`predict_tile_row` is the unit the GeoTIFF and volume pipelines share: it takes one tile row of
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from smallseg.decode.centroids import DecodeConfig, decode_batch
+from smallseg.decode.centroids import DecodeConfig
+from smallseg.decode.components import decode_outputs
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
 from smallseg.tiling.grid import Tile, TileGrid, overlap_for, tile_windows
@@ -118,7 +119,7 @@ def predict_tile_row(
             batch = torch.from_numpy(np.stack(inputs[start:start + batch_size])).to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
                 outputs = model(batch)
-            results.extend(decode_batch({k: v.float() for k, v in outputs.items()}, decode))
+            results.extend(decode_outputs({k: v.float() for k, v in outputs.items()}, decode))
     if band_valid is not None:
         for i, tile in enumerate(tiles):
             r0 = int(tile.window.row_off) - band_row0

@@ -302,7 +302,8 @@ def validate(model: torch.nn.Module, images: list[LabeledImage], decode: dict[st
     Returns the scorer's summary numbers (``AP``, ``AP_small``, ``boundary_AP``, ``F1``, ...) over all
     validation images together.
     """
-    from smallseg.decode.centroids import DecodeConfig, decode_batch
+    from smallseg.decode.centroids import DecodeConfig
+    from smallseg.decode.components import decode_outputs
     from smallseg.metrics import evaluate_many
 
     config: ModelConfig = model.config
@@ -313,7 +314,7 @@ def validate(model: torch.nn.Module, images: list[LabeledImage], decode: dict[st
     with torch.inference_mode():
         for item in images:
             x = torch.from_numpy(config.normalise(np.moveaxis(item.image, -1, 0)))[None].to(device)
-            pred = decode_batch(model(x), decode_config)[0]
+            pred = decode_outputs(model(x), decode_config)[0]
             pairs.append((item, pred))
     report = evaluate_many(
         [(item.instances.clip(min=0), item.classes, pred) for item, pred in pairs]
