@@ -134,3 +134,10 @@ def test_bad_options_raise_one_line_errors():
         make_remote_sensing_scene(64, 64, seed=0, bands=2)
     with pytest.raises(SmallsegError, match="window"):
         write_remote_sensing_scene("/tmp/never", 64, 64, seed=0, window_px=100)
+
+
+def test_coarse_pixels_never_list_an_object_without_pixels():
+    scene = make_remote_sensing_scene(200, 200, seed=9, pixel_size_m=2.0)
+    counts = np.bincount(scene.instances.ravel(), minlength=len(scene.objects) + 1)[1:]
+    assert len(scene.objects) > 20 and (counts >= 1).all()
+    assert np.array_equal(counts, scene.objects.area_px)

@@ -120,7 +120,7 @@ class ObjectTable:
         footprint_area_m2: float64 analytic area ``length_m * width_m``.
         area_px: int64 number of pixels with this id in the raster (exact).
         area_m2: float64 ``area_px * pixel_size_m**2``.
-        bbox_px: (N, 4) int64 pixel bounding box (row0, col0, row1, col1), half-open; -1 when ``area_px == 0``.
+        bbox_px: (N, 4) int64 pixel bounding box (row0, col0, row1, col1), half-open.
         context: (N,) str how the object was placed (``parking_lot``, ``kerbside``, ``house_row`` ...).
     """
 
@@ -445,9 +445,25 @@ class _Placer:
             return False
         if self.hash.overlaps(poly):
             return False
+        if not self._covers_a_pixel_centre(x, y, length, width, angle):
+            return False
         self.hash.add(poly)
         self.rows.append((x, y, length, width, angle, height, cls, style, colour, context))
         return True
+
+    def _covers_a_pixel_centre(self, x, y, length, width, angle) -> bool:
+        """At coarse pixel sizes a thin object can fall between pixel centres: such an object would have no
+        pixels, so it is not placed (every listed object has area_px >= 1)."""
+        px = self.plan.settings.pixel_size_m
+        if width >= 1.5 * px:  # a strip wider than 1.5 px always holds a pixel centre along a long side
+            return True
+        rad = 0.5 * math.hypot(length, width)
+        cols = (np.arange(math.floor((x - rad) / px), math.ceil((x + rad) / px) + 1) + 0.5) * px
+        rows = (np.arange(math.floor((y - rad) / px), math.ceil((y + rad) / px) + 1) + 0.5) * px
+        X, Y = cols[None, :] - x, rows[:, None] - y
+        u = X * math.cos(angle) + Y * math.sin(angle)
+        v = -X * math.sin(angle) + Y * math.cos(angle)
+        return bool(((np.abs(u) <= length / 2) & (np.abs(v) <= width / 2)).any())
 
     def add_clutter(self, s, t, length, width, local_angle, colour, round_=False) -> bool:
         x, y = self.to_xy(s, t)
