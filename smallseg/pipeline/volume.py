@@ -1,0 +1,518 @@
+"""Slice-wise prediction of a medical volume, linked into 3-D objects measured in millimetres.
+
+The flow, one axial slice at a time (only the previous slice's labels are kept for linking)::
+
+    Volume (Z, Y, X) ─intensity preset (resolved once on the whole volume)─▶ [0, 1] slices
+        ─predict_array (tiled, stitched)─▶ 2-D Instances per slice
+        ─link_slices (same class, overlap ≥ threshold, one-to-one)─▶ (Z, Y, X) uint32 labels + object table
+
+Intensities. The model sees ``config.normalise(x)`` where ``x`` is the slice mapped to [0, 1] by an
+:class:`~smallseg.io.medical.IntensityPreset` and divided by ``config.input_scale``, so that normalise's
+multiplication by ``input_scale`` gives back exactly the [0, 1] image a medical model is trained on. The preset
+is, first found: the ``preset`` argument; the checkpoint's ``config.training["intensity_preset"]`` (an
+``IntensityPreset.to_dict()``, written by training); else ``"lung"`` for CT (the default medical task is lung
+nodules: a -1350..150 HU window keeps both parenchyma and solid nodules distinct) and ``"percentile"`` (1-99.5 %)
+for everything else. Percentiles are resolved *once* on the whole volume, so every slice (and every tile) shares
+one mapping. ``preset="raw"`` skips the mapping: raw values go to ``normalise`` as they are (models trained on
+raw 8/16-bit microscopy).
+
+Linking. A 2-D object in slice ``z`` continues a 3-D object of slice ``z - 1`` when both have the same class and
+their masks overlap by at least ``link_min_overlap`` of the *smaller* mask (intersection over smaller: the
+cross-sections of a sphere shrink towards its poles, so IoU would cut a nodule's cap off). Candidate pairs are
+accepted greedily, largest overlap first (ties: larger intersection, then lower ids), each object taking at most
+one partner on each side: the result does not depend on anything but the slice labels. New 3-D ids are given in
+order of first appearance (slice, then the slice's id order) and are dense ``1..N``.
+
+Measurements per 3-D object (all from the voxels of the final label volume):
+
+- ``voxels``; ``volume_mm3`` = voxels x voxel volume (for 2-D images ``area_mm2`` = pixels x pixel area);
+- ``equivalent_diameter_mm``: diameter of the sphere (2-D: circle) of that volume (area);
+- ``centroid_lps_mm``: :func:`~smallseg.io.medical.index_to_lps_mm` of the mean voxel-centre index;
+- ``score``: the voxel-weighted mean of its 2-D objects' scores (a big confident cross-section counts more than
+  a faint cap); ``max_slice_score`` is kept too;
+- ``slice_range`` (first, last slice, inclusive) and the half-open voxel bounding box.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from smallseg.decode.centroids import DecodeConfig
+from smallseg.errors import SmallsegError
+from smallseg.instances import Instances
+from smallseg.io.medical import IntensityPreset, Volume, get_preset, index_to_lps_mm
+
+__all__ = [
+    "RAW",
+    "VolumeObjects",
+    "VolumePrediction",
+    "choose_preset",
+    "link_slices",
+    "predict_volume",
+    "write_objects_csv",
+]
+
+RAW = "raw"  # preset name: feed raw values to config.normalise, no intensity mapping
+DEFAULT_CT_PRESET = "lung"
+DEFAULT_OTHER_PRESET = "percentile"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Result types
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VolumeObjects:
+    """One row per 3-D object (2-D object for a 2-D image). All columns have length ``N``.
+
+    Attributes:
+        ids: (N,) int64 object id = its value in the label volume, dense ``1..N``.
+        class_ids: (N,) int32 class, 1-based.
+        class_names: N class names (from the model's ``class_names``).
+        scores: (N,) float32 voxel-weighted mean of the 2-D objects' scores.
+        max_slice_scores: (N,) float32 best 2-D score.
+        voxels: (N,) int64 voxel (pixel) count.
+        volume_mm3: (N,) float64 voxels x voxel volume; ``None`` for 2-D images.
+        area_mm2: (N,) float64 pixels x pixel area for 2-D images; ``None`` for volumes.
+        equivalent_diameter_mm: (N,) float64 diameter of the sphere (circle for 2-D) of that volume (area).
+        centroid_index: (N, D) float64 mean voxel index, array order (z, y, x) / (y, x).
+        centroid_lps_mm: (N, D) float64 physical centroid, SimpleITK order (x, y, z) = (L, P, S), mm.
+        slice_range: (N, 2) int64 first and last slice (inclusive); (0, 0) for 2-D images.
+        bbox: (N, 2D) int64 half-open voxel box ``(z0, y0, x0, z1, y1, x1)`` (2-D: ``(y0, x0, y1, x1)``).
+    """
+
+    ids: np.ndarray
+    class_ids: np.ndarray
+    class_names: list[str]
+    scores: np.ndarray
+    max_slice_scores: np.ndarray
+    voxels: np.ndarray
+    volume_mm3: np.ndarray | None
+    area_mm2: np.ndarray | None
+    equivalent_diameter_mm: np.ndarray
+    centroid_index: np.ndarray
+    centroid_lps_mm: np.ndarray
+    slice_range: np.ndarray
+    bbox: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def ndim(self) -> int:
+        """2 for objects of a 2-D image, 3 for a volume."""
+        return 3 if self.volume_mm3 is not None else 2
+
+    def rows(self) -> list[dict[str, object]]:
+        """The table as CSV-ready dicts (column names carry units; see :func:`write_objects_csv`)."""
+        out = []
+        size_key = "volume_mm3" if self.ndim == 3 else "area_mm2"
+        size = self.volume_mm3 if self.ndim == 3 else self.area_mm2
+        axes_lps = ("x", "y", "z")[: self.ndim]
+        axes_idx = ("z", "y", "x")[3 - self.ndim:]
+        for i in range(len(self)):
+            row: dict[str, object] = {
+                "id": int(self.ids[i]),
+                "class": self.class_names[i],
+                "class_id": int(self.class_ids[i]),
+                "score": round(float(self.scores[i]), 6),
+                "max_slice_score": round(float(self.max_slice_scores[i]), 6),
+                "voxels": int(self.voxels[i]),
+                size_key: round(float(size[i]), 4),
+                "equivalent_diameter_mm": round(float(self.equivalent_diameter_mm[i]), 4),
+            }
+            for k, a in enumerate(axes_lps):
+                row[f"centroid_lps_{a}_mm"] = round(float(self.centroid_lps_mm[i, k]), 4)
+            for k, a in enumerate(axes_idx):
+                row[f"centroid_{a}_index"] = round(float(self.centroid_index[i, k]), 4)
+            row["slice_first"], row["slice_last"] = int(self.slice_range[i, 0]), int(self.slice_range[i, 1])
+            for k, a in enumerate(axes_idx):
+                row[f"bbox_{a}0"] = int(self.bbox[i, k])
+            for k, a in enumerate(axes_idx):
+                row[f"bbox_{a}1"] = int(self.bbox[i, self.ndim + k])
+            out.append(row)
+        return out
+
+    def columns(self) -> list[str]:
+        """CSV header, also for an empty table."""
+        size_key = "volume_mm3" if self.ndim == 3 else "area_mm2"
+        axes_lps = ("x", "y", "z")[: self.ndim]
+        axes_idx = ("z", "y", "x")[3 - self.ndim:]
+        return (["id", "class", "class_id", "score", "max_slice_score", "voxels", size_key, "equivalent_diameter_mm"]
+                + [f"centroid_lps_{a}_mm" for a in axes_lps] + [f"centroid_{a}_index" for a in axes_idx]
+                + ["slice_first", "slice_last"] + [f"bbox_{a}0" for a in axes_idx] + [f"bbox_{a}1" for a in axes_idx])
+
+
+@dataclass(eq=False)
+class VolumePrediction:
+    """Objects found in a volume.
+
+    Attributes:
+        labels: (Z, Y, X) (or (Y, X) for a 2-D image) uint32 object ids, 0 = background, on ``volume``'s grid.
+        objects: the per-object table (row ``i`` is label value ``objects.ids[i]``).
+        volume: the input; its spacing, origin and direction are the labels' geometry.
+        window: the resolved intensity window the slices were mapped with (``None`` for ``preset="raw"``).
+        preset_source: where the preset came from (``"argument"``, ``"checkpoint"``, ``"default for CT"``...).
+        warnings: the volume's reading warnings (missing slices, uneven spacing...).
+    """
+
+    labels: np.ndarray
+    objects: VolumeObjects
+    volume: Volume
+    window: IntensityPreset | None
+    preset_source: str
+    warnings: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Intensity preset
+# --------------------------------------------------------------------------------------------------------------
+
+
+def choose_preset(volume: Volume, model: torch.nn.Module | None,
+                  preset: IntensityPreset | str | None = None) -> tuple[IntensityPreset | None, str]:
+    """The intensity preset for ``volume``, resolved to a fixed window on the whole volume.
+
+    Args:
+        volume: the image (its modality picks the default).
+        model: a SmallObjectNet; ``model.config.training["intensity_preset"]`` is used when present.
+        preset: an :class:`IntensityPreset`, a name from ``PRESETS`` (``lung``, ``soft_tissue``, ...,
+            ``percentile``), ``"raw"``, or ``None`` (checkpoint's, else the modality default).
+
+    Returns:
+        (window preset with fixed ``low``/``high`` in the volume's units, or ``None`` for raw; where it came from).
+    """
+    source = "argument"
+    if preset is None:
+        training = getattr(getattr(model, "config", None), "training", None) or {}
+        stored = training.get("intensity_preset")
+        if stored is not None:
+            if isinstance(stored, str):
+                preset = stored
+            elif isinstance(stored, dict):
+                preset = IntensityPreset.from_dict(stored)
+            else:
+                raise SmallsegError(f"model config training.intensity_preset: expected a dict or a name, got "
+                                    f"{type(stored).__name__}")
+            source = "checkpoint"
+        elif volume.modality.upper() == "CT":
+            preset, source = DEFAULT_CT_PRESET, "default for CT"
+        else:
+            preset, source = DEFAULT_OTHER_PRESET, f"default for {volume.modality or 'non-CT images'}"
+    if isinstance(preset, str):
+        if preset == RAW:
+            return None, source
+        preset = get_preset(preset)
+    if not isinstance(preset, IntensityPreset):
+        raise SmallsegError(f"preset: expected a preset name or an IntensityPreset, got {type(preset).__name__}")
+    # Once, on the whole volume: neighbouring slices and tiles must share one mapping.
+    return preset.resolve(volume.array), source
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Linking and measuring
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _link_pairs(prev_labels: np.ndarray, prev_class: np.ndarray, prev_area: np.ndarray, labels: np.ndarray,
+                cls: np.ndarray, area: np.ndarray, min_overlap: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one links (prev id, id) between two adjacent slices' label images, greedy by overlap.
+
+    ``prev_class``/``cls`` and ``prev_area``/``area`` are lookup arrays indexed by label value.
+    """
+    both = (prev_labels != 0) & (labels != 0)
+    if not both.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    a = prev_labels[both].astype(np.int64)
+    b = labels[both].astype(np.int64)
+    stride = int(b.max()) + 1
+    codes, inter = np.unique(a * stride + b, return_counts=True)
+    a, b = codes // stride, codes % stride
+    same = prev_class[a] == cls[b]
+    smaller = np.minimum(prev_area[a], area[b])
+    overlap = inter / np.maximum(smaller, 1)
+    keep = same & (overlap >= min_overlap)
+    a, b, inter, overlap = a[keep], b[keep], inter[keep], overlap[keep]
+    order = np.lexsort((b, a, -inter, -overlap))  # primary key last: largest overlap first
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    out_a, out_b = [], []
+    for i in order:  # candidates are few (objects that touch across slices): a plain loop is fine
+        ai, bi = int(a[i]), int(b[i])
+        if ai in used_a or bi in used_b:
+            continue
+        used_a.add(ai)
+        used_b.add(bi)
+        out_a.append(ai)
+        out_b.append(bi)
+    return np.asarray(out_a, np.int64), np.asarray(out_b, np.int64)
+
+
+def link_slices(slices: Iterable[Instances], like: Volume, *, class_names: list[str] | None = None,
+                link_min_overlap: float = 0.5, min_slices: int = 1) -> tuple[np.ndarray, VolumeObjects]:
+    """Link per-slice 2-D objects into 3-D objects and measure them in millimetres.
+
+    Args:
+        slices: one :class:`Instances` per axial slice of ``like``, in slice order (z = 0, 1, ...), each with
+            (Y, X) labels; any ids (a generator keeps one slice alive at a time). A 2-D ``like`` takes exactly
+            one.
+        like: the volume the slices come from: spatial shape and geometry (spacing, origin, direction).
+        class_names: name of class ``k`` at index ``k - 1`` (default ``class_1``, ``class_2``...).
+        link_min_overlap: two same-class objects in adjacent slices are one 3-D object when they share at least
+            this fraction of the smaller one's pixels (see the module docstring).
+        min_slices: drop 3-D objects present in fewer slices.
+
+    Returns:
+        (labels (Z, Y, X) / (Y, X) uint32 with dense ids 1..N, the :class:`VolumeObjects` table).
+    """
+    if not 0.0 < link_min_overlap <= 1.0:
+        raise SmallsegError(f"link_min_overlap {link_min_overlap}: must be in (0, 1]")
+    if min_slices < 1:
+        raise SmallsegError(f"min_slices {min_slices}: must be at least 1")
+    is_2d = like.ndim_spatial == 2
+    shape = like.spatial_shape
+    n_slices, plane = (1, shape) if is_2d else (shape[0], shape[1:])
+    labels3d = np.zeros((n_slices, *plane), np.uint32)
+    yy, xx = np.indices(plane, dtype=np.float64)
+
+    # One row per 2-D object: its 3-D id and its contribution to the measurements (reduced at the end).
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in
+                                         ("id3", "z", "area", "sy", "sx", "score", "cls", "y0", "x0", "y1", "x1")}
+    next_id = 1
+    prev = None  # (labels, class lookup, area lookup, 3-D id lookup)
+    z = -1
+    for z, inst in enumerate(slices):
+        if z >= n_slices:
+            raise SmallsegError(f"link_slices: more slices than the volume's {n_slices}")
+        lab = np.asarray(inst.labels)
+        if lab.shape != plane:
+            raise SmallsegError(f"link_slices: slice {z} has shape {lab.shape}, the volume's slices are {plane}")
+        size = int(lab.max(initial=0)) + 1
+        ids = np.asarray(inst.ids, np.int64)
+        ids = ids[ids < size]
+        flat = lab.ravel().astype(np.int64)
+        area = np.bincount(flat, minlength=size)
+        cls = np.zeros(size, np.int32)
+        score = np.zeros(size, np.float64)
+        valid = np.asarray(inst.ids, np.int64) < size
+        cls[ids] = np.asarray(inst.class_ids)[valid]
+        score[ids] = np.asarray(inst.scores)[valid]
+        ids = ids[area[ids] > 0]  # objects with no pixel left (e.g. after stitching) do not exist
+        map3d = np.zeros(size, np.int64)
+        if prev is not None and len(ids):
+            pa, pb = _link_pairs(prev[0], prev[1], prev[2], lab, cls, area, link_min_overlap)
+            map3d[pb] = prev[3][pa]
+        new = ids[map3d[ids] == 0]
+        map3d[new] = np.arange(next_id, next_id + len(new))
+        next_id += len(new)
+        labels3d[z] = map3d[lab]
+        if len(ids):
+            sy = np.bincount(flat, weights=yy.ravel(), minlength=size)
+            sx = np.bincount(flat, weights=xx.ravel(), minlength=size)
+            boxes = ndimage.find_objects(lab.astype(np.int64, copy=False))
+            y0 = np.array([boxes[i - 1][0].start for i in ids])
+            y1 = np.array([boxes[i - 1][0].stop for i in ids])
+            x0 = np.array([boxes[i - 1][1].start for i in ids])
+            x1 = np.array([boxes[i - 1][1].stop for i in ids])
+            for key, value in (("id3", map3d[ids]), ("z", np.full(len(ids), z)), ("area", area[ids]),
+                               ("sy", sy[ids]), ("sx", sx[ids]), ("score", score[ids]), ("cls", cls[ids]),
+                               ("y0", y0), ("x0", x0), ("y1", y1), ("x1", x1)):
+                rows[key].append(np.asarray(value))
+        prev = (lab, cls, area, map3d)
+    if z + 1 != n_slices:
+        raise SmallsegError(f"link_slices: {z + 1} slices given, the volume has {n_slices}")
+
+    n = next_id - 1
+    cols = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in rows.items()}
+    idx = cols["id3"].astype(np.int64) - 1
+    voxels = np.bincount(idx, weights=cols["area"], minlength=n).astype(np.int64)
+    n_slices_per = np.bincount(idx, minlength=n)
+    keep = n_slices_per >= min_slices
+    # Renumber the kept objects 1..M in order (no-op when nothing is dropped).
+    remap = np.zeros(n + 1, np.uint32)
+    remap[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
+    if not keep.all():
+        labels3d = remap[labels3d]
+
+    def reduce_sum(col: str) -> np.ndarray:
+        return np.bincount(idx, weights=cols[col], minlength=n)
+
+    def reduce(col: str, fn, init) -> np.ndarray:
+        out = np.full(n, init, np.float64)
+        fn.at(out, idx, cols[col].astype(np.float64))
+        return out
+
+    w = np.maximum(voxels, 1)
+    cz = np.bincount(idx, weights=cols["z"] * cols["area"], minlength=n) / w
+    cy, cx = reduce_sum("sy") / w, reduce_sum("sx") / w
+    mean_score = np.bincount(idx, weights=cols["score"] * cols["area"], minlength=n) / w
+    max_score = reduce("score", np.maximum, -np.inf)
+    class_ids = reduce("cls", np.maximum, 0).astype(np.int32)  # linked objects share one class
+    z0, z1 = reduce("z", np.minimum, np.inf), reduce("z", np.maximum, -np.inf)
+    y0, x0 = reduce("y0", np.minimum, np.inf), reduce("x0", np.minimum, np.inf)
+    y1, x1 = reduce("y1", np.maximum, -np.inf), reduce("x1", np.maximum, -np.inf)
+
+    k = keep
+    voxel_volume = like.voxel_volume_mm3
+    names = list(class_names or [])
+    name_of = [names[c - 1] if 0 < c <= len(names) else f"class_{c}" for c in class_ids[k].tolist()]
+    if is_2d:
+        labels_out = labels3d[0]
+        centroid_index = np.stack([cy[k], cx[k]], axis=1)
+        area_mm2 = voxels[k] * voxel_volume
+        volume_mm3 = None
+        diameter = 2.0 * np.sqrt(area_mm2 / math.pi)
+        bbox = np.stack([y0[k], x0[k], y1[k], x1[k]], axis=1).astype(np.int64)
+        slice_range = np.zeros((int(k.sum()), 2), np.int64)
+    else:
+        labels_out = labels3d
+        centroid_index = np.stack([cz[k], cy[k], cx[k]], axis=1)
+        volume_mm3 = voxels[k] * voxel_volume
+        area_mm2 = None
+        diameter = np.cbrt(6.0 * volume_mm3 / math.pi)
+        slice_range = np.stack([z0[k], z1[k]], axis=1).astype(np.int64)
+        bbox = np.stack([z0[k], y0[k], x0[k], z1[k] + 1, y1[k], x1[k]], axis=1).astype(np.int64)
+    centroid_lps = (index_to_lps_mm(like, centroid_index) if len(centroid_index)
+                    else np.zeros((0, like.ndim_spatial)))
+    table = VolumeObjects(
+        ids=np.arange(1, int(k.sum()) + 1, dtype=np.int64),
+        class_ids=class_ids[k],
+        class_names=name_of,
+        scores=mean_score[k].astype(np.float32),
+        max_slice_scores=max_score[k].astype(np.float32),
+        voxels=voxels[k],
+        volume_mm3=volume_mm3,
+        area_mm2=area_mm2,
+        equivalent_diameter_mm=diameter,
+        centroid_index=centroid_index,
+        centroid_lps_mm=np.asarray(centroid_lps, np.float64).reshape(-1, like.ndim_spatial),
+        slice_range=slice_range,
+        bbox=bbox,
+    )
+    return labels_out, table
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Prediction
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _slice_tile_size(model: torch.nn.Module, plane: tuple[int, int], tile_size_px: int | None) -> int | None:
+    """A slice smaller than the model's tile is predicted as one tile of the slice's size (rounded up to 32),
+    not padded to the full training tile: same result region, a fraction of the compute."""
+    if tile_size_px is not None:
+        return tile_size_px
+    from smallseg.tiling.grid import overlap_for
+
+    config = model.config
+    side = 32 * math.ceil(max(plane) / 32)
+    if side < config.tile_size_px and overlap_for(config.max_distance_px) < side:
+        return side
+    return None
+
+
+def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityPreset | str | None = None,
+                   tile_size_px: int | None = None, batch_size: int = 4, device: str | torch.device | None = None,
+                   decode: DecodeConfig | dict | None = None, min_slices: int = 1, link_min_overlap: float = 0.5,
+                   progress: bool = False) -> VolumePrediction:
+    """Find objects in a volume slice by slice (2-D model) and link them into 3-D objects.
+
+    Args:
+        volume: a (Z, Y, X) volume (axial slices are predicted) or a (Y, X) 2-D image, optionally with a
+            trailing channel axis; e.g. from :func:`smallseg.io.medical.read_volume`.
+        model: a SmallObjectNet whose ``config.in_channels`` equals the volume's channels (1 for CT/MR).
+        preset: intensity mapping (see the module docstring): an IntensityPreset, a preset name, ``"raw"``, or
+            ``None`` for the checkpoint's preset, else ``lung`` for CT and ``percentile`` otherwise.
+        tile_size_px: tile side for :func:`~smallseg.pipeline.array.predict_array` (default: the model's
+            training tile, or one tile of the slice's size when the slice is smaller).
+        batch_size: tiles per forward pass.
+        device: where to run the model (default: where its weights are).
+        decode: decoding settings or overrides, e.g. ``{"min_score": 0.3}``.
+        min_slices: drop 3-D objects seen in fewer slices.
+        link_min_overlap: linking threshold, fraction of the smaller cross-section (see module docstring).
+        progress: progress bar over slices.
+
+    Returns:
+        :class:`VolumePrediction`: uint32 labels on the volume's grid and the per-object table (mm, LPS).
+    """
+    from tqdm.auto import tqdm
+
+    from smallseg.pipeline.array import predict_array
+
+    config = model.config
+    channels = volume.array.shape[-1] if volume.array.ndim == volume.ndim_spatial + 1 else 1
+    if channels != config.in_channels:
+        where = f"series {volume.series_uid}" if volume.series_uid else "volume"
+        raise SmallsegError(f"{where}: {channels} channel(s) but the model expects {config.in_channels}; use a "
+                            f"model trained on {channels}-channel images")
+    window, source = choose_preset(volume, model, preset)
+    if device is not None:
+        model = model.to(device)
+    is_2d = volume.ndim_spatial == 2
+    n_slices = 1 if is_2d else volume.spatial_shape[0]
+    plane = volume.spatial_shape[-2:]
+    tile = _slice_tile_size(model, plane, tile_size_px)
+    # normalise() multiplies by input_scale first: divide here so the model sees the [0, 1] mapped image.
+    unscale = np.float32(1.0 / config.input_scale)
+
+    def slice_instances():
+        for z in tqdm(range(n_slices), desc="slices", disable=not progress, leave=False):
+            raw = volume.array if is_2d else volume.array[z]
+            raw = np.moveaxis(raw, -1, 0) if raw.ndim == 3 else raw[None]  # (C, Y, X) for predict_array
+            if window is None:
+                image = raw
+            else:
+                image = window.apply(raw)
+                if unscale != 1:
+                    image *= unscale
+            yield predict_array(image, model, tile_size_px=tile, batch_size=batch_size, decode=decode)
+
+    labels, objects = link_slices(slice_instances(), volume, class_names=config.class_names,
+                                  link_min_overlap=link_min_overlap, min_slices=min_slices)
+    return VolumePrediction(labels=labels, objects=objects, volume=volume, window=window, preset_source=source,
+                            warnings=list(volume.warnings))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------------------------
+
+
+def write_objects_csv(objects: VolumeObjects, path: str | os.PathLike) -> Path:
+    """Write the object table as CSV (header even when empty), atomically (temporary name, then rename).
+
+    Columns: id, class, class_id, score, max_slice_score, voxels, volume_mm3 (2-D: area_mm2),
+    equivalent_diameter_mm, centroid_lps_{x,y,z}_mm, centroid_{z,y,x}_index, slice_first, slice_last,
+    bbox_{z,y,x}0, bbox_{z,y,x}1 (half-open voxel indices).
+    """
+    path = Path(path)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=objects.columns(), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(objects.rows())
+    _write_text_atomic(path, buf.getvalue())
+    return path
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    if not path.parent.is_dir():
+        raise SmallsegError(f"{path}: folder {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
