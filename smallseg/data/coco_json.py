@@ -209,7 +209,7 @@ def write_coco_tiles(
     }
     path = out_dir / json_name
     tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(dataset))
+    tmp.write_text(json.dumps(dataset), encoding="utf-8")
     os.replace(tmp, path)
     return path
 
@@ -304,7 +304,7 @@ def merge_coco_datasets(parts: list[str | os.PathLike], out_path: str | os.PathL
     merged: dict = {"info": {"description": "merged", "parts": []}, "images": [], "annotations": [],
                     "categories": None}
     for part in parts:
-        data = json.loads(Path(part).read_text())
+        data = json.loads(Path(part).read_text(encoding="utf-8"))
         if merged["categories"] is None:
             merged["categories"] = data["categories"]
         elif data["categories"] != merged["categories"]:
@@ -319,6 +319,6 @@ def merge_coco_datasets(parts: list[str | os.PathLike], out_path: str | os.PathL
         merged["info"]["parts"].append(data.get("info", {}))
     merged["categories"] = merged["categories"] or REMOTE_SENSING_CATEGORIES
     tmp = out_path.with_name(out_path.name + ".partial")
-    tmp.write_text(json.dumps(merged))
+    tmp.write_text(json.dumps(merged), encoding="utf-8")
     os.replace(tmp, out_path)
     return out_path

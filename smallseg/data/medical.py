@@ -490,8 +490,8 @@ def write_ct_ground_truth(volume: CTVolume, out_dir: str | os.PathLike) -> dict[
         "direction": list(image.GetDirection()), "size_xyz": list(image.GetSize()),
         "nodules": [asdict(n) for n in volume.nodules],
     }
-    paths["json"].write_text(json.dumps(meta, indent=1))
-    with open(paths["csv"], "w", newline="") as fh:
+    paths["json"].write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    with open(paths["csv"], "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "center_x_mm", "center_y_mm", "center_z_mm", "diameter_mm", "volume_mm3",
                     "volume_voxels", "volume_voxels_mm3", "hu", "kind", "shape"])

@@ -56,7 +56,7 @@ class NucleiTable:
 
     def write_csv(self, path: str | os.PathLike) -> None:
         """Write as CSV with a header row."""
-        with open(path, "w", newline="") as fh:
+        with open(path, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(["id", "center_row_px", "center_col_px", "semi_axis_a_px", "semi_axis_b_px", "angle_deg",
                         "area_px", "in_focus", "brightness", "cluster"])

@@ -158,7 +158,7 @@ def load_recipe(path: str | os.PathLike) -> dict:
     import yaml
 
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise SmallsegError(f"{path}: cannot read the recipe ({one_line(exc)})") from None
     if not isinstance(raw, dict):
@@ -233,5 +233,5 @@ def generate_from_recipe(
                 count = min(count, limit)
             written = _GENERATORS[kind](out_dir / kind / split, seed=seed, count=count, progress=progress, **params)
             result.setdefault(kind, {})[split] = written
-    (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=1))
+    (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=1), encoding="utf-8")
     return result

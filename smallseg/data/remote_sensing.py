@@ -153,7 +153,7 @@ class ObjectTable:
         """Write the table as CSV (one header row, columns as in :attr:`_COLUMNS`)."""
         path = Path(path)
         tmp = path.with_name(path.name + ".partial")
-        with open(tmp, "w", newline="") as fh:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(self._COLUMNS)
             for i in range(len(self)):
@@ -169,7 +169,7 @@ class ObjectTable:
 
 def read_object_table(path: str | os.PathLike) -> ObjectTable:
     """Read a table written by :meth:`ObjectTable.write_csv`."""
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
 
     def col(name, dtype):
