@@ -141,3 +141,14 @@ def test_coarse_pixels_never_list_an_object_without_pixels():
     counts = np.bincount(scene.instances.ravel(), minlength=len(scene.objects) + 1)[1:]
     assert len(scene.objects) > 20 and (counts >= 1).all()
     assert np.array_equal(counts, scene.objects.area_px)
+
+
+def test_some_objects_touch(written_scene):
+    """Row houses and tight parking rows give objects that share a boundary (4-adjacent, different ids)."""
+    _, scene = written_scene
+    labels = scene.instances.astype(np.int64)
+    pairs = set()
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])):
+        both = (a > 0) & (b > 0) & (a != b)
+        pairs |= set(zip(a[both].tolist(), b[both].tolist()))
+    assert len(pairs) >= 3
