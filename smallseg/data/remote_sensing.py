@@ -102,7 +102,6 @@ _CLUTTER_COLOURS = np.array(
 # Rendering halo (px) around a window: covers the PSF blur (truncate 4 sigma, sigma <= 0.9).
 _HALO_PX = 6
 _STYLE_CAR, _STYLE_GABLE, _STYLE_HIP, _STYLE_FLAT = 0, 1, 2, 3
-_CONTEXTS = ("kerbside", "lane", "parking_lot", "driveway", "house_row", "detached_house", "commercial", "farm")
 
 
 @dataclass
