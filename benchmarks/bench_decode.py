@@ -12,7 +12,8 @@ Decodes three kinds of head maps for one tile:
   votes, a worst case for the decoder.
 
 Forward time is the model's ``forward`` in ``torch.inference_mode`` on the same tile size, per tile, at
-batch 1 and batch 4 (the pipeline predicts in batches), measured in the same run.
+batch 1 and batch 4 (the pipeline predicts in batches), measured in the same run, interleaved with the
+decoding rounds; every number is the best of ``--repeats`` rounds (robust to other load on the machine).
 """
 
 from __future__ import annotations
@@ -69,16 +70,6 @@ def head_maps(lab, cls, max_distance_px, rng=None):
     return probs, vectors, dist
 
 
-def best_of(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tile", type=int, default=512, help="tile edge, px")
@@ -95,8 +86,6 @@ def main() -> None:
     with torch.inference_mode():
         x1 = torch.randn(1, 3, size, size)
         x4 = torch.randn(4, 3, size, size)
-        fwd1 = best_of(lambda: model(x1), max(2, args.repeats // 2))
-        fwd4 = best_of(lambda: model(x4), max(2, args.repeats // 2)) / 4
         untrained = model(x1)
 
     lab, cls = dense_scene(size)
@@ -111,14 +100,34 @@ def main() -> None:
     found = {"gt-clean": len(cases["gt-clean"]()), "gt-noisy": len(cases["gt-noisy"]()),
              "untrained-model": len(cases["untrained-model"]()[0])}
 
+    def forward1():
+        with torch.inference_mode():
+            model(x1)
+
+    def forward4():
+        with torch.inference_mode():
+            model(x4)
+
+    # Interleaved rounds, best of each: forward and decode see the same machine load (CPU shared).
+    timed = {"forward1": forward1, "forward4": forward4, **cases}
+    best = {name: float("inf") for name in timed}
+    for fn in timed.values():
+        fn()  # warm-up
+    for _ in range(args.repeats):
+        for name, fn in timed.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    fwd1, fwd4 = best["forward1"], best["forward4"] / 4
+
     print(f"tile {size}x{size}, encoder {args.encoder} (output stride {model.config.encoder_output_stride}, "
           f"LFE {model.config.lfe}), torch threads {torch.get_num_threads()}, scene objects {n_objects}")
     print(f"forward per tile: batch 1 {fwd1 * 1000:.0f} ms, batch 4 {fwd4 * 1000:.0f} ms")
     print()
     print("| head maps | objects decoded | decode ms | / forward (batch 1) | / forward (batch 4 per tile) |")
     print("| --- | --- | --- | --- | --- |")
-    for name, fn in cases.items():
-        t = best_of(fn, args.repeats)
+    for name in cases:
+        t = best[name]
         print(f"| {name} | {found[name]} | {t * 1000:.1f} | {t / fwd1:.1%} | {t / fwd4:.1%} |")
 
 

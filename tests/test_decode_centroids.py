@@ -233,3 +233,15 @@ def test_bad_shapes_raise_one_line_errors():
         decode_instances(np.ones((8, 8)), np.zeros((2, 8, 8)), None, max_distance_px=MAX_D)
     with pytest.raises(SmallsegError, match="distance"):
         decode_instances(probs, np.zeros((2, 8, 8)), np.zeros((7, 8)), max_distance_px=MAX_D)
+
+
+def test_local_maxima_gives_one_peak_per_plateau_in_raster_order():
+    from smallseg.decode.centroids import _local_maxima
+
+    image = np.zeros((8, 10))
+    image[2, 3] = image[2, 4] = image[3, 5] = 5.0  # one 8-connected plateau
+    image[6, 1] = 2.0  # an isolated peak
+    image[6, 8] = 1.0
+    image[6, 7] = 0.5  # not a maximum: its neighbour is higher
+    ys, xs = _local_maxima(image)
+    assert list(zip(ys.tolist(), xs.tolist())) == [(2, 3), (6, 1), (6, 8)]

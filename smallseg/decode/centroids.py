@@ -145,28 +145,20 @@ def decode_instances(
     w_in = weight[inside]
     n_bins = height * width
     votes = np.bincount(flat, weights=w_in, minlength=n_bins).reshape(height, width)
-    smooth = ndimage.gaussian_filter(votes, vote_sigma_px, mode="constant") if vote_sigma_px > 0 else votes
+    # truncate=2.5: a 3-tap kernel at the default sigma (the next tap would weigh 3e-4).
+    smooth = ndimage.gaussian_filter(votes, vote_sigma_px, mode="constant", truncate=2.5) if vote_sigma_px > 0 else votes
 
     # 3. Candidate centres: local maxima (a plateau counts once), refined to sub-pixel.
     peak_y, peak_x = _local_maxima(smooth)
     if len(peak_y) == 0:
         return Instances.empty((height, width))
-    sum_w = ndimage.uniform_filter(votes, 3, mode="constant")
-    sum_y = ndimage.uniform_filter(
-        np.bincount(flat, weights=w_in * vy[inside], minlength=n_bins).reshape(height, width), 3, mode="constant"
-    )
-    sum_x = ndimage.uniform_filter(
-        np.bincount(flat, weights=w_in * vx[inside], minlength=n_bins).reshape(height, width), 3, mode="constant"
-    )
-    denom = sum_w[peak_y, peak_x]
-    ok = denom > 0
-    centres = np.stack([peak_y, peak_x], axis=1).astype(np.float64)
-    centres[ok, 0] = sum_y[peak_y[ok], peak_x[ok]] / denom[ok]
-    centres[ok, 1] = sum_x[peak_y[ok], peak_x[ok]] / denom[ok]
+    sum_y = np.bincount(flat, weights=w_in * vy[inside], minlength=n_bins).reshape(height, width)
+    sum_x = np.bincount(flat, weights=w_in * vx[inside], minlength=n_bins).reshape(height, width)
+    centres = _refine_centres(votes, sum_y, sum_x, peak_y, peak_x)
 
     vote_length = np.hypot(vy - ys, vx - xs)  # px each vote travelled
     vote_bin = (np.clip(by, 0, height - 1), np.clip(bx, 0, width - 1))
-    nearest = _voronoi(peak_y, peak_x, (height, width))[vote_bin]
+    nearest = _nearest_peak(peak_y, peak_x, vote_bin, (height, width))
     # Scale of each candidate's object: the mean distance its votes travelled (capped: the model is
     # designed for objects within max_distance_px, and an untrained model's votes go anywhere).
     scale = np.minimum(_mean_by_index(vote_length, nearest, len(centres)), max_distance_px)
@@ -184,10 +176,20 @@ def decode_instances(
             merge_fraction, merge_valley_ratio,
         )
     ]
-    centres, peak_y, peak_x = centres[keep], peak_y[keep], peak_x[keep]
 
     # 4. Assignment: confident votes by nearest centre, the rest by watershed on the distance map.
-    nearest = _voronoi(peak_y, peak_x, (height, width))[vote_bin]
+    # A vote whose nearest candidate survived keeps it (survivors are a subset); only the voters of
+    # dropped candidates look again, among the survivors.
+    new_index = np.full(len(centres), -1, np.int64)
+    new_index[keep] = np.arange(len(keep))
+    centres = centres[keep]
+    nearest = new_index[nearest]
+    orphans = np.nonzero(nearest < 0)[0]
+    if len(orphans) > 0.05 * height * width:  # many (chaotic votes): one distance transform is cheaper
+        nearest[orphans] = _voronoi(peak_y[keep], peak_x[keep], (height, width))[vote_bin][orphans]
+    elif len(orphans):
+        grid_yx = np.stack([vote_bin[0][orphans], vote_bin[1][orphans]], axis=1)
+        nearest[orphans] = cKDTree(centres).query(grid_yx)[1]
     dist_to_centre = np.hypot(vy - centres[nearest, 0], vx - centres[nearest, 1])
     scale = np.minimum(_mean_by_index(vote_length, nearest, len(centres)), max_distance_px)
     radius = np.maximum(max_vote_error_px, vote_error_fraction * scale)
@@ -259,14 +261,55 @@ def decode_batch(outputs: dict[str, torch.Tensor], config: DecodeConfig) -> list
 
 
 def _local_maxima(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of positive 3x3 local maxima; each 8-connected plateau gives its first pixel."""
+    """(rows, cols) of positive 3x3 local maxima in raster order; an 8-connected plateau gives its first pixel."""
     is_max = (image == ndimage.maximum_filter(image, size=3, mode="constant", cval=0.0)) & (image > 0)
-    plateaus, n = ndimage.label(is_max, structure=np.ones((3, 3), bool))
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    flat_index = np.arange(image.size, dtype=np.int64).reshape(image.shape)
-    first = np.asarray(ndimage.minimum(flat_index, labels=plateaus, index=np.arange(1, n + 1)), np.int64)
-    return np.divmod(first, image.shape[1])
+    ys, xs = np.nonzero(is_max)
+    padded = np.pad(is_max, 1)
+    touching = np.zeros(len(ys), bool)
+    for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)):
+        touching |= padded[ys + 1 + dy, xs + 1 + dx]
+    if touching.any():  # rare: equal neighbouring maxima; keep the first pixel of each plateau
+        plateaus, _ = ndimage.label(is_max, structure=np.ones((3, 3), bool))
+        component = plateaus[ys, xs]
+        _, first = np.unique(component, return_index=True)  # raster order: first index = first pixel
+        keep = np.zeros(len(ys), bool)
+        keep[first] = True
+        ys, xs = ys[keep], xs[keep]
+    return ys.astype(np.int64), xs.astype(np.int64)
+
+
+def _refine_centres(
+    votes: np.ndarray, sum_y: np.ndarray, sum_x: np.ndarray, peak_y: np.ndarray, peak_x: np.ndarray
+) -> np.ndarray:
+    """(P, 2) vote-weighted mean position of the votes in the 3x3 bins around each peak pixel."""
+    height, width = votes.shape
+    total = np.zeros((3, len(peak_y)))
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            y, x = peak_y + dy, peak_x + dx
+            ok = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+            y, x = y[ok], x[ok]
+            total[0, ok] += votes[y, x]
+            total[1, ok] += sum_y[y, x]
+            total[2, ok] += sum_x[y, x]
+    centres = np.stack([peak_y, peak_x], axis=1).astype(np.float64)
+    ok = total[0] > 0
+    centres[ok, 0] = total[1, ok] / total[0, ok]
+    centres[ok, 1] = total[2, ok] / total[0, ok]
+    return centres
+
+
+def _nearest_peak(
+    peak_y: np.ndarray, peak_x: np.ndarray, vote_bin: tuple[np.ndarray, np.ndarray], shape: tuple[int, int]
+) -> np.ndarray:
+    """Index of the peak pixel nearest to each vote's bin (Euclidean on the pixel grid)."""
+    flat = vote_bin[0] * shape[1] + vote_bin[1]
+    unique, inverse = np.unique(flat, return_inverse=True)
+    if len(unique) > 0.1 * shape[0] * shape[1]:  # votes everywhere: one distance transform is cheaper
+        return _voronoi(peak_y, peak_x, shape)[vote_bin]
+    points = np.stack(np.divmod(unique, shape[1]), axis=1)
+    _, index = cKDTree(np.stack([peak_y, peak_x], axis=1)).query(points)
+    return index[inverse.ravel()]
 
 
 def _voronoi(peak_y: np.ndarray, peak_x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
