@@ -98,6 +98,8 @@ def test_invalid_settings_raise_smallseg_errors():
         build_model("resnet18", lfe="constant", lfe_dilations=(2, 1, 1))
     with pytest.raises(SmallsegError, match="heads"):
         build_model("resnet18", heads=("semantic", "boxes"))
+    with pytest.raises(SmallsegError, match="multiple of 32"):
+        build_model("resnet18", decoder_segmentation_channels=48)
     with pytest.raises(SmallsegError, match="encoder_name"):
         build_model("no-such-encoder")
     model = build_model("resnet18", in_channels=4)

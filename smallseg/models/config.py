@@ -126,6 +126,11 @@ class ModelConfig:
             raise bad("decoder", f"{self.decoder!r}; use 'fpn' or 'smp' (wrap an smp model)")
         if self.decoder == "smp" and not self.smp_arch:
             raise bad("smp_arch", "decoder='smp' needs the smp class name (e.g. 'Unet')")
+        if self.decoder == "fpn" and (self.decoder_segmentation_channels % 32 or self.decoder_segmentation_channels < 32):
+            raise bad(
+                "decoder_segmentation_channels",
+                f"{self.decoder_segmentation_channels}; must be a multiple of 32 (smp's GroupNorm)",
+            )
         if self.decoder_merge_policy not in ("add", "cat"):
             raise bad("decoder_merge_policy", f"{self.decoder_merge_policy!r}; use 'add' or 'cat'")
         if len(self.refine_channels) != 2 or min(self.refine_channels) < 1:

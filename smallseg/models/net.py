@@ -137,10 +137,6 @@ def build_model(
     """
     if decoder != "fpn":
         raise SmallsegError(f"decoder={decoder!r}: build_model builds 'fpn'; use smallseg.models.wrap(smp_model)")
-    if decoder_segmentation_channels % 32:
-        raise SmallsegError(
-            f"decoder_segmentation_channels={decoder_segmentation_channels}: must be a multiple of 32"
-        )
     if lfe_dilations is None:
         lfe_dilations = DEFAULT_LFE_DILATIONS.get(lfe, (4, 2, 1)) if lfe is not None else (4, 2, 1)
     config = ModelConfig(
