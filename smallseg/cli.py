@@ -208,6 +208,118 @@ def _run_synth_recipe(args) -> int:
     return 0
 
 
+@_subcommand
+def _add_dicom_batch(subparsers) -> None:
+    p = subparsers.add_parser(
+        "dicom-batch",
+        help="find objects in every DICOM series under a folder",
+        description=(
+            "Walk ROOT, group DICOM files into series, predict each image series slice by slice and link the "
+            "slices into 3-D objects. Writes OUT/<series UID>/labels.nii.gz (object ids, the series' geometry), "
+            "objects.csv (volume in mm3, diameter, LPS centroid, slice range per object) and done.json; "
+            "OUT/summary.csv lists every series and file with status ok, skipped (not DICOM, SEG/SR/RTSTRUCT) or "
+            "failed (one-line reason). Exit code 1 if any series failed."
+        ),
+    )
+    p.add_argument("root", metavar="ROOT", help="folder searched recursively for DICOM files")
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per series, plus summary.csv)")
+    p.add_argument("--model", default="medical",
+                   help="built-in model name or checkpoint path (.safetensors) (default: medical)")
+    p.add_argument("--preset", default=None,
+                   choices=["lung", "soft_tissue", "mediastinum", "bone", "brain", "percentile", "raw"],
+                   help="intensity mapping before the model (default: the one stored in the checkpoint, else lung "
+                        "for CT and percentile for other modalities; raw = no mapping)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip series whose outputs are complete for the same model, options and input files")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="also write OUT/<series UID>/seg.dcm, a DICOM Segmentation (needs highdicom)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile side in px (default: the model's; a smaller slice is one tile)")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="drop detections scoring below this, 0-1 (default: the model's decoding setting)")
+    p.add_argument("--min-slices", type=int, default=1, help="drop 3-D objects seen in fewer slices (default: 1)")
+    p.add_argument("--link-overlap", type=float, default=0.5,
+                   help="link objects of adjacent slices sharing at least this fraction of the smaller one "
+                        "(default: 0.5)")
+    p.add_argument("--max-gb", type=float, default=4.0,
+                   help="fail series whose pixels would need more memory than this many GB (default: 4)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-series lines")
+    p.set_defaults(run=_run_dicom_batch)
+
+
+def _run_dicom_batch(args) -> int:
+    from smallseg.pipeline.dicom_batch import run_dicom_batch
+
+    result = run_dicom_batch(args.root, args.out, args.model, resume=args.resume, progress=not args.quiet,
+                             preset=args.preset, device=args.device, batch_size=args.batch_size,
+                             tile_size_px=args.tile, min_score=args.min_score, min_slices=args.min_slices,
+                             link_min_overlap=args.link_overlap, dicom_seg=args.dicom_seg, max_gb=args.max_gb)
+    if not args.quiet:
+        for r in result.results:
+            if r.status != "ok" or r.message:
+                print(f"{r.status}: {r.series_uid or r.path}: {r.message}", file=sys.stderr)
+    print(f"{result.count('ok')} ok, {result.count('skipped')} skipped, {result.failed} failed; "
+          f"summary: {result.summary_path}")
+    return 1 if result.failed else 0
+
+
+@_subcommand
+def _add_evaluate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a prediction against ground truth (COCO AP, AP_small, Boundary AP/IoU, F1, count error)",
+        description=(
+            "Score instance predictions of small objects. GT and PRED are instance label rasters (0 = background, "
+            "k = object k: GeoTIFF, NIfTI/MHA/NRRD, PNG/TIFF) or COCO JSON (GT dataset + PRED results list). Scores "
+            "of a raster prediction come from its object table (CSV id,score[,class_id]; default STEM.objects.csv "
+            "beside STEM.instances.tif). Reports COCO mask AP/AP50/AP75/AP_small/medium/large and AR "
+            "(pycocotools, every detection counted, no maxDets=100 cap), Boundary AP and mean Boundary IoU, "
+            "precision/recall/F1 at IoU 0.5 and the counting error, as a table (and JSON with --json)."
+        ),
+    )
+    p.add_argument("gt", metavar="GT", help="ground truth: label raster or COCO dataset .json")
+    p.add_argument("pred", metavar="PRED", help="prediction: label raster or COCO results .json")
+    p.add_argument("--json", metavar="OUT.json", default=None,
+                   help="also write every number and the settings used to this JSON file (written atomically)")
+    p.add_argument("--gt-classes", default=None, help="class raster of the ground truth (default: all class 1)")
+    p.add_argument("--pred-classes", default=None,
+                   help="class raster of the prediction (default: class_id of the object table, else class 1)")
+    p.add_argument("--pred-objects", default=None,
+                   help="object table CSV of the prediction (id,score[,class_id]); default: STEM.objects.csv "
+                        "beside STEM.instances.tif (or NAME.objects.csv beside NAME.tif) if present")
+    p.add_argument("--gt-objects", default=None,
+                   help="object table CSV of the ground truth (id[,class_id][,iscrowd]) for classes / crowd regions")
+    p.add_argument("--size-buckets", default="32^2,96^2px",
+                   help="SMALL_MAX,MEDIUM_MAX with unit px, m2 (GeoTIFF CRS) or mm2 (NIfTI spacing): areas below "
+                        "SMALL_MAX are small, below MEDIUM_MAX medium (default: 32^2,96^2px = COCO)")
+    p.add_argument("--boundary", choices=["fixed", "reference"], default="fixed",
+                   help="boundary width mode: fixed (--boundary-width, default 2px; suits small objects) or "
+                        "reference (2%% of the image diagonal, Boundary IoU's definition = faster-coco-eval)")
+    p.add_argument("--boundary-width", default=None,
+                   help="fixed boundary width d: pixels (2px) or physical (0.6m, 1mm) (default: 2px)")
+    p.add_argument("--max-dets", type=int, default=None,
+                   help="detections kept per image and class, top by score (default: all of them, at least 100)")
+    p.add_argument("--pixel-size", default=None,
+                   help="square pixel side (e.g. 0.3m, 0.5mm) for inputs without CRS/spacing, for m2/mm2 buckets "
+                        "and physical boundary widths")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from smallseg.metrics.evaluation import evaluate
+
+    result = evaluate(args.gt, args.pred, gt_classes=args.gt_classes, pred_classes=args.pred_classes,
+                      pred_objects=args.pred_objects, gt_objects=args.gt_objects, size_buckets=args.size_buckets,
+                      boundary=args.boundary, boundary_width=args.boundary_width, max_dets=args.max_dets,
+                      pixel_size=args.pixel_size)
+    print(result.format_table())
+    if args.json:
+        print(f"wrote {result.write_json(args.json)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

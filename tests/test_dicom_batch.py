@@ -1,0 +1,277 @@
+"""smallseg dicom-batch over a real tree: pydicom's files (CT, MR, truncated MR, SEG), a text file and series
+written here with SimpleITK; a real (tiny, random-weight) SmallObjectNet saved as a checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from smallseg.cli import main
+from smallseg.errors import SmallsegError
+from smallseg.io.medical import find_series
+from smallseg.models import build_model, save_checkpoint
+from smallseg.pipeline.dicom_batch import BatchOptions, process_series, run_dicom_batch, series_folder_name
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pydicom"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared/data/pydicom not found beside the repo")
+
+SYNTH_UID = "1.2.826.0.1.3680043.9.7.11"
+MIXED_UIDS = ("1.2.826.0.1.3680043.9.7.12", "1.2.826.0.1.3680043.9.7.13")
+
+
+def rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def write_series(folder: Path, array_zyx: np.ndarray, uid: str, *, spacing_xyz=(0.7, 0.9, 2.5),
+                 origin=(-10.0, 20.0, 30.0), direction=np.eye(3), z_offsets=None, prefix="s") -> None:
+    """One CT slice per file with SimpleITK/GDCM, geometry in Image Position/Orientation (Patient)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    d = np.asarray(direction, float)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(array_zyx.shape[0]):
+        z = z_offsets[k] if z_offsets is not None else k * spacing_xyz[2]
+        pos = np.asarray(origin) + d[:, 2] * z
+        image = sitk.GetImageFromArray(array_zyx[k])
+        image.SetSpacing(spacing_xyz[:2])
+        for key, value in {
+            "0008|0060": "CT", "0020|000e": uid, "0020|000d": uid + ".0", "0020|0052": uid + ".9",
+            "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0008|0018": f"{uid}.{k + 1}", "0020|0013": str(k + 1),
+            "0010|0020": "PHANTOM", "0020|0032": "\\".join(f"{v:.10g}" for v in pos),
+            "0020|0037": "\\".join(f"{v:.10g}" for v in [*d[:, 0], *d[:, 1]]), "0018|0050": f"{spacing_xyz[2]:g}",
+        }.items():
+            image.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"{prefix}{k:03d}.dcm"))
+        writer.Execute(image)
+
+
+def ct(shape, seed):
+    return np.random.default_rng(seed).integers(-1000, 500, shape).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    m = build_model("resnet18", encoder_depth=3, encoder_output_stride=8, classes=1, in_channels=1,
+                    decoder_pyramid_channels=32, decoder_segmentation_channels=32, refine_channels=(8, 8),
+                    max_distance_px=6, tile_size_px=128, class_names=["nodule"])
+    with torch.no_grad():  # lean the random model towards foreground so outputs are not empty
+        m.heads["semantic"].bias[:] = torch.tensor([-1.0, 1.0])
+    return save_checkpoint(m, tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+def write_synthetic_series(root: Path) -> None:
+    """An oblique series and a folder mixing two series, one of them with a missing slice."""
+    write_series(root / "synth", ct((4, 32, 40), 0), SYNTH_UID, direction=rotation(0.2, -0.1, 0.3))
+    write_series(root / "mixed", ct((3, 24, 24), 1), MIXED_UIDS[0], prefix="b")
+    write_series(root / "mixed", ct((4, 24, 24), 2), MIXED_UIDS[1], prefix="c", z_offsets=[0, 2.5, 7.5, 10])
+
+
+@pytest.fixture()
+def tree(tmp_path) -> Path:
+    """CT_small (ok), MR_small + MR_truncated (one series with a broken file: failed), a SEG (skipped), a text
+    file (skipped), an oblique synthetic series (ok) and a folder mixing two series, one with a missing slice."""
+    root = tmp_path / "in"
+    for sub, name in (("ct", "CT_small.dcm"), ("mr", "MR_small.dcm"), ("mr", "MR_truncated.dcm"),
+                      ("seg", "liver_1frame.dcm")):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(DATA / name, root / sub / name)
+    (root / "notes.txt").write_text("not an image\n")
+    write_synthetic_series(root)
+    return root
+
+
+def read_summary(out: Path) -> dict[str, dict[str, str]]:
+    with (out / "summary.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and list(rows[0]) == ["series_uid", "path", "status", "objects", "seconds", "message"]
+    return {os.path.basename(r["path"]): r for r in rows}
+
+
+@needs_data
+def test_batch_statuses_outputs_and_exit_code(tree, tmp_path, checkpoint, capsys):
+    out = tmp_path / "out"
+    rc = main(["dicom-batch", str(tree), "--out", str(out), "--model", str(checkpoint), "--quiet"])
+    assert rc == 1  # the MR series has a truncated file
+    rows = read_summary(out)
+    statuses = sorted((os.path.basename(r["path"]), r["status"]) for r in csv.DictReader((out / "summary.csv").open()))
+    assert statuses == [("CT_small.dcm", "ok"), ("liver_1frame.dcm", "skipped"), ("mixed", "ok"), ("mixed", "ok"),
+                        ("mr", "failed"), ("notes.txt", "skipped"), ("synth", "ok")]
+    assert "MR_truncated.dcm" in rows["mr"]["message"] and "truncated" in rows["mr"]["message"]
+    assert "Segmentation" in rows["liver_1frame.dcm"]["message"]
+    assert "not DICOM" in rows["notes.txt"]["message"]
+    mixed = [r for r in csv.DictReader((out / "summary.csv").open()) if r["series_uid"] in MIXED_UIDS]
+    assert len(mixed) == 2
+    gap = next(r for r in mixed if r["series_uid"] == MIXED_UIDS[1])
+    assert "missing slice" in gap["message"]
+    assert "\n" not in "".join(r["message"] for r in rows.values())
+    # Every ok series: complete outputs whose object counts agree with each other and with the summary.
+    for r in csv.DictReader((out / "summary.csv").open()):
+        folder = out / r["series_uid"]
+        if r["status"] != "ok":
+            assert not (folder / "done.json").exists()
+            continue
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labels.nii.gz")))
+        objects = list(csv.DictReader((folder / "objects.csv").open()))
+        ids = np.unique(labels)
+        assert int(r["objects"]) == len(objects) == len(ids[ids > 0])
+        assert [int(o["voxels"]) for o in objects] == list(np.bincount(labels.ravel())[1:])
+        assert json.loads((folder / "done.json").read_text())["objects"] == len(objects)
+    assert "1 failed" in capsys.readouterr().out
+
+
+@needs_data
+def test_labels_keep_the_series_geometry(tree, tmp_path, checkpoint):
+    series = next(s for s in find_series(tree / "synth"))
+    result = process_series(series, str(checkpoint), BatchOptions(out_dir=str(tmp_path / "out")))
+    assert result.status == "ok", result.message
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tree / "synth"), SYNTH_UID))
+    source = reader.Execute()
+    labels = sitk.ReadImage(str(tmp_path / "out" / SYNTH_UID / "labels.nii.gz"))
+    assert labels.GetSize() == source.GetSize() == (40, 32, 4)
+    # NIfTI stores the geometry as float32: agree to float32 precision.
+    assert np.allclose(labels.GetSpacing(), source.GetSpacing(), atol=1e-5)
+    assert np.allclose(labels.GetOrigin(), source.GetOrigin(), atol=1e-4)
+    assert np.allclose(labels.GetDirection(), source.GetDirection(), atol=1e-5)
+    assert not np.allclose(source.GetDirection(), np.eye(3).ravel())  # the case is really oblique
+    # Object centroids in objects.csv are physical points of the labels' own voxels.
+    array = sitk.GetArrayFromImage(labels)
+    row = next(csv.DictReader((tmp_path / "out" / SYNTH_UID / "objects.csv").open()))
+    mean_idx = np.argwhere(array == int(row["id"])).mean(axis=0)[::-1]
+    expected = source.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in mean_idx))
+    got = [float(row[f"centroid_lps_{a}_mm"]) for a in "xyz"]
+    assert np.allclose(got, expected, atol=1e-3)
+
+
+def test_resume_skips_complete_series_and_redoes_incomplete_or_changed_ones(tmp_path, checkpoint):
+    tree = tmp_path / "in"
+    write_synthetic_series(tree)
+    (tree / "notes.txt").write_text("not an image\n")
+    out = tmp_path / "out"
+    first = run_dicom_batch(tree, out, checkpoint, progress=False)
+    ok_uids = [r.series_uid for r in first.results if r.status == "ok"]
+    assert len(ok_uids) == 3 and [r.status for r in first.results].count("skipped") == 1
+
+    def inodes():  # outputs are replaced atomically, so a rewrite gives a new inode
+        return {u: (out / u / "labels.nii.gz").stat().st_ino for u in ok_uids}
+
+    before = inodes()
+    second = run_dicom_batch(tree, out, checkpoint, progress=False, resume=True)
+    assert inodes() == before
+    assert [(r.series_uid, r.status, r.objects) for r in second.results] == \
+        [(r.series_uid, r.status, r.objects) for r in first.results]
+    assert all("earlier run" in r.message for r in second.results if r.status == "ok")
+    # Incomplete series (no done.json: killed before the end) and a series whose input changed are redone.
+    (out / SYNTH_UID / "done.json").unlink()
+    os.utime(next((tree / "mixed").glob("b*.dcm")), ns=(1, 1))
+    third = run_dicom_batch(tree, out, checkpoint, progress=False, resume=True)
+    after = inodes()
+    redone = {u for u in ok_uids if after[u] != before[u]}
+    assert redone == {SYNTH_UID, MIXED_UIDS[0]}
+    assert (out / SYNTH_UID / "done.json").exists()
+    assert [r.objects for r in third.results] == [r.objects for r in first.results]  # deterministic
+    # Other options: everything is redone.
+    run_dicom_batch(tree, out, checkpoint, progress=False, resume=True, min_slices=2)
+    assert all(inodes()[u] != after[u] for u in ok_uids)
+
+
+@needs_data
+def test_interrupted_batch_leaves_a_consistent_summary(tree, tmp_path, checkpoint):
+    from smallseg.models import load_checkpoint
+
+    model = load_checkpoint(checkpoint)
+    calls = []
+
+    def stop_on_second_series(module, args):
+        calls.append(1)
+        if len(calls) > 1:  # CT_small (first series, one slice) finishes; the next one is killed mid-way
+            raise KeyboardInterrupt
+
+    model.register_forward_pre_hook(stop_on_second_series)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_dicom_batch(tree, out, model, progress=False)
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [r["status"] for r in rows] == ["ok"] and rows[0]["path"].endswith("CT_small.dcm")
+    assert len(list(out.glob("*/done.json"))) == 1
+    assert not list(out.rglob(".*partial*"))
+
+
+@needs_data
+def test_dicom_seg_output_references_the_series(tree, tmp_path, checkpoint):
+    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("highdicom")
+    out = tree / "results"  # inside the tree: its files must not come back as input
+    result = run_dicom_batch(tree / "synth", out, checkpoint, progress=False, dicom_seg=True)
+    assert [r.status for r in result.results] == ["ok"], result.results[0].message
+    seg = pydicom.dcmread(out / SYNTH_UID / "seg.dcm")
+    assert seg.Modality == "SEG" and seg.SegmentSequence[0].SegmentLabel == "nodule"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == SYNTH_UID
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / SYNTH_UID / "labels.nii.gz")))
+    frames = int(seg.NumberOfFrames)
+    assert frames == int((labels > 0).any(axis=(1, 2)).sum())  # empty frames omitted, one segment
+    masks = seg.pixel_array.reshape(frames, *labels.shape[1:]).astype(bool)
+    # Each frame names its source slice (SOP Instance UID "<series uid>.<k + 1>" as written above).
+    for mask, group in zip(masks, seg.PerFrameFunctionalGroupsSequence):
+        sop = group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        z = int(sop.rsplit(".", 1)[1]) - 1
+        assert np.array_equal(mask, labels[z] > 0)
+    again = run_dicom_batch(tree / "synth", out, checkpoint, progress=False, dicom_seg=True, resume=True)
+    assert [r.series_uid for r in again.results] == [SYNTH_UID]  # the SEG in results/ is not an input
+
+
+def test_dicom_seg_without_highdicom_is_one_clear_error(tmp_path, checkpoint, monkeypatch):
+    write_series(tmp_path / "in", ct((2, 16, 16), 3), SYNTH_UID)
+    monkeypatch.setitem(sys.modules, "highdicom", None)  # import highdicom now raises ImportError
+    with pytest.raises(SmallsegError, match="--dicom-seg needs the highdicom package"):
+        run_dicom_batch(tmp_path / "in", tmp_path / "out", checkpoint, progress=False, dicom_seg=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_input_is_one_line(tmp_path, checkpoint, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["dicom-batch", str(tmp_path / "empty"), "--out", str(tmp_path / "o1"), "--model",
+                 str(checkpoint)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no files found" in err and "\n" not in err
+    write_series(tmp_path / "in", ct((3, 16, 16), 4), SYNTH_UID)
+    assert main(["dicom-batch", str(tmp_path / "in"), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no built-in model named 'medical'" in err and "pass a checkpoint path" in err and "\n" not in err
+    with pytest.raises(SmallsegError, match="--min-slices 0"):
+        run_dicom_batch(tmp_path / "in", tmp_path / "o3", checkpoint, min_slices=0, progress=False)
+    # A series over the size limit fails with the size; the batch still writes its summary.
+    result = run_dicom_batch(tmp_path / "in", tmp_path / "o4", checkpoint, progress=False, max_gb=1e-6)
+    assert [r.status for r in result.results] == ["failed"]
+    assert "over max_gb" in result.results[0].message
+    assert read_summary(tmp_path / "o4")["in"]["status"] == "failed"
+
+
+def test_process_series_is_a_pure_function_of_its_arguments(tmp_path, checkpoint):
+    write_series(tmp_path / "in", ct((3, 20, 24), 5), SYNTH_UID)
+    series = find_series(tmp_path / "in")[0]
+    a = process_series(series, str(checkpoint), BatchOptions(out_dir=str(tmp_path / "a")))
+    b = process_series(series, str(checkpoint), BatchOptions(out_dir=str(tmp_path / "b")))
+    assert a.status == b.status == "ok" and a.objects == b.objects
+    name = series_folder_name(series)
+    assert (tmp_path / "a" / name / "objects.csv").read_text() == (tmp_path / "b" / name / "objects.csv").read_text()
+    skipped = process_series(find_series(DATA)[-1], str(checkpoint), BatchOptions(out_dir=str(tmp_path / "c"))) \
+        if DATA.is_dir() else None
+    if skipped is not None:
+        assert skipped.status in ("skipped", "failed") and skipped.message
+        assert not (tmp_path / "c").exists()
