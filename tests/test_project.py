@@ -10,8 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ci_runs_the_readme_test_command_verbatim():
-    ci_lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()]
-    readme_lines = [l.strip() for l in (ROOT / "README.md").read_text().splitlines()]
+    ci_lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    readme_lines = [l.strip() for l in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()]
     test_cmd = next(l for l in ci_lines if "pytest" in l)
     assert test_cmd in readme_lines
 

@@ -93,3 +93,20 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "unknown section" in err and "schedule" in err
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read training config" in capsys.readouterr().err
+
+
+def test_synthetic_medical_sources_use_the_inference_presets():
+    from smallseg.io.medical import IntensityPreset
+    from smallseg.train.data import MEDICAL_PRESETS, synthetic_images
+
+    nuclei = synthetic_images("nuclei", count=2, size=96, seed=5, class_id=1)
+    assert len(nuclei) == 2 and nuclei[0].image.shape == (96, 96, 1) and nuclei[0].image.dtype == np.float32
+    assert nuclei[0].image.min() == 0.0 and nuclei[0].image.max() == 1.0  # percentile stretch clips both ends
+    assert np.all((nuclei[0].instances > 0) == (nuclei[0].classes == 1))
+    ct = synthetic_images("ct", count=1, size=96, seed=5, slices=16, class_id=2)
+    with_nodules = [im for im in ct if im.instances.max() > 0]
+    assert with_nodules and len(ct) <= 2 * len(with_nodules)
+    # Lung window: -1350 HU -> 0, 150 HU -> 1, applied the same way inference applies the preset.
+    lung = IntensityPreset.from_dict(MEDICAL_PRESETS["CT"])
+    np.testing.assert_allclose(lung.apply(np.array([-1350.0, -600.0, 150.0])), [0.0, 0.5, 1.0])
+    assert set(np.unique(with_nodules[0].classes)) == {0, 2}

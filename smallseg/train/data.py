@@ -142,12 +142,20 @@ def synthetic_images(kind: str, *, count: int, size: int, seed: int, **options) 
     """Labelled images from smallseg's synthetic generators (:mod:`smallseg.data`).
 
     Args:
-        kind: ``"remote-sensing"`` (cars and buildings in aerial GeoTIFF-like scenes), ``"nuclei"``
-            (fluorescence microscopy) or ``"ct"`` (axial slices of CT-like volumes with nodules).
-        count: number of images (scene ``i`` uses seed ``seed + i``).
+        kind: ``"remote-sensing"`` (cars = class 1 and buildings = class 2 in aerial scenes, raw uint8/uint16
+            bands), ``"nuclei"`` (fluorescence microscopy) or ``"ct"`` (axial slices of CT-like volumes
+            through lung nodules).
+        count: number of images (image ``i`` uses seed ``seed + i``; for ``ct``, volumes, each giving the
+            slices through its nodules plus as many nodule-free slices).
         size: image side, px.
         seed: first seed.
-        **options: passed to the generator (e.g. ``pixel_size_m``, ``bands``, ``dtype``, ``density``).
+        **options: passed to the generator (e.g. ``pixel_size_m``, ``bands``, ``dtype``, ``density`` for
+            remote sensing; ``mean_diameter_px`` for nuclei; ``spacing_mm``, ``nodule_count`` for CT), plus
+            ``class_id`` (medical kinds: the class their objects get, default 1).
+
+    Medical kinds come out as float32 in [0, 1], mapped with the intensity preset inference uses
+    (:data:`MEDICAL_PRESETS`): percentile 1-99.5 per image for microscopy, the lung window for CT. A model
+    trained on them has ``input_scale`` 1 and expects that mapping.
     """
     out = []
     if kind == "remote-sensing":
@@ -161,7 +169,55 @@ def synthetic_images(kind: str, *, count: int, size: int, seed: int, **options) 
                 pixel_area=scene.pixel_size_m ** 2,
             ))
         return out
+    from smallseg.io.medical import IntensityPreset
+
+    class_id = int(options.pop("class_id", 1))
+    if kind == "nuclei":
+        from smallseg.data.microscopy import make_nuclei_image
+
+        preset = IntensityPreset.from_dict(MEDICAL_PRESETS["microscopy"])
+        for i in range(count):
+            nuclei = make_nuclei_image(size, size, seed=seed + i, **options)
+            instances = nuclei.labels.astype(np.int32)
+            out.append(LabeledImage(
+                image=preset.resolve(nuclei.image).apply(nuclei.image)[:, :, None], instances=instances,
+                classes=np.where(instances > 0, class_id, 0).astype(np.int32),
+                name=f"synthetic nuclei seed {seed + i}",
+            ))
+        return out
+    if kind == "ct":
+        from smallseg.data.medical import make_ct_volume
+
+        preset = IntensityPreset.from_dict(MEDICAL_PRESETS["CT"])
+        n_slices = int(options.pop("slices", 48))
+        for i in range(count):
+            rng = np.random.default_rng(seed + i)
+            volume = make_ct_volume((size, size, n_slices), seed=seed + i, **options)
+            hu = volume.hu_zyx
+            import SimpleITK as sitk
+
+            labels = sitk.GetArrayFromImage(volume.labels).astype(np.int32)
+            spacing = volume.image.GetSpacing()
+            with_objects = np.nonzero(labels.reshape(len(labels), -1).max(1) > 0)[0]
+            without = np.setdiff1d(np.arange(len(labels)), with_objects)
+            chosen = np.concatenate([with_objects, rng.choice(without, min(len(without), len(with_objects)),
+                                                              replace=False)]) if len(without) else with_objects
+            for z in np.sort(chosen):
+                out.append(LabeledImage(
+                    image=preset.apply(hu[z])[:, :, None], instances=labels[z],
+                    classes=np.where(labels[z] > 0, class_id, 0).astype(np.int32),
+                    name=f"synthetic ct seed {seed + i} slice {z}", pixel_area=spacing[0] * spacing[1],
+                ))
+        return out
     raise SmallsegError(f"synthetic: unknown kind {kind!r}; use remote-sensing, nuclei or ct")
+
+
+# How medical images become model input, by modality (IntensityPreset dicts). Stored in a trained
+# model's config (``training["intensity_presets"]``) so inference maps intensities the same way.
+MEDICAL_PRESETS = {
+    "CT": {"kind": "window", "low": -1350.0, "high": 150.0, "name": "lung"},
+    "microscopy": {"kind": "percentile", "p_low": 1.0, "p_high": 99.5, "name": "percentile"},
+}
 
 
 def band_statistics(images: list[LabeledImage], input_scale: float) -> tuple[list[float], list[float]]:
@@ -180,13 +236,19 @@ def band_statistics(images: list[LabeledImage], input_scale: float) -> tuple[lis
     return mean.tolist(), np.maximum(std, 1e-6).tolist()
 
 
-def default_input_scale(dtype: np.dtype) -> float:
-    """Multiplier that brings raw values of ``dtype`` to about [0, 1] (1/255 for 8-bit, 1/65535 for 16-bit)."""
-    dtype = np.dtype(dtype)
+def default_input_scale(images: list[LabeledImage]) -> float:
+    """Multiplier that brings the training images' raw values to about [0, 1].
+
+    1/255 for 8-bit; for other integer data 1 / (99.9th percentile of the values), since 16-bit imagery
+    rarely uses the full range (12-bit sensors, reflectance x 10,000, camera counts); 1 for float data
+    (assumed already scaled, e.g. by an intensity preset).
+    """
+    dtype = np.dtype(images[0].image.dtype)
     if dtype == np.uint8:
         return 1.0 / 255.0
-    if dtype == np.uint16:
-        return 1.0 / 65535.0
+    if np.issubdtype(dtype, np.integer):
+        sample = np.concatenate([im.image.ravel()[:: max(im.image.size // 200_000, 1)] for im in images])
+        return 1.0 / max(float(np.percentile(sample, 99.9)), 1.0)
     return 1.0
 
 

@@ -327,7 +327,7 @@ def _resolve_model_config(config: TrainConfig, images: list[LabeledImage]) -> Mo
     fields_ = dict(config.model)
     fields_.setdefault("in_channels", images[0].image.shape[-1])
     if fields_.get("input_scale", "auto") == "auto":
-        fields_["input_scale"] = default_input_scale(images[0].image.dtype)
+        fields_["input_scale"] = default_input_scale(images)
     if fields_.get("norm_mean", "auto") == "auto" or fields_.get("norm_std", "auto") == "auto":
         mean, std = band_statistics(images, float(fields_["input_scale"]))
         if fields_.get("norm_mean", "auto") == "auto":
