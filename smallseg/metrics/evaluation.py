@@ -1,0 +1,745 @@
+"""``evaluate(gt, pred)``: score an instance prediction against ground truth, for small objects.
+
+One call gives COCO mask AP / AP50 / AP75 / AP_small / AP_medium / AP_large and AR (pycocotools, split by
+overlap components so 20,000-object scenes take seconds — :mod:`smallseg.metrics.coco`), Boundary AP and
+mean Boundary IoU (:mod:`smallseg.metrics.boundary`), object-level precision / recall / F1 at IoU 0.5 and
+the counting error (:mod:`smallseg.metrics.counting`).
+
+Inputs (ground truth and prediction in the same form):
+
+- instance label rasters: file paths (GeoTIFF, NIfTI / MHA / NRRD, PNG / TIFF), (H, W) integer arrays, or
+  :class:`smallseg.instances.Instances`; with optional class rasters and object tables (CSV: ``id,score``
+  plus optional ``class_id``; ground truth: ``id`` plus optional ``class_id``, ``iscrowd``). A prediction
+  raster ``STEM.instances.tif`` finds its scores in ``STEM.objects.csv`` beside it;
+- or COCO JSON: the ground truth as a dataset (``images``, ``annotations``, ``categories``), the prediction
+  as a results list (``image_id``, ``category_id``, ``segmentation`` RLE, ``score``).
+
+Undefined numbers are None (``null`` in JSON) with the reason in ``Evaluation.undefined`` — e.g. AP_large
+when the ground truth has no large object (pycocotools' -1), precision without detections, any AP when the
+ground truth is empty. They are never silently 0 or -1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from smallseg.errors import SmallsegError, one_line
+
+__all__ = [
+    "SizeBuckets",
+    "BoundaryWidth",
+    "Evaluation",
+    "evaluate",
+    "parse_size_buckets",
+    "parse_boundary_width",
+    "parse_length",
+]
+
+_LARGEST_AREA_PX = 1e5**2  # pycocotools' upper bound of "all" and "large"
+_LENGTH_UNITS_M = {"m": 1.0, "cm": 0.01, "mm": 0.001, "um": 1e-6}
+_AREA_UNITS_M2 = {"m2": 1.0, "mm2": 1e-6}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SizeBuckets:
+    """COCO size buckets: small < ``small_max`` <= medium < ``medium_max`` <= large, areas in ``unit``.
+
+    ``unit`` is ``"px"`` (pixel count, COCO's convention; default 32² and 96²), ``"m2"`` (GeoTIFF in a
+    projected CRS, or ``pixel_size``) or ``"mm2"`` (medical spacing, or ``pixel_size``).
+    """
+
+    small_max: float = 32.0**2
+    medium_max: float = 96.0**2
+    unit: str = "px"
+
+    def ranges_px(self, pixel_area_m2: float | None) -> tuple[tuple[float, float], ...]:
+        """pycocotools ``areaRng`` (all, small, medium, large) in pixels for a pixel of ``pixel_area_m2``."""
+        if self.unit == "px":
+            scale = 1.0
+        else:
+            if pixel_area_m2 is None:
+                raise SmallsegError(
+                    f"--size-buckets {self.text()}: the pixel size is unknown (no projected CRS or spacing); "
+                    "give buckets in px or pass --pixel-size")
+            scale = pixel_area_m2 / _AREA_UNITS_M2[self.unit]
+        small, medium = self.small_max / scale, self.medium_max / scale
+        return ((0.0, _LARGEST_AREA_PX), (0.0, small), (small, medium), (medium, _LARGEST_AREA_PX))
+
+    def text(self) -> str:
+        return f"{self.small_max:g},{self.medium_max:g}{self.unit}"
+
+
+@dataclass(frozen=True)
+class BoundaryWidth:
+    """How wide a boundary is: ``mode="fixed"`` with a width in px / m / mm, or ``mode="reference"``.
+
+    ``reference`` is Boundary IoU's own definition (d = 2 % of the image diagonal), equal to
+    faster-coco-eval's ``iouType="boundary"``; ``fixed`` (default 2 px) suits small objects.
+    """
+
+    mode: str = "fixed"
+    width: float = 2.0
+    unit: str = "px"
+
+    def width_px(self, image_shape: tuple[int, int], pixel_area_m2: float | None) -> int:
+        """``d`` in pixels for one image (at least 1)."""
+        from smallseg.metrics.boundary import reference_boundary_width_px
+
+        if self.mode == "reference":
+            return reference_boundary_width_px(image_shape)
+        if self.unit == "px":
+            return max(1, int(math.floor(self.width + 0.5)))
+        if pixel_area_m2 is None:
+            raise SmallsegError(
+                f"--boundary-width {self.text()}: the pixel size is unknown (no projected CRS or spacing); "
+                "give the width in px or pass --pixel-size")
+        pixel_m = math.sqrt(pixel_area_m2)
+        return max(1, int(math.floor(self.width * _LENGTH_UNITS_M[self.unit] / pixel_m + 0.5)))
+
+    def text(self) -> str:
+        return "2% of the image diagonal" if self.mode == "reference" else f"{self.width:g}{self.unit}"
+
+
+def _number(text: str, option: str) -> float:
+    text = text.strip()
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(?:\^2|\*\*2|²)?", text)
+    if not match:
+        raise SmallsegError(f"{option}: {text!r} is not a number")
+    value = float(match.group(1))
+    return value * value if text != match.group(1) else value
+
+
+def parse_size_buckets(text: str | SizeBuckets) -> SizeBuckets:
+    """Parse ``"SMALL_MAX,MEDIUM_MAX[UNIT]"``, e.g. ``"32^2,96^2px"`` (COCO), ``"25,100m2"``, ``"5,50mm2"``."""
+    if isinstance(text, SizeBuckets):
+        return text
+    raw = str(text).strip().replace("m²", "m2").replace(" ", "")
+    unit = "px"
+    for candidate in ("mm2", "m2", "px"):
+        if raw.lower().endswith(candidate):
+            unit, raw = candidate, raw[: -len(candidate)]
+            break
+    parts = raw.split(",")
+    if len(parts) != 2:
+        raise SmallsegError(f"--size-buckets {text}: expected SMALL_MAX,MEDIUM_MAX with a unit px, m2 or mm2 "
+                            "(e.g. 32^2,96^2px or 25,100m2)")
+    small, medium = (_number(p, "--size-buckets") for p in parts)
+    if not 0 < small < medium:
+        raise SmallsegError(f"--size-buckets {text}: need 0 < small maximum < medium maximum")
+    return SizeBuckets(small, medium, unit)
+
+
+def parse_length(text: str | float, option: str) -> tuple[float, str]:
+    """Parse ``"2px"``, ``"2"`` (px), ``"0.6m"``, ``"50cm"``, ``"1mm"`` into ``(value, unit)``."""
+    if isinstance(text, int | float):
+        return float(text), "px"
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(px|m|cm|mm|um)?\s*", str(text))
+    if not match:
+        raise SmallsegError(f"{option} {text}: expected a length like 2px, 0.6m or 1mm")
+    value = float(match.group(1))
+    if value <= 0:
+        raise SmallsegError(f"{option} {text}: must be positive")
+    return value, match.group(2) or "px"
+
+
+def parse_boundary_width(mode: str = "fixed", width: str | float | None = None) -> BoundaryWidth:
+    """Boundary setting from ``--boundary MODE`` and ``--boundary-width W`` (default 2px in fixed mode)."""
+    if mode not in ("fixed", "reference"):
+        raise SmallsegError(f"--boundary {mode}: choose fixed or reference")
+    if mode == "reference":
+        if width is not None:
+            raise SmallsegError("--boundary-width: the reference mode fixes d at 2% of the image diagonal; "
+                                "drop --boundary-width or use --boundary fixed")
+        return BoundaryWidth("reference", 0.0, "ratio")
+    value, unit = parse_length("2px" if width is None else width, "--boundary-width")
+    return BoundaryWidth("fixed", value, unit)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Result
+# --------------------------------------------------------------------------------------------------------------
+
+METRIC_KEYS = (
+    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR", "AR_small", "AR_medium", "AR_large",
+    "boundary_AP", "boundary_AP50", "boundary_AP75", "boundary_AP_small", "boundary_AP_medium",
+    "boundary_AP_large", "boundary_IoU", "precision", "recall", "F1", "TP", "FP", "FN", "count_gt",
+    "count_pred", "count_error", "count_error_signed", "count_error_relative",
+)
+
+
+@dataclass
+class Evaluation:
+    """Scores of one prediction against one ground truth.
+
+    Attributes:
+        metrics: ``{name: value}`` for :data:`METRIC_KEYS`; AP/AR/IoU/precision/recall/F1 on a 0-1 scale,
+            counts as integers; None where undefined.
+        undefined: ``{name: reason}`` for every None in ``metrics``.
+        per_class: ``{class id: {"AP", "AP50", "boundary_AP", "precision", "recall", "F1", "count_gt",
+            "count_pred"}}``.
+        settings: everything the numbers depend on (buckets with units and in px, boundary mode and d,
+            maxDets, IoU thresholds, inputs, method).
+        warnings: things the user should know (missing scores, capped detections...).
+    """
+
+    metrics: dict
+    undefined: dict
+    per_class: dict
+    settings: dict
+    warnings: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The JSON document: metrics at the top level, then ``undefined``, ``per_class``, ``settings``."""
+        return {**self.metrics, "undefined": self.undefined, "per_class": self.per_class,
+                "settings": self.settings, "warnings": self.warnings}
+
+    def write_json(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` as JSON, atomically (a temporary file renamed when complete)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, indent=2, allow_nan=False)
+                f.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def format_table(self) -> str:
+        """A plain-text report: settings, then one metric per line with its note."""
+        s, m = self.settings, self.metrics
+        buckets = s["size_buckets"]
+        boundary = s["boundary"]
+        lines = [
+            f"ground truth  {s['inputs']['gt']}",
+            f"prediction    {s['inputs']['pred']}" + (f"  (scores: {s['inputs']['scores']})" if s["inputs"].get("scores") else ""),
+            f"images        {len(s['images'])}, " + ", ".join(f"{h} x {w} px" for h, w in list(s["images"].values())[:3])
+            + (" ..." if len(s["images"]) > 3 else ""),
+            f"classes       {', '.join(str(k) for k in s['category_ids'])}",
+            f"max dets      {s['maxDets']} per image and class ({s['maxDets_source']})",
+            f"size buckets  small < {buckets['small_max']:g} {buckets['unit']} <= medium < {buckets['medium_max']:g} "
+            f"{buckets['unit']} <= large" + ("" if buckets["unit"] == "px" else
+                                            f"  (= {buckets['small_max_px']:.6g} / {buckets['medium_max_px']:.6g} px; "
+                                            f"pixel area {buckets['pixel_area']:.6g} {buckets['unit']}: "
+                                            f"{buckets['pixel_area_source']})"),
+            f"boundary      {boundary['mode']}: d = {boundary['d_px_text']} px ({boundary['width']})",
+            f"IoU           AP over {s['iou_thresholds_text']}; F1 and boundary IoU at {s['f1_iou_threshold']}",
+            "",
+            f"{'metric':<22}{'value':>10}  note",
+            f"{'-' * 22}{'-' * 10}  {'-' * 40}",
+        ]
+        for key in METRIC_KEYS:
+            value = m[key]
+            if value is None:
+                text, note = "n/a", self.undefined.get(key, "undefined")
+            elif isinstance(value, int):
+                text, note = f"{value:d}", ""
+            else:
+                text, note = f"{value:.4f}", ""
+            if key == "boundary_IoU" and value is not None:
+                note = f"mean over {m.get('boundary_IoU_pairs', 0)} pairs matched at mask IoU {s['f1_iou_threshold']}"
+            if key == "count_error_relative" and value is not None:
+                text = f"{100 * value:.2f} %"
+            lines.append(f"{key:<22}{text:>10}  {note}".rstrip())
+        if len(self.per_class) > 1:
+            lines += ["", f"{'class':<8}{'AP':>8}{'AP50':>8}{'bAP':>8}{'F1':>8}{'GT':>8}{'pred':>8}"]
+            for k, row in self.per_class.items():
+                def fmt(v):
+                    return "n/a" if v is None else f"{v:.3f}"
+                lines.append(f"{k!s:<8}{fmt(row['AP']):>8}{fmt(row['AP50']):>8}{fmt(row['boundary_AP']):>8}"
+                             f"{fmt(row['F1']):>8}{row['count_gt']:>8}{row['count_pred']:>8}")
+        for w in self.warnings:
+            lines.append(f"warning: {w}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Side:
+    """One side (GT or prediction) turned into objects."""
+
+    objects: object  # ObjectSet
+    source: str
+    pixel_area_m2: float | None = None
+    pixel_area_note: str = "unknown"
+    raster: object | None = None  # LabelRaster
+    scores_source: str | None = None
+
+
+def _is_coco_path(value) -> bool:
+    return isinstance(value, str | os.PathLike) and os.fspath(value).lower().endswith(".json")
+
+
+def _load_json(path, what: str):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise SmallsegError(f"{path}: no such file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SmallsegError(f"{path}: cannot read {what} JSON ({one_line(exc)})") from None
+
+
+def _raster(value, what: str, pixel_size_m: float | None):
+    from smallseg.io.labels import label_raster_from_array, read_label_raster
+
+    if isinstance(value, str | os.PathLike):
+        return read_label_raster(value)
+    return label_raster_from_array(value, f"<{what} array>", pixel_size_m=pixel_size_m)
+
+
+def _class_raster(value, what: str, like) -> np.ndarray:
+    from smallseg.io.labels import check_same_grid
+
+    raster = _raster(value, what, None)
+    check_same_grid(like, raster)
+    return raster.array
+
+
+def _objects_from_raster_side(
+    value, *, is_gt: bool, classes, table, pixel_size_m: float | None, warnings: list[str]
+) -> _Side:
+    from smallseg.instances import Instances
+    from smallseg.io.labels import ObjectTable, default_object_table_path, read_object_table
+    from smallseg.metrics.objects import objects_from_labels
+
+    what = "ground truth" if is_gt else "prediction"
+    class_by_id: dict[int, int] | None = None
+    score_by_id: dict[int, float] | None = None
+    crowd_ids: set[int] = set()
+    scores_source = None
+    if isinstance(value, Instances):
+        raster = _raster(value.labels, what, pixel_size_m)
+        class_by_id = dict(zip(value.ids.tolist(), value.class_ids.tolist()))
+        if not is_gt:
+            score_by_id = dict(zip(value.ids.tolist(), value.scores.astype(np.float64).tolist()))
+            scores_source = "Instances.scores"
+    else:
+        raster = _raster(value, what, pixel_size_m)
+    class_raster = None if classes is None else _class_raster(classes, f"{what} classes", raster)
+
+    # Object table: explicit path or mapping, else STEM.objects.csv beside a prediction raster.
+    if table is None and not is_gt and isinstance(value, str | os.PathLike):
+        candidate = default_object_table_path(value)
+        if candidate.is_file():
+            table = candidate
+    if isinstance(table, Mapping):
+        if is_gt:
+            raise SmallsegError("gt_objects: pass a CSV path (columns id[,class_id][,iscrowd])")
+        score_by_id = {int(k): float(v) for k, v in table.items()}
+        scores_source = "given scores"
+        table = None
+    parsed: ObjectTable | None = None
+    if table is not None:
+        parsed = read_object_table(table, require=("id",) if is_gt else ("id", "score"))
+        if parsed.class_ids is not None and class_raster is None:
+            class_by_id = dict(zip(parsed.ids.tolist(), parsed.class_ids.tolist()))
+        if is_gt and parsed.iscrowd is not None:
+            crowd_ids = set(parsed.ids[parsed.iscrowd].tolist())
+        if not is_gt:
+            score_by_id = dict(zip(parsed.ids.tolist(), parsed.scores.tolist()))
+            scores_source = parsed.source
+
+    objects = objects_from_labels(
+        raster.array,
+        class_raster=class_raster,
+        class_by_id=class_by_id,
+        score_by_id=score_by_id,
+        crowd_ids=crowd_ids,
+        detection_ids=not is_gt,
+    )
+    labels_present = objects.source_ids
+    if score_by_id is not None:
+        missing = [int(i) for i in labels_present.tolist() if int(i) not in score_by_id]
+        if missing:
+            src = scores_source or "scores"
+            raise SmallsegError(
+                f"{src}: no score for {len(missing)} object id(s) of {raster.source} (e.g. "
+                f"{', '.join(str(i) for i in missing[:5])}); the table must list every object of the raster")
+        extra = len(set(score_by_id) - set(labels_present.tolist()))
+        if extra and scores_source:
+            warnings.append(f"{scores_source}: {extra} id(s) are not in {raster.source} (ignored)")
+    elif not is_gt:
+        warnings.append(f"no scores for {raster.source} (no object table found at "
+                        f"{default_object_table_path(value) if isinstance(value, str | os.PathLike) else 'n/a'}): "
+                        "every detection scores 1.0, ties are ranked by label id")
+    if parsed is not None and parsed.class_ids is not None and class_raster is not None:
+        warnings.append(f"{parsed.source}: class_id column ignored, the class raster is used")
+    area, note = raster.pixel_area_m2, raster.pixel_area_note
+    if pixel_size_m is not None and isinstance(value, str | os.PathLike):
+        if area is not None and not math.isclose(area, pixel_size_m**2, rel_tol=1e-6):
+            warnings.append(f"--pixel-size {pixel_size_m:g} m overrides the pixel area of {raster.source} "
+                            f"({area:.6g} m2 from {note})")
+        area, note = pixel_size_m**2, f"given pixel size {pixel_size_m:g} m"
+    return _Side(objects=objects, source=raster.source, pixel_area_m2=area, pixel_area_note=note, raster=raster,
+                 scores_source=scores_source)
+
+
+def _objects_from_coco(gt_value, pred_value, warnings: list[str]):
+    """GT dataset + results list -> (gt ObjectSet, dt ObjectSet, category ids), as pycocotools loads them."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    from smallseg.metrics.objects import ObjectSet, crop_from_rle
+
+    gt_source = os.fspath(gt_value) if isinstance(gt_value, str | os.PathLike) else "<gt COCO dataset>"
+    pred_source = os.fspath(pred_value) if isinstance(pred_value, str | os.PathLike) else "<pred COCO results>"
+    gt_data = _load_json(gt_value, "COCO dataset") if isinstance(gt_value, str | os.PathLike) else gt_value
+    results = _load_json(pred_value, "COCO results") if isinstance(pred_value, str | os.PathLike) else pred_value
+    if not isinstance(gt_data, dict) or not all(k in gt_data for k in ("images", "annotations", "categories")):
+        raise SmallsegError(f"{gt_source}: not a COCO dataset (needs 'images', 'annotations' and 'categories')")
+    if isinstance(results, dict) and "annotations" in results:
+        results = results["annotations"]
+    if not isinstance(results, list):
+        raise SmallsegError(f"{pred_source}: not a COCO results list ([{{image_id, category_id, segmentation, score}}])")
+    images = {}
+    for img in gt_data["images"]:
+        try:
+            images[int(img["id"])] = (int(img["height"]), int(img["width"]))
+        except (KeyError, TypeError, ValueError):
+            raise SmallsegError(f"{gt_source}: image entry {str(img)[:80]} lacks id/height/width") from None
+    for n, ann in enumerate(gt_data["annotations"]):
+        for key in ("id", "image_id", "category_id", "segmentation", "area"):
+            if key not in ann:
+                raise SmallsegError(f"{gt_source}: annotation #{n} has no '{key}'")
+        if int(ann["image_id"]) not in images:
+            raise SmallsegError(f"{gt_source}: annotation {ann['id']} refers to unknown image {ann['image_id']}")
+    for n, res in enumerate(results):
+        for key in ("image_id", "category_id", "segmentation", "score"):
+            if key not in res:
+                raise SmallsegError(f"{pred_source}: result #{n} has no '{key}' (instance-segmentation results "
+                                    "need image_id, category_id, segmentation, score)")
+        if int(res["image_id"]) not in images:
+            raise SmallsegError(f"{pred_source}: result #{n} refers to image {res['image_id']}, not in {gt_source}")
+        if not isinstance(res["segmentation"], dict):
+            raise SmallsegError(f"{pred_source}: result #{n}: segmentation must be an RLE dict (size, counts)")
+        score = res["score"]
+        if not isinstance(score, int | float) or not math.isfinite(score):
+            raise SmallsegError(f"{pred_source}: result #{n}: score {score!r} is not a finite number")
+    if results and "bbox" in results[0] and results[0]["bbox"] != []:
+        warnings.append(f"{pred_source}: results carry 'bbox', so pycocotools takes each detection's area (for "
+                        "the size buckets) from its box, not its mask; smallseg does the same to match it")
+
+    coco_gt = COCO()
+    coco_gt.dataset = {"images": gt_data["images"], "annotations": [dict(a) for a in gt_data["annotations"]],
+                       "categories": gt_data["categories"]}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt.createIndex()
+            coco_dt = coco_gt.loadRes([dict(r) for r in results]) if results else None
+    except Exception as exc:  # pycocotools asserts / decoding errors
+        raise SmallsegError(f"{pred_source}: pycocotools cannot load it against {gt_source} ({one_line(exc)})") from None
+    category_ids = sorted(coco_gt.getCatIds())
+
+    def to_objects(coco, anns, is_gt: bool, source: str):
+        if not anns:
+            return ObjectSet.empty(images)
+        rles, boxes, crops = [], [], []
+        for ann in anns:
+            try:
+                rle = coco.annToRLE(ann)
+                box, crop = crop_from_rle(rle)
+            except Exception as exc:
+                raise SmallsegError(f"{source}: annotation {ann.get('id')}: unreadable segmentation "
+                                    f"({one_line(exc)})") from None
+            if list(rle["size"]) != list(images[int(ann["image_id"])]):
+                raise SmallsegError(f"{source}: annotation {ann.get('id')}: RLE size {rle['size']} differs from "
+                                    f"image {ann['image_id']}'s {list(images[int(ann['image_id'])])}")
+            rles.append(rle)
+            boxes.append(box)
+            crops.append(crop)
+        return ObjectSet(
+            image_shapes=dict(images),
+            ids=np.asarray([a["id"] for a in anns], np.int64),
+            image_ids=np.asarray([a["image_id"] for a in anns], np.int64),
+            class_ids=np.asarray([a["category_id"] for a in anns], np.int64),
+            scores=np.asarray([a.get("score", 1.0) for a in anns], np.float64),
+            iscrowd=np.asarray([bool(a.get("iscrowd", 0)) for a in anns], bool) if is_gt else np.zeros(len(anns), bool),
+            area_px=np.asarray([a["area"] for a in anns], np.float64),
+            boxes=np.asarray(boxes, np.int64).reshape(-1, 4),
+            crops=crops,
+            rles=rles,
+            source_ids=np.asarray([a["id"] for a in anns], np.int64),
+        )
+
+    gt = to_objects(coco_gt, coco_gt.dataset["annotations"], True, gt_source)
+    dt = to_objects(coco_dt, coco_dt.dataset["annotations"] if coco_dt else [], False, pred_source)
+    unknown = ~np.isin(dt.class_ids, category_ids)
+    if unknown.any():
+        warnings.append(f"{pred_source}: {int(unknown.sum())} result(s) have categories not in {gt_source} "
+                        "(pycocotools ignores them; so does smallseg)")
+        dt = dt.subset(~unknown)
+    return (_Side(objects=gt, source=gt_source), _Side(objects=dt, source=pred_source, scores_source=pred_source),
+            category_ids)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    gt,
+    pred,
+    *,
+    gt_classes=None,
+    pred_classes=None,
+    pred_objects=None,
+    gt_objects=None,
+    size_buckets: str | SizeBuckets = "32^2,96^2px",
+    boundary: str = "fixed",
+    boundary_width: str | float | None = None,
+    max_dets: int | None = None,
+    pixel_size: str | float | None = None,
+) -> Evaluation:
+    """Score an instance prediction against ground truth (COCO AP family, Boundary AP/IoU, F1, counts).
+
+    Args:
+        gt: ground-truth instance labels: a raster path (GeoTIFF, NIfTI/MHA/NRRD, PNG/TIFF), an (H, W) integer
+            array (0 = background), an :class:`~smallseg.instances.Instances`, or a COCO dataset (``.json``
+            path or dict).
+        pred: the prediction in the same form (COCO: a results ``.json`` path or list).
+        gt_classes, pred_classes: optional (H, W) class rasters (paths or arrays); an object takes the most
+            frequent non-zero class under it. Default: the object table's ``class_id``, else class 1.
+        pred_objects: the prediction's object table CSV (``id,score[,class_id]``) or a ``{label: score}``
+            mapping; default ``STEM.objects.csv`` beside a ``STEM.instances.tif`` (or ``NAME.objects.csv``
+            beside ``NAME.tif``) when it exists. Without scores every detection scores 1.0 (warned).
+        gt_objects: optional ground-truth object table (``id[,class_id][,iscrowd]``).
+        size_buckets: ``"SMALL_MAX,MEDIUM_MAX UNIT"`` with unit px (default ``"32^2,96^2px"`` = COCO),
+            m2 or mm2 (from the GT raster's CRS/transform or spacing, or ``pixel_size``).
+        boundary: ``"fixed"`` (default) or ``"reference"`` (d = 2 % of the image diagonal, as
+            boundary-iou-api / faster-coco-eval).
+        boundary_width: fixed-mode width: ``"2px"`` (default), ``"0.6m"``, ``"1mm"``, or a number of pixels.
+        max_dets: detections kept per image and class (top by score); default all of them (at least 100).
+        pixel_size: square pixel side, e.g. ``"0.3m"`` / ``"0.5mm"`` / metres as a float, for inputs without
+            georeferencing (overrides the files' own when given).
+
+    Returns:
+        :class:`Evaluation` (``.metrics``, ``.undefined``, ``.to_dict()``, ``.format_table()``).
+
+    Raises:
+        SmallsegError: unreadable or missing inputs, GT and prediction on different grids (shape, CRS,
+            transform, spacing), non-integer label rasters, object tables missing ids, bad options.
+    """
+    import pycocotools
+
+    from smallseg.io.labels import check_same_grid
+    from smallseg.metrics.boundary import boundary_rles
+    from smallseg.metrics.coco import DEFAULT_IOU_THRESHOLDS, _largest_list, cap_detections, coco_evaluate, summarize
+    from smallseg.metrics.counting import count_error, detection_counts, matched_pairs
+    from smallseg.metrics.objects import overlap_components
+
+    buckets = parse_size_buckets(size_buckets)
+    boundary_setting = parse_boundary_width(boundary, boundary_width)
+    pixel_size_m = None
+    if pixel_size is not None:
+        value, unit = parse_length(pixel_size if isinstance(pixel_size, str) else f"{pixel_size}m", "--pixel-size")
+        if unit == "px":
+            raise SmallsegError(f"--pixel-size {pixel_size}: give a physical length, e.g. 0.3m or 0.5mm")
+        pixel_size_m = value * _LENGTH_UNITS_M[unit]
+    if max_dets is not None and int(max_dets) < 1:
+        raise SmallsegError(f"--max-dets {max_dets}: must be at least 1")
+
+    warnings: list[str] = []
+    coco_mode = _is_coco_path(gt) or isinstance(gt, dict)
+    if coco_mode != (_is_coco_path(pred) or isinstance(pred, list)):
+        raise SmallsegError("ground truth and prediction must both be COCO JSON or both be label rasters/arrays "
+                            f"(got {_describe(gt)} and {_describe(pred)})")
+    if coco_mode:
+        for name, value in (("--gt-classes", gt_classes), ("--pred-classes", pred_classes),
+                            ("--pred-objects", pred_objects), ("--gt-objects", gt_objects)):
+            if value is not None:
+                raise SmallsegError(f"{name}: only for label rasters; COCO JSON carries categories and scores")
+        gt_side, pred_side, category_ids = _objects_from_coco(gt, pred, warnings)
+        if pixel_size_m is not None:
+            gt_side.pixel_area_m2, gt_side.pixel_area_note = pixel_size_m**2, f"given pixel size {pixel_size_m:g} m"
+    else:
+        gt_side = _objects_from_raster_side(gt, is_gt=True, classes=gt_classes, table=gt_objects,
+                                            pixel_size_m=pixel_size_m, warnings=warnings)
+        pred_side = _objects_from_raster_side(pred, is_gt=False, classes=pred_classes, table=pred_objects,
+                                              pixel_size_m=pixel_size_m, warnings=warnings)
+        check_same_grid(gt_side.raster, pred_side.raster)
+        category_ids = None
+
+    gt_objs, dt_all = gt_side.objects, pred_side.objects
+    image_shapes = {**dt_all.image_shapes, **gt_objs.image_shapes}
+    pixel_area = gt_side.pixel_area_m2 if gt_side.pixel_area_m2 is not None else pred_side.pixel_area_m2
+    pixel_note = gt_side.pixel_area_note if gt_side.pixel_area_m2 is not None else pred_side.pixel_area_note
+    area_ranges = buckets.ranges_px(pixel_area)
+    widths = {i: boundary_setting.width_px(shape, pixel_area) for i, shape in image_shapes.items()}
+
+    largest = _largest_list(dt_all, floor=0)
+    if max_dets is None:
+        k_dets, k_source = max(100, largest), "all detections: the largest per-image, per-class count, at least 100"
+    else:
+        k_dets, k_source = int(max_dets), "--max-dets"
+    dt = cap_detections(dt_all, k_dets) if largest > k_dets else dt_all
+    if len(dt) < len(dt_all):
+        warnings.append(f"--max-dets {k_dets} keeps {len(dt)} of {len(dt_all)} detections (top by score per image and class)")
+
+    components = overlap_components(gt_objs, dt)
+    common = dict(category_ids=category_ids, area_ranges_px=area_ranges, iou_thresholds=DEFAULT_IOU_THRESHOLDS,
+                  max_dets=k_dets, components=components)
+    mask_eval = coco_evaluate(gt_objs, dt, **common)
+    gt_b = boundary_rles(gt_objs, widths)
+    dt_b = boundary_rles(dt, widths)
+    boundary_eval = coco_evaluate(gt_objs, dt, gt_boundaries=gt_b, dt_boundaries=dt_b, **common)
+
+    mask_summary = summarize(mask_eval)
+    boundary_summary = summarize(boundary_eval)
+    totals, per_cat_counts = detection_counts(mask_eval, 0.5)
+    biou, n_pairs = _mean_boundary_iou(matched_pairs(mask_eval, 0.5), gt_objs, dt, gt_b, dt_b)
+
+    evaluated = np.isin(gt_objs.class_ids, mask_eval.category_ids)
+    n_gt = int(np.count_nonzero(~gt_objs.iscrowd & evaluated))
+    counts = count_error(n_gt, len(dt_all))
+    metrics: dict = {key: mask_summary.get(key) for key in METRIC_KEYS if key in mask_summary}
+    for key in ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large"):
+        metrics[f"boundary_{key}"] = boundary_summary.get(key)
+    metrics["boundary_IoU"] = biou
+    metrics["boundary_IoU_pairs"] = n_pairs
+    metrics.update(precision=totals.precision, recall=totals.recall, F1=totals.f1, TP=totals.tp, FP=totals.fp,
+                   FN=totals.fn)
+    metrics.update(counts)
+    metrics = {**{key: metrics.get(key) for key in METRIC_KEYS}, "boundary_IoU_pairs": n_pairs}
+
+    undefined = _undefined_reasons(metrics, n_gt, len(dt), mask_eval)
+    per_class = _per_class(mask_eval, boundary_eval, per_cat_counts, gt_objs, dt_all)
+    d_values = sorted(set(widths.values()))
+    settings = {
+        "inputs": {"gt": gt_side.source, "pred": pred_side.source, "scores": pred_side.scores_source},
+        "images": {str(i): list(s) for i, s in image_shapes.items()},
+        "category_ids": mask_eval.category_ids,
+        "size_buckets": {
+            "unit": buckets.unit,
+            "small_max": buckets.small_max,
+            "medium_max": buckets.medium_max,
+            "small": [0.0, buckets.small_max],
+            "medium": [buckets.small_max, buckets.medium_max],
+            "large": [buckets.medium_max, None],
+            "small_max_px": area_ranges[1][1],
+            "medium_max_px": area_ranges[2][1],
+            "pixel_area": None if buckets.unit == "px" else pixel_area / _AREA_UNITS_M2[buckets.unit],
+            "pixel_area_m2": pixel_area,
+            "pixel_area_source": pixel_note,
+            "area_definition": "mask pixel count (COCO 'area'); bucket edges converted to pixels; "
+                               "small: area < small_max, medium: small_max <= area < medium_max (pycocotools' "
+                               "closed ranges [lo, hi])",
+        },
+        "boundary": {
+            "mode": boundary_setting.mode,
+            "width": boundary_setting.text(),
+            "d_px": d_values[0] if len(d_values) == 1 else {str(i): w for i, w in widths.items()},
+            "d_px_text": ", ".join(str(v) for v in d_values),
+            "definition": "boundary = mask minus its erosion by a (2d+1)-px square (3x3 erosion iterated d "
+                          "times), outside the image = background; Boundary AP pair score = min(mask IoU, "
+                          "boundary IoU), crowd GT on mask IoU",
+            "boundary_IoU_definition": "mean boundary IoU over GT-prediction pairs matched by COCO's greedy "
+                                       "matching at mask IoU 0.5 (area 'all', crowd matches excluded); null "
+                                       "when no pair matched",
+        },
+        "maxDets": k_dets,
+        "maxDets_source": k_source,
+        "iou_thresholds": [round(float(t), 10) for t in DEFAULT_IOU_THRESHOLDS],
+        "iou_thresholds_text": "0.50:0.05:0.95",
+        "recall_thresholds": "0:0.01:1 (101, pycocotools)",
+        "f1_iou_threshold": 0.5,
+        "method": ("pycocotools COCOeval computeIoU/evaluateImg on each connected component of the GT-prediction "
+                   f"box-overlap graph ({mask_eval.n_components} components), per-image records merged, "
+                   "pycocotools accumulate; identical to single-image pycocotools"),
+        "pycocotools_version": getattr(pycocotools, "__version__", "unknown"),
+    }
+    return Evaluation(metrics=metrics, undefined=undefined, per_class=per_class, settings=settings,
+                      warnings=warnings)
+
+
+def _describe(value) -> str:
+    if isinstance(value, str | os.PathLike):
+        return os.fspath(value)
+    return type(value).__name__
+
+
+def _mean_boundary_iou(pairs, gt, dt, gt_b, dt_b) -> tuple[float | None, int]:
+    from pycocotools import mask as mask_utils
+
+    dt_ids, gt_ids = pairs
+    if len(dt_ids) == 0:
+        return None, 0
+    dt_index = {int(i): n for n, i in enumerate(dt.ids.tolist())}
+    gt_index = {int(i): n for n, i in enumerate(gt.ids.tolist())}
+    values = [
+        float(mask_utils.iou([dt_b[dt_index[int(d)]]], [gt_b[gt_index[int(g)]]], [0])[0, 0])
+        for d, g in zip(dt_ids.tolist(), gt_ids.tolist())
+    ]
+    return float(np.mean(values)), len(values)
+
+
+def _undefined_reasons(metrics: dict, n_gt: int, n_dt: int, mask_eval) -> dict[str, str]:
+    reasons: dict[str, str] = {}
+    no_gt = "no ground-truth objects (pycocotools returns -1)"
+    for key, value in metrics.items():
+        if value is not None:
+            continue
+        if n_gt == 0 and (key.startswith(("AP", "AR", "boundary_AP")) or key in ("recall", "count_error_relative")):
+            reasons[key] = no_gt
+        elif key.endswith(("_small", "_medium", "_large")):
+            bucket = key.rsplit("_", 1)[1]
+            reasons[key] = f"no ground-truth objects in the {bucket} bucket (pycocotools returns -1)"
+        elif key == "precision":
+            reasons[key] = "no predicted objects"
+        elif key == "F1":
+            reasons[key] = "no ground-truth and no predicted objects"
+        elif key == "boundary_IoU":
+            reasons[key] = "no prediction matched a ground-truth object at mask IoU 0.5"
+        else:
+            reasons[key] = "undefined"
+    return reasons
+
+
+def _per_class(mask_eval, boundary_eval, per_cat_counts, gt, dt_all) -> dict:
+    out = {}
+    for k_index, k in enumerate(mask_eval.category_ids):
+        p = mask_eval.eval["precision"][:, :, k_index, 0, -1]
+        pb = boundary_eval.eval["precision"][:, :, k_index, 0, -1]
+        t50 = np.flatnonzero(np.isclose(mask_eval.iou_thresholds, 0.5))
+
+        def mean(values):
+            v = values[values > -1]
+            return float(v.mean()) if v.size else None
+
+        counts = per_cat_counts[k]
+        out[str(k)] = {
+            "AP": mean(p),
+            "AP50": mean(p[t50]),
+            "boundary_AP": mean(pb),
+            "precision": counts.precision,
+            "recall": counts.recall,
+            "F1": counts.f1,
+            "count_gt": int(np.count_nonzero((gt.class_ids == k) & ~gt.iscrowd)),
+            "count_pred": int(np.count_nonzero(dt_all.class_ids == k)),
+        }
+    return out
