@@ -39,13 +39,15 @@ def _write_scene(folder: Path, seed: int, size: int = 96) -> dict:
     return paths
 
 
-def _config(folder: Path, epochs: int) -> Path:
+def _config(folder: Path, epochs: int, val: bool = False) -> Path:
     config = {
         "name": "tiny",
         "model": {"encoder_name": "resnet18", "encoder_depth": 3, "encoder_output_stride": 8, "classes": 2,
                   "class_names": ["square", "bar"], "decoder_pyramid_channels": 32,
                   "decoder_segmentation_channels": 32, "refine_channels": [8, 8], "max_distance_px": 8},
-        "data": {"train": [{"geotiff": _write_scene(folder, 1)}, {"geotiff": _write_scene(folder, 2)}]},
+        "data": {"train": [{"geotiff": _write_scene(folder, 1)}, {"geotiff": _write_scene(folder, 2)}],
+                 "val": [{"geotiff": _write_scene(folder, 3, size=64)}, {"geotiff": _write_scene(folder, 4, size=80)}]
+                 if val else []},
         "augment": {"crop_size": 48, "scale_range": [0.9, 1.1], "mosaic_p": 0.5},
         "optim": {"epochs": epochs, "steps_per_epoch": 6, "batch_size": 4, "lr": 0.003, "warmup_steps": 2},
         "seed": 7,
@@ -57,7 +59,7 @@ def _config(folder: Path, epochs: int) -> Path:
 
 
 def test_loss_decreases_and_checkpoint_round_trips(tmp_path):
-    config = load_train_config(_config(tmp_path, epochs=4))
+    config = load_train_config(_config(tmp_path, epochs=4, val=True))
     result = train(config, tmp_path / "run", progress=False)
     losses = [h["loss_total"] for h in result.history]
     assert len(losses) == 4
@@ -69,6 +71,14 @@ def test_loss_decreases_and_checkpoint_round_trips(tmp_path):
     assert 0.3 < model.config.norm_mean[0] < 0.5
     assert model.config.training["train_images"] == 2
     assert (tmp_path / "run" / "history.jsonl").read_text().count("\n") == 4
+    # Validation scored both held-out scenes together: every ground-truth object was counted.
+    n_val_objects = 0
+    for seed, size in ((3, 64), (4, 80)):
+        with rasterio.open(tmp_path / f"scene{seed}.instances.tif") as src:
+            n_val_objects += len(np.unique(src.read(1))) - 1
+    last = result.history[-1]
+    assert last["val_count_gt"] == n_val_objects
+    assert 0.0 <= last["val_AP"] <= 1.0 and 0.0 <= last["val_F1"] <= 1.0
 
 
 def test_resume_gives_the_same_weights_as_an_unbroken_run(tmp_path):
