@@ -107,7 +107,7 @@ def majority_classes(labels, classes):
     return ids, np.asarray(out)
 
 
-def plain_pycocotools(gt_labels, gt_classes, pred_labels, pred_classes, scores, max_dets, crowd=(), boundary=None):
+def plain_pycocotools(gt_labels, gt_classes, pred_labels, pred_classes, scores, max_dets, crowd=(), area_rng=None):
     """pycocotools the ordinary way on one full image. Returns COCOeval.eval."""
     height, width = gt_labels.shape
     gt_ids, gt_cls = majority_classes(gt_labels, gt_classes)
@@ -135,6 +135,8 @@ def plain_pycocotools(gt_labels, gt_classes, pred_labels, pred_classes, scores, 
             coco_dt.createIndex()
         evaluator = COCOeval(coco_gt, coco_dt, iouType="segm")
         evaluator.params.maxDets = [max_dets]
+        if area_rng is not None:
+            evaluator.params.areaRng = area_rng
         evaluator.evaluate()
         evaluator.accumulate()
     return evaluator.eval, categories

@@ -69,7 +69,7 @@ def _as_labels(array: np.ndarray, source: str) -> np.ndarray:
         if fractional.any():
             r, c = np.argwhere(fractional)[0]
             raise SmallsegError(
-                f"{source}: not an integer label raster (value {array[r, c]!r} at row {r}, col {c}); label rasters "
+                f"{source}: not an integer label raster (value {array[r, c].item()!r} at row {r}, col {c}); label rasters "
                 "hold whole-number object ids (0 = background); pass the instance raster, not a probability map")
         if array.size and array.max() > 2**31 - 1:
             raise SmallsegError(f"{source}: label values above 2^31-1; renumber the objects")
@@ -78,7 +78,7 @@ def _as_labels(array: np.ndarray, source: str) -> np.ndarray:
         raise SmallsegError(f"{source}: pixel type {array.dtype} is not an integer label type; "
                             "label rasters hold whole-number object ids (0 = background)")
     if np.issubdtype(array.dtype, np.signedinteger) and array.size and array.min() < 0:
-        raise SmallsegError(f"{source}: negative label values (min {array.min()}); labels must be 0 (background) "
+        raise SmallsegError(f"{source}: negative label values (min {array.min().item()}); labels must be 0 (background) "
                             "or positive object ids")
     if array.dtype == np.uint64:
         if array.size and array.max() > 2**63 - 1:
@@ -275,14 +275,14 @@ def read_object_table(path: str | os.PathLike, *, require: tuple[str, ...] = ("i
     ids = np.asarray(column("id", parse_int, "an integer object id"), np.int64)
     unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
-        raise SmallsegError(f"{path}: id {unique[counts > 1][0]} appears {counts.max()} times; ids must be unique")
+        raise SmallsegError(f"{path}: id {unique[counts > 1][0].item()} appears {counts.max().item()} times; ids must be unique")
     scores = column("score", float, "a number")
     if scores is not None:
         scores = np.asarray(scores, np.float64)
         bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise SmallsegError(f"{path}: line {i + 2}: score {scores[i]!r} is not a confidence in [0, 1]")
+            raise SmallsegError(f"{path}: line {i + 2}: score {scores[i].item()!r} is not a confidence in [0, 1]")
     class_ids = column("class_id", parse_int, "an integer class id")
     iscrowd = column("iscrowd", parse_int, "0 or 1")
     return ObjectTable(
