@@ -48,7 +48,9 @@ def dense_scene(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
             else:
                 ca, sa = np.cos(angle), np.sin(angle)
                 corners = np.array([[-a, -b], [-a, b], [a, b], [a, -b]])
-                rr, cc = polygon(y + corners[:, 0] * ca - corners[:, 1] * sa, x + corners[:, 0] * sa + corners[:, 1] * ca, lab.shape)
+                py = y + corners[:, 0] * ca - corners[:, 1] * sa
+                px = x + corners[:, 0] * sa + corners[:, 1] * ca
+                rr, cc = polygon(py, px, lab.shape)
             free = lab[rr, cc] == 0
             if free.sum() < 2:
                 continue

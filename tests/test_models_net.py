@@ -140,7 +140,7 @@ def test_every_parameter_gets_a_gradient():
 def test_loss_decreases_on_a_tiny_fixed_set():
     torch.manual_seed(0)
     model = build_model("resnet18", classes=1, max_distance_px=16.0, encoder_output_stride=32).train()
-    x, targets = planted_squares(n=4)
+    x, targets = planted_squares(n=4, size=48)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     history = []
     for _ in range(30):
@@ -173,7 +173,8 @@ def test_wrap_keeps_the_smp_weights_and_trains(arch):
     loss.backward()
     opt.step()
     assert torch.isfinite(loss)
-    changed = [k for k, v in model.encoder.state_dict().items() if v.is_floating_point() and not torch.equal(before[k], v)]
+    after = model.encoder.state_dict()
+    changed = [k for k, v in after.items() if v.is_floating_point() and not torch.equal(before[k], v)]
     assert changed, "one training step changed no encoder weight"
     # The config alone rebuilds the same architecture.
     from smallseg.models import build_from_config
@@ -221,7 +222,8 @@ def test_model_config_json_round_trip_and_normalise():
     raw = np.full((4, 2, 3), 10000, np.uint16)
     out = cfg.normalise(raw)
     assert out.dtype == np.float32
-    np.testing.assert_allclose(out[:, 0, 0], [(1 - 0.1) / 0.5, (1 - 0.2) / 0.5, (1 - 0.3) / 0.5, (1 - 0.4) / 2.0], rtol=1e-6)
+    expected = [(1 - 0.1) / 0.5, (1 - 0.2) / 0.5, (1 - 0.3) / 0.5, (1 - 0.4) / 2.0]
+    np.testing.assert_allclose(out[:, 0, 0], expected, rtol=1e-6)
     with pytest.raises(SmallsegError, match="unknown keys"):
         ModelConfig.from_dict({**cfg.to_dict(), "typo_field": 1})
     with pytest.raises(SmallsegError, match="norm_mean"):

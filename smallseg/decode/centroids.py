@@ -15,8 +15,8 @@ Re-derived from the CentroidNetV2 description (Dijkstra et al. 2021), not ported
    them never drops below ``merge_valley_ratio`` x the weaker one's height (one mound, not two). Tiny
    touching objects have short votes and a deep valley between their centres, so they stay apart.
 4. Each foreground pixel whose vote lands near a centre (within ``max_vote_error_px``, or
-   ``vote_error_fraction`` x the object's scale if larger) joins the nearest centre (nearest on the pixel
-   grid: a Voronoi map of the centres' pixels from one distance transform, looked up at the vote). The rest,
+   ``vote_error_fraction`` x the object's scale if larger) joins the centre nearest to its vote (KD-tree
+   over the distinct vote pixels, or one distance transform when votes cover the whole tile). The rest,
    whose votes are ambiguous, are filled in by a marker watershed on the inverted distance map inside the
    foreground: the low-distance border between two touching objects is where the fronts meet. Without a
    distance map the fill is by geodesic proximity.
@@ -116,11 +116,13 @@ def decode_instances(
     if probs.ndim != 3 or probs.shape[0] < 2:
         raise SmallsegError(f"semantic_probs: expected (1 + classes, H, W), got shape {probs.shape}")
     _, height, width = probs.shape
-    vectors = np.asarray(centroid, dtype=np.float64)
+    vectors = np.asarray(centroid)
     if vectors.shape != (2, height, width):
         raise SmallsegError(f"centroid: expected shape (2, {height}, {width}), got {vectors.shape}")
     if distance is not None:
-        distance = np.asarray(distance, dtype=np.float32).reshape(-1, width)
+        distance = np.asarray(distance, dtype=np.float32)
+        if distance.ndim == 3 and distance.shape[0] == 1:
+            distance = distance[0]
         if distance.shape != (height, width):
             raise SmallsegError(f"distance: expected shape ({height}, {width}), got {distance.shape}")
     if not max_distance_px > 0:
@@ -133,8 +135,8 @@ def decode_instances(
         return Instances.empty((height, width))
 
     # 2. Votes (continuous, snapped) and the weighted vote image.
-    vy = np.round((ys + vectors[0, ys, xs] * max_distance_px) * _SNAP) / _SNAP
-    vx = np.round((xs + vectors[1, ys, xs] * max_distance_px) * _SNAP) / _SNAP
+    vy = np.round((ys + vectors[0, ys, xs].astype(np.float64) * max_distance_px) * _SNAP) / _SNAP
+    vx = np.round((xs + vectors[1, ys, xs].astype(np.float64) * max_distance_px) * _SNAP) / _SNAP
     weight = fg_prob[ys, xs].astype(np.float64)
     if distance is not None:
         weight = weight * np.clip(distance[ys, xs], 1e-3, 1.0)
@@ -146,7 +148,9 @@ def decode_instances(
     n_bins = height * width
     votes = np.bincount(flat, weights=w_in, minlength=n_bins).reshape(height, width)
     # truncate=2.5: a 3-tap kernel at the default sigma (the next tap would weigh 3e-4).
-    smooth = ndimage.gaussian_filter(votes, vote_sigma_px, mode="constant", truncate=2.5) if vote_sigma_px > 0 else votes
+    smooth = votes
+    if vote_sigma_px > 0:
+        smooth = ndimage.gaussian_filter(votes, vote_sigma_px, mode="constant", truncate=2.5)
 
     # 3. Candidate centres: local maxima (a plateau counts once), refined to sub-pixel.
     peak_y, peak_x = _local_maxima(smooth)

@@ -126,7 +126,8 @@ class ModelConfig:
             raise bad("decoder", f"{self.decoder!r}; use 'fpn' or 'smp' (wrap an smp model)")
         if self.decoder == "smp" and not self.smp_arch:
             raise bad("smp_arch", "decoder='smp' needs the smp class name (e.g. 'Unet')")
-        if self.decoder == "fpn" and (self.decoder_segmentation_channels % 32 or self.decoder_segmentation_channels < 32):
+        seg_channels = self.decoder_segmentation_channels
+        if self.decoder == "fpn" and (seg_channels % 32 or seg_channels < 32):
             raise bad(
                 "decoder_segmentation_channels",
                 f"{self.decoder_segmentation_channels}; must be a multiple of 32 (smp's GroupNorm)",
