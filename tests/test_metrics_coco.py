@@ -373,3 +373,31 @@ def test_components_never_join_objects_whose_boxes_do_not_touch():
     gt_comp, dt_comp = overlap_components(gt, dt)
     assert gt_comp[0] == gt_comp[1] == dt_comp[0]
     assert dt_comp[1] != dt_comp[0]
+
+
+def test_rle_counts_decode_pycocotools_strings():
+    rng = np.random.default_rng(9)
+    for trial in range(100):
+        height, width = (int(v) for v in rng.integers(1, 300, 2))
+        full = rng.random((height, width)) < rng.random() * 0.1  # long runs: multi-character, negative deltas
+        if trial % 5 == 0:
+            full[:] = True
+        reference = mask_utils.encode(np.asfortranarray(full.astype(np.uint8)))
+        counts = rle_counts(reference)
+        assert counts.sum() == height * width
+        assert mask_utils.frPyObjects({"size": [height, width], "counts": counts.tolist()}, height, width)["counts"] \
+            == reference["counts"]
+        if full.any():
+            box, crop = crop_from_rle(reference)
+            assert np.array_equal(crop, full[box[0]:box[2], box[1]:box[3]])
+            assert crop.sum() == full.sum()
+
+
+def test_sparse_huge_label_values_keep_their_ids():
+    labels = np.zeros((20, 20), np.int64)
+    labels[2:5, 2:5] = 2**40
+    labels[10:12, 10:15] = 7
+    objects = objects_from_labels(labels)
+    assert objects.ids.tolist() == [7, 2**40]
+    assert objects.area_px.tolist() == [10.0, 9.0]
+    assert objects.boxes.tolist() == [[10, 10, 12, 15], [2, 2, 5, 5]]

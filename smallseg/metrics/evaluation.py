@@ -381,10 +381,11 @@ def _objects_from_raster_side(
         extra = len(set(score_by_id) - set(labels_present.tolist()))
         if extra and scores_source:
             warnings.append(f"{scores_source}: {extra} id(s) are not in {raster.source} (ignored)")
-    elif not is_gt:
-        warnings.append(f"no scores for {raster.source} (no object table found at "
-                        f"{default_object_table_path(value) if isinstance(value, str | os.PathLike) else 'n/a'}): "
-                        "every detection scores 1.0, ties are ranked by label id")
+    elif not is_gt and len(objects):
+        where = (f"no object table at {default_object_table_path(value)}"
+                 if isinstance(value, str | os.PathLike) else "none given")
+        warnings.append(f"no scores for {raster.source} ({where}): every detection scores 1.0, so AP ranks them "
+                        "by label id")
     if parsed is not None and parsed.class_ids is not None and class_raster is not None:
         warnings.append(f"{parsed.source}: class_id column ignored, the class raster is used")
     area, note = raster.pixel_area_m2, raster.pixel_area_note
@@ -704,8 +705,10 @@ def _undefined_reasons(metrics: dict, n_gt: int, n_dt: int, mask_eval) -> dict[s
     for key, value in metrics.items():
         if value is not None:
             continue
-        if n_gt == 0 and (key.startswith(("AP", "AR", "boundary_AP")) or key in ("recall", "count_error_relative")):
+        if n_gt == 0 and key.startswith(("AP", "AR", "boundary_AP")):
             reasons[key] = no_gt
+        elif key in ("recall", "count_error_relative"):
+            reasons[key] = "no ground-truth objects"
         elif key.endswith(("_small", "_medium", "_large")):
             bucket = key.rsplit("_", 1)[1]
             reasons[key] = f"no ground-truth objects in the {bucket} bucket (pycocotools returns -1)"

@@ -200,30 +200,34 @@ def rles_from_crops(
 def rle_counts(rle: dict) -> np.ndarray:
     """Run lengths of a pycocotools RLE (compressed string or uncompressed list), as (k,) int64.
 
-    pycocotools has no public call for this; the string format is its LEB128-like code: 5 bits per
-    character (offset 48), a continuation bit 0x20, sign bit 0x10 on the last character, and from the
-    third count on each value is stored as a difference to the count two places before.
+    pycocotools has no public call for this; the string is its LEB128-like code: 5 bits per character
+    (offset 48), continuation bit 0x20, sign bit 0x10 on a value's last character, and from the fourth count
+    on each value is stored as a difference to the count two places before. Decoded with numpy, no Python
+    loop over characters.
     """
     counts = rle["counts"]
     if isinstance(counts, list | np.ndarray):
         return np.asarray(counts, np.int64)
     if isinstance(counts, str):
         counts = counts.encode("ascii")
-    values: list[int] = []
-    x = k = 0
-    for byte in counts:
-        c = byte - 48
-        x |= (c & 0x1F) << (5 * k)
-        k += 1
-        if c & 0x20:
-            continue
-        if c & 0x10:
-            x |= -1 << (5 * k)
-        if len(values) > 2:
-            x += values[-2]
-        values.append(x)
-        x = k = 0
-    return np.asarray(values, np.int64)
+    c = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+    if c.size == 0:
+        return np.zeros(0, np.int64)
+    last = (c & 0x20) == 0  # the last character of each value
+    value_of_char = np.concatenate([[0], np.cumsum(last)[:-1]])
+    first = np.concatenate([[True], last[:-1]])
+    position = np.arange(c.size) - np.maximum.accumulate(np.where(first, np.arange(c.size), 0))
+    values = np.zeros(int(last.sum()), np.int64)
+    np.add.at(values, value_of_char, (c & 0x1F) << (5 * position))
+    # sign-extend values whose last character has 0x10 set
+    n_chars = np.bincount(value_of_char, minlength=values.size)
+    negative = (c[last] & 0x10) != 0
+    values[negative] |= -1 << (5 * n_chars[negative])
+    out = values.copy()
+    # count i (> 2) = value i + count i-2: running sums over the odd entries and over the even entries from 2
+    out[1::2] = np.cumsum(values[1::2])
+    out[2::2] = np.cumsum(values[2::2])
+    return out
 
 
 def crop_from_rle(rle: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -240,8 +244,7 @@ def crop_from_rle(rle: dict) -> tuple[np.ndarray, np.ndarray]:
     counts = rle_counts(rle)
     ends = np.cumsum(counts)
     starts = ends - counts
-    fg = np.arange(len(counts)) % 2 == 1
-    fg &= counts > 0
+    fg = (np.arange(len(counts)) % 2 == 1) & (counts > 0)
     run_starts, run_ends = starts[fg], ends[fg]
     if len(run_starts) == 0:
         return np.zeros(4, np.int64), np.zeros((0, 0), bool)
@@ -255,9 +258,13 @@ def crop_from_rle(rle: dict) -> tuple[np.ndarray, np.ndarray]:
     piece_end = np.minimum(run_ends[piece_run], col_top + height) - col_top
     row0, row1 = int(piece_start.min()), int(piece_end.max())
     col0, col1 = int(piece_col.min()), int(piece_col.max()) + 1
-    crop = np.zeros((row1 - row0, col1 - col0), bool)
-    for r0, r1, c in zip((piece_start - row0).tolist(), (piece_end - row0).tolist(), (piece_col - col0).tolist()):
-        crop[r0:r1, c] = True
+    h, w = row1 - row0, col1 - col0
+    # Mark piece starts +1 and ends -1 on the crop's column-major pixel order; a running sum fills them.
+    step = np.zeros(h * w + 1, np.int32)
+    offset = (piece_col - col0) * h - row0
+    np.add.at(step, offset + piece_start, 1)
+    np.add.at(step, offset + piece_end, -1)
+    crop = (np.cumsum(step[:-1]) > 0).reshape(w, h).T
     return np.array([row0, col0, row1, col1], np.int64), crop
 
 
@@ -291,6 +298,14 @@ def objects_from_labels(
     """
     labels = np.asarray(labels)
     height, width = labels.shape
+    value_of_index = None
+    if labels.size and int(labels.max()) > max(2**24, labels.size):
+        # Sparse huge ids (e.g. hashes): find_objects would list every value up to the maximum. Renumber.
+        value_of_index, dense = np.unique(labels, return_inverse=True)
+        labels = dense.reshape(labels.shape).astype(np.int64)
+        if value_of_index[0] != 0:  # no background pixel: keep 0 free
+            value_of_index = np.concatenate([[0], value_of_index])
+            labels += 1
     # find_objects indexes by label value: one pass, no per-object full-array comparison.
     slices = ndimage.find_objects(labels)
     label_list: list[int] = []
@@ -300,8 +315,8 @@ def objects_from_labels(
     for index, sl in enumerate(slices):
         if sl is None:
             continue
-        label = index + 1
-        crop = labels[sl] == label
+        crop = labels[sl] == index + 1
+        label = index + 1 if value_of_index is None else int(value_of_index[index + 1])
         label_list.append(label)
         crops.append(crop)
         boxes.append((sl[0].start, sl[1].start, sl[0].stop, sl[1].stop))
