@@ -18,6 +18,16 @@ from smallseg.models import build_model
 from smallseg.pipeline.volume import choose_preset, link_slices, predict_volume, write_objects_csv
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """A tiny model on tiny slices: a second thread only adds synchronisation, and on a machine shared with other
+    jobs OpenMP threads spin-waiting for a core make the forward pass many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def rotation(ax: float, ay: float, az: float) -> np.ndarray:
     cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
