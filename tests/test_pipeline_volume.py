@@ -254,6 +254,9 @@ def test_predict_volume_labels_agree_with_the_table(model):
         assert (zs[0], zs[-1]) == (z0, z1)
     assert np.all((pred.objects.scores > 0) & (pred.objects.scores <= pred.objects.max_slice_scores + 1e-6))
     assert pred.window.name == "lung" and pred.preset_source == "default for CT"
+    short = predict_volume(volume, model, min_slices=4)
+    assert len(short.objects) == 0 and not short.labels.any()
+    assert "fewer than min_slices=4" in short.warnings[-1]
 
 
 def test_model_sees_the_window_mapped_to_unit_range(model):

@@ -312,7 +312,7 @@ def process_series(series: SeriesInfo, model: torch.nn.Module | str | os.PathLik
         write_labels_nifti(prediction.labels, volume, folder / "labels.nii.gz")
         write_objects_csv(prediction.objects, folder / "objects.csv")
         outputs = ["labels.nii.gz", "objects.csv"]
-        notes = list(volume.warnings)
+        notes = list(prediction.warnings)
         if options.dicom_seg:
             if len(prediction.objects):
                 write_dicom_seg(prediction.labels, prediction.objects.class_ids, volume, folder / "seg.dcm",

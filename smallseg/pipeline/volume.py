@@ -481,8 +481,11 @@ def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityP
 
     labels, objects = link_slices(slice_instances(), volume, class_names=config.class_names,
                                   link_min_overlap=link_min_overlap, min_slices=min_slices)
+    warnings = list(volume.warnings)
+    if min_slices > n_slices:
+        warnings.append(f"{n_slices} slice(s), fewer than min_slices={min_slices}: no object can be kept")
     return VolumePrediction(labels=labels, objects=objects, volume=volume, window=window, preset_source=source,
-                            warnings=list(volume.warnings))
+                            warnings=warnings)
 
 
 # --------------------------------------------------------------------------------------------------------------
