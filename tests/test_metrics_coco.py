@@ -142,13 +142,13 @@ def plain_pycocotools(gt_labels, gt_classes, pred_labels, pred_classes, scores, 
     return evaluator.eval, categories
 
 
-def ours(gt_labels, gt_classes, pred_labels, pred_classes, scores, crowd=(), max_dets=None):
+def ours(gt_labels, gt_classes, pred_labels, pred_classes, scores, crowd=(), max_dets=None, pack_objects=10):
     pred_ids = np.unique(pred_labels)[1:]
     gt = objects_from_labels(gt_labels, class_raster=gt_classes, crowd_ids=set(crowd))
     dt = objects_from_labels(pred_labels, class_raster=pred_classes,
                              score_by_id=dict(zip(pred_ids.tolist(), np.asarray(scores, float).tolist())),
                              detection_ids=True)
-    return coco_evaluate(gt, dt, max_dets=max_dets)
+    return coco_evaluate(gt, dt, max_dets=max_dets, pack_objects=pack_objects)
 
 
 def assert_same(result, reference):
@@ -223,12 +223,13 @@ def test_box_pairs_equal_brute_force():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_component_method_equals_plain_pycocotools(seed):
+@pytest.mark.parametrize("seed,pack_objects", [(0, 1), (1, 10), (2, 3), (3, 40)])
+def test_component_method_equals_plain_pycocotools(seed, pack_objects):
     rng = np.random.default_rng(seed)
     gt, gt_cls = planted_scene(rng, (160, 220), 90)
     pred, pred_cls, scores = perturbed_prediction(rng, gt, gt_cls)
-    result = ours(gt, gt_cls, pred, pred_cls, scores)
+    result = ours(gt, gt_cls, pred, pred_cls, scores, pack_objects=pack_objects)
+    assert result.n_pieces < result.n_components or pack_objects == 1
     reference, categories = plain_pycocotools(gt, gt_cls, pred, pred_cls, scores, result.max_dets)
     assert result.category_ids == categories
     assert result.n_components > 10  # really split
@@ -251,9 +252,10 @@ def test_crowd_ground_truth_equals_plain_pycocotools():
     pred, pred_cls, scores = perturbed_prediction(rng, gt, gt_cls, n_false=15)
     pred_cls[pred > 0] = 1
     crowd = tuple(int(k) for k in np.unique(gt)[1:][::6])
-    result = ours(gt, gt_cls, pred, pred_cls, scores, crowd=crowd)
-    reference, _ = plain_pycocotools(gt, gt_cls, pred, pred_cls, scores, result.max_dets, crowd=crowd)
-    assert_same(result, reference)
+    reference, _ = plain_pycocotools(gt, gt_cls, pred, pred_cls, scores, 1000, crowd=crowd)
+    for pack_objects in (1, 10):
+        result = ours(gt, gt_cls, pred, pred_cls, scores, crowd=crowd, max_dets=1000, pack_objects=pack_objects)
+        assert_same(result, reference)
 
 
 def test_user_max_dets_cap_equals_plain_pycocotools():

@@ -669,9 +669,9 @@ def evaluate(
         "iou_thresholds_text": "0.50:0.05:0.95",
         "recall_thresholds": "0:0.01:1 (101, pycocotools)",
         "f1_iou_threshold": 0.5,
-        "method": ("pycocotools COCOeval computeIoU/evaluateImg on each connected component of the GT-prediction "
-                   f"box-overlap graph ({mask_eval.n_components} components), per-image records merged, "
-                   "pycocotools accumulate; identical to single-image pycocotools"),
+        "method": ("pycocotools COCOeval computeIoU/evaluateImg on the connected components of the GT-prediction "
+                   f"box-overlap graph ({mask_eval.n_components} components in {mask_eval.n_pieces} pseudo-images), "
+                   "per-image records merged, pycocotools accumulate; identical to single-image pycocotools"),
         "pycocotools_version": getattr(pycocotools, "__version__", "unknown"),
     }
     return Evaluation(metrics=metrics, undefined=undefined, per_class=per_class, settings=settings,
