@@ -320,6 +320,101 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+@_subcommand
+def _add_tile_and_predict(subparsers) -> None:
+    p = subparsers.add_parser(
+        "tile-and-predict",
+        help="find objects in GeoTIFFs of any size (streamed in tiles, stitched exactly, georeferenced outputs)",
+        description=(
+            "Predict each INPUT (GeoTIFF, plain TIFF/PNG, or a folder of them) tile row by tile row in bounded "
+            "memory, stitch objects across tile borders exactly once, and write into --out, named after the "
+            "input: STEM.instances.tif (uint32 ids), STEM.classes.tif (uint8, 255 = nodata), STEM.gpkg (polygons "
+            "in the input CRS), STEM.geojson (RFC 7946: WGS 84 lon/lat), STEM.objects.csv, STEM.quicklook.png and "
+            "STEM.run.json, written last as the 'finished' marker. A killed or interrupted run continues with "
+            "--resume and gives the same bytes. An input without valid pixels gives empty outputs and a warning. "
+            "One line per input; exit code 2 if any input failed."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="raster file(s) or folder(s) (their *.tif, *.tiff, *.png files, not recursive)")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--model", default="remote-sensing",
+                   help="built-in model name or checkpoint path (.safetensors) (default: remote-sensing)")
+    p.add_argument("--tile", type=int, default=None, help="tile side in px (default: the model's training tile)")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="tile overlap in px (default: twice the model's largest object radius, so every object "
+                        "is whole in the tile that owns it)")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--amp", action="store_true", help="float16 autocast on CUDA (faster, slightly different scores)")
+    p.add_argument("--bands", default=None,
+                   help="1-based band numbers in the model's order, comma separated, e.g. 3,2,1 (default: the "
+                        "model's stored bands, else all bands with an alpha band dropped)")
+    p.add_argument("--nodata", type=float, default=None,
+                   help="treat this value as nodata (pixels equal to it in every band), overriding the file's")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="drop objects scoring below this, 0-1 (default: the model's decoding setting)")
+    p.add_argument("--min-area", type=int, default=None,
+                   help="drop objects with fewer pixels in their tile (default: the model's decoding setting)")
+    p.add_argument("--formats", default="tif,gpkg,geojson,csv,png,json",
+                   help="outputs to write, comma list of tif,gpkg,geojson,csv,png,json (default: all; the run.json "
+                        "marker is always written)")
+    p.add_argument("--cog", action="store_true", help="write the rasters as Cloud Optimized GeoTIFFs (with overviews)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out from its last finished tile row; inputs already "
+                        "finished there are skipped")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished (or interrupted) run in --out instead of refusing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (for batch jobs); one line per input stays")
+    p.set_defaults(run=_run_tile_and_predict)
+
+
+def _run_tile_and_predict(args) -> int:
+    import warnings
+
+    from smallseg.pipeline.geotiff import find_inputs, predict_geotiff
+
+    bands = None
+    if args.bands:
+        try:
+            bands = [int(b) for b in args.bands.split(",") if b.strip()]
+        except ValueError:
+            raise SmallsegError(f"--bands {args.bands}: use 1-based band numbers separated by commas, e.g. 1,2,3")
+    inputs = find_inputs(args.inputs)
+    show = warnings.showwarning
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"smallseg {args.command}: warning: {message}", file=sys.stderr)
+
+    failed = 0
+    warnings.showwarning = one_line_warning
+    try:
+        for path in inputs:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("always", UserWarning)
+                    result = predict_geotiff(
+                        path, args.out, args.model, tile_size_px=args.tile, overlap_px=args.overlap,
+                        batch_size=args.batch_size, device=args.device, amp=args.amp, bands=bands,
+                        nodata=args.nodata, min_score=args.min_score, min_area_px=args.min_area,
+                        formats=args.formats, cog=args.cog, resume=args.resume, overwrite=args.overwrite,
+                        progress=not args.quiet,
+                    )
+                print(result.summary())
+            except SmallsegError as exc:
+                failed += 1
+                print(f"smallseg {args.command}: error: {exc}", file=sys.stderr)
+            except (OSError, RuntimeError, ValueError, MemoryError) as exc:  # one bad file must not stop the rest
+                failed += 1
+                print(f"smallseg {args.command}: error: {path}: {type(exc).__name__}: {' '.join(str(exc).split())}; "
+                      f"the run can be continued with --resume", file=sys.stderr)
+    finally:
+        warnings.showwarning = show
+    if len(inputs) > 1:
+        print(f"{len(inputs) - failed} of {len(inputs)} inputs done, {failed} failed; outputs in {args.out}")
+    return 2 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

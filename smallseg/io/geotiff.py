@@ -164,17 +164,42 @@ class GeoTiffReader:
         geometry: :class:`RasterGeometry` (size, CRS, transform) to give to the writers.
     """
 
-    def __init__(self, path: str | os.PathLike, bands: Sequence[int] | None = None, expected_bands: int | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        bands: Sequence[int] | None = None,
+        expected_bands: int | None = None,
+        nodata: float | None = None,
+    ):
         self.path = Path(path)
         self._ds = _open_dataset(self.path)
         try:
             self._setup(bands, expected_bands)
+            if nodata is not None:
+                self._override_nodata(nodata)
         except BaseException:
             self._ds.close()
             raise
 
+    def _override_nodata(self, nodata: float) -> None:
+        # The user's value replaces the file's nodata, mask and alpha: a pixel is invalid where every
+        # selected band equals it (GDAL's per-dataset nodata rule), NaN matching NaN.
+        value = float(nodata)
+        dtype = np.dtype(self.dtype)
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if not (value.is_integer() and info.min <= value <= info.max):
+                raise SmallsegError(
+                    f"--nodata {nodata:g}: does not fit the raster's {dtype.name} pixels "
+                    f"({info.min}..{info.max}); pass a value of that type"
+                )
+        self.nodata = value
+        self._nodata_override = True
+        self._all_valid = False
+
     def _setup(self, bands: Sequence[int] | None, expected_bands: int | None) -> None:
         ds = self._ds
+        self._nodata_override = False
         count = ds.count
         if count == 0:
             raise SmallsegError(f"{self.path}: has no raster bands (a vector or subdataset container?)")
@@ -307,6 +332,9 @@ class GeoTiffReader:
         inner = Window(c0, r0, c1 - c0, r1 - r0)
         if self._all_valid:
             valid = True
+        elif self._nodata_override:
+            data = self._read(lambda: self._ds.read(self.bands, window=inner), inner, "pixels")
+            valid = self._valid_from_values(data)
         elif self._alpha_band is not None:
             # GDAL scales a 16-bit alpha to 0..255 for its mask, which turns small alphas into 0.
             valid = self._read(lambda: self._ds.read(self._alpha_band, window=inner), inner, "alpha band") > 0
@@ -318,7 +346,23 @@ class GeoTiffReader:
 
     def read_with_mask(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`read` and :meth:`valid_mask` of one window: ((C, h, w) pixels, (h, w) bool valid)."""
+        if self._nodata_override:  # the mask comes from the pixels themselves: read them once
+            data = self.read(window)
+            valid = np.zeros(data.shape[1:], bool)
+            inter = _intersect(window, self.width, self.height)
+            if inter is not None:
+                r0, r1, c0, c1 = inter
+                ro, co = r0 - int(window.row_off), c0 - int(window.col_off)
+                inside = data[:, ro : ro + (r1 - r0), co : co + (c1 - c0)]
+                valid[ro : ro + (r1 - r0), co : co + (c1 - c0)] = self._valid_from_values(inside)
+            return data, valid
         return self.read(window), self.valid_mask(window)
+
+    def _valid_from_values(self, data: np.ndarray) -> np.ndarray:
+        """(h, w) bool: some selected band differs from the (overriding) nodata value."""
+        if math.isnan(self.nodata):
+            return (~np.isnan(data)).any(axis=0)
+        return (data != np.asarray(self.nodata).astype(data.dtype)).any(axis=0)
 
     def _row_bands(self, rows: int) -> list[Window]:
         return [Window(0, r, self.width, min(rows, self.height - r)) for r in range(0, self.height, rows)]
@@ -348,7 +392,7 @@ class GeoTiffReader:
 
     # -- statistics -------------------------------------------------------------------------------------
 
-    def band_stats(self, max_windows: int = 16, window_px: int = 512) -> BandStats:
+    def band_stats(self, max_windows: int = 16, window_px: int = 512, require_valid: bool = True) -> BandStats:
         """Mean / std / min / max per selected band over valid pixels, from a sample of windows.
 
         Args:
@@ -356,9 +400,12 @@ class GeoTiffReader:
                 raster it is read whole (exact statistics); otherwise windows are taken on an even grid
                 over the scene (deterministic).
             window_px: side of each window in px.
+            require_valid: raise when no sampled pixel is valid; False returns NaN statistics with
+                ``valid_px == 0`` instead (a sparse scene may have valid pixels only between the samples).
 
         Returns:
-            :class:`BandStats` (raises :class:`SmallsegError` if no sampled pixel is valid).
+            :class:`BandStats` (raises :class:`SmallsegError` if no sampled pixel is valid and
+            ``require_valid``).
         """
         h, w = self.height, self.width
         ny, nx = math.ceil(h / window_px), math.ceil(w / window_px)
@@ -389,6 +436,10 @@ class GeoTiffReader:
             lo = np.minimum(lo, vals.min(axis=1))
             hi = np.maximum(hi, vals.max(axis=1))
             valid_px += n
+        if valid_px == 0 and not require_valid:
+            nan = np.full(c, np.nan)
+            return BandStats(mean=nan, std=nan.copy(), min=nan.copy(), max=nan.copy(), valid_px=0,
+                             sampled_px=sampled, total_px=h * w, windows=len(windows))
         if valid_px == 0:
             raise SmallsegError(
                 f"{self.path}: no valid pixels in {len(windows)} sampled windows; check the nodata value "
@@ -401,7 +452,10 @@ class GeoTiffReader:
 
 
 def open_raster(
-    path: str | os.PathLike, bands: Sequence[int] | None = None, expected_bands: int | None = None
+    path: str | os.PathLike,
+    bands: Sequence[int] | None = None,
+    expected_bands: int | None = None,
+    nodata: float | None = None,
 ) -> GeoTiffReader:
     """Open a raster for windowed reading and validate the band selection.
 
@@ -410,11 +464,13 @@ def open_raster(
         bands: band numbers to read, 1-based, in the order the model wants them; default all bands (minus
             an alpha band when that leaves ``expected_bands``).
         expected_bands: number of bands the model takes; a different count is a one-line error.
+        nodata: override the file's nodata value (and its mask / alpha band): pixels where every selected
+            band equals it are invalid, and boundless reads fill with it. Must fit the pixel dtype.
 
     Returns:
         An open :class:`GeoTiffReader` (use ``with``).
     """
-    return GeoTiffReader(path, bands=bands, expected_bands=expected_bands)
+    return GeoTiffReader(path, bands=bands, expected_bands=expected_bands, nodata=nodata)
 
 
 # ---------------------------------------------------------------------------------------------- writer

@@ -1,0 +1,929 @@
+"""Predict a whole GeoTIFF in bounded memory: stream tile rows, stitch exactly, write georeferenced outputs.
+
+Flow (one tile row at a time; only about one tile row of the scene is ever in memory)::
+
+    reader.read_with_mask(grid.row_window(r))  ─predict_tile_row─▶  Instances per tile
+        ─RowStitcher─▶  finished rows + finished objects  ─▶  checkpoint of tile row r (work folder)
+    after the last tile row: checkpoints ─▶ STEM.instances.tif, STEM.classes.tif, STEM.gpkg, STEM.geojson,
+                                             STEM.objects.csv, STEM.quicklook.png, then STEM.run.json
+
+Never lose work, never lie:
+
+- While running, everything lives in the hidden work folder ``OUT/.STEM.resume/``: ``params.json`` (what
+  the run depends on), one ``band.NNNNNN.npz`` per finished tile row (its finished label/class rows, the
+  objects that ended in it, its share of the quick-look), the stitcher's state after the last finished tile
+  row (``stitch.NNNNNN.npz``) and ``progress.json`` (the next tile row; replaced atomically last, so it
+  always points at a complete checkpoint). A kill or Ctrl-C at any moment loses at most the tile row in
+  progress; ``resume=True`` continues from there.
+- The outputs are assembled from the checkpoints only after the last tile row, in the work folder, and
+  then moved into ``OUT`` (every file complete when it gets its final name). ``STEM.run.json`` is written
+  last: it is the "finished" marker. The same checkpoints always give the same bytes, so a resumed run's
+  outputs are byte-identical to an uninterrupted run's (``run.json`` differs only in timings/session info).
+- An ``OUT`` that already holds a finished run for this input is refused unless ``overwrite`` (redo) or
+  ``resume`` (nothing to do: the finished result is returned).
+- Input problems are one-line :class:`~smallseg.errors.SmallsegError` s. An input without any valid pixel
+  is not an error: the run finishes with empty outputs and a warning (a scene can legitimately be all
+  nodata, e.g. one tile of a mosaic); a model that finds nothing is not an error either.
+
+Memory: the read window (bands x tile_h x width), the model's batch, the stitcher's pending band and, at
+the end, the object table (a few numbers per object) - independent of the scene height; width enters
+linearly. Tiles with no valid pixel (nodata collars) are not sent to the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import sys
+import time
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from smallseg.decode.centroids import DecodeConfig
+from smallseg.errors import SmallsegError
+from smallseg.instances import Instances
+from smallseg.io.geotiff import GeoTiffReader, RasterGeometry, class_writer, label_writer, open_raster
+from smallseg.io.quicklook import (
+    OutlineTracer,
+    QuicklookPart,
+    image_part,
+    quicklook_grid,
+    render_quicklook,
+    write_png,
+)
+from smallseg.pipeline.array import decode_config_for, plan_tiling, predict_tile_row
+from smallseg.tiling.grid import TileGrid, tile_windows
+from smallseg.tiling.stitch import ObjectTable, RowStitcher, StitchState
+
+FORMATS = ("tif", "gpkg", "geojson", "csv", "png", "json")
+# Output kind -> file name suffix after STEM (in OUT).
+OUTPUT_SUFFIXES = {
+    "instances": ".instances.tif",
+    "classes": ".classes.tif",
+    "gpkg": ".gpkg",
+    "geojson": ".geojson",
+    "csv": ".objects.csv",
+    "quicklook": ".quicklook.png",
+    "run": ".run.json",
+}
+_FORMAT_KINDS = {"tif": ("instances", "classes"), "gpkg": ("gpkg",), "geojson": ("geojson",), "csv": ("csv",),
+                 "png": ("quicklook",), "json": ()}
+CSV_COLUMNS = (
+    "id", "class_id", "class", "score", "area_px", "area_m2", "centroid_row", "centroid_col", "centroid_x",
+    "centroid_y", "bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1", "tile_row", "tile_col", "touches_tile_edge",
+)
+QUICKLOOK_MAX_SIDE_PX = 1024
+_VECTOR_BATCH = 4096
+_STATE_FORMAT = 1
+# Band statistics further than this many training standard deviations from the training mean get a warning.
+_STATS_WARN_Z = 3.0
+
+# Test hooks (used by the resume tests to stop a real process at a known point):
+#   SMALLSEG_TEST_KILL_AFTER_TILE_ROWS=k   SIGKILL this process right after tile row k's checkpoint.
+#   SMALLSEG_TEST_PAUSE_AFTER_TILE_ROWS=k  print "paused" to stdout after tile row k's checkpoint and sleep.
+_KILL_ENV = "SMALLSEG_TEST_KILL_AFTER_TILE_ROWS"
+_PAUSE_ENV = "SMALLSEG_TEST_PAUSE_AFTER_TILE_ROWS"
+
+
+@dataclass
+class PredictionResult:
+    """What :func:`predict_geotiff` produced.
+
+    Attributes:
+        input_path: the input raster.
+        paths: output kind -> file in the output folder (``instances``, ``classes``, ``gpkg``, ``geojson``,
+            ``csv``, ``quicklook``, ``run``; only the requested ones).
+        objects: the stitched objects sorted by id (scene px; see
+            :class:`~smallseg.tiling.stitch.ObjectTable`).
+        class_names: name of class 1, 2, ...
+        run: the content of ``STEM.run.json`` (parameters, counts, timings, warnings).
+        skipped: True when the folder already held this finished run (``resume=True``) and nothing ran.
+    """
+
+    input_path: Path
+    paths: dict[str, Path]
+    objects: ObjectTable
+    class_names: list[str]
+    run: dict
+    skipped: bool = False
+
+    @property
+    def n_objects(self) -> int:
+        return len(self.objects)
+
+    def summary(self) -> str:
+        """One line: input, object count per class, time, where the outputs are."""
+        counts = np.bincount(self.objects.class_ids, minlength=len(self.class_names) + 1)[1:]
+        per_class = ", ".join(f"{n} {name}" for name, n in zip(self.class_names, counts.tolist()))
+        state = "already finished" if self.skipped else f"{self.run.get('timings_s', {}).get('total', 0):.1f} s"
+        note = " (no valid pixels)" if self.run.get("counts", {}).get("valid_px", 1) == 0 else ""
+        where = self.paths["run"].parent
+        return f"{self.input_path}: {self.n_objects} objects ({per_class}){note}, {state} -> {where}"
+
+
+@dataclass
+class _Outputs:
+    stem: str
+    out_dir: Path
+    work: Path
+
+    def final(self, kind: str) -> Path:
+        return self.out_dir / f"{self.stem}{OUTPUT_SUFFIXES[kind]}"
+
+    def staged(self, kind: str) -> Path:
+        return self.work / f"{self.stem}{OUTPUT_SUFFIXES[kind]}"
+
+    def band(self, r: int) -> Path:
+        return self.work / f"band.{r:06d}.npz"
+
+    def stitch(self, k: int) -> Path:
+        return self.work / f"stitch.{k:06d}.npz"
+
+    @property
+    def params(self) -> Path:
+        return self.work / "params.json"
+
+    @property
+    def progress(self) -> Path:
+        return self.work / "progress.json"
+
+
+@dataclass
+class _Session:
+    """Bookkeeping of one call (what goes into run.json besides the parameters)."""
+
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+    def add_time(self, name: str, seconds: float) -> None:
+        self.timings[name] = self.timings.get(name, 0.0) + seconds
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+def _mtime_iso(path: Path) -> str:
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` with fast deflate (level 1), written under a temporary name and renamed."""
+    tmp = path.with_name(path.name + ".partial")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, value in arrays.items():
+            with zf.open(name + ".npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _table_arrays(table: ObjectTable) -> dict[str, np.ndarray]:
+    return {f"obj_{k}": v for k, v in asdict(table).items()}
+
+
+def _table_from(arrays) -> ObjectTable:
+    return ObjectTable(**{k: np.asarray(arrays[f"obj_{k}"]) for k in ObjectTable.__dataclass_fields__})
+
+
+def _model_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of the model's config and weights (identifies the model in run.json and for --resume)."""
+    h = hashlib.sha256(model.config.to_json().encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SmallsegError(f"--device {device}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SmallsegError(f"--device {device}: CUDA is not available here; use --device cpu (or auto)")
+    return dev
+
+
+def _load_model(model, device) -> tuple[torch.nn.Module, dict]:
+    from smallseg.models.registry import builtin_models, resolve_model
+
+    if isinstance(model, torch.nn.Module):
+        if not hasattr(model, "config"):
+            raise SmallsegError("model: not a smallseg model (no .config); build it with smallseg.models")
+        if device is not None and str(device) != "auto":
+            model = model.to(_resolve_device(device))
+        info = {"name": type(model).__name__, "path": None}
+    else:
+        from smallseg.models.checkpoint import load_checkpoint
+
+        path = resolve_model(model)
+        builtin = str(model) in builtin_models()
+        info = {"name": str(model) if builtin else path.stem, "builtin": builtin, "path": str(path.resolve())}
+        model = load_checkpoint(path, device=_resolve_device(device))
+    model.eval()
+    return model, info
+
+
+def _metre_factor(geometry: RasterGeometry) -> float | None:
+    """Metres per CRS unit for projected CRSs; None when areas in m² cannot be given (no or angular CRS)."""
+    crs = geometry.crs
+    if crs is None or not crs.is_projected:
+        return None
+    try:
+        return float(crs.linear_units_factor[1])
+    except Exception:  # noqa: BLE001 - CRS without a usable unit
+        return None
+
+
+def _class_names(model) -> list[str]:
+    names = model.config.class_names
+    return list(names) if names else [f"class{i}" for i in range(1, model.config.classes + 1)]
+
+
+def _check_band_stats(reader: GeoTiffReader, model, session: _Session) -> dict | None:
+    """Compare the input's band statistics with the training ones; warn (never fail) when far apart."""
+    config = model.config
+    stats = reader.band_stats(require_valid=False)
+    if stats.valid_px == 0:
+        return None
+    summary = {"mean": stats.mean.round(4).tolist(), "std": stats.std.round(4).tolist(),
+               "min": stats.min.tolist(), "max": stats.max.tolist(), "valid_px_sampled": stats.valid_px}
+    if config.norm_mean is None or config.norm_std is None:
+        return summary
+    scaled_mean = stats.mean * config.input_scale
+    z = (scaled_mean - np.asarray(config.norm_mean)) / np.asarray(config.norm_std)
+    summary["z_vs_training"] = z.round(2).tolist()
+    far = np.flatnonzero(np.abs(z) > _STATS_WARN_Z)
+    if len(far):
+        b = int(far[0])
+        train_mean = config.norm_mean[b] / config.input_scale
+        session.warn(
+            f"{reader.path}: band {reader.bands[b]} mean {stats.mean[b]:.4g} is {abs(z[b]):.1f} training standard "
+            f"deviations from the training mean {train_mean:.4g} (in this file's units); results may be poor - "
+            f"check --bands and that the data type/scaling matches the model's training data ({reader.dtype} here)"
+        )
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".png")
+
+
+def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders into the rasters to predict.
+
+    Args:
+        paths: files (kept as given, even if missing: the run reports them) and folders (their ``*.tif``,
+            ``*.tiff`` and ``*.png`` files, sorted, not recursive; hidden files and smallseg's own outputs
+            ``*.instances.tif`` / ``*.classes.tif`` / ``*.quicklook.png`` skipped).
+
+    Returns:
+        Paths in order, without duplicates. Two inputs with one stem would write the same output names:
+        that is a one-line error.
+    """
+    own = tuple(OUTPUT_SUFFIXES[k] for k in ("instances", "classes", "quicklook"))
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES
+                           and not f.name.startswith(".") and not f.name.endswith(own))
+            if not files:
+                raise SmallsegError(f"{p}: no *.tif, *.tiff or *.png files in this folder")
+            found.extend(files)
+        else:
+            found.append(p)
+    unique = list(dict.fromkeys(found))
+    by_stem: dict[str, Path] = {}
+    for p in unique:
+        if p.stem in by_stem:
+            raise SmallsegError(f"{by_stem[p.stem]} and {p}: both would write {p.stem}.* into the output folder; "
+                                f"predict them into different --out folders")
+        by_stem[p.stem] = p
+    return unique
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+def predict_geotiff(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    model: str | os.PathLike | torch.nn.Module = "remote-sensing",
+    *,
+    tile_size_px: int | None = None,
+    overlap_px: int | None = None,
+    batch_size: int = 4,
+    device: str | torch.device | None = "auto",
+    amp: bool = False,
+    bands: Sequence[int] | None = None,
+    nodata: float | None = None,
+    min_score: float | None = None,
+    min_area_px: int | None = None,
+    decode: DecodeConfig | dict | None = None,
+    formats: Sequence[str] = FORMATS,
+    cog: bool = False,
+    compress: str = "deflate",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    duplicate_ios: float = 0.5,
+) -> PredictionResult:
+    """Find the objects in a GeoTIFF of any size and write georeferenced outputs (see module docstring).
+
+    Args:
+        path: input raster: GeoTIFF, or any raster GDAL reads (plain TIFF, PNG: pixel units, with a warning).
+        out_dir: output folder (created). Outputs are named after the input's stem: ``STEM.instances.tif``
+            (uint32 object ids, 0 = background), ``STEM.classes.tif`` (uint8 class, 0 = background,
+            255 = nodata), ``STEM.gpkg`` / ``STEM.geojson`` (one polygon per object), ``STEM.objects.csv``,
+            ``STEM.quicklook.png``, ``STEM.run.json`` (written last).
+        model: a built-in model name (``"remote-sensing"``), a checkpoint path, or a loaded SmallObjectNet.
+        tile_size_px: tile side (default: the model's training tile).
+        overlap_px: tile overlap (default: from the model's largest object, see
+            :func:`~smallseg.pipeline.array.plan_tiling`).
+        batch_size: tiles per forward pass.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        amp: float16 autocast on CUDA.
+        bands: 1-based band numbers in the model's order (default: the model's ``band_indices``, else all
+            bands, an alpha band dropped when that leaves the model's band count).
+        nodata: override the input's nodata value (pixels equal to it in every band are nodata).
+        min_score: drop objects scoring lower (default: the model's decode setting).
+        min_area_px: drop objects with fewer pixels in their tile (default: the model's decode setting).
+        decode: further decoding overrides (:class:`~smallseg.decode.centroids.DecodeConfig` fields).
+        formats: subset of ``("tif", "gpkg", "geojson", "csv", "png", "json")``; ``STEM.run.json`` is
+            always written (it marks the run finished).
+        cog: write the rasters as Cloud Optimized GeoTIFFs (with overviews).
+        compress: raster compression: ``"deflate"``, ``"zstd"``, ``"lzw"`` or ``"none"``.
+        resume: continue an interrupted run in ``out_dir`` (a finished one is returned as it is).
+        overwrite: replace a finished or interrupted run in ``out_dir``.
+        progress: show a progress bar (tiles, objects, megapixels/s, ETA).
+        duplicate_ios: stitching: share of the smaller object two objects must share to be duplicates.
+
+    Returns:
+        :class:`PredictionResult` (output paths, the object table, the run report).
+    """
+    session = _Session()
+    t_start = time.perf_counter()
+    path = Path(path)
+    out_dir = Path(out_dir)
+    formats = _check_formats(formats)
+    if batch_size < 1:
+        raise SmallsegError(f"--batch-size {batch_size}: must be at least 1")
+    if not path.exists():
+        raise SmallsegError(f"{path}: no such file; check the path")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SmallsegError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
+    outputs = _Outputs(stem=path.stem, out_dir=out_dir, work=out_dir / f".{path.stem}.resume")
+
+    # A finished run is there: return it, redo it, or refuse.
+    if outputs.final("run").exists() and not overwrite:
+        if not resume:
+            raise SmallsegError(
+                f"{outputs.final('run')}: a finished run for {path.name} is already in {out_dir}; "
+                f"pass --overwrite to redo it or --resume to skip it"
+            )
+        if outputs.work.exists():  # left over by a kill between run.json and the clean-up
+            shutil.rmtree(outputs.work, ignore_errors=True)
+        return _finished_result(path, outputs)
+
+    model, model_info = _load_model(model, device)
+    config = model.config
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        reader = open_raster(path, bands=bands if bands is not None else config.band_indices,
+                             expected_bands=config.in_channels, nodata=nodata)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            session.warn(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    try:
+        return _run(path, outputs, reader, model, model_info, session, t_start, tile_size_px=tile_size_px,
+                    overlap_px=overlap_px, batch_size=batch_size, amp=amp, min_score=min_score,
+                    min_area_px=min_area_px, decode=decode, formats=formats, cog=cog, compress=compress,
+                    resume=resume, overwrite=overwrite, progress=progress, duplicate_ios=duplicate_ios)
+    finally:
+        reader.close()
+
+
+def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = [f for f in formats.split(",") if f.strip()]
+    chosen = tuple(dict.fromkeys(f.strip().lower() for f in formats))
+    bad = [f for f in chosen if f not in FORMATS]
+    if bad or not chosen:
+        raise SmallsegError(f"--formats {','.join(formats)}: use a comma list of {','.join(FORMATS)}")
+    return chosen
+
+
+def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, session: _Session, t_start, *,
+         tile_size_px, overlap_px, batch_size, amp, min_score, min_area_px, decode, formats, cog, compress,
+         resume, overwrite, progress, duplicate_ios) -> PredictionResult:
+    config = model.config
+    geometry = reader.geometry
+    plan = plan_tiling(model, tile_size_px, overlap_px)
+    overrides = dict(asdict(decode)) if isinstance(decode, DecodeConfig) else dict(decode or {})
+    if min_score is not None:
+        if not 0 <= min_score <= 1:
+            raise SmallsegError(f"--min-score {min_score}: must be between 0 and 1")
+        overrides["min_score"] = float(min_score)
+    if min_area_px is not None:
+        if min_area_px < 1:
+            raise SmallsegError(f"--min-area {min_area_px}: must be at least 1 px")
+        overrides["min_area_px"] = int(min_area_px)
+    decode_config = decode_config_for(model, overrides)
+    grid = tile_windows(geometry.height, geometry.width, plan.tile_size_px, plan.overlap_px)
+
+    t = time.perf_counter()
+    stats = _check_band_stats(reader, model, session)
+    session.add_time("band_stats", time.perf_counter() - t)
+
+    device = next(model.parameters()).device
+    params = {
+        "format": _STATE_FORMAT,
+        "input": {"path": str(path.resolve()), "size_bytes": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns},
+        "bands": list(reader.bands),
+        "nodata": reader.nodata,
+        "model_sha256": _model_digest(model),
+        "tile_size_px": plan.tile_size_px,
+        "overlap_px": plan.overlap_px,
+        "decode": asdict(decode_config),
+        "batch_size": int(batch_size),
+        "amp": bool(amp),
+        "device_type": device.type,
+        "duplicate_ios": float(duplicate_ios),
+        "quicklook_max_side_px": QUICKLOOK_MAX_SIDE_PX,
+    }
+    params = json.loads(json.dumps(params, default=_json_default))
+    state, first_row, started, tracer_carry = _open_work(outputs, params, resume, overwrite)
+    if overwrite:
+        outputs.final("run").unlink(missing_ok=True)  # the folder no longer claims a finished run
+
+    try:
+        if first_row < grid.n_rows:
+            _stream(reader, grid, model, decode_config, outputs, session, state, first_row, tracer_carry,
+                    batch_size=batch_size, amp=amp, duplicate_ios=duplicate_ios, progress=progress)
+        objects, counts = _assemble(outputs, grid, geometry, reader, _class_names(model), formats, session,
+                                    data_date=_mtime_iso(path), cog=cog, compress=compress)
+    except SmallsegError:
+        # Wrong input or options: resuming would fail the same way. Leave nothing behind.
+        shutil.rmtree(outputs.work, ignore_errors=True)
+        raise
+
+    if counts["valid_px"] == 0:
+        session.warn(f"{path}: no valid pixels (every pixel is nodata"
+                     f"{'' if reader.nodata is None else f' = {reader.nodata:g}'}); the outputs are empty")
+
+    produced = {kind for f in formats for kind in _FORMAT_KINDS[f]}
+    paths = {}
+    for kind in OUTPUT_SUFFIXES:
+        if kind == "run":
+            continue
+        final = outputs.final(kind)
+        if kind in produced:
+            os.replace(outputs.staged(kind), final)
+            paths[kind] = final
+        else:
+            final.unlink(missing_ok=True)  # a stale file of an earlier run must not pass for this run's
+    session.add_time("total", time.perf_counter() - t_start)
+    run = _run_report(path, outputs, reader, model, model_info, plan, decode_config, grid, params, stats,
+                      counts, objects, session, started, formats=formats, cog=cog, compress=compress,
+                      first_row=first_row)
+    _write_json_atomic(outputs.final("run"), run)
+    paths["run"] = outputs.final("run")
+    shutil.rmtree(outputs.work, ignore_errors=True)
+    return PredictionResult(input_path=path, paths=paths, objects=objects, class_names=_class_names(model), run=run)
+
+
+def _open_work(outputs: _Outputs, params: dict, resume: bool, overwrite: bool):
+    """Start or reopen the work folder. Returns (stitch state or None, first tile row, start time, outline
+    carry or None)."""
+    work = outputs.work
+    if work.exists() and not resume:
+        if not overwrite:
+            raise SmallsegError(
+                f"{work}: an interrupted run for this input is there; pass --resume to continue it or "
+                f"--overwrite to start over"
+            )
+        shutil.rmtree(work)
+    if work.exists() and outputs.progress.exists() and outputs.params.exists():
+        old = json.loads(outputs.params.read_text(encoding="utf-8"))
+        if old != params:
+            changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
+            raise SmallsegError(
+                f"{work}: the interrupted run used other settings or input ({', '.join(changed)} differ); "
+                f"rerun with the same settings to resume, or pass --overwrite to start over"
+            )
+        progress = json.loads(outputs.progress.read_text(encoding="utf-8"))
+        k = int(progress["next_tile_row"])
+        # Anything newer than the checkpoint (the tile row that was in progress) goes.
+        for p in work.iterdir():
+            name = p.name
+            if name.endswith(".partial") or (name.startswith("band.") and int(name.split(".")[1]) >= k) or (
+                name.startswith("stitch.") and int(name.split(".")[1]) != k
+            ):
+                p.unlink()
+        state = StitchState.load(outputs.stitch(k)) if k > 0 else None
+        carry = None
+        if k > 0:
+            with np.load(outputs.band(k - 1)) as z:
+                carry = {name: z[name] for name in z.files if name.startswith("outline_")}
+        return state, k, progress["started"], carry
+    if work.exists():  # created but not even the first checkpoint was written
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    _write_json_atomic(outputs.params, params)
+    started = _now_iso()
+    _write_json_atomic(outputs.progress, {"next_tile_row": 0, "started": started})
+    return None, 0, started, None
+
+
+def _test_hook(done_rows: int) -> None:
+    if os.environ.get(_KILL_ENV) == str(done_rows):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(_PAUSE_ENV) == str(done_rows):
+        print("paused", flush=True)
+        time.sleep(60)
+
+
+def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, session: _Session, state,
+            first_row: int, tracer_carry, *, batch_size, amp, duplicate_ios, progress) -> None:
+    """Tile rows ``first_row..`` -> checkpoints (see module docstring)."""
+    from tqdm.auto import tqdm
+
+    stitcher = RowStitcher(grid, duplicate_ios=duplicate_ios, state=state)
+    qgrid = quicklook_grid(grid.height, grid.width, QUICKLOOK_MAX_SIDE_PX)
+    tracer = OutlineTracer(qgrid)
+    if tracer_carry is not None:
+        tracer.restore(tracer_carry)
+    width = grid.width
+    n_found = 0
+    pixels_done = 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(grid), initial=first_row * grid.n_cols, unit="tile", desc=reader.path.name,
+               disable=not progress, leave=False, dynamic_ncols=True)
+    try:
+        for r in range(first_row, grid.n_rows):
+            t = time.perf_counter()
+            band, valid = reader.read_with_mask(grid.row_window(r))
+            session.add_time("read", time.perf_counter() - t)
+
+            t = time.perf_counter()
+            tiles = grid.tile_row(r)
+            all_valid = bool(valid.all())
+            keep = [i for i, tile in enumerate(tiles) if all_valid or valid[:, tile.window.col_off:
+                                                                             tile.window.col_off + grid.tile_w].any()]
+            found = [Instances.empty((grid.tile_h, grid.tile_w))] * len(tiles)
+            if keep:
+                predicted = predict_tile_row(band, None if all_valid else valid, [tiles[i] for i in keep],
+                                             grid.row_starts[r], model, decode_config, batch_size=batch_size,
+                                             amp=amp)
+                for i, inst in zip(keep, predicted):
+                    found[i] = inst
+            session.add_time("predict", time.perf_counter() - t)
+
+            t = time.perf_counter()
+            out = stitcher.add_tile_row(r, found)
+            wr0 = grid.row_starts[r]
+            rows_valid = valid[out.row0 - wr0 : out.row1 - wr0, :width]
+            classes = np.where(rows_valid, out.classes, np.uint8(255)).astype(np.uint8)
+            image_rows = band[:, out.row0 - wr0 : out.row1 - wr0, :width]
+            img_part = image_part(qgrid, out.row0, image_rows, rows_valid)
+            outline_part = tracer.add(out.row0, out.labels, out.classes)
+            arrays = {
+                "rows": np.array([out.row0, out.row1], np.int64),
+                "labels": out.labels,
+                "classes": classes,
+                "counters": np.array([int(rows_valid.sum()), len(keep), len(tiles) - len(keep)], np.int64),
+                **_table_arrays(out.objects),
+                **img_part.to_arrays("img_"),
+                **(outline_part.to_arrays("outl_") if outline_part is not None else {}),
+                **tracer.carry,
+            }
+            session.add_time("stitch", time.perf_counter() - t)
+
+            t = time.perf_counter()
+            _save_npz(outputs.band(r), arrays)
+            stitcher.state.save(outputs.stitch(r + 1))
+            progress_data = json.loads(outputs.progress.read_text(encoding="utf-8"))
+            progress_data["next_tile_row"] = r + 1
+            _write_json_atomic(outputs.progress, progress_data)
+            outputs.stitch(r).unlink(missing_ok=True)
+            session.add_time("checkpoint", time.perf_counter() - t)
+            _test_hook(r + 1)
+
+            n_found += len(out.objects)
+            pixels_done += (out.row1 - out.row0) * width
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(objects=n_found, MPps=f"{pixels_done / 1e6 / max(elapsed, 1e-9):.2f}", refresh=False)
+            bar.update(len(tiles))
+    finally:
+        bar.close()
+
+
+def _assemble(outputs: _Outputs, grid: TileGrid, geometry: RasterGeometry, reader, class_names, formats, session,
+              *, data_date: str, cog: bool, compress: str):
+    """Checkpoints -> staged outputs in the work folder. Returns (object table sorted by id, counts).
+
+    Every byte written here is a function of the checkpoints, the input and the settings (no clock time),
+    so a resumed run writes the same files as an uninterrupted one.
+    """
+    from smallseg.io.vector import GeoJSONWriter, GeoPackageWriter, object_polygons
+
+    want = {kind for f in formats for kind in _FORMAT_KINDS[f]}
+    metre = _metre_factor(geometry)
+    area_m2_per_px = geometry.pixel_area * metre**2 if metre is not None else float("nan")
+    qgrid = quicklook_grid(grid.height, grid.width, QUICKLOOK_MAX_SIDE_PX)
+    vectors = "gpkg" in want or "geojson" in want
+    tags = {"SMALLSEG_SOURCE": reader.path.name}
+    t = time.perf_counter()
+    tables, parts = [], []
+    counters = np.zeros(3, np.int64)
+    gpkg = GeoPackageWriter(outputs.staged("gpkg"), geometry.crs, class_names) if "gpkg" in want else None
+    geojson = GeoJSONWriter(outputs.staged("geojson"), geometry.crs, class_names, name=outputs.stem) \
+        if "geojson" in want else None
+    pending: list = []  # (polygons, table) batches not yet written to the vector files
+
+    def flush_vectors():
+        if not pending:
+            return
+        polys = [p for batch, _ in pending for p in batch]
+        table = ObjectTable.concat([tb for _, tb in pending])
+        area_m2 = table.area_px * area_m2_per_px
+        cols = (table.ids, table.class_ids, table.scores, table.area_px, area_m2)
+        if gpkg is not None:
+            with _ogr_date(data_date):
+                gpkg.write(polys, *cols)
+        if geojson is not None:
+            geojson.write(polys, *cols)
+        pending.clear()
+
+    # Rows of the label raster kept for polygonising: an object lies in one tile (< tile_h rows tall) and
+    # its last row is in the band where it finishes, so its first row is above that band by < tile_h rows.
+    window = np.zeros((0, grid.width), np.uint32)
+    window_row0 = 0
+    try:
+        with label_writer(outputs.staged("instances"), geometry, cog=cog, compress=compress, tags=tags) as lw, \
+                class_writer(outputs.staged("classes"), geometry, cog=cog, compress=compress, tags=tags) as cw:
+            for r in range(grid.n_rows):
+                with np.load(outputs.band(r)) as z:
+                    row0, row1 = (int(v) for v in z["rows"])
+                    labels = z["labels"]
+                    lw.write_rows(row0, labels)
+                    cw.write_rows(row0, z["classes"])
+                    table = _table_from(z)
+                    counters += z["counters"]
+                    parts.append(QuicklookPart.from_arrays(z, "img_"))
+                    if "outl_row0" in z.files:
+                        parts.append(QuicklookPart.from_arrays(z, "outl_"))
+                tables.append(table)
+                if vectors:
+                    window = np.concatenate([window, labels])
+                    keep_from = max(row0 - grid.tile_h, window_row0)
+                    window = window[keep_from - window_row0 :]
+                    window_row0 = keep_from
+                    if len(table):
+                        if table.bbox[:, 0].min() < window_row0:
+                            raise RuntimeError("object taller than a tile: stitching invariant broken")
+                        polys = object_polygons(window, window_row0, 0, table.ids, table.bbox, geometry.transform)
+                        pending.append((polys, table))
+                        if sum(len(tb) for _, tb in pending) >= _VECTOR_BATCH:
+                            flush_vectors()
+        flush_vectors()
+        if gpkg is not None:
+            with _ogr_date(data_date):
+                gpkg.close()
+    finally:
+        if geojson is not None:
+            geojson.close()
+    session.add_time("assemble_rasters_vectors", time.perf_counter() - t)
+
+    objects = ObjectTable.concat(tables).sorted_by_id()
+    if "csv" in want:
+        t = time.perf_counter()
+        write_objects_csv(outputs.staged("csv"), objects, class_names, geometry)
+        session.add_time("csv", time.perf_counter() - t)
+    if "quicklook" in want:
+        t = time.perf_counter()
+        write_png(outputs.staged("quicklook"), render_quicklook(qgrid, parts, reader.count))
+        session.add_time("quicklook", time.perf_counter() - t)
+    counts = {"valid_px": int(counters[0]), "tiles_predicted": int(counters[1]),
+              "tiles_skipped_nodata": int(counters[2])}
+    return objects, counts
+
+
+class _ogr_date:
+    """Fix GDAL's "current date", which a GeoPackage records as its ``last_change``, to the input file's
+    modification time: the GeoPackage then depends only on the input and the settings (a resumed run, or a
+    rerun, writes the same bytes)."""
+
+    def __init__(self, iso: str):
+        self.iso = iso
+
+    def __enter__(self):
+        import pyogrio
+
+        self.old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": self.iso})
+
+    def __exit__(self, *exc):
+        import pyogrio
+
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": self.old})
+
+
+# ----------------------------------------------------------------------------------------- object table
+
+
+def _float_text(value: float) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
+
+
+def write_objects_csv(path: str | os.PathLike, objects: ObjectTable, class_names: Sequence[str],
+                      geometry: RasterGeometry) -> Path:
+    """Write the object table as CSV (columns :data:`CSV_COLUMNS`).
+
+    Units: ``area_px`` px; ``area_m2`` m² (empty without a projected CRS); ``centroid_row/col`` scene px
+    (pixel centres at integers); ``centroid_x/y`` map coordinates of the centroid in the raster's CRS (pixel
+    grid coordinates when it has none); ``bbox_*`` half-open scene px; ``score`` in [0, 1].
+    """
+    path = Path(path)
+    metre = _metre_factor(geometry)
+    transform = geometry.transform
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(CSV_COLUMNS)
+        for i in range(len(objects)):
+            cy, cx = (float(v) for v in objects.centroids_yx[i])
+            x, y = transform @ (cx + 0.5, cy + 0.5)
+            class_id = int(objects.class_ids[i])
+            area_px = int(objects.area_px[i])
+            area_m2 = area_px * geometry.pixel_area * metre**2 if metre is not None else None
+            out.writerow([
+                int(objects.ids[i]), class_id,
+                class_names[class_id - 1] if 1 <= class_id <= len(class_names) else str(class_id),
+                str(np.float32(objects.scores[i])), area_px, _float_text(area_m2), repr(cy), repr(cx),
+                repr(float(x)), repr(float(y)), *(int(v) for v in objects.bbox[i]),
+                *(int(v) for v in objects.tile_rc[i]), int(bool(objects.touches_tile_edge[i])),
+            ])
+    return path
+
+
+def read_objects_csv(path: str | os.PathLike) -> ObjectTable:
+    """Read a table written by :func:`write_objects_csv` back into an :class:`ObjectTable`."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return ObjectTable.empty()
+    col = lambda name, dtype: np.array([row[name] for row in rows]).astype(dtype)  # noqa: E731
+    return ObjectTable(
+        ids=col("id", np.int64),
+        class_ids=col("class_id", np.int32),
+        scores=col("score", np.float32),
+        centroids_yx=np.stack([col("centroid_row", np.float64), col("centroid_col", np.float64)], axis=1),
+        area_px=col("area_px", np.int64),
+        bbox=np.stack([col(f"bbox_{k}", np.int64) for k in ("row0", "col0", "row1", "col1")], axis=1),
+        tile_rc=np.stack([col("tile_row", np.int32), col("tile_col", np.int32)], axis=1),
+        touches_tile_edge=col("touches_tile_edge", np.int64).astype(bool),
+    )
+
+
+def _finished_result(path: Path, outputs: _Outputs) -> PredictionResult:
+    run = json.loads(outputs.final("run").read_text(encoding="utf-8"))
+    paths = {kind: outputs.out_dir / name for kind, name in run.get("outputs", {}).items()}
+    paths["run"] = outputs.final("run")
+    objects = read_objects_csv(paths["csv"]) if "csv" in paths and paths["csv"].exists() else ObjectTable.empty()
+    return PredictionResult(input_path=path, paths=paths, objects=objects,
+                            class_names=list(run.get("model", {}).get("class_names", [])), run=run, skipped=True)
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def _versions() -> dict[str, str]:
+    import rasterio
+
+    import smallseg
+
+    out = {"smallseg": smallseg.__version__, "python": platform.python_version(), "numpy": np.__version__,
+           "torch": torch.__version__, "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__}
+    for name in ("segmentation_models_pytorch", "timm", "pyogrio", "shapely"):
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                module = __import__(name)
+            except ImportError:
+                continue
+        out[name] = getattr(module, "__version__", "?")
+    return out
+
+
+def _run_report(path, outputs, reader, model, model_info, plan, decode_config, grid, params, stats, counts,
+                objects, session, started, *, formats, cog, compress, first_row) -> dict:
+    config = model.config
+    geometry = reader.geometry
+    class_names = _class_names(model)
+    per_class = np.bincount(objects.class_ids, minlength=config.classes + 1)[1:]
+    metre = _metre_factor(geometry)
+    return {
+        "smallseg_run": 1,
+        "finished": _now_iso(),
+        "started": started,
+        "input": {
+            "path": str(path.resolve()),
+            "width": geometry.width,
+            "height": geometry.height,
+            "crs": geometry.crs.to_string() if geometry.crs is not None else None,
+            "transform": list(geometry.transform)[:6],
+            "georeferenced": geometry.georeferenced,
+            "linear_units": geometry.linear_units,
+            "pixel_area": geometry.pixel_area,
+            "pixel_area_m2": geometry.pixel_area * metre**2 if metre is not None else None,
+            "bands": list(reader.bands),
+            "dtype": reader.dtype,
+            "nodata": reader.nodata,
+            "band_stats_sampled": stats,
+        },
+        "model": {
+            **model_info,
+            "sha256": params["model_sha256"],
+            "class_names": class_names,
+            "config": {k: getattr(config, k) for k in (
+                "encoder_name", "encoder_output_stride", "in_channels", "classes", "heads", "lfe",
+                "max_distance_px", "tile_size_px", "input_scale", "norm_mean", "norm_std", "band_indices")},
+        },
+        "parameters": {
+            "tile_size_px": plan.tile_size_px,
+            "overlap_px": plan.overlap_px,
+            "overlap_reason": plan.overlap_reason,
+            "batch_size": params["batch_size"],
+            "device": params["device_type"],
+            "amp": params["amp"],
+            "duplicate_ios": params["duplicate_ios"],
+            "decode": asdict(decode_config),
+            "formats": list(formats),
+            "cog": cog,
+            "compress": compress,
+        },
+        "tiling": {
+            "tile_rows": grid.n_rows,
+            "tile_cols": grid.n_cols,
+            "tiles": len(grid),
+            "tiles_predicted": counts["tiles_predicted"],
+            "tiles_skipped_nodata": counts["tiles_skipped_nodata"],
+            "max_pending_rows": grid.max_pending_rows(),
+        },
+        "counts": {
+            "objects": len(objects),
+            "objects_per_class": dict(zip(class_names, per_class.tolist())),
+            "objects_touching_tile_edge": int(objects.touches_tile_edge.sum()),
+            "valid_px": counts["valid_px"],
+            "scene_px": geometry.width * geometry.height,
+        },
+        "session": {"resumed_from_tile_row": first_row if first_row else None},
+        "timings_s": {k: round(v, 3) for k, v in session.timings.items()},
+        "outputs": {kind: p.name for kind, p in
+                    ((k, outputs.final(k)) for k in OUTPUT_SUFFIXES if k != "run") if p.exists()},
+        "warnings": session.warnings,
+        "versions": _versions(),
+    }
