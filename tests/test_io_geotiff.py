@@ -320,3 +320,23 @@ def test_raster_without_nodata_or_mask_is_valid_everywhere_inside(tmp_path):
         np.testing.assert_array_equal(got[:, :10, :10], data[:, 20:, 30:])
         assert valid[:10, :10].all() and not valid[10:].any() and not valid[:, 10:].any()
         assert src.geometry.pixel_area == 4.0
+
+
+def test_nodata_override_replaces_the_files_mask(tmp_path):
+    # shade.tif says nodata = 255; the user says 0 instead: valid = some band differs from 0.
+    with open_raster(DATA / "shade.tif", nodata=0) as src, rasterio.open(DATA / "shade.tif") as ref:
+        full = ref.read()
+        assert src.nodata == 0 and src.fill_value == 0
+        win = Window(1000, 0, 64, 64)  # runs past the right edge: filled with the new nodata, invalid
+        data, valid = src.read_with_mask(win)
+        np.testing.assert_array_equal(valid[:, :24], (full[:, :64, 1000:] != 0).any(axis=0))
+        assert not valid[:, 24:].any() and (data[:, :, 24:] == 0).all()
+        np.testing.assert_array_equal(src.valid_mask(win), valid)
+    _one_line_error(lambda: open_raster(DATA / "shade.tif", nodata=-1), "--nodata", "uint8")
+    _one_line_error(lambda: open_raster(DATA / "shade.tif", nodata=0.5), "--nodata")
+
+
+def test_band_stats_without_valid_samples_can_return_nan_instead_of_raising():
+    with open_raster(DATA / "all-nodata.tif") as src:
+        stats = src.band_stats(require_valid=False)
+        assert stats.valid_px == 0 and np.isnan(stats.mean).all() and stats.sampled_px > 0
