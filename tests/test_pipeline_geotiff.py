@@ -355,3 +355,49 @@ def test_find_inputs_expands_folders_and_rejects_clashing_stems(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SmallsegError, match="no \\*.tif"):
         find_inputs([tmp_path / "empty"])
+
+
+@pytest.mark.parametrize("factor, cuts", [(1, [0, 53]), (3, [0, 1, 2, 3, 20, 21, 53]), (4, [0, 5, 10, 52, 53])])
+def test_quicklook_built_band_by_band_equals_pooling_the_whole_scene(factor, cuts):
+    from smallseg.io.quicklook import OutlineTracer, QuicklookGrid, image_part
+
+    rng = np.random.default_rng(factor)
+    h, w = 53, 41
+    labels = np.zeros((h, w), np.uint32)
+    for i in range(1, 30):
+        r, c = rng.integers(0, h - 3), rng.integers(0, w - 3)
+        labels[r:r + rng.integers(1, 5), c:c + rng.integers(1, 5)] = i
+    classes = np.where(labels > 0, labels % 3 + 1, 0).astype(np.uint8)
+    image = rng.integers(0, 4000, (3, h, w)).astype(np.uint16)
+    valid = rng.random((h, w)) > 0.2
+    grid = QuicklookGrid(h, w, factor)
+    tracer = OutlineTracer(grid)
+    outline = np.zeros((grid.out_height, grid.out_width), np.uint8)
+    total = np.zeros((3, grid.out_height, grid.out_width))
+    count = np.zeros((grid.out_height, grid.out_width))
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        part = image_part(grid, a, image[:, a:b], valid[a:b])
+        n = part.valid_count.shape[0]
+        total[:, part.row0:part.row0 + n] += part.image_sum
+        count[part.row0:part.row0 + n] += part.valid_count
+        part = tracer.add(a, labels[a:b], classes[a:b])
+        if part is not None:
+            n = part.outline.shape[0]
+            outline[part.row0:part.row0 + n] = np.maximum(outline[part.row0:part.row0 + n], part.outline)
+    # Reference on the whole scene: outline = object pixel with a 4-neighbour of another label (or outside).
+    pad = np.pad(labels, 1)
+    mid = pad[1:-1, 1:-1]
+    edge = (mid != 0) & ((mid != pad[:-2, 1:-1]) | (mid != pad[2:, 1:-1]) | (mid != pad[1:-1, :-2]) |
+                         (mid != pad[1:-1, 2:]))
+    ref_outline = np.zeros_like(outline)
+    rr, cc = np.nonzero(edge)
+    np.maximum.at(ref_outline, (rr // factor, cc // factor), classes[rr, cc])
+    np.testing.assert_array_equal(outline, ref_outline)
+    rr, cc = np.nonzero(valid)
+    ref_count = np.zeros_like(count)
+    np.add.at(ref_count, (rr // factor, cc // factor), 1)
+    np.testing.assert_array_equal(count, ref_count)
+    for b in range(3):
+        ref = np.zeros_like(count)
+        np.add.at(ref, (rr // factor, cc // factor), image[b][rr, cc])
+        np.testing.assert_allclose(total[b], ref)

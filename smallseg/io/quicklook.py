@@ -120,10 +120,11 @@ def image_part(grid: QuicklookGrid, row0: int, image: np.ndarray, valid: np.ndar
     q0, offsets = _row_groups(grid, row0, h)
     nq = int(offsets[-1]) + 1
     pad = wq * k - w
-    weights = valid.astype(np.float64)
-    # Column pooling: pad the width to whole cells, then sum each cell's k columns.
-    col_valid = np.pad(weights, ((0, 0), (0, pad))).reshape(h, wq, k).sum(axis=2)
-    col_sum = np.pad(image.astype(np.float64) * weights, ((0, 0), (0, 0), (0, pad))).reshape(c, h, wq, k).sum(axis=3)
+    # Column pooling: pad the width to whole cells, then sum each cell's k columns. Sums are accumulated
+    # in float64 by the reduction itself: no float copy of the (C, h, width) band is made.
+    col_valid = np.pad(valid, ((0, 0), (0, pad))).reshape(h, wq, k).sum(axis=2, dtype=np.float64)
+    kept = np.where(valid, image, np.zeros((), image.dtype))
+    col_sum = np.pad(kept, ((0, 0), (0, 0), (0, pad))).reshape(c, h, wq, k).sum(axis=3, dtype=np.float64)
     # Row pooling: consecutive rows with the same quick-look row are summed.
     starts = np.flatnonzero(np.r_[True, offsets[1:] != offsets[:-1]])
     return QuicklookPart(

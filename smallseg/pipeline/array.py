@@ -102,8 +102,8 @@ def predict_tile_row(
     """
     config = model.config
     device = model_device(model)
-    inputs = []
-    for tile in tiles:
+
+    def model_input(tile: Tile) -> np.ndarray:
         r0 = int(tile.window.row_off) - band_row0
         c0 = int(tile.window.col_off)
         raw = band[:, r0:r0 + int(tile.window.height), c0:c0 + int(tile.window.width)]
@@ -112,11 +112,13 @@ def predict_tile_row(
             # Nodata/padding becomes the training mean (0 after normalisation): no made-up edges.
             valid = band_valid[r0:r0 + x.shape[1], c0:c0 + x.shape[2]]
             x[:, ~valid] = 0.0
-        inputs.append(x)
+        return x
+
     results: list[Instances] = []
     with torch.inference_mode():
-        for start in range(0, len(inputs), batch_size):
-            batch = torch.from_numpy(np.stack(inputs[start:start + batch_size])).to(device)
+        for start in range(0, len(tiles), batch_size):
+            # Normalised per batch, not per tile row: float copies of a wide scene's whole row add up.
+            batch = torch.from_numpy(np.stack([model_input(t) for t in tiles[start:start + batch_size]])).to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
                 outputs = model(batch)
             results.extend(decode_outputs({k: v.float() for k, v in outputs.items()}, decode))
