@@ -628,7 +628,7 @@ def evaluate(
     metrics.update(counts)
     metrics = {**{key: metrics.get(key) for key in METRIC_KEYS}, "boundary_IoU_pairs": n_pairs}
 
-    undefined = _undefined_reasons(metrics, n_gt, len(dt), mask_eval)
+    undefined = _undefined_reasons(metrics, n_gt)
     per_class = _per_class(mask_eval, boundary_eval, per_cat_counts, gt_objs, dt_all)
     d_values = sorted(set(widths.values()))
     settings = {
@@ -699,7 +699,7 @@ def _mean_boundary_iou(pairs, gt, dt, gt_b, dt_b) -> tuple[float | None, int]:
     return float(np.mean(values)), len(values)
 
 
-def _undefined_reasons(metrics: dict, n_gt: int, n_dt: int, mask_eval) -> dict[str, str]:
+def _undefined_reasons(metrics: dict, n_gt: int) -> dict[str, str]:
     reasons: dict[str, str] = {}
     no_gt = "no ground-truth objects (pycocotools returns -1)"
     for key, value in metrics.items():
