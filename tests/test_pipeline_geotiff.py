@@ -155,6 +155,8 @@ def test_geotiff_stream_equals_predict_array_and_every_output_agrees(tmp_path, r
     result = predict_geotiff(src, tmp_path / "out", random_model, tile_size_px=64, batch_size=3, progress=False)
     scene, table = predict_array(image, random_model, tile_size_px=64, batch_size=3, return_table=True)
     assert len(table) > 20
+    # Default overlap: 2 x (max_distance_px 6 + centroid vote error 2 px), for both pipelines.
+    assert result.run["parameters"]["overlap_px"] == 16 and "vote error" in result.run["parameters"]["overlap_reason"]
     labels, profile = _read(result.paths["instances"])
     np.testing.assert_array_equal(labels, scene.labels)
     ours = result.objects

@@ -263,5 +263,5 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     from PIL import Image
 
     path = Path(path)
-    Image.fromarray(rgb, "RGB").save(path, format="PNG")
+    Image.fromarray(rgb, "RGB").save(path, format="PNG", compress_level=3)  # fast; the PNG stays small
     return path

@@ -34,17 +34,28 @@ class TilingPlan:
     overlap_reason: str
 
 
-def plan_tiling(model: torch.nn.Module, tile_size_px: int | None = None, overlap_px: int | None = None) -> TilingPlan:
+def plan_tiling(
+    model: torch.nn.Module,
+    tile_size_px: int | None = None,
+    overlap_px: int | None = None,
+    decode: DecodeConfig | None = None,
+) -> TilingPlan:
     """Tile size (default: the model's training tile) and overlap (default: enough for its largest object).
 
-    The default overlap is ``overlap_for(max_distance_px)``: the model's centroid normaliser covers the
-    largest object radius, so every object lies wholly inside the tile whose core holds its centroid.
+    The default overlap is ``overlap_for(max_distance_px + margin)``: the model's centroid normaliser covers
+    the largest object radius, and ownership goes by the *reported* centroid, which for centroid voting is
+    the mean of the votes and may sit up to about ``decode.max_vote_error_px`` from the object's centre
+    (``margin``; 0 without ``decode`` or for models without a centroid head). Then every object lies wholly
+    inside the tile whose core holds its reported centroid.
     """
     config = model.config
     tile = int(tile_size_px or config.tile_size_px)
     if overlap_px is None:
-        overlap = overlap_for(config.max_distance_px)
+        margin = float(decode.max_vote_error_px) if decode is not None and "centroid" in config.heads else 0.0
+        overlap = overlap_for(config.max_distance_px + margin)
         reason = f"2 x model max_distance_px ({config.max_distance_px:g} px)"
+        if margin:
+            reason += f" + 2 x centroid vote error ({margin:g} px)"
     else:
         overlap, reason = int(overlap_px), "set by the user"
     if tile < 16:
@@ -198,8 +209,8 @@ def predict_array(
             model's config normalises them).
         model: a SmallObjectNet, e.g. from :func:`smallseg.models.load_checkpoint`.
         tile_size_px: tile side (default: the model's training tile).
-        overlap_px: tile overlap (default: twice the model's ``max_distance_px``, which makes every object
-            lie wholly in the tile that owns it).
+        overlap_px: tile overlap (default: twice the model's ``max_distance_px`` plus the decoder's centroid
+            error, which makes every object lie wholly in the tile that owns it; see :func:`plan_tiling`).
         batch_size: tiles per forward pass.
         device: where to run the model (default: where its weights are).
         decode: decoding settings or overrides (default: those stored with the model).
@@ -229,8 +240,8 @@ def predict_array(
     if device is not None:
         model = model.to(device)
     model.eval()
-    plan = plan_tiling(model, tile_size_px, overlap_px)
     decode_config = decode_config_for(model, decode)
+    plan = plan_tiling(model, tile_size_px, overlap_px, decode_config)
     grid = tile_windows(h, w, plan.tile_size_px, plan.overlap_px)
     def tile_rows():
         # A generator: each tile row's decoded tiles are stitched and dropped before the next is predicted.

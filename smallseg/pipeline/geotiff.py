@@ -281,7 +281,7 @@ def _class_names(model) -> list[str]:
 def _check_band_stats(reader: GeoTiffReader, model, session: _Session) -> dict | None:
     """Compare the input's band statistics with the training ones; warn (never fail) when far apart."""
     config = model.config
-    stats = reader.band_stats(require_valid=False)
+    stats = reader.band_stats(max_windows=16, window_px=256, require_valid=False)  # ~1 MP: cheap for any scene
     if stats.valid_px == 0:
         return None
     summary = {"mean": stats.mean.round(4).tolist(), "std": stats.std.round(4).tolist(),
@@ -461,7 +461,6 @@ def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, sess
          resume, overwrite, progress, duplicate_ios) -> PredictionResult:
     config = model.config
     geometry = reader.geometry
-    plan = plan_tiling(model, tile_size_px, overlap_px)
     overrides = dict(asdict(decode)) if isinstance(decode, DecodeConfig) else dict(decode or {})
     if min_score is not None:
         if not 0 <= min_score <= 1:
@@ -472,6 +471,7 @@ def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, sess
             raise SmallsegError(f"--min-area {min_area_px}: must be at least 1 px")
         overrides["min_area_px"] = int(min_area_px)
     decode_config = decode_config_for(model, overrides)
+    plan = plan_tiling(model, tile_size_px, overlap_px, decode_config)
     grid = tile_windows(geometry.height, geometry.width, plan.tile_size_px, plan.overlap_px)
 
     t = time.perf_counter()
