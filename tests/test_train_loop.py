@@ -120,3 +120,22 @@ def test_synthetic_medical_sources_use_the_inference_presets():
     lung = IntensityPreset.from_dict(MEDICAL_PRESETS["CT"])
     np.testing.assert_allclose(lung.apply(np.array([-1350.0, -600.0, 150.0])), [0.0, 0.5, 1.0])
     assert set(np.unique(with_nodules[0].classes)) == {0, 2}
+
+
+def test_warm_start_loads_the_init_weights_and_class_weights_are_checked(tmp_path):
+    path = _config(tmp_path, epochs=1)
+    first = train(load_train_config(path), tmp_path / "first", progress=False)
+    raw = yaml.safe_load(path.read_text())
+    raw["init"] = str(first.last_checkpoint)
+    raw["optim"].update(lr=0.0, warmup_steps=1)  # no step moves a weight: the result is the init
+    raw["loss"] = {"class_weights": [1.0, 3.0, 1.0]}
+    warm = tmp_path / "warm.yaml"
+    warm.write_text(yaml.safe_dump(raw))
+    second = train(load_train_config(warm), tmp_path / "second", progress=False)
+    a, b = load_checkpoint(first.last_checkpoint), load_checkpoint(second.last_checkpoint)
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
+    raw["loss"] = {"class_weights": [1.0, 3.0]}
+    warm.write_text(yaml.safe_dump(raw))
+    with pytest.raises(Exception, match="class_weights: 2 values, need 1 \\+ classes = 3"):
+        train(load_train_config(warm), tmp_path / "third", progress=False)

@@ -6,8 +6,9 @@ One YAML file says everything (see ``configs/``)::
     model:    {encoder_name: ..., classes: 2, class_names: [car, building], max_distance_px: 24, ...}
     data:     {train: [<source>, ...], val: [<source>, ...]}
     augment:  {crop_size: 256, scale_range: [0.75, 1.5], mosaic_p: 0.5, ...}
-    loss:     {semantic_weight: 1.0, centroid_weight: 1.0, distance_weight: 1.0}
+    loss:     {semantic_weight: 1.0, centroid_weight: 1.0, distance_weight: 1.0, class_weights: [1, 3, 1]}
     decode:   {fg_threshold: 0.5, ...}            # used for validation and stored with the model
+    init:     runs/earlier/last.safetensors      # optional warm start (same architecture)
     optim:    {epochs: 10, steps_per_epoch: 100, batch_size: 8, lr: 0.001, weight_decay: 0.0001}
     seed: 0
 
@@ -55,7 +56,7 @@ from smallseg.train.data import (
 from smallseg.train.losses import head_losses
 
 _SECTIONS = ("name", "model", "data", "augment", "loss", "decode", "optim", "seed", "device", "amp", "workers",
-             "storage_dtype", "select_metric")
+             "storage_dtype", "select_metric", "init")
 
 
 @dataclass
@@ -89,6 +90,7 @@ class TrainConfig:
     workers: int = 0
     storage_dtype: str = "float32"
     select_metric: str = "AP_small"
+    init: Path | None = None
     source_dir: Path = field(default_factory=Path.cwd)
 
 
@@ -128,6 +130,7 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
         workers=int(raw.get("workers", 0)),
         storage_dtype=str(raw.get("storage_dtype", "float32")),
         select_metric=str(raw.get("select_metric", "AP_small")),
+        init=(path.resolve().parent / raw["init"]) if raw.get("init") else None,
         source_dir=path.resolve().parent,
     )
 
@@ -211,6 +214,9 @@ def train(
 
     model_config = _resolve_model_config(config, train_images)
     model = build_from_config(model_config).to(dev)
+    if config.init is not None and not resume:
+        # Warm start (fine-tuning): same architecture, weights from an earlier checkpoint.
+        load_weights(model, config.init)
     dataset = CropDataset(train_images, model_config, config.augment,
                           samples_per_epoch=config.optim.steps_per_epoch * config.optim.batch_size, seed=config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
@@ -237,7 +243,14 @@ def train(
         (run_dir / "history.jsonl").write_text("")
     _write_resolved_config(config, model_config, run_dir / "config.yaml")
 
-    loss_weights = {k: float(v) for k, v in config.loss.items()}
+    loss_weights: dict[str, Any] = {k: float(v) for k, v in config.loss.items() if k != "class_weights"}
+    if "class_weights" in config.loss:
+        # Small objects are few pixels: weighting their classes up keeps the background from winning.
+        weights = [float(w) for w in config.loss["class_weights"]]
+        if len(weights) != 1 + model_config.classes:
+            raise SmallsegError(f"loss.class_weights: {len(weights)} values, need 1 + classes = {1 + model_config.classes} "
+                                "(background first)")
+        loss_weights["class_weights"] = torch.tensor(weights, device=dev)
     end_epoch = config.optim.epochs
     if stop_after_epochs is not None:
         end_epoch = min(end_epoch, start_epoch + int(stop_after_epochs))
@@ -391,5 +404,6 @@ def _write_resolved_config(config: TrainConfig, model_config: ModelConfig, path:
         "loss": config.loss, "decode": config.decode, "optim": config.optim.__dict__, "seed": config.seed,
         "device": config.device, "amp": config.amp, "workers": config.workers,
         "storage_dtype": config.storage_dtype, "select_metric": config.select_metric,
+        "init": None if config.init is None else str(config.init),
     }
     path.write_text(yaml.safe_dump(resolved, sort_keys=False))
