@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from smallseg.data.remote_sensing import make_remote_sensing_scene
-from smallseg.metrics import evaluate
+from smallseg.metrics.multi import evaluate_images
 from smallseg.models import count_parameters, load_checkpoint
 from smallseg.pipeline.array import predict_array
 from smallseg.train.loop import load_train_config, train
@@ -64,26 +64,9 @@ def base_config(args) -> dict:
 
 
 def score(model, scenes) -> dict:
-    """Predict each test scene with the tiled pipeline and score all scenes together (stacked)."""
-    gts, gcs, preds, pcs, scores = [], [], [], [], {}
-    gt_off = pred_off = 0
-    for scene in scenes:
-        pred = predict_array(scene.image, model, tile_size_px=256)
-        gt = scene.instances.astype(np.int64)
-        gts.append(np.where(gt > 0, gt + gt_off, 0))
-        gcs.append(scene.classes)
-        gt_off += int(gt.max())
-        lut = np.zeros(int(pred.labels.max()) + 1, np.int64)
-        cls = np.zeros(len(lut), np.int32)
-        lut[pred.ids] = pred.ids + pred_off
-        cls[pred.ids] = pred.class_ids
-        preds.append(lut[pred.labels])
-        pcs.append(cls[pred.labels])
-        scores.update({int(i) + pred_off: float(s) for i, s in zip(pred.ids, pred.scores)})
-        pred_off += int(pred.labels.max())
-    report = evaluate(np.concatenate(gts), np.concatenate(preds), gt_classes=np.concatenate(gcs),
-                      pred_classes=np.concatenate(pcs), pred_objects=scores)
-    return report.metrics
+    """Predict each test scene with the tiled pipeline and score all scenes together."""
+    items = [(scene.instances, scene.classes, predict_array(scene.image, model, tile_size_px=256)) for scene in scenes]
+    return evaluate_images(items).metrics
 
 
 def ms_per_tile(model, tile: int = 256, repeats: int = 5) -> float:

@@ -310,47 +310,25 @@ def train(
 
 
 def validate(model: torch.nn.Module, images: list[LabeledImage], decode: dict[str, Any]) -> dict[str, float]:
-    """Predict each validation image whole, decode, and score with :func:`smallseg.metrics.evaluate`.
-
-    The images are scored together, as one canvas with the images stacked top to bottom: objects of
-    different images never overlap, so matching is per image, and AP accumulates over all detections
-    as COCO's multi-image evaluation does.
+    """Predict each validation image whole, decode, and score them together with
+    :func:`smallseg.metrics.multi.evaluate_images`.
 
     Returns the scorer's numeric metrics (``AP``, ``AP_small``, ``boundary_AP``, ``F1``, ...).
     """
     from smallseg.decode.centroids import DecodeConfig
     from smallseg.decode.components import decode_outputs
-    from smallseg.metrics import evaluate
+    from smallseg.metrics.multi import evaluate_images
 
     config: ModelConfig = model.config
     decode_config = DecodeConfig(**{"max_distance_px": config.max_distance_px, **decode})
     model.eval()
     device = next(model.parameters()).device
-    gt_parts, gt_class_parts, pred_parts, pred_class_parts, scores = [], [], [], [], {}
-    gt_offset = pred_offset = 0
+    items = []
     with torch.inference_mode():
         for item in images:
             x = torch.from_numpy(config.normalise(np.moveaxis(item.image, -1, 0)))[None].to(device)
-            pred = decode_outputs(model(x), decode_config)[0]
-            gt = np.clip(item.instances, 0, None).astype(np.int64)
-            gt_parts.append(np.where(gt > 0, gt + gt_offset, 0))
-            gt_class_parts.append(item.classes if item.classes is not None else (gt > 0).astype(np.int32))
-            gt_offset += int(gt.max())
-            lookup = np.zeros(int(pred.labels.max()) + 1, np.int64)
-            class_lookup = np.zeros(len(lookup), np.int32)
-            lookup[pred.ids] = pred.ids + pred_offset
-            class_lookup[pred.ids] = pred.class_ids
-            pred_parts.append(lookup[pred.labels])
-            pred_class_parts.append(class_lookup[pred.labels])
-            scores.update({int(i) + pred_offset: float(s) for i, s in zip(pred.ids, pred.scores)})
-            pred_offset += int(pred.labels.max())
-    width = max(p.shape[1] for p in gt_parts)
-
-    def stack(parts):
-        return np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in parts])
-
-    report = evaluate(stack(gt_parts), stack(pred_parts), gt_classes=stack(gt_class_parts),
-                      pred_classes=stack(pred_class_parts), pred_objects=scores)
+            items.append((item.instances, item.classes, decode_outputs(model(x), decode_config)[0]))
+    report = evaluate_images(items)
     model.train()
     return {k: float(v) for k, v in report.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
