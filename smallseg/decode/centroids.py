@@ -21,8 +21,11 @@ Re-derived from the CentroidNetV2 description (Dijkstra et al. 2021), not ported
    foreground: the low-distance border between two touching objects is where the fronts meet. Without a
    distance map the fill is by geodesic proximity.
 5. An object is kept if enough votes back it in absolute terms (``min_votes``) and relative to its size
-   (``support`` = backing votes / area >= ``min_support``), it has ``min_area_px`` pixels and its
-   ``score = support x mean foreground probability`` reaches ``min_score``. Its class is the semantic class
+   (``support`` = backing votes / area >= ``min_support``), it has ``min_area_px`` pixels, its distance map
+   peaks at ``min_peak_distance`` or more, and its
+   ``score = support x mean foreground probability x distance-map peak`` reaches ``min_score``. The
+   distance target is normalised per object, so every real object, tiny or large, has a pixel near 1;
+   a splinter of a larger object's border (a few pixels whose short vectors met) peaks low. Its class is the semantic class
    with the largest summed probability over its pixels; its centroid is the mean of its backing votes.
 
 All steps are array operations (numpy/scipy/scikit-image), no Python loop over objects or pixels, and
@@ -64,6 +67,7 @@ class DecodeConfig:
     min_fill: float = 0.02
     min_votes: float = 2.0
     min_support: float = 0.3
+    min_peak_distance: float = 0.5
     min_area_px: int = 2
     min_score: float = 0.05
 
@@ -83,6 +87,7 @@ def decode_instances(
     min_fill: float = 0.02,
     min_votes: float = 2.0,
     min_support: float = 0.3,
+    min_peak_distance: float = 0.5,
     min_area_px: int = 2,
     min_score: float = 0.05,
 ) -> Instances:
@@ -105,6 +110,7 @@ def decode_instances(
             (pi * (1.5 * scale)^2, scale = mean vote length); fewer means a stray clump of another's votes.
         min_votes: backing votes an object needs.
         min_support: backing votes / area an object needs (1.0 = every pixel voted within the error radius).
+        min_peak_distance: highest distance-map value an object needs (ignored without a distance map).
         min_area_px: pixels an object needs.
         min_score: score an object needs.
 
@@ -211,8 +217,13 @@ def decode_instances(
     safe_area = np.maximum(area, 1.0)
     support = np.minimum(backing / safe_area, 1.0)
     mean_fg = np.bincount(labels[fg], weights=fg_prob[fg], minlength=n + 1)[1:] / safe_area
-    score = support * mean_fg
+    peak_distance = np.ones(n)
+    if distance is not None:
+        peak_distance = np.asarray(ndimage.maximum(distance, labels, index=np.arange(1, n + 1)), np.float64)
+    score = support * mean_fg * peak_distance
     keep = (area >= min_area_px) & (backing >= max(min_votes, 1)) & (support >= min_support) & (score >= min_score)
+    if distance is not None:
+        keep &= peak_distance >= min_peak_distance
 
     safe_backing = np.maximum(backing, 1.0)
     voted_y = np.bincount(nearest[confident], weights=vy[confident], minlength=n) / safe_backing
