@@ -34,7 +34,7 @@ import rasterio.warp
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
-from shapely.geometry import MultiPolygon, shape
+from shapely.geometry import MultiPolygon
 
 FIELDS = ("id", "class_id", "class", "score", "area_px", "area_m2")
 GEOJSON_DECIMALS = 7
@@ -72,11 +72,35 @@ def object_polygons(
         raise ValueError("object ids >= 2**31 cannot be polygonised (GDAL takes int32 labels)")
     window = window.astype(np.int32, copy=False)
     mask = np.isin(window, ids)
-    parts: dict[int, list] = {}
     shifted = transform @ Affine.translation(col0 + c0, row0 + r0)
+    # Collect the rings of every polygon, then build all geometries in a few vectorised shapely calls
+    # (one Python shape() per polygon costs more than GDAL's polygonising).
+    coords: list = []
+    ring_of_coord: list[int] = []
+    polygon_of_ring: list[int] = []
+    value_of_polygon: list[int] = []
     for geom, value in rasterio.features.shapes(window, mask=mask, connectivity=4, transform=shifted):
-        parts.setdefault(int(value), []).append(shape(geom))
-    return [MultiPolygon(parts.get(int(i), [])) for i in ids.tolist()]
+        for ring in geom["coordinates"]:  # exterior first, then holes
+            coords.extend(ring)
+            ring_of_coord.extend([len(polygon_of_ring)] * len(ring))
+            polygon_of_ring.append(len(value_of_polygon))
+        value_of_polygon.append(int(value))
+    out = np.empty(len(ids), dtype=object)
+    out[:] = [MultiPolygon() for _ in range(len(ids))]
+    if not value_of_polygon:
+        return list(out)
+    rings = shapely.linearrings(np.asarray(coords, np.float64), indices=np.asarray(ring_of_coord))
+    polygons = shapely.polygons(rings, indices=np.asarray(polygon_of_ring))
+    values = np.asarray(value_of_polygon)
+    order = np.argsort(values, kind="stable")  # multipolygons() groups consecutive equal indices
+    present = np.unique(values)
+    position = np.searchsorted(present, values[order])
+    grouped = shapely.multipolygons(polygons[order], indices=position)
+    lookup = {int(v): k for k, v in enumerate(present.tolist())}
+    for k, obj_id in enumerate(ids.tolist()):
+        if obj_id in lookup:
+            out[k] = grouped[lookup[obj_id]]
+    return list(out)
 
 
 def _object_array(polygons: Sequence[MultiPolygon]) -> np.ndarray:

@@ -1,11 +1,14 @@
 """Predict a whole GeoTIFF in bounded memory: stream tile rows, stitch exactly, write georeferenced outputs.
 
-Flow (one tile row at a time; only about one tile row of the scene is ever in memory)::
+Flow (one tile row at a time; about two tile rows of the scene are in memory at once)::
 
-    reader.read_with_mask(grid.row_window(r))  ─predict_tile_row─▶  Instances per tile
-        ─RowStitcher─▶  finished rows + finished objects  ─▶  checkpoint of tile row r (work folder)
-    after the last tile row: checkpoints ─▶ STEM.instances.tif, STEM.classes.tif, STEM.gpkg, STEM.geojson,
-                                             STEM.objects.csv, STEM.quicklook.png, then STEM.run.json
+    main thread:   reader.read_with_mask(grid.row_window(r)) ─predict_tile_row─▶ Instances per tile ─┐
+    worker thread: RowStitcher ─▶ finished rows + objects ─▶ checkpoint of tile row r ─▶ outputs   ◀─┘
+                   (STEM.instances.tif, STEM.classes.tif, STEM.gpkg, STEM.geojson, staged in the work folder)
+    at the end:    STEM.objects.csv, STEM.quicklook.png; everything moved into OUT; then STEM.run.json
+
+The worker stitches and writes tile row r while the main thread already predicts row r + 1 (one row in
+flight, order kept), so the model rarely waits for stitching, compression or polygonising.
 
 Never lose work, never lie:
 
@@ -13,21 +16,25 @@ Never lose work, never lie:
   the run depends on), one ``band.NNNNNN.npz`` per finished tile row (its finished label/class rows, the
   objects that ended in it, its share of the quick-look), the stitcher's state after the last finished tile
   row (``stitch.NNNNNN.npz``) and ``progress.json`` (the next tile row; replaced atomically last, so it
-  always points at a complete checkpoint). A kill or Ctrl-C at any moment loses at most the tile row in
-  progress; ``resume=True`` continues from there.
-- The outputs are assembled from the checkpoints only after the last tile row, in the work folder, and
-  then moved into ``OUT`` (every file complete when it gets its final name). ``STEM.run.json`` is written
-  last: it is the "finished" marker. The same checkpoints always give the same bytes, so a resumed run's
-  outputs are byte-identical to an uninterrupted run's (``run.json`` differs only in timings/session info).
+  always points at a complete checkpoint). A kill or Ctrl-C at any moment loses at most the tile rows in
+  progress; ``resume=True`` continues from there: the checkpointed bands are replayed into fresh outputs,
+  then streaming goes on.
+- Outputs are built in the work folder and moved into ``OUT`` only when all are complete (each keeps its
+  final name from then on). ``STEM.run.json`` is written last: it is the "finished" marker. Outputs are a
+  function of the bands, the input and the settings only (no clock time), and bands reach them in order,
+  so a resumed run's outputs are byte-identical to an uninterrupted run's (``run.json`` differs only in
+  timings and session info).
 - An ``OUT`` that already holds a finished run for this input is refused unless ``overwrite`` (redo) or
   ``resume`` (nothing to do: the finished result is returned).
 - Input problems are one-line :class:`~smallseg.errors.SmallsegError` s. An input without any valid pixel
   is not an error: the run finishes with empty outputs and a warning (a scene can legitimately be all
   nodata, e.g. one tile of a mosaic); a model that finds nothing is not an error either.
 
-Memory: the read window (bands x tile_h x width), the model's batch, the stitcher's pending band and, at
-the end, the object table (a few numbers per object) - independent of the scene height; width enters
-linearly. Tiles with no valid pixel (nodata collars) are not sent to the model.
+Memory: two read windows (bands x tile_h x width), the model's batch, one tile row of decoded tiles, the
+stitcher's pending band, the label rows needed to polygonise one band's objects and, at the end, the object
+table (a few numbers per object) - independent of the scene height; width enters linearly. Tiles with no
+valid pixel (nodata collars) are not sent to the model. Disk: the checkpoints (compressed label/class
+bands) until the run finishes, about the size of the output rasters.
 """
 
 from __future__ import annotations
@@ -380,7 +387,8 @@ def predict_geotiff(
         overlap_px: tile overlap (default: from the model's largest object, see
             :func:`~smallseg.pipeline.array.plan_tiling`).
         batch_size: tiles per forward pass.
-        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``; a model passed in loaded
+            stays on its device unless ``device`` names one.
         amp: float16 autocast on CUDA.
         bands: 1-based band numbers in the model's order (default: the model's ``band_indices``, else all
             bands, an alpha band dropped when that leaves the model's band count).
@@ -499,12 +507,28 @@ def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, sess
     if overwrite:
         outputs.final("run").unlink(missing_ok=True)  # the folder no longer claims a finished run
 
+    class_names = _class_names(model)
     try:
-        if first_row < grid.n_rows:
-            _stream(reader, grid, model, decode_config, outputs, session, state, first_row, tracer_carry,
-                    batch_size=batch_size, amp=amp, duplicate_ios=duplicate_ios, progress=progress)
-        objects, counts = _assemble(outputs, grid, geometry, reader, _class_names(model), formats, session,
-                                    data_date=_mtime_iso(path), cog=cog, compress=compress)
+        sink = _Sink(outputs, grid, geometry, path.name, class_names, formats, session, data_date=_mtime_iso(path),
+                     cog=cog, compress=compress)
+        try:
+            for r in range(first_row):  # resumed: replay the finished bands into the outputs
+                with np.load(outputs.band(r)) as z:
+                    sink.add_band({name: z[name] for name in z.files})
+            if first_row < grid.n_rows:
+                _stream(reader, grid, model, decode_config, outputs, session, sink, state, first_row, tracer_carry,
+                        batch_size=batch_size, amp=amp, duplicate_ios=duplicate_ios, progress=progress)
+        except BaseException:
+            sink.abort()
+            raise
+        objects, counts, parts = sink.close()
+        t = time.perf_counter()
+        if "csv" in sink.want:
+            write_objects_csv(outputs.staged("csv"), objects, class_names, geometry)
+        if "quicklook" in sink.want:
+            qgrid = quicklook_grid(grid.height, grid.width, QUICKLOOK_MAX_SIDE_PX)
+            write_png(outputs.staged("quicklook"), render_quicklook(qgrid, parts, reader.count))
+        session.add_time("csv_quicklook", time.perf_counter() - t)
     except SmallsegError:
         # Wrong input or options: resuming would fail the same way. Leave nothing behind.
         shutil.rmtree(outputs.work, ignore_errors=True)
@@ -548,12 +572,15 @@ def _open_work(outputs: _Outputs, params: dict, resume: bool, overwrite: bool):
         shutil.rmtree(work)
     if work.exists() and outputs.progress.exists() and outputs.params.exists():
         old = json.loads(outputs.params.read_text(encoding="utf-8"))
-        if old != params:
+        if old != params and overwrite:  # --resume --overwrite: continue if possible, else start over
+            shutil.rmtree(work)
+        elif old != params:
             changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
             raise SmallsegError(
                 f"{work}: the interrupted run used other settings or input ({', '.join(changed)} differ); "
                 f"rerun with the same settings to resume, or pass --overwrite to start over"
             )
+    if work.exists() and outputs.progress.exists() and outputs.params.exists():
         progress = json.loads(outputs.progress.read_text(encoding="utf-8"))
         k = int(progress["next_tile_row"])
         # Anything newer than the checkpoint (the tile row that was in progress) goes.
@@ -578,17 +605,16 @@ def _open_work(outputs: _Outputs, params: dict, resume: bool, overwrite: bool):
     return None, 0, started, None
 
 
-def _test_hook(done_rows: int) -> None:
-    if os.environ.get(_KILL_ENV) == str(done_rows):
-        os.kill(os.getpid(), signal.SIGKILL)
-    if os.environ.get(_PAUSE_ENV) == str(done_rows):
-        print("paused", flush=True)
-        time.sleep(60)
+def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, session: _Session, sink: "_Sink",
+            state, first_row: int, tracer_carry, *, batch_size, amp, duplicate_ios, progress) -> None:
+    """Tile rows ``first_row..``: read and predict here; stitch, checkpoint and outputs in a worker thread.
 
+    The worker handles tile row r while this thread already predicts tile row r + 1, so the model (or the
+    GPU) rarely waits for stitching and writing. Order is kept (one worker, one row in flight), so the
+    result does not depend on timing.
+    """
+    from concurrent.futures import ThreadPoolExecutor
 
-def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, session: _Session, state,
-            first_row: int, tracer_carry, *, batch_size, amp, duplicate_ios, progress) -> None:
-    """Tile rows ``first_row..`` -> checkpoints (see module docstring)."""
     from tqdm.auto import tqdm
 
     stitcher = RowStitcher(grid, duplicate_ios=duplicate_ios, state=state)
@@ -597,159 +623,203 @@ def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, ses
     if tracer_carry is not None:
         tracer.restore(tracer_carry)
     width = grid.width
-    n_found = 0
-    pixels_done = 0
     t0 = time.perf_counter()
     bar = tqdm(total=len(grid), initial=first_row * grid.n_cols, unit="tile", desc=reader.path.name,
                disable=not progress, leave=False, dynamic_ncols=True)
+    done = {"objects": 0, "pixels": 0}
+
+    def finish_row(r: int, band: np.ndarray, valid: np.ndarray, found: list, n_predicted: int) -> None:
+        t = time.perf_counter()
+        out = stitcher.add_tile_row(r, found)
+        wr0 = grid.row_starts[r]
+        rows_valid = valid[out.row0 - wr0 : out.row1 - wr0, :width]
+        classes = np.where(rows_valid, out.classes, np.uint8(255)).astype(np.uint8)
+        image_rows = band[:, out.row0 - wr0 : out.row1 - wr0, :width]
+        outline_part = tracer.add(out.row0, out.labels, out.classes)
+        arrays = {
+            "rows": np.array([out.row0, out.row1], np.int64),
+            "labels": out.labels,
+            "classes": classes,
+            "counters": np.array([int(rows_valid.sum()), n_predicted, len(found) - n_predicted], np.int64),
+            **_table_arrays(out.objects),
+            **image_part(qgrid, out.row0, image_rows, rows_valid).to_arrays("img_"),
+            **(outline_part.to_arrays("outl_") if outline_part is not None else {}),
+            **tracer.carry,
+        }
+        session.add_time("stitch", time.perf_counter() - t)
+
+        t = time.perf_counter()
+        _save_npz(outputs.band(r), arrays)
+        stitcher.state.save(outputs.stitch(r + 1))
+        progress_data = json.loads(outputs.progress.read_text(encoding="utf-8"))
+        progress_data["next_tile_row"] = r + 1
+        _write_json_atomic(outputs.progress, progress_data)  # the checkpoint of tile row r is complete
+        outputs.stitch(r).unlink(missing_ok=True)
+        session.add_time("checkpoint", time.perf_counter() - t)
+        if os.environ.get(_KILL_ENV) == str(r + 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        sink.add_band(arrays)
+        done["objects"] += len(out.objects)
+        done["pixels"] += (out.row1 - out.row0) * width
+        rate = done["pixels"] / 1e6 / max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix(objects=done["objects"], MPps=f"{rate:.2f}", refresh=False)
+        bar.update(len(found))
+
+    pending = None
     try:
-        for r in range(first_row, grid.n_rows):
-            t = time.perf_counter()
-            band, valid = reader.read_with_mask(grid.row_window(r))
-            session.add_time("read", time.perf_counter() - t)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="smallseg-stitch") as worker:
+            for r in range(first_row, grid.n_rows):
+                t = time.perf_counter()
+                band, valid = reader.read_with_mask(grid.row_window(r))
+                session.add_time("read", time.perf_counter() - t)
 
-            t = time.perf_counter()
-            tiles = grid.tile_row(r)
-            all_valid = bool(valid.all())
-            keep = [i for i, tile in enumerate(tiles) if all_valid or valid[:, tile.window.col_off:
-                                                                             tile.window.col_off + grid.tile_w].any()]
-            found = [Instances.empty((grid.tile_h, grid.tile_w))] * len(tiles)
-            if keep:
-                predicted = predict_tile_row(band, None if all_valid else valid, [tiles[i] for i in keep],
-                                             grid.row_starts[r], model, decode_config, batch_size=batch_size,
-                                             amp=amp)
-                for i, inst in zip(keep, predicted):
-                    found[i] = inst
-            session.add_time("predict", time.perf_counter() - t)
+                t = time.perf_counter()
+                tiles = grid.tile_row(r)
+                all_valid = bool(valid.all())
+                # Tiles without a single valid pixel (nodata collars) are not worth a forward pass.
+                keep = [i for i, tile in enumerate(tiles)
+                        if all_valid or valid[:, tile.window.col_off:tile.window.col_off + grid.tile_w].any()]
+                found = [Instances.empty((grid.tile_h, grid.tile_w))] * len(tiles)
+                if keep:
+                    predicted = predict_tile_row(band, None if all_valid else valid, [tiles[i] for i in keep],
+                                                 grid.row_starts[r], model, decode_config, batch_size=batch_size,
+                                                 amp=amp)
+                    for i, inst in zip(keep, predicted):
+                        found[i] = inst
+                session.add_time("predict", time.perf_counter() - t)
 
-            t = time.perf_counter()
-            out = stitcher.add_tile_row(r, found)
-            wr0 = grid.row_starts[r]
-            rows_valid = valid[out.row0 - wr0 : out.row1 - wr0, :width]
-            classes = np.where(rows_valid, out.classes, np.uint8(255)).astype(np.uint8)
-            image_rows = band[:, out.row0 - wr0 : out.row1 - wr0, :width]
-            img_part = image_part(qgrid, out.row0, image_rows, rows_valid)
-            outline_part = tracer.add(out.row0, out.labels, out.classes)
-            arrays = {
-                "rows": np.array([out.row0, out.row1], np.int64),
-                "labels": out.labels,
-                "classes": classes,
-                "counters": np.array([int(rows_valid.sum()), len(keep), len(tiles) - len(keep)], np.int64),
-                **_table_arrays(out.objects),
-                **img_part.to_arrays("img_"),
-                **(outline_part.to_arrays("outl_") if outline_part is not None else {}),
-                **tracer.carry,
-            }
-            session.add_time("stitch", time.perf_counter() - t)
-
-            t = time.perf_counter()
-            _save_npz(outputs.band(r), arrays)
-            stitcher.state.save(outputs.stitch(r + 1))
-            progress_data = json.loads(outputs.progress.read_text(encoding="utf-8"))
-            progress_data["next_tile_row"] = r + 1
-            _write_json_atomic(outputs.progress, progress_data)
-            outputs.stitch(r).unlink(missing_ok=True)
-            session.add_time("checkpoint", time.perf_counter() - t)
-            _test_hook(r + 1)
-
-            n_found += len(out.objects)
-            pixels_done += (out.row1 - out.row0) * width
-            elapsed = time.perf_counter() - t0
-            bar.set_postfix(objects=n_found, MPps=f"{pixels_done / 1e6 / max(elapsed, 1e-9):.2f}", refresh=False)
-            bar.update(len(tiles))
+                t = time.perf_counter()
+                if pending is not None:
+                    pending.result()  # the previous row is done (or its error is raised here)
+                session.add_time("wait_for_worker", time.perf_counter() - t)
+                pending = worker.submit(finish_row, r, band, valid, found, len(keep))
+                if os.environ.get(_PAUSE_ENV) == str(r + 1):
+                    pending.result()
+                    print("paused", flush=True)
+                    time.sleep(60)
+            if pending is not None:
+                t = time.perf_counter()
+                pending.result()
+                session.add_time("wait_for_worker", time.perf_counter() - t)
     finally:
         bar.close()
 
 
-def _assemble(outputs: _Outputs, grid: TileGrid, geometry: RasterGeometry, reader, class_names, formats, session,
-              *, data_date: str, cog: bool, compress: str):
-    """Checkpoints -> staged outputs in the work folder. Returns (object table sorted by id, counts).
+class _Sink:
+    """Finished row bands (live or replayed from checkpoints) -> staged outputs in the work folder.
 
-    Every byte written here is a function of the checkpoints, the input and the settings (no clock time),
-    so a resumed run writes the same files as an uninterrupted one.
+    Every byte written is a function of the bands, the input and the settings (no clock time, no timing),
+    and bands always arrive in order 0, 1, ..., so a resumed run writes the same files as an uninterrupted
+    one. Memory: the rows needed to polygonise the objects of one band (< tile_h + band rows), the object
+    table and the quick-look parts.
     """
-    from smallseg.io.vector import GeoJSONWriter, GeoPackageWriter, object_polygons
 
-    want = {kind for f in formats for kind in _FORMAT_KINDS[f]}
-    metre = _metre_factor(geometry)
-    area_m2_per_px = geometry.pixel_area * metre**2 if metre is not None else float("nan")
-    qgrid = quicklook_grid(grid.height, grid.width, QUICKLOOK_MAX_SIDE_PX)
-    vectors = "gpkg" in want or "geojson" in want
-    tags = {"SMALLSEG_SOURCE": reader.path.name}
-    t = time.perf_counter()
-    tables, parts = [], []
-    counters = np.zeros(3, np.int64)
-    gpkg = GeoPackageWriter(outputs.staged("gpkg"), geometry.crs, class_names) if "gpkg" in want else None
-    geojson = GeoJSONWriter(outputs.staged("geojson"), geometry.crs, class_names, name=outputs.stem) \
-        if "geojson" in want else None
-    pending: list = []  # (polygons, table) batches not yet written to the vector files
+    def __init__(self, outputs: _Outputs, grid: TileGrid, geometry: RasterGeometry, source_name: str,
+                 class_names: Sequence[str], formats, session: _Session, *, data_date: str, cog: bool,
+                 compress: str):
+        from smallseg.io.vector import GeoJSONWriter, GeoPackageWriter
 
-    def flush_vectors():
-        if not pending:
+        self.outputs, self.grid, self.geometry, self.session = outputs, grid, geometry, session
+        self.data_date = data_date
+        want = {kind for f in formats for kind in _FORMAT_KINDS[f]}
+        self.want = want
+        metre = _metre_factor(geometry)
+        self.area_m2_per_px = geometry.pixel_area * metre**2 if metre is not None else float("nan")
+        self.tables: list[ObjectTable] = []
+        self.parts: list[QuicklookPart] = []
+        self.counters = np.zeros(3, np.int64)
+        self.pending: list = []  # (polygons, table) not yet written to the vector files
+        self.window = np.zeros((0, grid.width), np.uint32)  # label rows kept for polygonising
+        self.window_row0 = 0
+        tags = {"SMALLSEG_SOURCE": source_name}
+        self.labels_out = label_writer(outputs.staged("instances"), geometry, cog=cog, compress=compress, tags=tags)
+        self.classes_out = class_writer(outputs.staged("classes"), geometry, cog=cog, compress=compress, tags=tags)
+        self.gpkg = GeoPackageWriter(outputs.staged("gpkg"), geometry.crs, class_names) if "gpkg" in want else None
+        self.geojson = None
+        try:
+            self.labels_out.open()
+            self.classes_out.open()
+            if "geojson" in want:
+                self.geojson = GeoJSONWriter(outputs.staged("geojson"), geometry.crs, class_names, name=outputs.stem)
+        except BaseException:
+            self.abort()
+            raise
+
+    @property
+    def vectors(self) -> bool:
+        return self.gpkg is not None or self.geojson is not None
+
+    def add_band(self, arrays) -> None:
+        """Take one finished band (the arrays of its checkpoint)."""
+        from smallseg.io.vector import object_polygons
+
+        t = time.perf_counter()
+        row0, row1 = (int(v) for v in arrays["rows"])
+        labels = np.asarray(arrays["labels"])
+        self.labels_out.write_rows(row0, labels)
+        self.classes_out.write_rows(row0, arrays["classes"])
+        table = _table_from(arrays)
+        self.tables.append(table)
+        self.counters += np.asarray(arrays["counters"])
+        self.parts.append(QuicklookPart.from_arrays(arrays, "img_"))
+        if "outl_row0" in arrays:
+            self.parts.append(QuicklookPart.from_arrays(arrays, "outl_"))
+        if self.vectors:
+            # An object lies in one tile (< tile_h rows tall) and its last row is in this band, so its
+            # first row is less than tile_h rows above the band.
+            keep_from = max(row0 - self.grid.tile_h, self.window_row0)
+            self.window = np.concatenate([self.window[keep_from - self.window_row0 :], labels])
+            self.window_row0 = keep_from
+            if len(table):
+                if table.bbox[:, 0].min() < self.window_row0:
+                    raise RuntimeError("object taller than a tile: stitching invariant broken")
+                polygons = object_polygons(self.window, self.window_row0, 0, table.ids, table.bbox,
+                                           self.geometry.transform)
+                self.pending.append((polygons, table))
+                if sum(len(tb) for _, tb in self.pending) >= _VECTOR_BATCH:
+                    self._flush_vectors()
+        self.session.add_time("outputs", time.perf_counter() - t)
+
+    def _flush_vectors(self) -> None:
+        if not self.pending:
             return
-        polys = [p for batch, _ in pending for p in batch]
-        table = ObjectTable.concat([tb for _, tb in pending])
-        area_m2 = table.area_px * area_m2_per_px
-        cols = (table.ids, table.class_ids, table.scores, table.area_px, area_m2)
-        if gpkg is not None:
-            with _ogr_date(data_date):
-                gpkg.write(polys, *cols)
-        if geojson is not None:
-            geojson.write(polys, *cols)
-        pending.clear()
+        polygons = [p for batch, _ in self.pending for p in batch]
+        table = ObjectTable.concat([tb for _, tb in self.pending])
+        cols = (table.ids, table.class_ids, table.scores, table.area_px, table.area_px * self.area_m2_per_px)
+        if self.gpkg is not None:
+            with _ogr_date(self.data_date):
+                self.gpkg.write(polygons, *cols)
+        if self.geojson is not None:
+            self.geojson.write(polygons, *cols)
+        self.pending.clear()
 
-    # Rows of the label raster kept for polygonising: an object lies in one tile (< tile_h rows tall) and
-    # its last row is in the band where it finishes, so its first row is above that band by < tile_h rows.
-    window = np.zeros((0, grid.width), np.uint32)
-    window_row0 = 0
-    try:
-        with label_writer(outputs.staged("instances"), geometry, cog=cog, compress=compress, tags=tags) as lw, \
-                class_writer(outputs.staged("classes"), geometry, cog=cog, compress=compress, tags=tags) as cw:
-            for r in range(grid.n_rows):
-                with np.load(outputs.band(r)) as z:
-                    row0, row1 = (int(v) for v in z["rows"])
-                    labels = z["labels"]
-                    lw.write_rows(row0, labels)
-                    cw.write_rows(row0, z["classes"])
-                    table = _table_from(z)
-                    counters += z["counters"]
-                    parts.append(QuicklookPart.from_arrays(z, "img_"))
-                    if "outl_row0" in z.files:
-                        parts.append(QuicklookPart.from_arrays(z, "outl_"))
-                tables.append(table)
-                if vectors:
-                    window = np.concatenate([window, labels])
-                    keep_from = max(row0 - grid.tile_h, window_row0)
-                    window = window[keep_from - window_row0 :]
-                    window_row0 = keep_from
-                    if len(table):
-                        if table.bbox[:, 0].min() < window_row0:
-                            raise RuntimeError("object taller than a tile: stitching invariant broken")
-                        polys = object_polygons(window, window_row0, 0, table.ids, table.bbox, geometry.transform)
-                        pending.append((polys, table))
-                        if sum(len(tb) for _, tb in pending) >= _VECTOR_BATCH:
-                            flush_vectors()
-        flush_vectors()
-        if gpkg is not None:
-            with _ogr_date(data_date):
-                gpkg.close()
-    finally:
-        if geojson is not None:
-            geojson.close()
-    session.add_time("assemble_rasters_vectors", time.perf_counter() - t)
+    def close(self) -> tuple[ObjectTable, dict, list[QuicklookPart]]:
+        """Finish every staged file. Returns (object table sorted by id, counts, quick-look parts)."""
+        t = time.perf_counter()
+        try:
+            self._flush_vectors()
+            if self.gpkg is not None:
+                with _ogr_date(self.data_date):
+                    self.gpkg.close()
+            if self.geojson is not None:
+                self.geojson.close()
+            self.labels_out.close()
+            self.classes_out.close()
+        except BaseException:
+            self.abort()
+            raise
+        self.session.add_time("outputs", time.perf_counter() - t)
+        counts = {"valid_px": int(self.counters[0]), "tiles_predicted": int(self.counters[1]),
+                  "tiles_skipped_nodata": int(self.counters[2])}
+        return ObjectTable.concat(self.tables).sorted_by_id(), counts, self.parts
 
-    objects = ObjectTable.concat(tables).sorted_by_id()
-    if "csv" in want:
-        t = time.perf_counter()
-        write_objects_csv(outputs.staged("csv"), objects, class_names, geometry)
-        session.add_time("csv", time.perf_counter() - t)
-    if "quicklook" in want:
-        t = time.perf_counter()
-        write_png(outputs.staged("quicklook"), render_quicklook(qgrid, parts, reader.count))
-        session.add_time("quicklook", time.perf_counter() - t)
-    counts = {"valid_px": int(counters[0]), "tiles_predicted": int(counters[1]),
-              "tiles_skipped_nodata": int(counters[2])}
-    return objects, counts
+    def abort(self) -> None:
+        """Drop the half-written staged rasters (the rest lies in the work folder and is redone on resume)."""
+        self.labels_out.abort()
+        self.classes_out.abort()
+        if self.geojson is not None:
+            self.geojson.close()
 
 
 class _ogr_date:
