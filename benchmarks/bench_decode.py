@@ -1,6 +1,6 @@
 """Decoding time per tile vs the model's forward time on the same tile (goal: decode <= 10 % of forward).
 
-    .venv/bin/python benchmarks/bench_decode.py [--tile 512] [--encoder resnet18] [--repeats 5]
+    .venv/bin/python benchmarks/bench_decode.py [--tile 512] [--encoder resnet18] [--repeats 5] [--threads N]
 
 Decodes three kinds of head maps for one tile:
 
@@ -77,7 +77,13 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=512, help="tile edge, px")
     parser.add_argument("--encoder", default="resnet18", help="smp encoder of the model whose forward is timed")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (best is reported)")
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="torch threads for the forward pass (0 = torch's default); decoding is single-threaded numpy",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     model = build_model(args.encoder, classes=3).eval()
