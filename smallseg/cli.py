@@ -455,6 +455,43 @@ def _run_demo(args) -> int:
     return 0
 
 
+@_subcommand
+def _add_tune_decode(subparsers) -> None:
+    p = subparsers.add_parser(
+        "tune-decode",
+        help="choose a trained model's decoding thresholds on validation images and store them in it",
+        description=(
+            "Grid-search the decoding thresholds (foreground probability, distance-map peak, score) of a trained "
+            "model on the validation images of a training config (its data.val section), maximising --metric, "
+            "and write a checkpoint that carries the chosen settings (every pipeline reads them from there)."
+        ),
+    )
+    p.add_argument("checkpoint", help="trained model (.safetensors)")
+    p.add_argument("config", help="training config YAML whose data.val lists the validation images")
+    p.add_argument("--out", required=True, help="checkpoint to write (may equal the input to update it in place)")
+    p.add_argument("--metric", default="AP", help="metric to maximise: AP, AP50, AP_small, F1, ... (default: AP)")
+    p.add_argument("--storage-dtype", default="float32", choices=["float32", "float16"],
+                   help="weight precision in the written file (float16 halves its size)")
+    p.set_defaults(run=_run_tune_decode)
+
+
+def _run_tune_decode(args) -> int:
+    from smallseg.train.loop import load_source, load_train_config
+    from smallseg.train.tune import write_tuned_checkpoint
+
+    config = load_train_config(args.config)
+    images = [im for spec in config.data.get("val", []) for im in load_source(spec, config.source_dir)]
+    if not images:
+        raise SmallsegError(f"{args.config}: data.val lists no validation images to tune on")
+    path, best, rows = write_tuned_checkpoint(args.checkpoint, images, args.out, metric=args.metric,
+                                              storage_dtype=args.storage_dtype)
+    top = sorted(rows, key=lambda r: -(r[args.metric] or 0))[:5]
+    for row in top:
+        print("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    print(f"chosen: {best} -> {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,0 +1,55 @@
+"""tune-decode picks the grid point with the best metric and stores it in the checkpoint."""
+
+import numpy as np
+import pytest
+import torch
+
+from smallseg.models import build_model, load_checkpoint, save_checkpoint
+from smallseg.pipeline.array import decode_config_for
+from smallseg.train.data import LabeledImage
+from smallseg.train.tune import tune_decode, write_tuned_checkpoint
+
+
+def _images():
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(2):
+        inst = np.zeros((64, 64), np.int32)
+        for k in range(1, 6):
+            y, x = rng.integers(2, 56, 2)
+            inst[y:y + 5, x:x + 5] = k
+        out.append(LabeledImage(rng.integers(0, 255, (64, 64, 3)).astype(np.uint8), inst, (inst > 0).astype(np.int32),
+                                "test"))
+    return out
+
+
+@pytest.fixture()
+def model():
+    torch.manual_seed(0)
+    m = build_model("resnet18", encoder_depth=3, encoder_output_stride=8, classes=1, decoder_pyramid_channels=32,
+                    decoder_segmentation_channels=32, refine_channels=(8, 8), max_distance_px=6, input_scale=1 / 255)
+    with torch.no_grad():
+        m.heads["semantic"].bias[:] = torch.tensor([-0.5, 0.5])
+    return m.eval()
+
+
+def test_best_row_is_chosen_and_stored(model, tmp_path):
+    images = _images()
+    grid = {"fg_threshold": [0.3, 0.6], "min_score": [0.0, 0.5]}
+    best, rows = tune_decode(model, images, grid=grid, metric="F1")
+    assert len(rows) == 4
+    assert best == {k: max(rows, key=lambda r: r["F1"])[k] for k in grid}
+    src = save_checkpoint(model, tmp_path / "m.safetensors")
+    out, best2, _ = write_tuned_checkpoint(src, images, tmp_path / "tuned.safetensors", grid=grid, metric="F1")
+    tuned = load_checkpoint(out)
+    assert best2 == best
+    config = decode_config_for(tuned)
+    assert config.fg_threshold == best["fg_threshold"] and config.min_score == best["min_score"]
+    # The weights are untouched.
+    for (n, a), (_, b) in zip(model.state_dict().items(), tuned.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n)
+
+
+def test_unknown_setting_is_refused(model):
+    with pytest.raises(Exception, match="unknown decode setting"):
+        tune_decode(model, _images(), grid={"fg_treshold": [0.5]})
