@@ -154,9 +154,9 @@ def decode_instances(
     n_bins = height * width
     votes = np.bincount(flat, weights=w_in, minlength=n_bins).reshape(height, width)
     # truncate=2.5: a 3-tap kernel at the default sigma (the next tap would weigh 3e-4).
-    smooth = votes
+    smooth = votes.astype(np.float32)  # float32 halves the filters' memory traffic; peaks need no more
     if vote_sigma_px > 0:
-        smooth = ndimage.gaussian_filter(votes, vote_sigma_px, mode="constant", truncate=2.5)
+        smooth = ndimage.gaussian_filter(smooth, vote_sigma_px, mode="constant", truncate=2.5)
 
     # 3. Candidate centres: local maxima (a plateau counts once), refined to sub-pixel.
     peak_y, peak_x = _local_maxima(smooth)
@@ -206,9 +206,14 @@ def decode_instances(
     confident = dist_to_centre <= radius[nearest]
     labels = np.zeros((height, width), np.int32)
     labels[ys[confident], xs[confident]] = nearest[confident] + 1
-    if not confident.all() and confident.any():
+    unsure = fg & (labels == 0)
+    if unsure.any() and confident.any():
+        # Flood only the unsure pixels from the labelled pixels touching them: labelled pixels keep their
+        # label anyway, so the result equals a watershed over the whole foreground, at a fraction of the cost.
+        ring = ndimage.binary_dilation(unsure, structure=np.ones((3, 3), bool)) & (labels > 0)
         landscape = -distance if distance is not None else np.zeros((height, width), np.float32)
-        labels = watershed(landscape, markers=labels, mask=fg).astype(np.int32)
+        filled = watershed(landscape, markers=np.where(ring, labels, 0), mask=unsure | ring)
+        labels = np.where(unsure, filled, labels).astype(np.int32)
 
     # 5. Per-object facts and filtering.
     n = len(centres)
@@ -219,7 +224,9 @@ def decode_instances(
     mean_fg = np.bincount(labels[fg], weights=fg_prob[fg], minlength=n + 1)[1:] / safe_area
     peak_distance = np.ones(n)
     if distance is not None:
-        peak_distance = np.asarray(ndimage.maximum(distance, labels, index=np.arange(1, n + 1)), np.float64)
+        peak_distance = np.zeros(n + 1)
+        np.maximum.at(peak_distance, labels[fg], distance[fg])
+        peak_distance = peak_distance[1:]
     score = support * mean_fg * peak_distance
     keep = (area >= min_area_px) & (backing >= max(min_votes, 1)) & (support >= min_support) & (score >= min_score)
     if distance is not None:
