@@ -52,6 +52,7 @@ def _config(folder: Path, epochs: int, val: bool = False) -> Path:
         "optim": {"epochs": epochs, "steps_per_epoch": 6, "batch_size": 4, "lr": 0.003, "warmup_steps": 2},
         "seed": 7,
         "device": "cpu",
+        "tune_decode": False,  # covered by tests/test_train_tune.py
     }
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -9,6 +9,7 @@ One YAML file says everything (see ``configs/``)::
     loss:     {semantic_weight: 1.0, centroid_weight: 1.0, distance_weight: 1.0, class_weights: [1, 3, 1]}
     decode:   {fg_threshold: 0.5, ...}            # used for validation and stored with the model
     init:     runs/earlier/last.safetensors      # optional warm start (same architecture)
+    tune_decode: true                            # after training, tune decode thresholds on data.val
     optim:    {epochs: 10, steps_per_epoch: 100, batch_size: 8, lr: 0.001, weight_decay: 0.0001}
     seed: 0
 
@@ -56,7 +57,7 @@ from smallseg.train.data import (
 from smallseg.train.losses import head_losses
 
 _SECTIONS = ("name", "model", "data", "augment", "loss", "decode", "optim", "seed", "device", "amp", "workers",
-             "storage_dtype", "select_metric", "init")
+             "storage_dtype", "select_metric", "init", "tune_decode")
 
 
 @dataclass
@@ -91,6 +92,7 @@ class TrainConfig:
     storage_dtype: str = "float32"
     select_metric: str = "AP_small"
     init: Path | None = None
+    tune_decode: bool = True
     source_dir: Path = field(default_factory=Path.cwd)
 
 
@@ -131,6 +133,7 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
         storage_dtype=str(raw.get("storage_dtype", "float32")),
         select_metric=str(raw.get("select_metric", "AP_small")),
         init=(path.resolve().parent / raw["init"]) if raw.get("init") else None,
+        tune_decode=bool(raw.get("tune_decode", True)),
         source_dir=path.resolve().parent,
     )
 
@@ -306,6 +309,14 @@ def train(
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()
                      if k.startswith(("loss_total", "val_AP", "val_boundary_AP", "val_F1"))}
             tqdm.write(f"epoch {epoch + 1}: {shown}")
+    if val_images and config.tune_decode and end_epoch == config.optim.epochs and best_path.exists():
+        # The heads' calibration is a product of training: choose the decoding thresholds for it.
+        from smallseg.train.tune import write_tuned_checkpoint
+
+        _, chosen, _ = write_tuned_checkpoint(best_path, val_images, best_path, metric=config.select_metric,
+                                              storage_dtype=config.storage_dtype)
+        if progress:
+            tqdm.write(f"decode settings tuned on validation ({config.select_metric}): {chosen}")
     return TrainResult(run_dir=run_dir, best_checkpoint=best_path, last_checkpoint=last_path, history=history)
 
 
