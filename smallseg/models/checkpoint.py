@@ -60,6 +60,10 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, storage_dtype:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        # mkstemp creates 0600; a model file is meant to be shared (and shipped), so use the usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
