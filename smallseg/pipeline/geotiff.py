@@ -2,13 +2,14 @@
 
 Flow (one tile row at a time; about two tile rows of the scene are in memory at once)::
 
-    main thread:   reader.read_with_mask(grid.row_window(r)) ─predict_tile_row─▶ Instances per tile ─┐
-    worker thread: RowStitcher ─▶ finished rows + objects ─▶ checkpoint of tile row r ─▶ outputs   ◀─┘
+    main thread:   reader.read_with_mask(grid.row_window(r)) ─model (predict_tile_row)─▶ head maps ─┐
+    worker thread: decode ─▶ RowStitcher ─▶ finished rows + objects ─▶ checkpoint of row r ─▶ outputs ◀─┘
                    (STEM.instances.tif, STEM.classes.tif, STEM.gpkg, STEM.geojson, staged in the work folder)
     at the end:    STEM.objects.csv, STEM.quicklook.png; everything moved into OUT; then STEM.run.json
 
-The worker stitches and writes tile row r while the main thread already predicts row r + 1 (one row in
-flight, order kept), so the model rarely waits for stitching, compression or polygonising.
+The worker decodes, stitches and writes while the main thread already runs the model on the next batch /
+tile row (one row in flight, order kept), so the model rarely waits for decoding, stitching, compression or
+polygonising.
 
 Never lose work, never lie:
 
@@ -42,7 +43,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -607,11 +607,12 @@ def _open_work(outputs: _Outputs, params: dict, resume: bool, overwrite: bool):
 
 def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, session: _Session, sink: "_Sink",
             state, first_row: int, tracer_carry, *, batch_size, amp, duplicate_ios, progress) -> None:
-    """Tile rows ``first_row..``: read and predict here; stitch, checkpoint and outputs in a worker thread.
+    """Tile rows ``first_row..``: read and run the model here; decoding, stitching, checkpoints and outputs
+    in one worker thread.
 
-    The worker handles tile row r while this thread already predicts tile row r + 1, so the model (or the
-    GPU) rarely waits for stitching and writing. Order is kept (one worker, one row in flight), so the
-    result does not depend on timing.
+    The worker decodes batch b while this thread runs the model on batch b + 1, and stitches and writes tile
+    row r while the model works on row r + 1, so the model (or the GPU) rarely waits. One worker, tasks in
+    submission order, one tile row in flight: the result does not depend on timing.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -684,7 +685,7 @@ def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, ses
                 if keep:
                     predicted = predict_tile_row(band, None if all_valid else valid, [tiles[i] for i in keep],
                                                  grid.row_starts[r], model, decode_config, batch_size=batch_size,
-                                                 amp=amp)
+                                                 amp=amp, decode_executor=worker)
                     for i, inst in zip(keep, predicted):
                         found[i] = inst
                 session.add_time("predict", time.perf_counter() - t)
@@ -845,10 +846,6 @@ class _ogr_date:
 # ----------------------------------------------------------------------------------------- object table
 
 
-def _float_text(value: float) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
-
-
 def write_objects_csv(path: str | os.PathLike, objects: ObjectTable, class_names: Sequence[str],
                       geometry: RasterGeometry) -> Path:
     """Write the object table as CSV (columns :data:`CSV_COLUMNS`).
@@ -859,23 +856,25 @@ def write_objects_csv(path: str | os.PathLike, objects: ObjectTable, class_names
     """
     path = Path(path)
     metre = _metre_factor(geometry)
-    transform = geometry.transform
+    n = len(objects)
+    cy, cx = objects.centroids_yx[:, 0].astype(np.float64), objects.centroids_yx[:, 1].astype(np.float64)
+    t = geometry.transform
+    x = t.a * (cx + 0.5) + t.b * (cy + 0.5) + t.c  # pixel centre -> map coordinates
+    y = t.d * (cx + 0.5) + t.e * (cy + 0.5) + t.f
+    area_px = objects.area_px.astype(np.int64)
+    area_m2 = [""] * n if metre is None else map(repr, (area_px * (geometry.pixel_area * metre**2)).tolist())
+    names = [class_names[c - 1] if 1 <= c <= len(class_names) else str(c) for c in objects.class_ids.tolist()]
+    columns = [
+        objects.ids.tolist(), objects.class_ids.tolist(), names,
+        [str(v) for v in objects.scores.astype(np.float32)],  # shortest text that reads back as the float32
+        area_px.tolist(), area_m2, map(repr, cy.tolist()), map(repr, cx.tolist()), map(repr, x.tolist()),
+        map(repr, y.tolist()), *objects.bbox.T.tolist(), *objects.tile_rc.T.tolist(),
+        objects.touches_tile_edge.astype(int).tolist(),
+    ]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
         out.writerow(CSV_COLUMNS)
-        for i in range(len(objects)):
-            cy, cx = (float(v) for v in objects.centroids_yx[i])
-            x, y = transform @ (cx + 0.5, cy + 0.5)
-            class_id = int(objects.class_ids[i])
-            area_px = int(objects.area_px[i])
-            area_m2 = area_px * geometry.pixel_area * metre**2 if metre is not None else None
-            out.writerow([
-                int(objects.ids[i]), class_id,
-                class_names[class_id - 1] if 1 <= class_id <= len(class_names) else str(class_id),
-                str(np.float32(objects.scores[i])), area_px, _float_text(area_m2), repr(cy), repr(cx),
-                repr(float(x)), repr(float(y)), *(int(v) for v in objects.bbox[i]),
-                *(int(v) for v in objects.tile_rc[i]), int(bool(objects.touches_tile_edge[i])),
-            ])
+        out.writerows(zip(*columns))
     return path
 
 
