@@ -22,6 +22,12 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rasterio-cc0"
 ROOT = Path(__file__).resolve().parents[1]
 DATA_FILES = ("instances.tif", "classes.tif", "gpkg", "geojson", "objects.csv", "quicklook.png")
 
+def _default_sigint():
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no KeyboardInterrupt
+    # handler; restore the default so the child reacts to Ctrl-C as it does in a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
@@ -188,7 +194,8 @@ def test_ctrl_c_mid_run_then_resume_gives_the_same_bytes(tmp_path, checkpoint, c
     cmd = [sys.executable, "-m", "smallseg", "tile-and-predict", str(src), "--out", str(out), "--model",
            str(checkpoint), "--quiet"]
     env = dict(os.environ, SMALLSEG_TEST_PAUSE_AFTER_TILE_ROWS="2", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     try:
         assert proc.stdout.readline().strip() == "paused"  # two tile rows are checkpointed, more to go
         proc.send_signal(signal.SIGINT)

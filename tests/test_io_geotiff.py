@@ -21,6 +21,12 @@ from smallseg.io.geotiff import RasterGeometry, class_writer, label_writer, open
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rasterio-cc0"
 ROOT = Path(__file__).resolve().parents[1]
 
+def _default_sigint():
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no KeyboardInterrupt
+    # handler; restore the default so the child reacts to Ctrl-C as it does in a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 
 def _one_line_error(fn, *needles):
     with pytest.raises(SmallsegError) as err:
@@ -289,6 +295,7 @@ def test_ctrl_c_in_a_real_process_leaves_no_final_file(tmp_path):
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint,
                             text=True, cwd=ROOT)
     try:
         assert proc.stdout.readline().strip() == "writing"
