@@ -27,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"smallseg {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in _SUBCOMMANDS:
+    # The everyday jobs first, then scoring and data, then model making.
+    order = ["demo", "tile_and_predict", "dicom_batch", "evaluate", "synth", "train", "tune_decode"]
+    rank = {f"_add_{name}": i for i, name in enumerate(order)}
+    for add in sorted(_SUBCOMMANDS, key=lambda fn: rank.get(fn.__name__, len(order))):
         add(subparsers)
     return parser
 

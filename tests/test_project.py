@@ -23,3 +23,31 @@ def test_version_matches_package_metadata():
     from importlib.metadata import version
 
     assert version("smallseg") == smallseg.__version__
+
+
+def test_every_subcommand_option_has_help_text():
+    import argparse
+
+    from smallseg.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"demo", "tile-and-predict", "dicom-batch", "evaluate", "synth", "train", "tune-decode"} <= set(sub.choices)
+    missing = []
+
+    def check(name, subparser):
+        assert subparser.description or subparser.format_help(), f"{name} has no description"
+        for action in subparser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if isinstance(action, argparse._SubParsersAction):  # e.g. `synth remote-sensing`
+                for child, child_parser in action.choices.items():
+                    check(f"{name} {child}", child_parser)
+                continue
+            if not (action.help and action.help.strip()):
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+
+    for name, subparser in sub.choices.items():
+        assert subparser.description, f"{name} has no description"
+        check(name, subparser)
+    assert not missing, f"options without help: {missing}"
