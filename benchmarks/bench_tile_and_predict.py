@@ -55,10 +55,10 @@ def default_model():
 
 
 def load(model_arg: str | None):
-    from smallseg.models import load_checkpoint
+    from smallseg.models.registry import load_model
 
     if model_arg:
-        return load_checkpoint(model_arg), model_arg
+        return load_model(model_arg), model_arg  # a built-in name (remote-sensing) or a checkpoint path
     return default_model(), "untrained, default remote-sensing architecture"
 
 
@@ -92,11 +92,14 @@ class ForwardTimer:
         self.calls += 1
 
 
-def bare_forward(model, image_path: Path, grid, batch_size: int, tiles_per_row: list[int]) -> float:
-    """Forward passes over ``tiles_per_row[r]`` tiles of tile row r (real pixels, normalised beforehand)."""
+def bare_forward(model, image_path: Path, grid, batch_size: int, tiles_per_row: list[int]) -> tuple[float, float]:
+    """Forward passes over ``tiles_per_row[r]`` tiles of tile row r (real pixels, normalised beforehand).
+
+    Returns (wall seconds, process CPU seconds) spent in the forward calls only.
+    """
     from smallseg.io.geotiff import open_raster
 
-    total = 0.0
+    total = cpu = 0.0
     config = model.config
     with open_raster(image_path) as src, torch.inference_mode():
         for r, n in enumerate(tiles_per_row):
@@ -107,10 +110,11 @@ def bare_forward(model, image_path: Path, grid, batch_size: int, tiles_per_row: 
             xs = [config.normalise(band[:, :, t.window.col_off:t.window.col_off + grid.tile_w]) for t in tiles]
             for start in range(0, n, batch_size):
                 batch = torch.from_numpy(np.stack(xs[start:start + batch_size]))
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 model(batch)
                 total += time.perf_counter() - t
-    return total
+                cpu += time.process_time() - c
+    return total, cpu
 
 
 def run_time(args) -> None:
@@ -131,23 +135,29 @@ def run_time(args) -> None:
     with torch.inference_mode():  # warm-up: first calls allocate
         model(torch.zeros(args.batch_size, model.config.in_channels, plan.tile_size_px, plan.tile_size_px))
     # Interleaved (bare, run, bare, run, ..., bare) so that load changes on a shared machine hit both alike.
-    bares, runs, inside, results = [], [], [], []
+    bares, bare_cpus, runs, run_cpus, inside, results = [], [], [], [], [], []
     timer = ForwardTimer(model)
     for rep in range(args.repeats):
-        bares.append(bare_forward(model, image, grid, args.batch_size, same_tiles))
+        wall, cpu = bare_forward(model, image, grid, args.batch_size, same_tiles)
+        bares.append(wall)
+        bare_cpus.append(cpu)
         timer.seconds = 0.0
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         result = predict_geotiff(image, work / "out", model, tile_size_px=plan.tile_size_px,
                                  batch_size=args.batch_size, overwrite=True, progress=False)
         runs.append(time.perf_counter() - t)
+        run_cpus.append(time.process_time() - c)
         inside.append(timer.seconds)
         results.append(result)
-    bares.append(bare_forward(model, image, grid, args.batch_size, same_tiles))
-    bare_once = bare_forward(model, image, once, args.batch_size, once_tiles)
+    wall, cpu = bare_forward(model, image, grid, args.batch_size, same_tiles)
+    bares.append(wall)
+    bare_cpus.append(cpu)
+    bare_once, bare_once_cpu = bare_forward(model, image, once, args.batch_size, once_tiles)
     k = int(np.argmin(runs))  # the fastest run, with the forward time measured inside it
     e2e, forward_in_run = runs[k], inside[k]
     bare = (bares[k] + bares[k + 1]) / 2  # the bare passes just before and after that run
     bare_before, bare_after = bares[k], bares[k + 1]
+    bare_cpu = (bare_cpus[k] + bare_cpus[k + 1]) / 2
     result = results[k]
     timings = result.run["timings_s"]
     mp = args.size * args.size / 1e6
@@ -164,6 +174,13 @@ def run_time(args) -> None:
     print(f"| bare forward, same tiles (before / after: {bare_before:.1f} / {bare_after:.1f}) | {bare:.1f} | "
           f"{e2e / bare:.2f} |")
     print(f"| bare forward, scene once ({len(once)} tiles, no overlap) | {bare_once:.1f} | {e2e / bare_once:.2f} |")
+    print()
+    print("CPU time of the process (all threads; what counts when every core is busy):\n")
+    print("| measurement | CPU seconds | end-to-end / this |")
+    print("| --- | --- | --- |")
+    print(f"| end-to-end predict_geotiff | {run_cpus[k]:.1f} | 1.00 |")
+    print(f"| bare forward, same tiles | {bare_cpu:.1f} | {run_cpus[k] / bare_cpu:.2f} |")
+    print(f"| bare forward, scene once | {bare_once_cpu:.1f} | {run_cpus[k] / bare_once_cpu:.2f} |")
     print()
     print("Stages of the end-to-end run (seconds; predict = forward + decode + nodata masking):\n")
     print("| " + " | ".join(timings) + " |")
@@ -226,7 +243,8 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=None, help="tile side (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2, help="end-to-end runs (time mode), interleaved with bare")
-    parser.add_argument("--model", default=None, help="checkpoint (default: untrained default architecture)")
+    parser.add_argument("--model", default=None,
+                        help="built-in model name or checkpoint (default: untrained default architecture)")
     parser.add_argument("--work", default="/tmp/bench_tile_and_predict", help="scenes and outputs")
     args = parser.parse_args()
     {"time": run_time, "memory": run_memory, "memory-child": run_memory_child}[args.mode](args)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -57,6 +58,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import rasterio
 import torch
 
 from smallseg.decode.centroids import DecodeConfig
@@ -94,6 +96,7 @@ CSV_COLUMNS = (
 )
 QUICKLOOK_MAX_SIDE_PX = 1024
 _VECTOR_BATCH = 4096
+_CSV_CHUNK = 65536
 _STATE_FORMAT = 1
 # Band statistics further than this many training standard deviations from the training mean get a warning.
 _STATS_WARN_Z = 3.0
@@ -509,23 +512,15 @@ def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, sess
 
     class_names = _class_names(model)
     try:
-        sink = _Sink(outputs, grid, geometry, path.name, class_names, formats, session, data_date=_mtime_iso(path),
-                     cog=cog, compress=compress)
-        try:
-            for r in range(first_row):  # resumed: replay the finished bands into the outputs
-                with np.load(outputs.band(r)) as z:
-                    sink.add_band({name: z[name] for name in z.files})
-            if first_row < grid.n_rows:
-                _stream(reader, grid, model, decode_config, outputs, session, sink, state, first_row, tracer_carry,
-                        batch_size=batch_size, amp=amp, duplicate_ios=duplicate_ios, progress=progress)
-        except BaseException:
-            sink.abort()
-            raise
-        objects, counts, parts = sink.close()
+        with rasterio.Env(GDAL_CACHEMAX=_gdal_cache_mb(reader, grid)):
+            objects, counts, parts = _predict_and_write(
+                path, outputs, reader, model, decode_config, grid, session, state, first_row, tracer_carry,
+                class_names, formats, batch_size=batch_size, amp=amp, duplicate_ios=duplicate_ios,
+                progress=progress, cog=cog, compress=compress)
         t = time.perf_counter()
-        if "csv" in sink.want:
+        if "csv" in formats:
             write_objects_csv(outputs.staged("csv"), objects, class_names, geometry)
-        if "quicklook" in sink.want:
+        if "png" in formats:
             qgrid = quicklook_grid(grid.height, grid.width, QUICKLOOK_MAX_SIDE_PX)
             write_png(outputs.staged("quicklook"), render_quicklook(qgrid, parts, reader.count))
         session.add_time("csv_quicklook", time.perf_counter() - t)
@@ -557,6 +552,37 @@ def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, sess
     paths["run"] = outputs.final("run")
     shutil.rmtree(outputs.work, ignore_errors=True)
     return PredictionResult(input_path=path, paths=paths, objects=objects, class_names=_class_names(model), run=run)
+
+
+def _gdal_cache_mb(reader: GeoTiffReader, grid: TileGrid) -> int:
+    """GDAL block cache for the run, in MB: room for two block rows of the input (a tile row window may
+    span two) and one block row of each output raster, plus slack. GDAL's default (5 % of RAM) would let
+    the cache, and so the process, grow with the scene up to that size."""
+    block_rows = reader.block_shape[0]
+    item = np.dtype(reader.dtype).itemsize
+    window_rows = min((math.ceil(grid.tile_h / block_rows) + 1) * block_rows, grid.height + block_rows)
+    need = window_rows * grid.width * reader.count * item + 512 * grid.width * 5  # uint32 + uint8 outputs
+    return int(max(64, math.ceil(need / 2**20) + 32))
+
+
+def _predict_and_write(path, outputs: _Outputs, reader, model, decode_config, grid: TileGrid, session, state,
+                       first_row, tracer_carry, class_names, formats, *, batch_size, amp, duplicate_ios, progress,
+                       cog, compress):
+    """Replay checkpointed bands (resumed run), stream the remaining tile rows, finish the staged rasters and
+    vectors. Returns (object table sorted by id, counts, quick-look parts)."""
+    sink = _Sink(outputs, grid, reader.geometry, path.name, class_names, formats, session,
+                 data_date=_mtime_iso(path), cog=cog, compress=compress)
+    try:
+        for r in range(first_row):  # resumed: replay the finished bands into the outputs
+            with np.load(outputs.band(r)) as z:
+                sink.add_band({name: z[name] for name in z.files})
+        if first_row < grid.n_rows:
+            _stream(reader, grid, model, decode_config, outputs, session, sink, state, first_row, tracer_carry,
+                    batch_size=batch_size, amp=amp, duplicate_ios=duplicate_ios, progress=progress)
+    except BaseException:
+        sink.abort()
+        raise
+    return sink.close()
 
 
 def _open_work(outputs: _Outputs, params: dict, resume: bool, overwrite: bool):
@@ -813,7 +839,9 @@ class _Sink:
         self.session.add_time("outputs", time.perf_counter() - t)
         counts = {"valid_px": int(self.counters[0]), "tiles_predicted": int(self.counters[1]),
                   "tiles_skipped_nodata": int(self.counters[2])}
-        return ObjectTable.concat(self.tables).sorted_by_id(), counts, self.parts
+        objects = ObjectTable.concat(self.tables).sorted_by_id()
+        self.tables = []
+        return objects, counts, self.parts
 
     def abort(self) -> None:
         """Drop the half-written staged rasters (the rest lies in the work folder and is redone on resume)."""
@@ -855,6 +883,17 @@ def write_objects_csv(path: str | os.PathLike, objects: ObjectTable, class_names
     grid coordinates when it has none); ``bbox_*`` half-open scene px; ``score`` in [0, 1].
     """
     path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(CSV_COLUMNS)
+        for start in range(0, len(objects), _CSV_CHUNK):  # in chunks: text columns of every object add up
+            stop = min(start + _CSV_CHUNK, len(objects))
+            chunk = ObjectTable(**{k: v[start:stop] for k, v in asdict(objects).items()})
+            out.writerows(zip(*_csv_columns(chunk, class_names, geometry)))
+    return path
+
+
+def _csv_columns(objects: ObjectTable, class_names: Sequence[str], geometry: RasterGeometry) -> list:
     metre = _metre_factor(geometry)
     n = len(objects)
     cy, cx = objects.centroids_yx[:, 0].astype(np.float64), objects.centroids_yx[:, 1].astype(np.float64)
@@ -864,18 +903,13 @@ def write_objects_csv(path: str | os.PathLike, objects: ObjectTable, class_names
     area_px = objects.area_px.astype(np.int64)
     area_m2 = [""] * n if metre is None else map(repr, (area_px * (geometry.pixel_area * metre**2)).tolist())
     names = [class_names[c - 1] if 1 <= c <= len(class_names) else str(c) for c in objects.class_ids.tolist()]
-    columns = [
+    return [
         objects.ids.tolist(), objects.class_ids.tolist(), names,
         [str(v) for v in objects.scores.astype(np.float32)],  # shortest text that reads back as the float32
         area_px.tolist(), area_m2, map(repr, cy.tolist()), map(repr, cx.tolist()), map(repr, x.tolist()),
         map(repr, y.tolist()), *objects.bbox.T.tolist(), *objects.tile_rc.T.tolist(),
         objects.touches_tile_edge.astype(int).tolist(),
     ]
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(CSV_COLUMNS)
-        out.writerows(zip(*columns))
-    return path
 
 
 def read_objects_csv(path: str | os.PathLike) -> ObjectTable:
