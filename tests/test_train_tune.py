@@ -36,15 +36,17 @@ def model():
 def test_best_row_is_chosen_and_stored(model, tmp_path):
     images = _images()
     grid = {"fg_threshold": [0.3, 0.6], "min_score": [0.0, 0.5]}
-    best, rows = tune_decode(model, images, grid=grid, metric="F1")
+    best, rows = tune_decode(model, images, grid=grid, metric="F1", score_thresholds=None)
     assert len(rows) == 4
     assert best == {k: max(rows, key=lambda r: r["F1"])[k] for k in grid}
     src = save_checkpoint(model, tmp_path / "m.safetensors")
     out, best2, _ = write_tuned_checkpoint(src, images, tmp_path / "tuned.safetensors", grid=grid, metric="F1")
+    # The operating point: min_score re-chosen for the best F1 among the candidate thresholds.
+    best = dict(best)
     tuned = load_checkpoint(out)
-    assert best2 == best
+    assert best2["fg_threshold"] == best["fg_threshold"]
     config = decode_config_for(tuned)
-    assert config.fg_threshold == best["fg_threshold"] and config.min_score == best["min_score"]
+    assert config.fg_threshold == best2["fg_threshold"] and config.min_score == best2["min_score"]
     # The weights are untouched.
     for (n, a), (_, b) in zip(model.state_dict().items(), tuned.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n)
@@ -53,3 +55,12 @@ def test_best_row_is_chosen_and_stored(model, tmp_path):
 def test_unknown_setting_is_refused(model):
     with pytest.raises(Exception, match="unknown decode setting"):
         tune_decode(model, _images(), grid={"fg_treshold": [0.5]})
+
+
+def test_operating_point_is_the_best_f1_threshold(model):
+    images = _images()
+    thresholds = [0.0, 0.3, 0.6, 0.9]
+    best, rows = tune_decode(model, images, grid={"fg_threshold": [0.4]}, score_thresholds=thresholds)
+    operating = [r for r in rows if r.get("stage") == "operating point"]
+    assert [r["min_score"] for r in operating] == thresholds
+    assert best["min_score"] == max(operating, key=lambda r: r["F1"])["min_score"]

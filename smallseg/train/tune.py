@@ -23,7 +23,7 @@ from smallseg.train.data import LabeledImage
 
 DEFAULT_GRID: dict[str, list[float]] = {
     "fg_threshold": [0.3, 0.4, 0.5, 0.6],
-    "min_peak_distance": [0.0, 0.1, 0.2, 0.3],
+    "min_peak_distance": [0.0, 0.1, 0.2, 0.3, 0.4],
     "min_score": [0.05, 0.1, 0.2],
 }
 
@@ -34,6 +34,7 @@ def tune_decode(
     *,
     grid: dict[str, list[float]] | None = None,
     metric: str = "AP",
+    score_thresholds: list[float] | None = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Grid-search decode settings on validation images.
 
@@ -43,6 +44,8 @@ def tune_decode(
         grid: ``{DecodeConfig field: candidate values}`` (default :data:`DEFAULT_GRID`); fields the model
             cannot use (e.g. ``min_peak_distance`` without a distance head) are dropped.
         metric: the scorer's metric to maximise (``AP``, ``AP_small``, ``F1``, ...).
+        score_thresholds: candidate output score thresholds; after the grid search, ``min_score`` is set
+            to the one with the best F1 at IoU 0.5 (None: keep the grid's choice).
 
     Returns:
         (best settings as a dict of the tuned fields, one row per combination with its metrics).
@@ -80,7 +83,21 @@ def tune_decode(
         rows.append({**settings, **{k: metrics[k] for k in ("AP", "AP50", "AP_small", "F1", "count_pred", "count_gt")
                                     if k in metrics}})
     best = max(rows, key=lambda r: (r[metric] if r[metric] is not None else -1.0))
-    return {k: best[k] for k in keys}, rows
+    chosen = {k: best[k] for k in keys}
+    # AP does not depend on where low-score detections are cut, but the objects a user gets do: the output
+    # score threshold is the operating point with the best F1 at IoU 0.5 (the others as chosen above).
+    if score_thresholds:
+        operating = []
+        for threshold in score_thresholds:
+            config = dataclasses.replace(base, **{**chosen, "min_score": threshold})
+            items = [(item.instances, item.classes, decode_outputs(out, config)[0])
+                     for item, out in zip(images, outputs)]
+            m = evaluate_images(items).metrics
+            operating.append({**chosen, "min_score": threshold, "stage": "operating point",
+                              **{k: m[k] for k in ("AP", "AP50", "AP_small", "F1", "count_pred", "count_gt") if k in m}})
+        rows.extend(operating)
+        chosen["min_score"] = max(operating, key=lambda r: (r["F1"] if r["F1"] is not None else -1.0))["min_score"]
+    return chosen, rows
 
 
 def write_tuned_checkpoint(source: str | os.PathLike, images: list[LabeledImage], out: str | os.PathLike, *,
@@ -93,7 +110,10 @@ def write_tuned_checkpoint(source: str | os.PathLike, images: list[LabeledImage]
     best, rows = tune_decode(model, images, grid=grid, metric=metric)
     training = dict(model.config.training or {})
     training["decode"] = {**dict(training.get("decode") or {}), **best}
+    grid_rows = [r for r in rows if "stage" not in r and r[metric] is not None]
+    final = [r for r in rows if r.get("stage") and r["min_score"] == best.get("min_score")]
     training["decode_tuned_on"] = {"images": len(images), "metric": metric,
-                                   "value": max(r[metric] for r in rows if r[metric] is not None)}
+                                   "value": max(r[metric] for r in grid_rows),
+                                   "F1_at_chosen_min_score": final[0]["F1"] if final else None}
     model.config.training = training
     return save_checkpoint(model, out, storage_dtype=storage_dtype), best, rows
