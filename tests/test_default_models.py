@@ -1,0 +1,58 @@
+"""The shipped models load by name, carry tuned decode settings, and find objects they were never trained on.
+
+Thresholds sit well below the scores measured in benchmarks/RESULTS.md ("Default models"), so they catch a
+broken or swapped weights file, a normalisation change or a decoding regression, not noise.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from smallseg.data.remote_sensing import make_remote_sensing_scene
+from smallseg.io.medical import IntensityPreset
+from smallseg.metrics.multi import evaluate_images
+from smallseg.models.registry import WEIGHTS_DIR, builtin_models, load_model
+from smallseg.pipeline.array import predict_array
+from smallseg.train.data import MEDICAL_PRESETS
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_both_models_ship_small_and_load_by_name():
+    assert set(builtin_models()) >= {"remote-sensing", "medical"}
+    for name in ("remote-sensing", "medical"):
+        assert (WEIGHTS_DIR / f"{name}.safetensors").stat().st_size <= 10 * 2**20
+        model = load_model(name)
+        assert model.config.training.get("decode_tuned_on"), "decode settings were tuned on validation data"
+    assert load_model("remote-sensing").config.class_names == ["car", "building"]
+    assert load_model("medical").config.in_channels == 1
+
+
+def test_remote_sensing_model_finds_cars_and_buildings_in_a_held_out_scene():
+    model = load_model("remote-sensing")
+    scene = make_remote_sensing_scene(384, 384, seed=123_457, pixel_size_m=0.4)  # seed in no training range
+    metrics = evaluate_images([(scene.instances, scene.classes, predict_array(scene.image, model))]).metrics
+    assert metrics["AP50"] >= 0.15, metrics
+    assert metrics["count_error_relative"] <= 0.6, metrics
+
+
+def test_medical_model_on_a_real_fluorescence_image():
+    model = load_model("medical")
+    image = tifffile.imread(DATA / "dsb2018_nuclei_image.tif")
+    labels = tifffile.imread(DATA / "dsb2018_nuclei_labels.tif").astype(np.int64)
+    preset = IntensityPreset.from_dict(MEDICAL_PRESETS["microscopy"]).resolve(image)
+    pred = predict_array(preset.apply(image) / np.float32(model.config.input_scale), model)
+    metrics = evaluate_images([(labels, (labels > 0).astype(np.int32), pred)]).metrics
+    assert metrics["F1"] >= 0.15, metrics
+    assert 0.5 * metrics["count_gt"] <= metrics["count_pred"] <= 2.0 * metrics["count_gt"], metrics
