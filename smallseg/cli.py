@@ -375,6 +375,9 @@ def _add_tile_and_predict(subparsers) -> None:
 def _run_tile_and_predict(args) -> int:
     import warnings
 
+    # GDAL's block cache defaults to 5 % of RAM and fills up as a huge scene streams by; a few block rows
+    # is all this pipeline reuses. Read once, at GDAL's first raster access, so set it before any.
+    os.environ.setdefault("GDAL_CACHEMAX", "256")
     from smallseg.pipeline.geotiff import find_inputs, predict_geotiff
 
     bands = None

@@ -276,11 +276,6 @@ class GeoTiffReader:
         return len(self.bands)
 
     @property
-    def block_shape(self) -> tuple[int, int]:
-        """(rows, cols) of the file's internal blocks (strips: (rows per strip, width))."""
-        return tuple(int(v) for v in self._ds.block_shapes[self.bands[0] - 1])
-
-    @property
     def fill_value(self):
         """Value of pixels outside the raster in boundless reads: nodata, or 0 without one."""
         return 0 if self.nodata is None else self.nodata

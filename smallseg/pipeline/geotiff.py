@@ -33,7 +33,9 @@ Never lose work, never lie:
 
 Memory: two read windows (bands x tile_h x width), the model's batch, one tile row of decoded tiles, the
 stitcher's pending band, the label rows needed to polygonise one band's objects and, at the end, the object
-table (a few numbers per object) - independent of the scene height; width enters linearly. Tiles with no
+table (a few numbers per object) - independent of the scene height; width enters linearly. GDAL's block
+cache comes on top: by default up to 5 % of RAM, filled as the scene streams by; set the ``GDAL_CACHEMAX``
+environment variable (MB) before the first raster is read to bound it (the CLI sets 256 unless it is set). Tiles with no
 valid pixel (nodata collars) are not sent to the model. Disk: the checkpoints (compressed label/class
 bands) until the run finishes, about the size of the output rasters.
 """
@@ -43,7 +45,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -58,7 +59,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import rasterio
 import torch
 
 from smallseg.decode.centroids import DecodeConfig
@@ -512,11 +512,10 @@ def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, sess
 
     class_names = _class_names(model)
     try:
-        with rasterio.Env(GDAL_CACHEMAX=_gdal_cache_mb(reader, grid)):
-            objects, counts, parts = _predict_and_write(
-                path, outputs, reader, model, decode_config, grid, session, state, first_row, tracer_carry,
-                class_names, formats, batch_size=batch_size, amp=amp, duplicate_ios=duplicate_ios,
-                progress=progress, cog=cog, compress=compress)
+        objects, counts, parts = _predict_and_write(
+            path, outputs, reader, model, decode_config, grid, session, state, first_row, tracer_carry,
+            class_names, formats, batch_size=batch_size, amp=amp, duplicate_ios=duplicate_ios,
+            progress=progress, cog=cog, compress=compress)
         t = time.perf_counter()
         if "csv" in formats:
             write_objects_csv(outputs.staged("csv"), objects, class_names, geometry)
@@ -552,17 +551,6 @@ def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, sess
     paths["run"] = outputs.final("run")
     shutil.rmtree(outputs.work, ignore_errors=True)
     return PredictionResult(input_path=path, paths=paths, objects=objects, class_names=_class_names(model), run=run)
-
-
-def _gdal_cache_mb(reader: GeoTiffReader, grid: TileGrid) -> int:
-    """GDAL block cache for the run, in MB: room for two block rows of the input (a tile row window may
-    span two) and one block row of each output raster, plus slack. GDAL's default (5 % of RAM) would let
-    the cache, and so the process, grow with the scene up to that size."""
-    block_rows = reader.block_shape[0]
-    item = np.dtype(reader.dtype).itemsize
-    window_rows = min((math.ceil(grid.tile_h / block_rows) + 1) * block_rows, grid.height + block_rows)
-    need = window_rows * grid.width * reader.count * item + 512 * grid.width * 5  # uint32 + uint8 outputs
-    return int(max(64, math.ceil(need / 2**20) + 32))
 
 
 def _predict_and_write(path, outputs: _Outputs, reader, model, decode_config, grid: TileGrid, session, state,
