@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=32, help="slices per series (default 32)")
     parser.add_argument("--size", type=int, default=256, help="slice side in voxels (default 256)")
     parser.add_argument("--encoder", default="resnet18", help="model encoder (default resnet18)")
+    parser.add_argument("--model", default=None,
+                        help="a trained model (built-in name such as 'medical', or checkpoint path) instead of a "
+                             "randomly initialised --encoder model")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's). On a machine shared with other jobs, 1 thread "
@@ -69,9 +72,14 @@ def main() -> None:
             ct = make_ct_volume((args.size, args.size, args.slices), seed=100 + s)
             write_dicom_series(ct.image, root / f"case{s:02d}", seed=100 + s)
         torch.manual_seed(0)
-        model = build_model(args.encoder, in_channels=1, classes=1, class_names=["nodule"])
-        ckpt = save_checkpoint(model, work / "model.safetensors")
-        model = load_checkpoint(ckpt)
+        if args.model:
+            from smallseg.models.registry import load_model
+
+            model = load_model(args.model)
+            args.encoder = f"{model.config.encoder_name} (trained: {args.model})"
+        else:
+            model = build_model(args.encoder, in_channels=1, classes=1, class_names=["nodule"])
+            model = load_checkpoint(save_checkpoint(model, work / "model.safetensors"))
 
         times: dict[str, float] = {}
         start: list[float] = []
