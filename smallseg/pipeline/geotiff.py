@@ -35,7 +35,7 @@ Memory: two read windows (bands x tile_h x width), the model's batch, one tile r
 stitcher's pending band, the label rows needed to polygonise one band's objects and, at the end, the object
 table (a few numbers per object) - independent of the scene height; width enters linearly. GDAL's block
 cache comes on top: by default up to 5 % of RAM, filled as the scene streams by; set the ``GDAL_CACHEMAX``
-environment variable (MB) before the first raster is read to bound it (the CLI sets 256 unless it is set). Tiles with no
+environment variable (MB) before the first raster is read to bound it (the CLI sets 128 unless it is set). Tiles with no
 valid pixel (nodata collars) are not sent to the model. Disk: the checkpoints (compressed label/class
 bands) until the run finishes, about the size of the output rasters.
 """
