@@ -21,29 +21,15 @@ from smallseg.io.medical import find_series
 from smallseg.models import build_model, save_checkpoint
 from smallseg.pipeline.dicom_batch import BatchOptions, process_series, run_dicom_batch, series_folder_name
 
+from medical_helpers import rotation  # tests/ is on sys.path under pytest
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pydicom"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared/data/pydicom not found beside the repo")
 
 SYNTH_UID = "1.2.826.0.1.3680043.9.7.11"
 MIXED_UIDS = ("1.2.826.0.1.3680043.9.7.12", "1.2.826.0.1.3680043.9.7.13")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """A tiny model on tiny slices: a second thread only adds synchronisation, and on a machine shared with other
-    jobs OpenMP threads spin-waiting for a core make the forward pass many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_series(folder: Path, array_zyx: np.ndarray, uid: str, *, spacing_xyz=(0.7, 0.9, 2.5),

@@ -17,23 +17,9 @@ from smallseg.io.medical import PRESETS, IntensityPreset, Volume, from_sitk
 from smallseg.models import build_model
 from smallseg.pipeline.volume import choose_preset, link_slices, predict_volume, write_objects_csv
 
+from medical_helpers import rotation  # tests/ is on sys.path under pytest
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """A tiny model on tiny slices: a second thread only adds synchronisation, and on a machine shared with other
-    jobs OpenMP threads spin-waiting for a core make the forward pass many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sitk_volume(array_zyx, spacing_xyz=(0.7, 0.8, 1.5), origin=(-31.0, 12.5, 80.0), direction=None,
