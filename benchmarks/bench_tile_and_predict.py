@@ -62,14 +62,15 @@ def load(model_arg: str | None):
     return default_model(), "untrained, default remote-sensing architecture"
 
 
-def scene_path(work: Path, size: int) -> Path:
+def scene_path(work: Path, size: int, width: int | None = None) -> Path:
     from smallseg.data.remote_sensing import write_remote_sensing_scene
 
-    stem = work / f"scene{size}"
+    width = width or size
+    stem = work / (f"scene{size}" if width == size else f"scene{size}x{width}")
     image = Path(f"{stem}_image.tif")
     if not image.exists():
         t = time.perf_counter()
-        write_remote_sensing_scene(stem, size, size, seed=11, pixel_size_m=0.4, window_px=1024)
+        write_remote_sensing_scene(stem, size, width, seed=11, pixel_size_m=0.4, window_px=1024)
         print(f"generated {image} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     return image
 
@@ -196,7 +197,7 @@ def run_memory_child(args) -> None:
     from smallseg.pipeline.array import decode_config_for, plan_tiling
     from smallseg.pipeline.geotiff import predict_geotiff
 
-    image = scene_path(Path(args.work), args.size)
+    image = scene_path(Path(args.work), args.size, args.width)
     model, _ = load(args.model)
     plan = plan_tiling(model, args.tile, None, decode_config_for(model))
     with torch.inference_mode():
@@ -206,7 +207,8 @@ def run_memory_child(args) -> None:
     result = predict_geotiff(image, Path(args.work) / f"out{args.size}", model, tile_size_px=plan.tile_size_px,
                              batch_size=args.batch_size, overwrite=True, progress=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"size": args.size, "baseline_mb": baseline, "peak_mb": peak, "seconds": time.perf_counter() - t,
+    print(json.dumps({"size": args.size, "width": args.width or args.size, "baseline_mb": baseline, "peak_mb": peak,
+                      "seconds": time.perf_counter() - t,
                       "objects": result.n_objects, "tiles": result.run["tiling"]["tiles"]}), flush=True)
 
 
@@ -214,10 +216,11 @@ def run_memory(args) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
-    for size in args.sizes:
-        scene_path(work, size)  # generate outside the measured process
-        cmd = [sys.executable, __file__, "memory-child", "--size", str(size), "--work", str(work),
-               "--batch-size", str(args.batch_size)]
+    widths = args.widths or args.sizes
+    for size, width in zip(args.sizes, widths):
+        scene_path(work, size, width)  # generate outside the measured process
+        cmd = [sys.executable, __file__, "memory-child", "--size", str(size), "--width", str(width),
+               "--work", str(work), "--batch-size", str(args.batch_size)]
         if args.tile:
             cmd += ["--tile", str(args.tile)]
         if args.model:
@@ -228,11 +231,12 @@ def run_memory(args) -> None:
     print("| scene | tiles | objects | seconds | baseline RSS MB | peak RSS MB | added by the run MB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['size']} x {r['size']} | {r['tiles']} | {r['objects']} | {r['seconds']:.0f} | "
+        print(f"| {r['size']} x {r['width']} (rows x cols) | {r['tiles']} | {r['objects']} | {r['seconds']:.0f} | "
               f"{r['baseline_mb']:.0f} | {r['peak_mb']:.0f} | {r['peak_mb'] - r['baseline_mb']:.0f} |")
     first, last = rows[0], rows[-1]
-    print(f"\npeak ratio {last['size']}^2 / {first['size']}^2: {last['peak_mb'] / first['peak_mb']:.2f} "
-          f"(scene pixels x{(last['size'] / first['size']) ** 2:.0f}); added-by-run ratio "
+    pixels = (last["size"] * last["width"]) / (first["size"] * first["width"])
+    print(f"\npeak ratio last / first: {last['peak_mb'] / first['peak_mb']:.2f} "
+          f"(scene pixels x{pixels:.0f}); added-by-run ratio "
           f"{(last['peak_mb'] - last['baseline_mb']) / max(first['peak_mb'] - first['baseline_mb'], 1e-9):.2f}")
 
 
@@ -241,6 +245,9 @@ def main() -> None:
     parser.add_argument("mode", choices=["time", "memory", "memory-child"])
     parser.add_argument("--size", type=int, default=4096, help="scene side in px (time mode)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384], help="scene sides (memory mode)")
+    parser.add_argument("--widths", type=int, nargs="+", default=None,
+                        help="scene widths for --sizes (memory mode; default: square scenes)")
+    parser.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--tile", type=int, default=None, help="tile side (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2, help="end-to-end runs (time mode), interleaved with bare")
