@@ -40,3 +40,19 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
 def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Load a shipped model by name or a checkpoint file, in eval mode on ``device``."""
     return load_checkpoint(resolve_model(name_or_path), device=device)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` -> CUDA if available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` as given.
+
+    A CUDA device without a visible GPU, or a malformed name, is a one-line :class:`SmallsegError`.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SmallsegError(f"--device {device}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SmallsegError(f"--device {device}: CUDA is not available here; use --device cpu (or auto)")
+    return dev

@@ -64,6 +64,7 @@ import torch
 from smallseg.decode.centroids import DecodeConfig
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
+from smallseg.models.registry import resolve_device
 from smallseg.io.geotiff import GeoTiffReader, RasterGeometry, class_writer, label_writer, open_raster
 from smallseg.io.quicklook import (
     OutlineTracer,
@@ -240,18 +241,6 @@ def _model_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SmallsegError(f"--device {device}: use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SmallsegError(f"--device {device}: CUDA is not available here; use --device cpu (or auto)")
-    return dev
-
-
 def _load_model(model, device) -> tuple[torch.nn.Module, dict]:
     from smallseg.models.registry import builtin_models, resolve_model
 
@@ -259,7 +248,7 @@ def _load_model(model, device) -> tuple[torch.nn.Module, dict]:
         if not hasattr(model, "config"):
             raise SmallsegError("model: not a smallseg model (no .config); build it with smallseg.models")
         if device is not None and str(device) != "auto":
-            model = model.to(_resolve_device(device))
+            model = model.to(resolve_device(device))
         info = {"name": type(model).__name__, "path": None}
     else:
         from smallseg.models.checkpoint import load_checkpoint
@@ -267,7 +256,7 @@ def _load_model(model, device) -> tuple[torch.nn.Module, dict]:
         path = resolve_model(model)
         builtin = str(model) in builtin_models()
         info = {"name": str(model) if builtin else path.stem, "builtin": builtin, "path": str(path.resolve())}
-        model = load_checkpoint(path, device=_resolve_device(device))
+        model = load_checkpoint(path, device=resolve_device(device))
     model.eval()
     return model, info
 

@@ -43,6 +43,7 @@ import yaml
 from smallseg.errors import SmallsegError, one_line
 from smallseg.models import ModelConfig, build_from_config, save_checkpoint
 from smallseg.models.checkpoint import load_weights
+from smallseg.models.registry import resolve_device
 from smallseg.train.augment import AugmentConfig
 from smallseg.train.data import (
     CropDataset,
@@ -154,18 +155,6 @@ def load_source(spec: dict[str, Any], base_dir: Path) -> list[LabeledImage]:
                                   bands=g.get("bands"))]
     c = spec["coco"]
     return read_coco(base_dir / c["annotations"], base_dir / c["images"])
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA if available, else CPU; ``cuda`` without a GPU is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SmallsegError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise SmallsegError(f"--device {name}: {one_line(exc)}") from None
 
 
 @dataclass
