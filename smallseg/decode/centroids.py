@@ -219,15 +219,21 @@ def decode_instances(
 
     # 5. Per-object facts and filtering.
     n = len(centres)
-    area = np.bincount(labels[fg], minlength=n + 1)[1:].astype(np.float64)
-    backing = np.bincount(nearest[confident], minlength=n).astype(np.float64)
+    fg_labels = labels[ys, xs]  # the foreground pixels' labels, in the order of ys, xs
+    area = np.bincount(fg_labels, minlength=n + 1)[1:].astype(np.float64)
+    backing_of = nearest[confident]
+    backing = np.bincount(backing_of, minlength=n).astype(np.float64)
     safe_area = np.maximum(area, 1.0)
     support = np.minimum(backing / safe_area, 1.0)
-    mean_fg = np.bincount(labels[fg], weights=fg_prob[fg], minlength=n + 1)[1:] / safe_area
+    mean_fg = np.bincount(fg_labels, weights=fg_prob[ys, xs], minlength=n + 1)[1:] / safe_area
     peak_distance = np.ones(n)
     if distance is not None:
+        # per-object maximum: sort once by (label, value) and take each label's last entry
+        d_fg = distance[ys, xs]
+        order = np.lexsort((d_fg, fg_labels))
+        last = np.nonzero(np.diff(fg_labels[order], append=np.iinfo(np.int32).max))[0]
         peak_distance = np.zeros(n + 1)
-        np.maximum.at(peak_distance, labels[fg], distance[fg])
+        peak_distance[fg_labels[order][last]] = d_fg[order][last]
         peak_distance = peak_distance[1:]
     score = support * mean_fg * peak_distance
     keep = (area >= min_area_px) & (backing >= max(min_votes, 1)) & (support >= min_support) & (score >= min_score)
@@ -235,11 +241,11 @@ def decode_instances(
         keep &= peak_distance >= min_peak_distance
 
     safe_backing = np.maximum(backing, 1.0)
-    voted_y = np.bincount(nearest[confident], weights=vy[confident], minlength=n) / safe_backing
-    voted_x = np.bincount(nearest[confident], weights=vx[confident], minlength=n) / safe_backing
+    voted_y = np.bincount(backing_of, weights=vy[confident], minlength=n) / safe_backing
+    voted_x = np.bincount(backing_of, weights=vx[confident], minlength=n) / safe_backing
 
     class_sums = np.stack(
-        [np.bincount(labels[fg], weights=probs[c][fg], minlength=n + 1)[1:] for c in range(1, probs.shape[0])],
+        [np.bincount(fg_labels, weights=probs[c][ys, xs], minlength=n + 1)[1:] for c in range(1, probs.shape[0])],
         axis=1,
     )
     class_ids = np.argmax(class_sums, axis=1).astype(np.int32) + 1
