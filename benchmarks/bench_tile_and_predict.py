@@ -13,7 +13,7 @@ time on the same pixels, in the same run:
 
 ``memory``: peak resident memory (``ru_maxrss``) of a fresh process running ``predict_geotiff`` for each
 scene size, and its baseline (after imports, model load and one warm-up forward of one batch) - the
-difference is what the streaming pipeline adds. GDAL_CACHEMAX is 128 MB, as the CLI sets it.
+difference is what the streaming pipeline adds. GDAL_CACHEMAX is 64 MB, as the CLI sets it.
 
 Scenes come from :func:`smallseg.data.remote_sensing.write_remote_sensing_scene` (windowed, cached in
 ``--work``). The model is a checkpoint (``--model``) or, by default, an untrained model of the default
@@ -193,7 +193,7 @@ def run_time(args) -> None:
 
 def run_memory_child(args) -> None:
     """One size in this process: prints a JSON line with the baseline and peak RSS (MB)."""
-    os.environ.setdefault("GDAL_CACHEMAX", "128")  # as `smallseg tile-and-predict` sets it
+    os.environ.setdefault("GDAL_CACHEMAX", "64")  # as `smallseg tile-and-predict` sets it
     from smallseg.pipeline.array import decode_config_for, plan_tiling
     from smallseg.pipeline.geotiff import predict_geotiff
 

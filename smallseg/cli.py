@@ -377,7 +377,7 @@ def _run_tile_and_predict(args) -> int:
 
     # GDAL's block cache defaults to 5 % of RAM and fills up as a huge scene streams by; a few block rows
     # is all this pipeline reuses. Read once, at GDAL's first raster access, so set it before any.
-    os.environ.setdefault("GDAL_CACHEMAX", "128")
+    os.environ.setdefault("GDAL_CACHEMAX", "64")
     from smallseg.pipeline.geotiff import find_inputs, predict_geotiff
 
     bands = None

@@ -216,6 +216,26 @@ def test_geotiff_stream_equals_predict_array_and_every_output_agrees(tmp_path, r
     assert not (tmp_path / "out" / ".scene.resume").exists()  # the work folder is cleaned up
 
 
+def test_object_table_streamed_to_csv_equals_the_table_kept_in_memory(tmp_path, random_model):
+    # A tall scene: many tile rows, objects finishing out of id order across bands. With the CSV format the
+    # table is written band by band (held back until no smaller id is unfinished), without it it is kept.
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 255, (3, 420, 130), dtype=np.uint8)
+    src = _write_tif(tmp_path / "tall.tif", image)
+    streamed = predict_geotiff(src, tmp_path / "a", random_model, tile_size_px=64, formats="tif,csv", progress=False)
+    kept = predict_geotiff(src, tmp_path / "b", random_model, tile_size_px=64, formats="tif", progress=False)
+    assert streamed.table is None and kept.table is not None  # nothing held until asked for
+    assert streamed.run["tiling"]["tile_rows"] >= 8 and len(kept.objects) > 50
+    ours = streamed.objects
+    assert np.all(np.diff(ours.ids) > 0)
+    for name in ("ids", "class_ids", "scores", "centroids_yx", "area_px", "bbox", "tile_rc", "touches_tile_edge"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(kept.objects, name), err_msg=name)
+    assert streamed.n_objects == len(kept.objects) == streamed.run["counts"]["objects"]
+    per_class = np.bincount(kept.objects.class_ids, minlength=3)[1:]
+    assert list(streamed.run["counts"]["objects_per_class"].values()) == per_class.tolist()
+    assert f"{per_class[0]} car" in streamed.summary()
+
+
 def test_nodata_never_produces_objects_and_empty_tiles_are_skipped(tmp_path, random_model):
     rng = np.random.default_rng(4)
     image = rng.integers(1, 255, (3, 140, 200), dtype=np.uint8)

@@ -32,10 +32,12 @@ Never lose work, never lie:
   nodata, e.g. one tile of a mosaic); a model that finds nothing is not an error either.
 
 Memory: two read windows (bands x tile_h x width), the model's batch, one tile row of decoded tiles, the
-stitcher's pending band, the label rows needed to polygonise one band's objects and, at the end, the object
-table (a few numbers per object) - independent of the scene height; width enters linearly. GDAL's block
+stitcher's pending band, the label rows needed to polygonise one band's objects and the finished objects
+not yet written to the CSV - independent of the scene height and of the number of objects (the object table
+goes to ``STEM.objects.csv`` band by band; :attr:`PredictionResult.objects` reads it back on first access);
+width enters linearly (about 10 KB per column of the scene at 256 px tiles). GDAL's block
 cache comes on top: by default up to 5 % of RAM, filled as the scene streams by; set the ``GDAL_CACHEMAX``
-environment variable (MB) before the first raster is read to bound it (the CLI sets 128 unless it is set). Tiles with no
+environment variable (MB) before the first raster is read to bound it (the CLI sets 64 unless it is set). Tiles with no
 valid pixel (nodata collars) are not sent to the model. Disk: the checkpoints (compressed label/class
 bands) until the run finishes, about the size of the output rasters.
 """
@@ -98,7 +100,8 @@ CSV_COLUMNS = (
 QUICKLOOK_MAX_SIDE_PX = 1024
 _VECTOR_BATCH = 4096
 _CSV_CHUNK = 65536
-_STATE_FORMAT = 1
+_BLOCK_PX = 256  # output raster blocks
+_STATE_FORMAT = 2  # 2: band checkpoints carry ids_below (the object table is streamed)
 # Band statistics further than this many training standard deviations from the training mean get a warning.
 _STATS_WARN_Z = 3.0
 
@@ -118,7 +121,9 @@ class PredictionResult:
         paths: output kind -> file in the output folder (``instances``, ``classes``, ``gpkg``, ``geojson``,
             ``csv``, ``quicklook``, ``run``; only the requested ones).
         objects: the stitched objects sorted by id (scene px; see
-            :class:`~smallseg.tiling.stitch.ObjectTable`).
+            :class:`~smallseg.tiling.stitch.ObjectTable`). When ``STEM.objects.csv`` was written the table
+            is not kept in memory during the run (a continental scene has millions of objects): it is read
+            from the CSV on first access.
         class_names: name of class 1, 2, ...
         run: the content of ``STEM.run.json`` (parameters, counts, timings, warnings).
         skipped: True when the folder already held this finished run (``resume=True``) and nothing ran.
@@ -126,19 +131,31 @@ class PredictionResult:
 
     input_path: Path
     paths: dict[str, Path]
-    objects: ObjectTable
     class_names: list[str]
     run: dict
     skipped: bool = False
+    table: ObjectTable | None = field(default=None, repr=False)
+
+    @property
+    def objects(self) -> ObjectTable:
+        if self.table is None:
+            csv_path = self.paths.get("csv")
+            self.table = read_objects_csv(csv_path) if csv_path is not None and csv_path.exists() \
+                else ObjectTable.empty()
+        return self.table
 
     @property
     def n_objects(self) -> int:
-        return len(self.objects)
+        counted = self.run.get("counts", {}).get("objects")
+        return int(counted) if counted is not None else len(self.objects)
 
     def summary(self) -> str:
         """One line: input, object count per class, time, where the outputs are."""
-        counts = np.bincount(self.objects.class_ids, minlength=len(self.class_names) + 1)[1:]
-        per_class = ", ".join(f"{n} {name}" for name, n in zip(self.class_names, counts.tolist()))
+        per_name = self.run.get("counts", {}).get("objects_per_class")
+        if per_name is None:
+            per_name = dict(zip(self.class_names, np.bincount(
+                self.objects.class_ids, minlength=len(self.class_names) + 1)[1:].tolist()))
+        per_class = ", ".join(f"{per_name.get(name, 0)} {name}" for name in self.class_names)
         state = "already finished" if self.skipped else f"{self.run.get('timings_s', {}).get('total', 0):.1f} s"
         note = " (no valid pixels)" if self.run.get("counts", {}).get("valid_px", 1) == 0 else ""
         where = self.paths["run"].parent
@@ -501,13 +518,11 @@ def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, sess
 
     class_names = _class_names(model)
     try:
-        objects, counts, parts = _predict_and_write(
+        table, counts, parts = _predict_and_write(
             path, outputs, reader, model, decode_config, grid, session, state, first_row, tracer_carry,
             class_names, formats, batch_size=batch_size, amp=amp, duplicate_ios=duplicate_ios,
             progress=progress, cog=cog, compress=compress)
         t = time.perf_counter()
-        if "csv" in formats:
-            write_objects_csv(outputs.staged("csv"), objects, class_names, geometry)
         if "png" in formats:
             qgrid = quicklook_grid(grid.height, grid.width, QUICKLOOK_MAX_SIDE_PX)
             write_png(outputs.staged("quicklook"), render_quicklook(qgrid, parts, reader.count))
@@ -534,19 +549,19 @@ def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, sess
             final.unlink(missing_ok=True)  # a stale file of an earlier run must not pass for this run's
     session.add_time("total", time.perf_counter() - t_start)
     run = _run_report(path, outputs, reader, model, model_info, plan, decode_config, grid, params, stats,
-                      counts, objects, session, started, formats=formats, cog=cog, compress=compress,
+                      counts, session, started, formats=formats, cog=cog, compress=compress,
                       first_row=first_row)
     _write_json_atomic(outputs.final("run"), run)
     paths["run"] = outputs.final("run")
     shutil.rmtree(outputs.work, ignore_errors=True)
-    return PredictionResult(input_path=path, paths=paths, objects=objects, class_names=_class_names(model), run=run)
+    return PredictionResult(input_path=path, paths=paths, class_names=_class_names(model), run=run, table=table)
 
 
 def _predict_and_write(path, outputs: _Outputs, reader, model, decode_config, grid: TileGrid, session, state,
                        first_row, tracer_carry, class_names, formats, *, batch_size, amp, duplicate_ios, progress,
                        cog, compress):
     """Replay checkpointed bands (resumed run), stream the remaining tile rows, finish the staged rasters and
-    vectors. Returns (object table sorted by id, counts, quick-look parts)."""
+    vectors. Returns (object table sorted by id, or None when it went to the CSV; counts; quick-look parts)."""
     sink = _Sink(outputs, grid, reader.geometry, path.name, class_names, formats, session,
                  data_date=_mtime_iso(path), cog=cog, compress=compress)
     try:
@@ -645,6 +660,8 @@ def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, ses
             "labels": out.labels,
             "classes": classes,
             "counters": np.array([int(rows_valid.sum()), n_predicted, len(found) - n_predicted], np.int64),
+            # every object with a smaller id is finished: the sink can write those table rows now
+            "ids_below": np.array([min(stitcher.state.live, default=stitcher.state.next_id)], np.int64),
             **_table_arrays(out.objects),
             **image_part(qgrid, out.row0, image_rows, rows_valid).to_arrays("img_"),
             **(outline_part.to_arrays("outl_") if outline_part is not None else {}),
@@ -715,8 +732,9 @@ class _Sink:
 
     Every byte written is a function of the bands, the input and the settings (no clock time, no timing),
     and bands always arrive in order 0, 1, ..., so a resumed run writes the same files as an uninterrupted
-    one. Memory: the rows needed to polygonise the objects of one band (< tile_h + band rows), the object
-    table and the quick-look parts.
+    one. Memory: the rows needed to polygonise the objects of one band (< tile_h + band rows), the objects
+    not yet written to the CSV (those that may still precede an unfinished one in id order) and the
+    quick-look parts: it does not grow with the scene. Without the CSV format the object table is kept.
     """
 
     def __init__(self, outputs: _Outputs, grid: TileGrid, geometry: RasterGeometry, source_name: str,
@@ -730,15 +748,23 @@ class _Sink:
         self.want = want
         metre = _metre_factor(geometry)
         self.area_m2_per_px = geometry.pixel_area * metre**2 if metre is not None else float("nan")
-        self.tables: list[ObjectTable] = []
+        self.class_names = list(class_names)
+        self.tables: list[ObjectTable] = []  # finished objects not yet in the CSV (all of them without a CSV)
         self.parts: list[QuicklookPart] = []
         self.counters = np.zeros(3, np.int64)
+        self.per_class = np.zeros(256, np.int64)  # class ids are uint8 in the class raster
+        self.n_touching = 0
+        self.csv_file = None
+        self.csv_last_id = 0
         self.pending: list = []  # (polygons, table) not yet written to the vector files
         self.window = np.zeros((0, grid.width), np.uint32)  # label rows kept for polygonising
         self.window_row0 = 0
         tags = {"SMALLSEG_SOURCE": source_name}
-        self.labels_out = label_writer(outputs.staged("instances"), geometry, cog=cog, compress=compress, tags=tags)
-        self.classes_out = class_writer(outputs.staged("classes"), geometry, cog=cog, compress=compress, tags=tags)
+        # 256 px blocks: the writers buffer one row of blocks across the whole scene width.
+        self.labels_out = label_writer(outputs.staged("instances"), geometry, cog=cog, compress=compress, tags=tags,
+                                       blocksize=_BLOCK_PX)
+        self.classes_out = class_writer(outputs.staged("classes"), geometry, cog=cog, compress=compress, tags=tags,
+                                        blocksize=_BLOCK_PX)
         self.gpkg = GeoPackageWriter(outputs.staged("gpkg"), geometry.crs, class_names) if "gpkg" in want else None
         self.geojson = None
         try:
@@ -746,6 +772,10 @@ class _Sink:
             self.classes_out.open()
             if "geojson" in want:
                 self.geojson = GeoJSONWriter(outputs.staged("geojson"), geometry.crs, class_names, name=outputs.stem)
+            if "csv" in want:
+                self.csv_file = open(outputs.staged("csv"), "w", newline="", encoding="utf-8")
+                self.csv_out = csv.writer(self.csv_file)
+                self.csv_out.writerow(CSV_COLUMNS)
         except BaseException:
             self.abort()
             raise
@@ -765,6 +795,10 @@ class _Sink:
         self.classes_out.write_rows(row0, arrays["classes"])
         table = _table_from(arrays)
         self.tables.append(table)
+        self.per_class += np.bincount(table.class_ids, minlength=256)[:256]
+        self.n_touching += int(table.touches_tile_edge.sum())
+        if self.csv_file is not None:
+            self._write_csv(int(arrays["ids_below"][0]))
         self.counters += np.asarray(arrays["counters"])
         self.parts.append(QuicklookPart.from_arrays(arrays, "img_"))
         if "outl_row0" in arrays:
@@ -785,6 +819,17 @@ class _Sink:
                     self._flush_vectors()
         self.session.add_time("outputs", time.perf_counter() - t)
 
+    def _write_csv(self, ids_below: int | None) -> None:
+        """Write the held objects with ids below ``ids_below`` (all: None) to the CSV, in id order."""
+        held = ObjectTable.concat(self.tables).sorted_by_id()
+        n = len(held) if ids_below is None else int(np.searchsorted(held.ids, ids_below))
+        if n:
+            if held.ids[0] <= self.csv_last_id:
+                raise RuntimeError("object ids out of order: stitching invariant broken")
+            _write_csv_rows(self.csv_out, held.rows(slice(0, n)), self.class_names, self.geometry)
+            self.csv_last_id = int(held.ids[n - 1])
+        self.tables = [held.rows(slice(n, None))]
+
     def _flush_vectors(self) -> None:
         if not self.pending:
             return
@@ -798,10 +843,14 @@ class _Sink:
             self.geojson.write(polygons, *cols)
         self.pending.clear()
 
-    def close(self) -> tuple[ObjectTable, dict, list[QuicklookPart]]:
-        """Finish every staged file. Returns (object table sorted by id, counts, quick-look parts)."""
+    def close(self) -> tuple[ObjectTable | None, dict, list[QuicklookPart]]:
+        """Finish every staged file. Returns (object table sorted by id, or None when it went to the CSV;
+        counts; quick-look parts)."""
         t = time.perf_counter()
         try:
+            if self.csv_file is not None:
+                self._write_csv(None)
+                self.csv_file.close()
             self._flush_vectors()
             if self.gpkg is not None:
                 with _ogr_date(self.data_date):
@@ -815,8 +864,9 @@ class _Sink:
             raise
         self.session.add_time("outputs", time.perf_counter() - t)
         counts = {"valid_px": int(self.counters[0]), "tiles_predicted": int(self.counters[1]),
-                  "tiles_skipped_nodata": int(self.counters[2])}
-        objects = ObjectTable.concat(self.tables).sorted_by_id()
+                  "tiles_skipped_nodata": int(self.counters[2]), "objects": int(self.per_class.sum()),
+                  "per_class": self.per_class, "touching_tile_edge": self.n_touching}
+        objects = None if self.csv_file is not None else ObjectTable.concat(self.tables).sorted_by_id()
         self.tables = []
         return objects, counts, self.parts
 
@@ -824,6 +874,8 @@ class _Sink:
         """Drop the half-written staged rasters (the rest lies in the work folder and is redone on resume)."""
         self.labels_out.abort()
         self.classes_out.abort()
+        if self.csv_file is not None:
+            self.csv_file.close()
         if self.geojson is not None:
             self.geojson.close()
 
@@ -863,11 +915,14 @@ def write_objects_csv(path: str | os.PathLike, objects: ObjectTable, class_names
     with open(path, "w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
         out.writerow(CSV_COLUMNS)
-        for start in range(0, len(objects), _CSV_CHUNK):  # in chunks: text columns of every object add up
-            stop = min(start + _CSV_CHUNK, len(objects))
-            chunk = ObjectTable(**{k: v[start:stop] for k, v in asdict(objects).items()})
-            out.writerows(zip(*_csv_columns(chunk, class_names, geometry)))
+        _write_csv_rows(out, objects, class_names, geometry)
     return path
+
+
+def _write_csv_rows(out, objects: ObjectTable, class_names: Sequence[str], geometry: RasterGeometry) -> None:
+    for start in range(0, len(objects), _CSV_CHUNK):  # in chunks: text columns of every object add up
+        chunk = objects.rows(slice(start, min(start + _CSV_CHUNK, len(objects))))
+        out.writerows(zip(*_csv_columns(chunk, class_names, geometry)))
 
 
 def _csv_columns(objects: ObjectTable, class_names: Sequence[str], geometry: RasterGeometry) -> list:
@@ -892,10 +947,22 @@ def _csv_columns(objects: ObjectTable, class_names: Sequence[str], geometry: Ras
 def read_objects_csv(path: str | os.PathLike) -> ObjectTable:
     """Read a table written by :func:`write_objects_csv` back into an :class:`ObjectTable`."""
     with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        return ObjectTable.empty()
-    col = lambda name, dtype: np.array([row[name] for row in rows]).astype(dtype)  # noqa: E731
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return ObjectTable.empty()
+        chunks = []
+        while True:  # in chunks: a list of text rows costs ~50x the table it becomes
+            rows = [row for _, row in zip(range(_CSV_CHUNK), reader)]
+            if not rows:
+                break
+            chunks.append(_table_from_rows(header, rows))
+    return ObjectTable.concat(chunks)
+
+
+def _table_from_rows(header: list[str], rows: list[list[str]]) -> ObjectTable:
+    columns = dict(zip(header, zip(*rows)))
+    col = lambda name, dtype: np.array(columns[name]).astype(dtype)  # noqa: E731
     return ObjectTable(
         ids=col("id", np.int64),
         class_ids=col("class_id", np.int32),
@@ -912,8 +979,7 @@ def _finished_result(path: Path, outputs: _Outputs) -> PredictionResult:
     run = json.loads(outputs.final("run").read_text(encoding="utf-8"))
     paths = {kind: outputs.out_dir / name for kind, name in run.get("outputs", {}).items()}
     paths["run"] = outputs.final("run")
-    objects = read_objects_csv(paths["csv"]) if "csv" in paths and paths["csv"].exists() else ObjectTable.empty()
-    return PredictionResult(input_path=path, paths=paths, objects=objects,
+    return PredictionResult(input_path=path, paths=paths,
                             class_names=list(run.get("model", {}).get("class_names", [])), run=run, skipped=True)
 
 
@@ -939,11 +1005,11 @@ def _versions() -> dict[str, str]:
 
 
 def _run_report(path, outputs, reader, model, model_info, plan, decode_config, grid, params, stats, counts,
-                objects, session, started, *, formats, cog, compress, first_row) -> dict:
+                session, started, *, formats, cog, compress, first_row) -> dict:
     config = model.config
     geometry = reader.geometry
     class_names = _class_names(model)
-    per_class = np.bincount(objects.class_ids, minlength=config.classes + 1)[1:]
+    per_class = counts["per_class"][1 : config.classes + 1]
     metre = _metre_factor(geometry)
     return {
         "smallseg_run": 1,
@@ -994,9 +1060,9 @@ def _run_report(path, outputs, reader, model, model_info, plan, decode_config, g
             "max_pending_rows": grid.max_pending_rows(),
         },
         "counts": {
-            "objects": len(objects),
+            "objects": counts["objects"],
             "objects_per_class": dict(zip(class_names, per_class.tolist())),
-            "objects_touching_tile_edge": int(objects.touches_tile_edge.sum()),
+            "objects_touching_tile_edge": counts["touching_tile_edge"],
             "valid_px": counts["valid_px"],
             "scene_px": geometry.width * geometry.height,
         },

@@ -115,6 +115,10 @@ class ObjectTable:
             return cls.empty()
         return cls(**{f.name: np.concatenate([getattr(t, f.name) for t in tables]) for f in fields(cls)})
 
+    def rows(self, index) -> "ObjectTable":
+        """The rows selected by ``index`` (a slice, boolean mask or integer indices)."""
+        return ObjectTable(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
     def sorted_by_id(self) -> "ObjectTable":
         """The same rows ordered by id."""
         order = np.argsort(self.ids, kind="stable")
@@ -450,10 +454,15 @@ class RowStitcher:
         st.pending_labels = st.pending_labels[n:].copy()
         st.pending_row0 = row1
         classes = np.zeros(band.shape, np.uint8)
-        ids = np.unique(band)
-        ids = ids[ids != 0]
+        # Work on the labelled pixels only, in int32: full-band int64 temporaries would cost ~20 bytes per
+        # pixel of the band, which is what bounds the memory of wide scenes.
+        labelled = band != 0
+        values = band[labelled]
+        ids = np.unique(values)
         if len(ids):
-            compact = np.where(band != 0, np.searchsorted(ids, band) + 1, 0)
+            compact = np.zeros(band.shape, np.int32)
+            compact[labelled] = np.searchsorted(ids, values).astype(np.int32) + 1
+            del values
             counts = np.bincount(compact.ravel(), minlength=len(ids) + 1)[1:]
             boxes = ndimage.find_objects(compact)
             class_of = np.zeros(len(ids) + 1, np.uint8)
