@@ -236,6 +236,25 @@ def test_object_table_streamed_to_csv_equals_the_table_kept_in_memory(tmp_path, 
     assert f"{per_class[0]} car" in streamed.summary()
 
 
+def test_a_pixel_size_far_from_the_training_one_is_warned_about(tmp_path, random_model):
+    import copy
+
+    model = copy.deepcopy(random_model)
+    model.config.training = {**(model.config.training or {}), "train_pixel_size_m": [0.2, 0.9]}
+    image = np.random.default_rng(1).integers(0, 255, (3, 40, 50), dtype=np.uint8)
+    fine = predict_geotiff(_write_tif(tmp_path / "fine.tif", image), tmp_path / "a", model, formats="json",
+                           progress=False)
+    assert fine.run["input"]["pixel_size_m"] == pytest.approx(0.5)
+    assert not any("pixel size" in w for w in fine.run["warnings"])
+    landsat = Affine(30.0, 0, 389_000, 0, -30.0, 5_819_000)
+    coarse = predict_geotiff(_write_tif(tmp_path / "coarse.tif", image, transform=landsat), tmp_path / "b", model,
+                             formats="json", progress=False)
+    warned = [w for w in coarse.run["warnings"] if "pixel size" in w]
+    assert len(warned) == 1 and "30 m" in warned[0] and "0.2-0.9 m" in warned[0] and "smaller" in warned[0]
+    # 30 m against the middle of 0.2-0.9 m (0.42 m): objects look ~71x smaller
+    assert "~71x" in warned[0]
+
+
 def test_nodata_never_produces_objects_and_empty_tiles_are_skipped(tmp_path, random_model):
     rng = np.random.default_rng(4)
     image = rng.integers(1, 255, (3, 140, 200), dtype=np.uint8)

@@ -71,6 +71,8 @@ def test_loss_decreases_and_checkpoint_round_trips(tmp_path):
     assert model.config.input_scale == pytest.approx(1 / 255)
     assert 0.3 < model.config.norm_mean[0] < 0.5
     assert model.config.training["train_images"] == 2
+    # The ground sampling distance it learned at: 0.5 m pixels rescaled by 0.9-1.1 (for the inference warning).
+    assert model.config.training["train_pixel_size_m"] == pytest.approx([0.5 / 1.1, 0.5 / 0.9], abs=1e-6)
     assert (tmp_path / "run" / "history.jsonl").read_text().count("\n") == 4
     # Validation scored both held-out scenes together: every ground-truth object was counted.
     n_val_objects = 0

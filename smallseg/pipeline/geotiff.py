@@ -104,6 +104,8 @@ _BLOCK_PX = 256  # output raster blocks
 _STATE_FORMAT = 2  # 2: band checkpoints carry ids_below (the object table is streamed)
 # Band statistics further than this many training standard deviations from the training mean get a warning.
 _STATS_WARN_Z = 3.0
+# Pixel sizes more than this factor outside the model's (augmented) training range get a warning.
+_PIXEL_SIZE_WARN_FACTOR = 2.0
 
 # Test hooks (used by the resume tests to stop a real process at a known point):
 #   SMALLSEG_TEST_KILL_AFTER_TILE_ROWS=k   SIGKILL this process right after tile row k's checkpoint.
@@ -319,6 +321,32 @@ def _check_band_stats(reader: GeoTiffReader, model, session: _Session) -> dict |
     return summary
 
 
+def _pixel_size_m(geometry: RasterGeometry) -> float | None:
+    """Side of a (square-equivalent) pixel in metres; None without a projected CRS."""
+    metre = _metre_factor(geometry)
+    return None if metre is None else float(np.sqrt(geometry.pixel_area)) * metre
+
+
+def _check_pixel_size(reader: GeoTiffReader, model, session: _Session) -> None:
+    """Warn (never fail) when the input's pixel size is far from the one the model was trained at: a
+    detector of 4 m cars finds nothing in a 30 m Landsat scene, and it should say why."""
+    trained = (model.config.training or {}).get("train_pixel_size_m")
+    size_m = _pixel_size_m(reader.geometry)
+    if not trained or size_m is None:
+        return
+    lo, hi = (float(v) for v in trained)
+    if lo / _PIXEL_SIZE_WARN_FACTOR <= size_m <= hi * _PIXEL_SIZE_WARN_FACTOR:
+        return
+    middle = float(np.sqrt(lo * hi))
+    factor = size_m / middle
+    session.warn(
+        f"{reader.path}: pixel size {size_m:.3g} m is far outside the {lo:.3g}-{hi:.3g} m the model was trained "
+        f"at (objects look ~{max(factor, 1 / factor):.0f}x {'smaller' if factor > 1 else 'larger'} than it "
+        f"expects); results may be poor - resample the input to about {middle:.2g} m or use a model trained "
+        f"at this resolution"
+    )
+
+
 # ------------------------------------------------------------------------------------------------ inputs
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png")
@@ -494,6 +522,7 @@ def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, sess
     t = time.perf_counter()
     stats = _check_band_stats(reader, model, session)
     session.add_time("band_stats", time.perf_counter() - t)
+    _check_pixel_size(reader, model, session)
 
     device = next(model.parameters()).device
     params = {
@@ -1025,6 +1054,7 @@ def _run_report(path, outputs, reader, model, model_info, plan, decode_config, g
             "linear_units": geometry.linear_units,
             "pixel_area": geometry.pixel_area,
             "pixel_area_m2": geometry.pixel_area * metre**2 if metre is not None else None,
+            "pixel_size_m": _pixel_size_m(geometry),
             "bands": list(reader.bands),
             "dtype": reader.dtype,
             "nodata": reader.nodata,

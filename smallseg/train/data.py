@@ -34,7 +34,8 @@ class LabeledImage:
         instances: (H, W) int32 instance ids, 0 = background, < 0 = ignore.
         classes: (H, W) int32 class ids (1-based on objects), or None for a single class.
         name: where it came from (file name or generator + seed), for messages and logs.
-        pixel_area: area of one pixel in physical units (m² or mm²), or None if unknown.
+        pixel_area: area of one pixel in physical units (``pixel_unit``²), or None if unknown.
+        pixel_unit: ``"m"`` (map imagery) or ``"mm"`` (medical), None if unknown.
     """
 
     image: np.ndarray
@@ -42,6 +43,7 @@ class LabeledImage:
     classes: np.ndarray | None
     name: str
     pixel_area: float | None = None
+    pixel_unit: str | None = None
 
 
 def read_geotiff_pair(
@@ -84,13 +86,17 @@ def read_geotiff_pair(
         if shape_c != shape or crs_c != crs or transform_c != transform:
             raise SmallsegError(f"{classes_path}: not on the same grid as {image_path}")
         classes = classes.astype(np.int32)
-    pixel_area = abs(transform.a * transform.e - transform.b * transform.d) if crs is not None and crs.is_projected else None
+    pixel_area = None
+    if crs is not None and crs.is_projected:
+        metre = float(crs.linear_units_factor[1])  # CRS units in metres (1 for UTM, 0.3048 for feet)
+        pixel_area = abs(transform.a * transform.e - transform.b * transform.d) * metre**2
     return LabeledImage(
         image=np.moveaxis(image, 0, -1),
         instances=inst.astype(np.int32),
         classes=classes,
         name=Path(image_path).name,
         pixel_area=pixel_area,
+        pixel_unit="m" if pixel_area is not None else None,
     )
 
 
@@ -166,7 +172,7 @@ def synthetic_images(kind: str, *, count: int, size: int, seed: int, **options) 
             out.append(LabeledImage(
                 image=np.moveaxis(scene.image, 0, -1), instances=scene.instances.astype(np.int32),
                 classes=scene.classes.astype(np.int32), name=f"synthetic remote-sensing seed {seed + i}",
-                pixel_area=scene.pixel_size_m ** 2,
+                pixel_area=scene.pixel_size_m ** 2, pixel_unit="m",
             ))
         return out
     from smallseg.io.medical import IntensityPreset
@@ -206,7 +212,7 @@ def synthetic_images(kind: str, *, count: int, size: int, seed: int, **options) 
                 out.append(LabeledImage(
                     image=preset.apply(hu[z])[:, :, None], instances=labels[z],
                     classes=np.where(labels[z] > 0, class_id, 0).astype(np.int32),
-                    name=f"synthetic ct seed {seed + i} slice {z}", pixel_area=spacing[0] * spacing[1],
+                    name=f"synthetic ct seed {seed + i} slice {z}", pixel_area=spacing[0] * spacing[1], pixel_unit="mm",
                 ))
         return out
     raise SmallsegError(f"synthetic: unknown kind {kind!r}; use remote-sensing, nuclei or ct")

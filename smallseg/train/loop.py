@@ -355,6 +355,14 @@ def _resolve_model_config(config: TrainConfig, images: list[LabeledImage]) -> Mo
         "seed": config.seed,
         "decode": dict(config.decode),
     })
+    # The ground sampling distance the model learned at (after rescale augmentation): inference warns
+    # when an input is far outside it (objects many times smaller or larger than the model expects).
+    sizes_m = [float(np.sqrt(im.pixel_area)) for im in images if im.pixel_unit == "m" and im.pixel_area]
+    if sizes_m and len(sizes_m) == len(images):
+        lo, hi = config.augment.scale_range  # rescaling by s turns a pixel of p metres into one of p / s
+        training["train_pixel_size_m"] = [round(min(sizes_m) / hi, 6), round(max(sizes_m) / lo, 6)]
+    else:
+        training.pop("train_pixel_size_m", None)
     fields_["training"] = training
     return ModelConfig.from_dict(fields_)
 
