@@ -36,7 +36,7 @@ def model():
 def test_best_row_is_chosen_and_stored(model, tmp_path):
     images = _images()
     grid = {"fg_threshold": [0.3, 0.6], "min_score": [0.0, 0.5]}
-    best, rows = tune_decode(model, images, grid=grid, metric="F1", score_thresholds=None)
+    best, rows = tune_decode(model, images, grid=grid, metric="F1", score_thresholds=None, merge_grid=None)
     assert len(rows) == 4
     assert best == {k: max(rows, key=lambda r: r["F1"])[k] for k in grid}
     src = save_checkpoint(model, tmp_path / "m.safetensors")
@@ -64,3 +64,27 @@ def test_operating_point_is_the_best_f1_threshold(model):
     operating = [r for r in rows if r.get("stage") == "operating point"]
     assert [r["min_score"] for r in operating] == thresholds
     assert best["min_score"] == max(operating, key=lambda r: r["F1"])["min_score"]
+
+
+def test_merge_settings_are_searched_with_the_best_thresholds_fixed(model):
+    images = _images()
+    grid = {"fg_threshold": [0.3, 0.6]}
+    merge_grid = {"merge_fraction": [1.0, 3.0], "vote_error_fraction": [0.25, 0.5]}
+    best, rows = tune_decode(model, images, grid=grid, metric="F1", score_thresholds=None, merge_grid=merge_grid)
+    first, second = rows[:2], rows[2:]
+    assert len(second) == 4
+    threshold = max(first, key=lambda r: r["F1"])["fg_threshold"]
+    assert all(r["fg_threshold"] == threshold for r in second)
+    winner = max(second, key=lambda r: r["F1"])
+    assert best == {k: winner[k] for k in ("fg_threshold", "merge_fraction", "vote_error_fraction")}
+    # Each stage-2 row is what decoding with its settings really scores.
+    from smallseg.decode.components import decode_outputs
+    from smallseg.metrics.multi import evaluate_images
+    import dataclasses
+
+    row = second[-1]
+    config = dataclasses.replace(decode_config_for(model), **{k: row[k] for k in best})
+    with torch.no_grad():
+        items = [(im.instances, im.classes, decode_outputs(model(torch.from_numpy(model.config.normalise(
+            np.moveaxis(im.image, -1, 0)))[None]), config)[0]) for im in images]
+    assert evaluate_images(items).metrics["F1"] == pytest.approx(row["F1"])
