@@ -33,7 +33,8 @@ from smallseg.data.remote_sensing import make_remote_sensing_scene
 from smallseg.metrics.multi import evaluate_images
 from smallseg.models import count_parameters, load_checkpoint
 from smallseg.pipeline.array import predict_array
-from smallseg.train.loop import load_train_config, train
+from smallseg.train.loop import load_source, load_train_config, train
+from smallseg.train.tune import write_tuned_checkpoint
 
 ROWS = {
     "baseline (FPN + CC)": {"heads": ["semantic"], "lfe": None},
@@ -97,6 +98,9 @@ def main(argv=None) -> int:
                         help="384 px validation scenes for checkpoint selection and decode tuning (0: none)")
     parser.add_argument("--test-scenes", type=int, default=4, help="held-out 512 px test scenes")
     parser.add_argument("--rows", default=None, help="comma-separated subset of row numbers (1-5)")
+    parser.add_argument("--score-only", action="store_true",
+                        help="do not train: re-tune the decode settings of the runs already in --out (with the "
+                             "current tune-decode) and score them")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,16 +115,27 @@ def main(argv=None) -> int:
         slug = name.split(" (")[0].replace("+ ", "plus-").replace(" ", "-")
         config_path = out / f"{slug}.yaml"
         config_path.write_text(yaml.safe_dump(config))
-        t0 = time.perf_counter()
-        run = train(load_train_config(config_path), out / slug, progress=False)
-        train_s = time.perf_counter() - t0
-        # best = selected on validation AP, decode thresholds tuned on validation (last without validation)
-        model = load_checkpoint(run.best_checkpoint if args.val_scenes else run.last_checkpoint)
+        if args.score_only:
+            history = [json.loads(line) for line in (out / slug / "history.jsonl").read_text().splitlines()]
+            train_s = sum(h["seconds"] for h in history)  # training epochs only (no validation, no tuning)
+            train_config = load_train_config(config_path)
+            val_images = [im for spec in train_config.data["val"] for im in load_source(spec, train_config.source_dir)]
+            checkpoint, _, _ = write_tuned_checkpoint(out / slug / "best.safetensors", val_images,
+                                                      out / slug / "retuned.safetensors")
+            model = load_checkpoint(checkpoint)
+            final_loss = history[-1]["loss_total"]
+        else:
+            t0 = time.perf_counter()
+            run = train(load_train_config(config_path), out / slug, progress=False)
+            train_s = time.perf_counter() - t0
+            # best = selected on validation AP, decode thresholds tuned on validation (last without validation)
+            model = load_checkpoint(run.best_checkpoint if args.val_scenes else run.last_checkpoint)
+            final_loss = run.history[-1]["loss_total"]
         metrics = score(model, test_scenes)
         results[name] = {**{k: metrics.get(k) for k in ("AP", "AP50", "AP_small", "boundary_AP", "F1",
                                                          "count_error_relative", "count_gt", "count_pred")},
                          "params_M": count_parameters(model) / 1e6, "ms_per_tile": ms_per_tile(model),
-                         "train_s": train_s, "final_loss": run.history[-1]["loss_total"],
+                         "train_s": train_s, "final_loss": final_loss,
                          "decode": (model.config.training or {}).get("decode")}
         print(name, json.dumps(results[name]), flush=True)
     header = "| row | AP | AP50 | AP_small | Boundary AP | F1@0.5 | count error | params | ms/256² tile | train s |"
@@ -132,8 +147,8 @@ def main(argv=None) -> int:
                      f"{r['ms_per_tile']:.0f} | {r['train_s']:.0f} |")
     table = "\n".join(lines)
     settings = {k: v for k, v in vars(args).items()}
-    (out / "ablation.md").write_text(f"command: {' '.join(sys.argv)}\nsettings: {settings}\n\n{table}\n")
-    (out / "ablation.json").write_text(json.dumps({"settings": settings, "rows": results}, indent=2))
+    (out / ("ablation-rescored.md" if args.score_only else "ablation.md")).write_text(f"command: {' '.join(sys.argv)}\nsettings: {settings}\n\n{table}\n")
+    (out / ("ablation-rescored.json" if args.score_only else "ablation.json")).write_text(json.dumps({"settings": settings, "rows": results}, indent=2))
     print(table)
     return 0
 
