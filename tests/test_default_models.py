@@ -54,5 +54,5 @@ def test_medical_model_on_a_real_fluorescence_image():
     preset = IntensityPreset.from_dict(MEDICAL_PRESETS["microscopy"]).resolve(image)
     pred = predict_array(preset.apply(image) / np.float32(model.config.input_scale), model)
     metrics = evaluate_images([(labels, (labels > 0).astype(np.int32), pred)]).metrics
-    assert metrics["F1"] >= 0.15, metrics
+    assert metrics["F1"] >= 0.3, metrics  # 0.374 measured (tuned with fragment merging; 0.225 before)
     assert 0.5 * metrics["count_gt"] <= metrics["count_pred"] <= 2.0 * metrics["count_gt"], metrics
