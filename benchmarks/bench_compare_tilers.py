@@ -4,7 +4,7 @@ All tools drive the same model (the shipped ``remote-sensing`` smallseg model) o
 scene (:func:`smallseg.data.remote_sensing.write_remote_sensing_scene`, 0.4 m/px, seed 11, ``--size`` square,
 written once to ``--work``). Needs the ``bench`` extra (``pip install -e .[bench]``: sahi, monai).
 
-Methods (each runs in its own fresh subprocess, torch 1 thread, ``OMP_NUM_THREADS=1``, ``GDAL_CACHEMAX=128``):
+Methods (each runs in its own fresh subprocess, torch 1 thread, ``OMP_NUM_THREADS=1``, ``GDAL_CACHEMAX=64``):
 
 - ``reference``: the whole scene in ONE forward pass (fully convolutional; normalised input padded with 0 =
   the training mean to a multiple of 32, outputs cropped back), decoded once with smallseg's decoder
@@ -520,7 +520,7 @@ def run_parent(args) -> None:
     paths = scene_paths(work, args.size)
     run_dir = work / f"runs{args.size}"
     run_dir.mkdir(exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", GDAL_CACHEMAX="128",
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", GDAL_CACHEMAX="64",
                NO_ALBUMENTATIONS_UPDATE="1")
     methods = list(dict.fromkeys(["reference", *args.methods]))
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -583,7 +583,7 @@ def run_parent(args) -> None:
     settings = [
         f"scene: {paths.image} ({args.size} x {args.size} px, {PIXEL_SIZE_M} m/px, seed {SEED}); model: {MODEL_NAME}",
         f"started {started}; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
-        f"batch size {args.batch_size}; torch 1 thread per process, OMP_NUM_THREADS=1, GDAL_CACHEMAX=128",
+        f"batch size {args.batch_size}; torch 1 thread per process, OMP_NUM_THREADS=1, GDAL_CACHEMAX=64",
         *[f"- {m}: {rep['settings']}" for m, rep, _, _ in rows],
     ]
     text = "\n".join(settings) + "\n\n" + table + "\n"
