@@ -121,7 +121,8 @@ def main(argv=None) -> int:
             train_config = load_train_config(config_path)
             val_images = [im for spec in train_config.data["val"] for im in load_source(spec, train_config.source_dir)]
             checkpoint, _, _ = write_tuned_checkpoint(out / slug / "best.safetensors", val_images,
-                                                      out / slug / "retuned.safetensors")
+                                                      out / slug / "retuned.safetensors",
+                                                      metric=train_config.select_metric)
             model = load_checkpoint(checkpoint)
             final_loss = history[-1]["loss_total"]
         else:
