@@ -228,12 +228,13 @@ def decode_instances(
     mean_fg = np.bincount(fg_labels, weights=fg_prob[ys, xs], minlength=n + 1)[1:] / safe_area
     peak_distance = np.ones(n)
     if distance is not None:
-        # per-object maximum: sort once by (label, value) and take each label's last entry
+        # per-object maximum: group the pixels by label (one integer sort), reduce each run
         d_fg = distance[ys, xs]
-        order = np.lexsort((d_fg, fg_labels))
-        last = np.nonzero(np.diff(fg_labels[order], append=np.iinfo(np.int32).max))[0]
+        order = np.argsort(fg_labels, kind="stable")
+        sorted_labels = fg_labels[order]
+        starts = np.flatnonzero(np.diff(sorted_labels, prepend=-1))
         peak_distance = np.zeros(n + 1)
-        peak_distance[fg_labels[order][last]] = d_fg[order][last]
+        peak_distance[sorted_labels[starts]] = np.maximum.reduceat(d_fg[order], starts)
         peak_distance = peak_distance[1:]
     score = support * mean_fg * peak_distance
     keep = (area >= min_area_px) & (backing >= max(min_votes, 1)) & (support >= min_support) & (score >= min_score)
