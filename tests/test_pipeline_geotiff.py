@@ -255,6 +255,20 @@ def test_a_pixel_size_far_from_the_training_one_is_warned_about(tmp_path, random
     assert "~71x" in warned[0]
 
 
+def test_a_run_interrupted_under_another_checkpoint_format_is_refused_in_one_line(tmp_path, random_model):
+    image = np.random.default_rng(2).integers(0, 255, (3, 40, 50), dtype=np.uint8)
+    src = _write_tif(tmp_path / "old.tif", image)
+    work = tmp_path / "out" / ".old.resume"  # what an older version left behind after a kill
+    work.mkdir(parents=True)
+    (work / "params.json").write_text(json.dumps({"format": 1}))
+    (work / "progress.json").write_text(json.dumps({"next_tile_row": 1, "started": "2026-01-01T00:00:00Z"}))
+    with pytest.raises(SmallsegError, match=r"another smallseg version \(checkpoint format 1.*--overwrite"):
+        predict_geotiff(src, tmp_path / "out", random_model, resume=True, progress=False)
+    done = predict_geotiff(src, tmp_path / "out", random_model, resume=True, overwrite=True, formats="json",
+                           progress=False)
+    assert done.run["counts"]["scene_px"] == 40 * 50 and not work.exists()
+
+
 def test_nodata_never_produces_objects_and_empty_tiles_are_skipped(tmp_path, random_model):
     rng = np.random.default_rng(4)
     image = rng.integers(1, 255, (3, 140, 200), dtype=np.uint8)

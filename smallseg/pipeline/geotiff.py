@@ -621,6 +621,12 @@ def _open_work(outputs: _Outputs, params: dict, resume: bool, overwrite: bool):
         old = json.loads(outputs.params.read_text(encoding="utf-8"))
         if old != params and overwrite:  # --resume --overwrite: continue if possible, else start over
             shutil.rmtree(work)
+        elif old.get("format") != params["format"]:
+            raise SmallsegError(
+                f"{work}: the interrupted run was written by another smallseg version (checkpoint format "
+                f"{old.get('format')}, this version uses {params['format']}) and cannot be resumed; pass "
+                f"--overwrite to start over"
+            )
         elif old != params:
             changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
             raise SmallsegError(
