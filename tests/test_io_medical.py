@@ -27,6 +27,7 @@ from smallseg.io.medical import (
     write_labels_nifti,
     write_volume,
 )
+from medical_helpers import rotation  # tests/ is on sys.path under pytest
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pydicom"
 CT_SMALL = DATA / "CT_small.dcm"
@@ -57,14 +58,6 @@ def raw_element(path: Path, group: int, elem: int) -> bytes:
 
 def raw_floats(path: Path, group: int, elem: int) -> list[float]:
     return [float(v) for v in raw_element(path, group, elem).decode().strip(" \x00").split("\\")]
-
-
-def rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def write_series(folder: Path, array_zyx: np.ndarray, *, spacing_xyz=(0.7, 0.9, 2.5), origin=(-10.0, 20.0, 30.0),
