@@ -469,7 +469,9 @@ def _add_tune_decode(subparsers) -> None:
         description=(
             "Grid-search the decoding thresholds (foreground probability, distance-map peak, score) of a trained "
             "model on the validation images of a training config (its data.val section), maximising --metric, "
-            "and write a checkpoint that carries the chosen settings (every pipeline reads them from there)."
+            "then, with those fixed, how eagerly vote clusters merge into one object (models whose vectors "
+            "scatter split large objects into fragments otherwise), and write a checkpoint that carries the "
+            "chosen settings (every pipeline reads them from there)."
         ),
     )
     p.add_argument("checkpoint", help="trained model (.safetensors)")
