@@ -1,11 +1,9 @@
 """GeoTIFF reader/writer on real files from rasterio's test data (see ../shared/data/README.md)."""
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 from pathlib import Path
 
@@ -347,3 +345,18 @@ def test_band_stats_without_valid_samples_can_return_nan_instead_of_raising():
     with open_raster(DATA / "all-nodata.tif") as src:
         stats = src.band_stats(require_valid=False)
         assert stats.valid_px == 0 and np.isnan(stats.mean).all() and stats.sampled_px > 0
+
+
+def test_pixel_size_in_metres_follows_the_crs_units():
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    utm = RasterGeometry(10, 10, CRS.from_epsg(32633), from_origin(389_000, 5_819_000, 0.5, 0.5))
+    assert utm.metres_per_unit == 1.0 and utm.pixel_area_m2 == pytest.approx(0.25) and utm.pixel_size_m == 0.5
+    # NY state plane in US survey feet: a 10 ft pixel is 3.048006 m on a side (1 ftUS = 1200/3937 m)
+    feet = RasterGeometry(10, 10, CRS.from_epsg(2263), from_origin(980_000, 200_000, 10.0, 10.0))
+    assert feet.pixel_size_m == pytest.approx(10 * 1200 / 3937, rel=1e-9)
+    # degrees are not a length, and pixel units have no metric scale
+    wgs84 = RasterGeometry(10, 10, CRS.from_epsg(4326), from_origin(13.0, 52.0, 1e-5, 1e-5))
+    plain = RasterGeometry(10, 10, None, from_origin(0, 0, 1, 1))
+    assert wgs84.pixel_area_m2 is None and wgs84.pixel_size_m is None and plain.metres_per_unit is None

@@ -81,6 +81,29 @@ class RasterGeometry:
         return abs(self.transform.determinant)
 
     @property
+    def metres_per_unit(self) -> float | None:
+        """Metres per CRS unit for a projected CRS (1 for UTM, 0.3048 for US feet); None without a CRS or
+        for an angular one (degrees are not a length)."""
+        if self.crs is None or not self.crs.is_projected:
+            return None
+        try:
+            return float(self.crs.linear_units_factor[1])
+        except Exception:  # noqa: BLE001 - CRS without a usable unit
+            return None
+
+    @property
+    def pixel_area_m2(self) -> float | None:
+        """Area of one pixel in m², or None when the CRS gives no metric scale."""
+        metre = self.metres_per_unit
+        return None if metre is None else self.pixel_area * metre**2
+
+    @property
+    def pixel_size_m(self) -> float | None:
+        """Side of a square pixel of the same area, in m, or None when the CRS gives no metric scale."""
+        area = self.pixel_area_m2
+        return None if area is None else float(np.sqrt(area))
+
+    @property
     def linear_units(self) -> str:
         """Units of the CRS axes (``"metre"``, ``"degree"``, ...) or ``"px"``."""
         if self.crs is None:

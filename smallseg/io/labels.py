@@ -148,9 +148,10 @@ def _read_rasterio(path: str) -> LabelRaster:
     area, note = None, "unknown (no CRS)"
     if georeferenced:
         if crs.is_projected:
-            unit_name, unit_m = crs.linear_units_factor
-            area = abs(transform.a * transform.e - transform.b * transform.d) * unit_m**2
-            note = f"|det(transform)| in {unit_name} of {crs.to_string()}"
+            from smallseg.io.geotiff import RasterGeometry
+
+            area = RasterGeometry(array.shape[1], array.shape[0], crs, transform).pixel_area_m2
+            note = f"|det(transform)| in {crs.linear_units_factor[0]} of {crs.to_string()}"
         else:
             note = f"unknown (CRS {crs.to_string()} is not projected: degrees are not an area unit)"
     return LabelRaster(

@@ -280,17 +280,6 @@ def _load_model(model, device) -> tuple[torch.nn.Module, dict]:
     return model, info
 
 
-def _metre_factor(geometry: RasterGeometry) -> float | None:
-    """Metres per CRS unit for projected CRSs; None when areas in m² cannot be given (no or angular CRS)."""
-    crs = geometry.crs
-    if crs is None or not crs.is_projected:
-        return None
-    try:
-        return float(crs.linear_units_factor[1])
-    except Exception:  # noqa: BLE001 - CRS without a usable unit
-        return None
-
-
 def _class_names(model) -> list[str]:
     names = model.config.class_names
     return list(names) if names else [f"class{i}" for i in range(1, model.config.classes + 1)]
@@ -321,17 +310,11 @@ def _check_band_stats(reader: GeoTiffReader, model, session: _Session) -> dict |
     return summary
 
 
-def _pixel_size_m(geometry: RasterGeometry) -> float | None:
-    """Side of a (square-equivalent) pixel in metres; None without a projected CRS."""
-    metre = _metre_factor(geometry)
-    return None if metre is None else float(np.sqrt(geometry.pixel_area)) * metre
-
-
 def _check_pixel_size(reader: GeoTiffReader, model, session: _Session) -> None:
     """Warn (never fail) when the input's pixel size is far from the one the model was trained at: a
     detector of 4 m cars finds nothing in a 30 m Landsat scene, and it should say why."""
     trained = (model.config.training or {}).get("train_pixel_size_m")
-    size_m = _pixel_size_m(reader.geometry)
+    size_m = reader.geometry.pixel_size_m
     if not trained or size_m is None:
         return
     lo, hi = (float(v) for v in trained)
@@ -504,7 +487,6 @@ def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
 def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, session: _Session, t_start, *,
          tile_size_px, overlap_px, batch_size, amp, min_score, min_area_px, decode, formats, cog, compress,
          resume, overwrite, progress, duplicate_ios) -> PredictionResult:
-    config = model.config
     geometry = reader.geometry
     overrides = dict(asdict(decode)) if isinstance(decode, DecodeConfig) else dict(decode or {})
     if min_score is not None:
@@ -781,8 +763,8 @@ class _Sink:
         self.data_date = data_date
         want = {kind for f in formats for kind in _FORMAT_KINDS[f]}
         self.want = want
-        metre = _metre_factor(geometry)
-        self.area_m2_per_px = geometry.pixel_area * metre**2 if metre is not None else float("nan")
+        area_m2 = geometry.pixel_area_m2
+        self.area_m2_per_px = area_m2 if area_m2 is not None else float("nan")
         self.class_names = list(class_names)
         self.tables: list[ObjectTable] = []  # finished objects not yet in the CSV (all of them without a CSV)
         self.parts: list[QuicklookPart] = []
@@ -961,14 +943,14 @@ def _write_csv_rows(out, objects: ObjectTable, class_names: Sequence[str], geome
 
 
 def _csv_columns(objects: ObjectTable, class_names: Sequence[str], geometry: RasterGeometry) -> list:
-    metre = _metre_factor(geometry)
+    pixel_m2 = geometry.pixel_area_m2
     n = len(objects)
     cy, cx = objects.centroids_yx[:, 0].astype(np.float64), objects.centroids_yx[:, 1].astype(np.float64)
     t = geometry.transform
     x = t.a * (cx + 0.5) + t.b * (cy + 0.5) + t.c  # pixel centre -> map coordinates
     y = t.d * (cx + 0.5) + t.e * (cy + 0.5) + t.f
     area_px = objects.area_px.astype(np.int64)
-    area_m2 = [""] * n if metre is None else map(repr, (area_px * (geometry.pixel_area * metre**2)).tolist())
+    area_m2 = [""] * n if pixel_m2 is None else map(repr, (area_px * pixel_m2).tolist())
     names = [class_names[c - 1] if 1 <= c <= len(class_names) else str(c) for c in objects.class_ids.tolist()]
     return [
         objects.ids.tolist(), objects.class_ids.tolist(), names,
@@ -1045,7 +1027,6 @@ def _run_report(path, outputs, reader, model, model_info, plan, decode_config, g
     geometry = reader.geometry
     class_names = _class_names(model)
     per_class = counts["per_class"][1 : config.classes + 1]
-    metre = _metre_factor(geometry)
     return {
         "smallseg_run": 1,
         "finished": _now_iso(),
@@ -1059,8 +1040,8 @@ def _run_report(path, outputs, reader, model, model_info, plan, decode_config, g
             "georeferenced": geometry.georeferenced,
             "linear_units": geometry.linear_units,
             "pixel_area": geometry.pixel_area,
-            "pixel_area_m2": geometry.pixel_area * metre**2 if metre is not None else None,
-            "pixel_size_m": _pixel_size_m(geometry),
+            "pixel_area_m2": geometry.pixel_area_m2,
+            "pixel_size_m": geometry.pixel_size_m,
             "bands": list(reader.bands),
             "dtype": reader.dtype,
             "nodata": reader.nodata,

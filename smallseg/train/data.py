@@ -66,6 +66,8 @@ def read_geotiff_pair(
     """
     import rasterio
 
+    from smallseg.io.geotiff import RasterGeometry
+
     def read(path, band_list=None):
         try:
             with rasterio.open(path) as src:
@@ -86,10 +88,7 @@ def read_geotiff_pair(
         if shape_c != shape or crs_c != crs or transform_c != transform:
             raise SmallsegError(f"{classes_path}: not on the same grid as {image_path}")
         classes = classes.astype(np.int32)
-    pixel_area = None
-    if crs is not None and crs.is_projected:
-        metre = float(crs.linear_units_factor[1])  # CRS units in metres (1 for UTM, 0.3048 for feet)
-        pixel_area = abs(transform.a * transform.e - transform.b * transform.d) * metre**2
+    pixel_area = RasterGeometry(shape[1], shape[0], crs, transform).pixel_area_m2
     return LabeledImage(
         image=np.moveaxis(image, 0, -1),
         instances=inst.astype(np.int32),
