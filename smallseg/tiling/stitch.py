@@ -121,8 +121,7 @@ class ObjectTable:
 
     def sorted_by_id(self) -> "ObjectTable":
         """The same rows ordered by id."""
-        order = np.argsort(self.ids, kind="stable")
-        return ObjectTable(**{f.name: getattr(self, f.name)[order] for f in fields(self)})
+        return self.rows(np.argsort(self.ids, kind="stable"))
 
 
 @dataclass

@@ -31,6 +31,7 @@ DEFAULT_GRID: dict[str, list[float]] = {
     "min_peak_distance": [0.0, 0.1, 0.2, 0.3, 0.4],
     "min_score": [0.05, 0.1, 0.2],
 }
+_REPORTED = ("AP", "AP50", "AP_small", "F1", "count_pred", "count_gt")
 # Second stage: fragment merging (see smallseg.decode.centroids, step 3) and the radius of a confident vote.
 MERGE_GRID: dict[str, list[float]] = {
     "merge_fraction": [1.0, 2.0, 3.0],
@@ -90,19 +91,19 @@ def tune_decode(
             outputs.append({k: v.cpu() for k, v in model(x).items()})
     rows = []
 
+    def scored(settings: dict[str, Any]) -> dict[str, Any]:
+        """Decode every image with ``settings`` on top of the model's own; the settings and their metrics."""
+        config = dataclasses.replace(base, **settings)
+        items = [(item.instances, item.classes, decode_outputs(out, config)[0]) for item, out in zip(images, outputs)]
+        metrics = evaluate_images(items).metrics
+        if metrics.get(metric) is None:
+            raise SmallsegError(f"tune-decode: the scorer has no metric {metric!r} for these images")
+        return {**settings, **{k: metrics[k] for k in _REPORTED if k in metrics}}
+
     def search(stage_grid: dict[str, list[float]], fixed: dict[str, Any]) -> dict[str, Any]:
         keys = list(stage_grid)
-        stage_rows = []
-        for values in itertools.product(*(stage_grid[k] for k in keys)):
-            settings = {**fixed, **dict(zip(keys, values))}
-            config = dataclasses.replace(base, **settings)
-            items = [(item.instances, item.classes, decode_outputs(out, config)[0])
-                     for item, out in zip(images, outputs)]
-            metrics = evaluate_images(items).metrics
-            if metrics.get(metric) is None:
-                raise SmallsegError(f"tune-decode: the scorer has no metric {metric!r} for these images")
-            stage_rows.append({**settings, **{k: metrics[k] for k in ("AP", "AP50", "AP_small", "F1", "count_pred",
-                                                                       "count_gt") if k in metrics}})
+        stage_rows = [scored({**fixed, **dict(zip(keys, values))})
+                      for values in itertools.product(*(stage_grid[k] for k in keys))]
         rows.extend(stage_rows)
         best_row = max(stage_rows, key=lambda r: (r[metric] if r[metric] is not None else -1.0))
         return {k: best_row[k] for k in [*fixed, *keys]}
@@ -113,14 +114,8 @@ def tune_decode(
     # AP does not depend on where low-score detections are cut, but the objects a user gets do: the output
     # score threshold is the operating point with the best F1 at IoU 0.5 (the others as chosen above).
     if score_thresholds:
-        operating = []
-        for threshold in score_thresholds:
-            config = dataclasses.replace(base, **{**chosen, "min_score": threshold})
-            items = [(item.instances, item.classes, decode_outputs(out, config)[0])
-                     for item, out in zip(images, outputs)]
-            m = evaluate_images(items).metrics
-            operating.append({**chosen, "min_score": threshold, "stage": "operating point",
-                              **{k: m[k] for k in ("AP", "AP50", "AP_small", "F1", "count_pred", "count_gt") if k in m}})
+        operating = [{**scored({**chosen, "min_score": threshold}), "stage": "operating point"}
+                     for threshold in score_thresholds]
         rows.extend(operating)
         chosen["min_score"] = max(operating, key=lambda r: (r["F1"] if r["F1"] is not None else -1.0))["min_score"]
     return chosen, rows
