@@ -265,3 +265,61 @@ def test_a_splinter_on_a_large_objects_border_is_dropped_by_its_low_distance_pea
     ious = matched_ious(lab, out.labels)
     assert ious[0] >= 0.98 and ious[1] == 1.0
     np.testing.assert_allclose(sorted(out.scores), [1.0, 1.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.5, 0.59, 1.0])
+def test_vote_smoothing_equals_scipys_truncated_gaussian(sigma):
+    from smallseg.decode.centroids import _gaussian_smooth
+
+    rng = np.random.default_rng(3)
+    image = (rng.random((40, 56)) * (rng.random((40, 56)) < 0.2)).astype(np.float32)
+    expected = ndimage.gaussian_filter(image, sigma, mode="constant", truncate=2.5)
+    np.testing.assert_allclose(_gaussian_smooth(image, sigma), expected, atol=1e-6)
+
+
+def test_local_maxima_equal_scipys_maximum_filter_on_random_images():
+    from smallseg.decode.centroids import _local_maxima
+
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        image = rng.integers(0, 4, (30, 33)).astype(np.float32)  # many ties and plateaus
+        is_max = (image == ndimage.maximum_filter(image, size=3, mode="constant", cval=0.0)) & (image > 0)
+        plateaus, n = ndimage.label(is_max, structure=np.ones((3, 3), bool))
+        ys, xs = _local_maxima(image)
+        # one peak per 8-connected plateau of maxima, each its plateau's first pixel in raster order
+        assert len(ys) == n
+        firsts = [tuple(np.argwhere(plateaus == k)[0]) for k in range(1, n + 1)]
+        assert sorted(zip(ys.tolist(), xs.tolist())) == sorted(firsts)
+
+
+def test_filling_unsure_pixels_equals_one_watershed_over_the_foreground():
+    from skimage.segmentation import watershed
+
+    from smallseg.decode.centroids import _fill_unsure
+
+    rng = np.random.default_rng(11)
+    for _ in range(4):
+        lab, _ = random_scene(rng, shape=(64, 64), n_objects=30)
+        fg = lab > 0
+        distance = ndimage.gaussian_filter(rng.random(lab.shape), 1.0).astype(np.float32)
+        # confident cores: a random half of each object's pixels keep their label
+        labels = np.where(fg & (rng.random(lab.shape) < 0.5), lab, 0).astype(np.int32)
+        expected = watershed(-distance, markers=labels, mask=fg)  # 4-connected flood of the whole foreground
+        filled = labels.copy()
+        ys, xs = np.nonzero(fg)
+        _fill_unsure(filled, fg, ys, xs, distance)
+        assert np.array_equal(filled, expected)
+
+
+def test_merged_fragments_pass_their_votes_along_the_chain_to_the_strongest():
+    from smallseg.decode.centroids import _merge_fragments
+
+    smooth = np.zeros((20, 40), np.float32)
+    smooth[10, 5:35] = 1.0  # one mound along a row: no valley between the candidates
+    peak_y = np.array([10, 10, 10, 10])
+    peak_x = np.array([8, 14, 20, 33])
+    smooth[10, peak_x] = [2.0, 3.0, 4.0, 1.5]  # heights rise to the right up to x=20
+    centres = np.stack([peak_y, peak_x], axis=1).astype(float)
+    scale = np.array([7.0, 7.0, 7.0, 7.0])  # reach 7 px: 8->14 and 14->20 pair, 20-33 are too far apart
+    into = _merge_fragments(centres, scale, smooth, peak_y, peak_x, merge_fraction=1.0, valley_ratio=0.1)
+    assert into.tolist() == [2, 2, 2, 3]
