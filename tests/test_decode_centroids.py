@@ -323,3 +323,10 @@ def test_merged_fragments_pass_their_votes_along_the_chain_to_the_strongest():
     scale = np.array([7.0, 7.0, 7.0, 7.0])  # reach 7 px: 8->14 and 14->20 pair, 20-33 are too far apart
     into = _merge_fragments(centres, scale, smooth, peak_y, peak_x, merge_fraction=1.0, valley_ratio=0.1)
     assert into.tolist() == [2, 2, 2, 3]
+
+
+def test_eight_neighbour_dilation_equals_scipys():
+    from smallseg.decode.centroids import _dilate8
+
+    mask = np.random.default_rng(2).random((23, 31)) < 0.1
+    assert np.array_equal(_dilate8(mask), ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool)))

@@ -319,10 +319,21 @@ def _fill_unsure(labels: np.ndarray, fg: np.ndarray, ys: np.ndarray, xs: np.ndar
     unsure_box[ys[several], xs[several]] = True
     unsure_box = unsure_box[box]
     labels_box = labels[box]
-    ring = ndimage.binary_dilation(unsure_box, structure=_EIGHT) & (labels_box > 0)
+    ring = _dilate8(unsure_box) & (labels_box > 0)
     landscape = -distance[box] if distance is not None else np.zeros(unsure_box.shape, np.float32)
     filled = watershed(landscape, markers=np.where(ring, labels_box, 0), mask=unsure_box | ring)
     labels_box[unsure_box] = filled[unsure_box]
+
+
+def _dilate8(mask: np.ndarray) -> np.ndarray:
+    """3x3 binary dilation (zeros outside) from shifted views: exact, faster than ndimage on a tile."""
+    rows = mask.copy()
+    rows[1:] |= mask[:-1]
+    rows[:-1] |= mask[1:]
+    out = rows.copy()
+    out[:, 1:] |= rows[:, :-1]
+    out[:, :-1] |= rows[:, 1:]
+    return out
 
 
 def _gaussian_smooth(image: np.ndarray, sigma_px: float) -> np.ndarray:
