@@ -23,7 +23,7 @@ from smallseg.data.remote_sensing import make_remote_sensing_scene
 from smallseg.io.medical import IntensityPreset
 from smallseg.metrics.multi import evaluate_images
 from smallseg.models.registry import load_model
-from smallseg.pipeline.array import predict_array
+from smallseg.pipeline.array import decode_config_for, predict_array
 from smallseg.train.data import MEDICAL_PRESETS, synthetic_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,14 +44,20 @@ def rows_remote_sensing(model, n_scenes: int) -> list[tuple[str, dict]]:
     return rows
 
 
-def rows_medical(model, n_images: int) -> list[tuple[str, dict]]:
+def rows_medical(model, n_images: int, n_ct_volumes: int = 8) -> list[tuple[str, dict]]:
     rows = []
     nuclei = synthetic_images("nuclei", count=n_images, size=256, seed=80_000, class_id=1)
     items = [(im.instances, im.classes, predict_array(medical_input(im.image[..., 0], model), model)) for im in nuclei]
     rows.append((f"synthetic nuclei, {n_images} x 256²", evaluate_images(items).metrics))
-    ct = [im for im in synthetic_images("ct", count=2, size=256, seed=81_000, class_id=2, slices=40)]
-    items = [(im.instances, im.classes, predict_array(medical_input(im.image[..., 0], model), model)) for im in ct]
-    rows.append((f"synthetic CT slices (lung window), {len(ct)} slices", evaluate_images(items).metrics))
+    # CT: decoded with the settings the model stores for CT (what dicom-batch uses for CT series), and, for
+    # comparison, with its default (microscopy-tuned) settings.
+    ct = [im for im in synthetic_images("ct", count=n_ct_volumes, size=256, seed=81_000, class_id=2, slices=40)]
+    for settings, modality in (("CT settings", "CT"), ("default settings", None)):
+        decode = decode_config_for(model, modality=modality)
+        items = [(im.instances, im.classes, predict_array(medical_input(im.image[..., 0], model), model, decode=decode))
+                 for im in ct]
+        rows.append((f"synthetic CT slices (lung window), {n_ct_volumes} volumes, {len(ct)} slices, {settings}",
+                     evaluate_images(items).metrics))
     image = tifffile.imread(ROOT / "tests" / "data" / "dsb2018_nuclei_image.tif")
     labels = tifffile.imread(ROOT / "tests" / "data" / "dsb2018_nuclei_labels.tif").astype(np.int64)
     preset = IntensityPreset.from_dict(MEDICAL_PRESETS["microscopy"]).resolve(image)

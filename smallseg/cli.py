@@ -480,6 +480,10 @@ def _add_tune_decode(subparsers) -> None:
     p.add_argument("--metric", default="AP", help="metric to maximise: AP, AP50, AP_small, F1, ... (default: AP)")
     p.add_argument("--storage-dtype", default="float32", choices=["float32", "float16"],
                    help="weight precision in the written file (float16 halves its size)")
+    p.add_argument("--modality", default=None,
+                   help="tune for images of this DICOM modality only (e.g. CT), on the data.val entries marked "
+                        "'modality: CT'; the settings are stored for that modality (dicom-batch uses them for "
+                        "such series) and the model's default settings stay as they are")
     p.set_defaults(run=_run_tune_decode)
 
 
@@ -488,11 +492,18 @@ def _run_tune_decode(args) -> int:
     from smallseg.train.tune import write_tuned_checkpoint
 
     config = load_train_config(args.config)
-    images = [im for spec in config.data.get("val", []) for im in load_source(spec, config.source_dir)]
+    specs = list(config.data.get("val") or [])
+    if args.modality:
+        specs = [spec for spec in specs if isinstance(spec, dict)
+                 and str(spec.get("modality", "")).upper() == args.modality.upper()]
+        if not specs:
+            raise SmallsegError(f"{args.config}: no data.val entry is marked 'modality: {args.modality}'; mark "
+                                f"the validation images of that modality to tune on them")
+    images = [im for spec in specs for im in load_source(spec, config.source_dir)]
     if not images:
         raise SmallsegError(f"{args.config}: data.val lists no validation images to tune on")
     path, best, rows = write_tuned_checkpoint(args.checkpoint, images, args.out, metric=args.metric,
-                                              storage_dtype=args.storage_dtype)
+                                              storage_dtype=args.storage_dtype, modality=args.modality)
     top = sorted(rows, key=lambda r: -(r[args.metric] or 0))[:5]
     for row in top:
         print("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))

@@ -4,6 +4,7 @@ Thresholds sit well below the scores measured in benchmarks/RESULTS.md ("Default
 broken or swapped weights file, a normalisation change or a decoding regression, not noise.
 """
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +57,34 @@ def test_medical_model_on_a_real_fluorescence_image():
     metrics = evaluate_images([(labels, (labels > 0).astype(np.int32), pred)]).metrics
     assert metrics["F1"] >= 0.3, metrics  # 0.374 measured (tuned with fragment merging; 0.225 before)
     assert 0.5 * metrics["count_gt"] <= metrics["count_pred"] <= 2.0 * metrics["count_gt"], metrics
+
+
+def test_medical_model_finds_lung_nodules_in_a_dicom_ct_series(tmp_path):
+    """dicom-batch on real DICOM files (synthetic chest CT written by SimpleITK) with the shipped model: its
+    CT decode settings (tune-decode --modality CT) find nodules; its default ones, tuned on nuclei, found none."""
+    from smallseg.data.medical import make_ct_volume, write_dicom_series
+    from smallseg.pipeline.dicom_batch import run_dicom_batch
+
+    volumes = {}
+    for seed in (123_500, 123_501):  # seeds in no training or validation range
+        volumes[seed] = make_ct_volume((256, 256, 32), seed=seed)
+        write_dicom_series(volumes[seed].image, tmp_path / "in" / f"case{seed}", seed=seed)
+    result = run_dicom_batch(tmp_path / "in", tmp_path / "out", "medical", progress=False)
+    found = predicted = on_nodule = 0
+    for row in result.results:
+        assert row.status == "ok", row
+        nodules = volumes[int(Path(row.path).name[4:])].nodules
+        with open(Path(row.output_dir) / "objects.csv", newline="") as fh:
+            objects = list(csv.DictReader(fh))
+        centroids = np.array([[float(o[f"centroid_lps_{a}_mm"]) for a in "xyz"] for o in objects]).reshape(-1, 3)
+        # a hit: the object's centroid lies within the nodule (its radius + 2 mm)
+        hits = np.array([np.linalg.norm(centroids - n.center_lps_mm, axis=1) <= n.diameter_mm / 2 + 2.0
+                         for n in nodules]).reshape(len(nodules), len(objects))
+        found += int(hits.any(axis=1).sum())
+        predicted += len(objects)
+        on_nodule += int(hits.any(axis=0).sum())
+        assert {o["class"] for o in objects} <= {"nodule"}
+    n_nodules = sum(len(v.nodules) for v in volumes.values())
+    # measured: 5 of 12 nodules found, 5 of 12 predictions on a nodule (6 cases: 12 / 36, 15 / 31)
+    assert found >= n_nodules / 6, (found, n_nodules)
+    assert on_nodule >= 0.25 * predicted, (on_nodule, predicted)

@@ -294,3 +294,23 @@ def test_predict_volume_on_a_2d_image_and_channel_mismatch(model):
     rgb = from_sitk(sitk.GetImageFromArray(np.zeros((20, 20, 3), np.uint8), isVector=True))
     with pytest.raises(SmallsegError, match="3 channel.*expects 1"):
         predict_volume(rgb, model)
+
+
+def test_decode_settings_stored_for_the_volumes_modality_are_used(model):
+    ct = ct_volume()
+    mr = sitk_volume(ct.array, modality="MR")
+    baseline = predict_volume(ct, model, preset="lung")
+    assert len(baseline.objects) > 0
+    threshold = float(np.median(baseline.objects.max_slice_scores))
+    model.config.training["decode_by_modality"] = {"ct": {"min_score": threshold}}  # matched case-insensitively
+    try:
+        ct_pred = predict_volume(ct, model, preset="lung")
+        mr_pred = predict_volume(mr, model, preset="lung")  # same pixels, same window, another modality
+        override = predict_volume(ct, model, preset="lung", decode={"min_score": 0.0})
+    finally:
+        del model.config.training["decode_by_modality"]
+    assert ct_pred.decode.min_score == threshold and mr_pred.decode.min_score == baseline.decode.min_score
+    assert 0 < len(ct_pred.objects) < len(baseline.objects)
+    assert np.all(ct_pred.objects.max_slice_scores >= threshold - 1e-6)
+    assert np.array_equal(mr_pred.labels, baseline.labels)
+    assert override.decode.min_score == 0.0  # an explicit setting wins over the modality's

@@ -88,3 +88,30 @@ def test_merge_settings_are_searched_with_the_best_thresholds_fixed(model):
         items = [(im.instances, im.classes, decode_outputs(model(torch.from_numpy(model.config.normalise(
             np.moveaxis(im.image, -1, 0)))[None]), config)[0]) for im in images]
     assert evaluate_images(items).metrics["F1"] == pytest.approx(row["F1"])
+
+
+def test_tuning_for_a_modality_stores_its_settings_apart(model, tmp_path):
+    model.config.training = {"decode": {"fg_threshold": 0.9, "min_score": 0.7}}
+    src = save_checkpoint(model, tmp_path / "m.safetensors")
+    grid = {"fg_threshold": [0.3, 0.6], "min_score": [0.0, 0.5]}
+    out, best, rows = write_tuned_checkpoint(src, _images(), tmp_path / "ct.safetensors", grid=grid, metric="F1",
+                                             modality="CT")
+    assert best["fg_threshold"] == max(rows[:4], key=lambda r: r["F1"])["fg_threshold"]  # stage 1's choice
+    tuned = load_checkpoint(out)
+    assert tuned.config.training["decode"] == {"fg_threshold": 0.9, "min_score": 0.7}  # the default is kept
+    assert tuned.config.training["decode_by_modality"]["CT"] == best
+    assert decode_config_for(tuned).fg_threshold == 0.9
+    ct = decode_config_for(tuned, modality="ct")
+    assert (ct.fg_threshold, ct.min_score) == (best["fg_threshold"], best["min_score"])
+    assert decode_config_for(tuned, modality="MR").fg_threshold == 0.9
+
+
+def test_cli_tune_decode_for_a_modality_needs_marked_validation_entries(model, tmp_path):
+    from smallseg.cli import main
+
+    src = save_checkpoint(model, tmp_path / "m.safetensors")
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {encoder_name: resnet18}\n"
+                      "data:\n  val:\n    - {synthetic: nuclei, count: 1, size: 64, seed: 5}\n")
+    assert main(["tune-decode", str(src), str(config), "--modality", "CT", "--out", str(tmp_path / "o.safetensors")]) != 0
+    assert not (tmp_path / "o.safetensors").exists()

@@ -68,16 +68,33 @@ def plan_tiling(
     return TilingPlan(tile, overlap, reason)
 
 
-def decode_config_for(model: torch.nn.Module, overrides: DecodeConfig | dict | None = None) -> DecodeConfig:
-    """Decoding settings: the ones stored with the model at training time, then ``overrides``."""
+def decode_config_for(model: torch.nn.Module, overrides: DecodeConfig | dict | None = None, *,
+                      modality: str | None = None) -> DecodeConfig:
+    """Decoding settings: the ones stored with the model at training time, then those it stores for
+    ``modality`` (e.g. ``"CT"``: ``training["decode_by_modality"]``, written by ``tune-decode --modality``),
+    then ``overrides``.
+
+    One model serving two modalities (nuclei in microscopy and nodules in CT, say) is calibrated differently
+    on each: thresholds tuned on one can suppress every object of the other.
+    """
     config = model.config
-    stored = dict((config.training or {}).get("decode") or {})
-    stored["max_distance_px"] = config.max_distance_px
     if isinstance(overrides, DecodeConfig):
         return overrides
+    training = config.training or {}
+    stored = dict(training.get("decode") or {})
+    if modality:
+        stored.update(decode_settings_for_modality(training, modality))
+    stored["max_distance_px"] = config.max_distance_px
     stored.update(overrides or {})
     known = set(DecodeConfig.__dataclass_fields__)
     return DecodeConfig(**{k: v for k, v in stored.items() if k in known})
+
+
+def decode_settings_for_modality(training: dict, modality: str) -> dict:
+    """The decode settings a checkpoint's ``training`` section stores for ``modality`` (case-insensitive;
+    ``{}`` when none)."""
+    by_modality = training.get("decode_by_modality") or {}
+    return dict(next((v for k, v in by_modality.items() if k.upper() == modality.strip().upper()), {}) or {})
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -327,7 +327,8 @@ def process_series(series: SeriesInfo, model: torch.nn.Module | str | os.PathLik
                   "options": dataclasses.asdict(options), "model": fingerprint, "inputs": inputs,
                   "objects": len(prediction.objects), "seconds": round(seconds, 3), "message": message,
                   "preset": prediction.window.to_dict() if prediction.window else RAW,
-                  "preset_source": prediction.preset_source, "outputs": outputs}
+                  "preset_source": prediction.preset_source,
+                  "decode": dataclasses.asdict(prediction.decode) if prediction.decode else None, "outputs": outputs}
         _write_text_atomic(folder / DONE_MARKER, json.dumps(marker, indent=1))
         return SeriesResult(series.series_uid, path, "ok", len(prediction.objects), seconds, message, str(folder))
     except SmallsegError as exc:

@@ -166,6 +166,7 @@ class VolumePrediction:
         window: the resolved intensity window the slices were mapped with (``None`` for ``preset="raw"``).
         preset_source: where the preset came from (``"argument"``, ``"checkpoint"``, ``"default for CT"``...).
         warnings: the volume's reading warnings (missing slices, uneven spacing...).
+        decode: the decoding settings used (the model's, for the volume's modality, plus overrides).
     """
 
     labels: np.ndarray
@@ -174,6 +175,7 @@ class VolumePrediction:
     window: IntensityPreset | None
     preset_source: str
     warnings: list[str] = field(default_factory=list)
+    decode: DecodeConfig | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -439,7 +441,8 @@ def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityP
             training tile, or one tile of the slice's size when the slice is smaller).
         batch_size: tiles per forward pass.
         device: where to run the model (default: where its weights are).
-        decode: decoding settings or overrides, e.g. ``{"min_score": 0.3}``.
+        decode: decoding settings or overrides, e.g. ``{"min_score": 0.3}``, on top of the model's settings
+            for the volume's modality (see :func:`~smallseg.pipeline.array.decode_config_for`).
         min_slices: drop 3-D objects seen in fewer slices.
         link_min_overlap: linking threshold, fraction of the smaller cross-section (see module docstring).
         progress: progress bar over slices.
@@ -449,7 +452,7 @@ def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityP
     """
     from tqdm.auto import tqdm
 
-    from smallseg.pipeline.array import predict_array
+    from smallseg.pipeline.array import decode_config_for, predict_array
 
     config = model.config
     channels = volume.array.shape[-1] if volume.array.ndim == volume.ndim_spatial + 1 else 1
@@ -458,6 +461,7 @@ def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityP
         raise SmallsegError(f"{where}: {channels} channel(s) but the model expects {config.in_channels}; use a "
                             f"model trained on {channels}-channel images")
     window, source = choose_preset(volume, model, preset)
+    decode = decode_config_for(model, decode, modality=volume.modality or None)
     if device is not None:
         model = model.to(device)
     is_2d = volume.ndim_spatial == 2
@@ -485,7 +489,7 @@ def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityP
     if min_slices > n_slices:
         warnings.append(f"{n_slices} slice(s), fewer than min_slices={min_slices}: no object can be kept")
     return VolumePrediction(labels=labels, objects=objects, volume=volume, window=window, preset_source=source,
-                            warnings=warnings)
+                            warnings=warnings, decode=decode)
 
 
 # --------------------------------------------------------------------------------------------------------------

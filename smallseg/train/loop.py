@@ -19,6 +19,9 @@ A ``<source>`` is one of::
     {geotiff: {image: a.tif, instances: a.instances.tif, classes: a.classes.tif}}
     {coco: {annotations: train.json, images: images/}}
 
+Any source may add ``modality: CT`` (a DICOM modality): ``smallseg tune-decode --modality CT`` tunes decode
+settings for that modality on the val sources so marked.
+
 Outputs in the run folder: ``last.safetensors`` and ``best.safetensors`` (model + config, loadable with
 :func:`smallseg.models.load_checkpoint`), ``state.pt`` (optimizer/scheduler/epoch for ``--resume``, read
 with ``torch.load(weights_only=True)``), ``history.jsonl`` (one line of losses and validation metrics per

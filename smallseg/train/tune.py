@@ -48,6 +48,7 @@ def tune_decode(
     metric: str = "AP",
     score_thresholds: list[float] | None = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
     merge_grid: dict[str, list[float]] | None = MERGE_GRID,
+    modality: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Grid-search decode settings on validation images.
 
@@ -61,6 +62,7 @@ def tune_decode(
             to the one with the best F1 at IoU 0.5 (None: keep the grid's choice).
         merge_grid: second-stage grid searched with the first stage's best settings fixed (default
             :data:`MERGE_GRID`; None: skip). Only needs the centroid head (all models that use voting).
+        modality: start from the model's settings for this modality (``training["decode_by_modality"]``).
 
     Returns:
         (best settings as a dict of the tuned fields, one row per combination with its metrics).
@@ -81,7 +83,7 @@ def tune_decode(
         grid.pop("min_peak_distance", None)
     if "centroid" not in model.config.heads:  # connected components: nothing to merge
         merge_grid = {}
-    base = decode_config_for(model)
+    base = decode_config_for(model, modality=modality)
     model.eval()
     device = next(model.parameters()).device
     outputs = []
@@ -123,18 +125,31 @@ def tune_decode(
 
 def write_tuned_checkpoint(source: str | os.PathLike, images: list[LabeledImage], out: str | os.PathLike, *,
                            grid: dict[str, list[float]] | None = None, metric: str = "AP",
-                           storage_dtype: str = "float32") -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
-    """Load ``source``, tune its decode settings on ``images``, save the model with them to ``out``."""
+                           storage_dtype: str = "float32",
+                           modality: str | None = None) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+    """Load ``source``, tune its decode settings on ``images``, save the model with them to ``out``.
+
+    With ``modality`` (e.g. ``"CT"``) the settings are stored for that modality only
+    (``training["decode_by_modality"][modality]``, used for volumes of that DICOM modality); the model's
+    default settings stay as they were.
+    """
     from smallseg.models import load_checkpoint, save_checkpoint
 
     model = load_checkpoint(source)
-    best, rows = tune_decode(model, images, grid=grid, metric=metric)
+    best, rows = tune_decode(model, images, grid=grid, metric=metric, modality=modality)
     training = dict(model.config.training or {})
-    training["decode"] = {**dict(training.get("decode") or {}), **best}
     grid_rows = [r for r in rows if "stage" not in r and r[metric] is not None]
     final = [r for r in rows if r.get("stage") and r["min_score"] == best.get("min_score")]
-    training["decode_tuned_on"] = {"images": len(images), "metric": metric,
-                                   "value": max(r[metric] for r in grid_rows),
-                                   "F1_at_chosen_min_score": final[0]["F1"] if final else None}
+    tuned_on = {"images": len(images), "metric": metric, "value": max(r[metric] for r in grid_rows),
+                "F1_at_chosen_min_score": final[0]["F1"] if final else None}
+    if modality:
+        by_modality = dict(training.get("decode_by_modality") or {})
+        by_modality[modality] = {**dict(by_modality.get(modality) or {}), **best}
+        training["decode_by_modality"] = by_modality
+        training["decode_tuned_on_by_modality"] = {**dict(training.get("decode_tuned_on_by_modality") or {}),
+                                                   modality: tuned_on}
+    else:
+        training["decode"] = {**dict(training.get("decode") or {}), **best}
+        training["decode_tuned_on"] = tuned_on
     model.config.training = training
     return save_checkpoint(model, out, storage_dtype=storage_dtype), best, rows
