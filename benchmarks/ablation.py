@@ -69,12 +69,16 @@ def base_config(args) -> dict:
     }
 
 
-def score(model, scenes) -> tuple[dict, dict]:
-    """Predict each test scene with the tiled pipeline and score all scenes together: (metrics, car metrics)."""
+def score(model, scenes, groups: int = 1) -> tuple[dict, dict, list[float]]:
+    """Predict each test scene with the tiled pipeline and score all scenes together.
+
+    Returns (metrics, car metrics, AP_small of each of ``groups`` disjoint equal groups of the scenes)."""
     items = [(scene.instances, scene.classes, predict_array(scene.image, model, tile_size_px=256)) for scene in scenes]
     evaluation = evaluate_images(items)
     per_class = {str(k): v for k, v in evaluation.per_class.items()}
-    return evaluation.metrics, per_class.get("1", {})
+    size = len(items) // groups
+    by_group = [evaluate_images(items[g * size:(g + 1) * size]).metrics["AP_small"] for g in range(groups)] if groups > 1 else []
+    return evaluation.metrics, per_class.get("1", {}), by_group
 
 
 def ms_per_tile(model, tile: int = 256, repeats: int = 5) -> float:
@@ -99,6 +103,9 @@ def main(argv=None) -> int:
     parser.add_argument("--val-scenes", type=int, default=2,
                         help="384 px validation scenes for checkpoint selection and decode tuning (0: none)")
     parser.add_argument("--test-scenes", type=int, default=4, help="held-out 512 px test scenes")
+    parser.add_argument("--groups", type=int, default=1,
+                        help="also score AP_small on this many disjoint equal groups of the test scenes (the "
+                             "spread between groups shows how much of a difference is test-set noise)")
     parser.add_argument("--rows", default=None, help="comma-separated subset of row numbers (1-5)")
     parser.add_argument("--score-only", action="store_true",
                         help="do not train: re-tune the decode settings of the runs already in --out (with the "
@@ -134,11 +141,11 @@ def main(argv=None) -> int:
             # best = selected on validation AP, decode thresholds tuned on validation (last without validation)
             model = load_checkpoint(run.best_checkpoint if args.val_scenes else run.last_checkpoint)
             final_loss = run.history[-1]["loss_total"]
-        metrics, car = score(model, test_scenes)
+        metrics, car, by_group = score(model, test_scenes, args.groups)
         results[name] = {**{k: metrics.get(k) for k in ("AP", "AP50", "AP_small", "boundary_AP", "F1",
                                                          "count_error_relative", "count_gt", "count_pred")},
                          **{f"car_{k}": car.get(k) for k in ("AP", "AP50", "F1", "count_gt")},
-                         "params_M": count_parameters(model) / 1e6, "ms_per_tile": ms_per_tile(model),
+                         "AP_small_by_group": by_group, "params_M": count_parameters(model) / 1e6, "ms_per_tile": ms_per_tile(model),
                          "train_s": train_s, "final_loss": final_loss,
                          "decode": (model.config.training or {}).get("decode")}
         print(name, json.dumps(results[name]), flush=True)
@@ -151,6 +158,15 @@ def main(argv=None) -> int:
                      f"{f(r['F1'])} | {f(r['count_error_relative'])} % | {f(r['car_AP'])} | {f(r['car_AP50'])} | "
                      f"{f(r['car_F1'])} | {r['params_M']:.2f} M | "
                      f"{r['ms_per_tile']:.0f} | {r['train_s']:.0f} |")
+    if args.groups > 1:
+        base = next(iter(results.values()))["AP_small_by_group"]
+        lines += ["", f"AP_small on {args.groups} disjoint groups of {args.test_scenes // args.groups} test scenes "
+                  f"(difference to the first row):", "",
+                  "| row | " + " | ".join(f"group {g + 1}" for g in range(args.groups)) + " |",
+                  "|" + " --- |" * (args.groups + 1)]
+        for name, r in results.items():
+            cells = [f"{100 * v:.1f} ({100 * (v - b):+.1f})" for v, b in zip(r["AP_small_by_group"], base)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     settings = {k: v for k, v in vars(args).items()}
     (out / ("ablation-rescored.md" if args.score_only else "ablation.md")).write_text(f"command: {' '.join(sys.argv)}\nsettings: {settings}\n\n{table}\n")
