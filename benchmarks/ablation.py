@@ -102,8 +102,10 @@ def main(argv=None) -> int:
     parser.add_argument("--train-scenes", type=int, default=16, help="640 px training scenes")
     parser.add_argument("--val-scenes", type=int, default=2,
                         help="384 px validation scenes for checkpoint selection and decode tuning (0: none)")
-    parser.add_argument("--test-scenes", type=int, default=4, help="held-out 512 px test scenes")
-    parser.add_argument("--groups", type=int, default=1,
+    parser.add_argument("--test-scenes", type=int, default=64,
+                        help="held-out 512 px test scenes (a few scenes hold too few buildings for a stable "
+                             "class-mean AP: 4 scenes gave the opposite sign of 64)")
+    parser.add_argument("--groups", type=int, default=4,
                         help="also score AP_small on this many disjoint equal groups of the test scenes (the "
                              "spread between groups shows how much of a difference is test-set noise)")
     parser.add_argument("--rows", default=None, help="comma-separated subset of row numbers (1-5)")
