@@ -414,14 +414,14 @@ def run_child(args) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def scene_paths(work: Path, size: int):
+def scene_paths(work: Path, size: int, seed: int = SEED):
     from smallseg.data.remote_sensing import RemoteSensingScenePaths, write_remote_sensing_scene
 
-    stem = work / f"scene{size}"
+    stem = work / (f"scene{size}" if seed == SEED else f"scene{size}_seed{seed}")
     paths = RemoteSensingScenePaths.from_stem(stem)
     if not paths.image.exists():
         t = time.perf_counter()
-        write_remote_sensing_scene(stem, size, size, seed=SEED, pixel_size_m=PIXEL_SIZE_M, window_px=1024)
+        write_remote_sensing_scene(stem, size, size, seed=seed, pixel_size_m=PIXEL_SIZE_M, window_px=1024)
         print(f"generated {paths.image} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     return paths
 
@@ -519,7 +519,7 @@ def run_parent(args) -> None:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    paths = scene_paths(work, args.size)
+    paths = scene_paths(work, args.size, args.seed)
     run_dir = work / f"runs{args.size}"
     run_dir.mkdir(exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", GDAL_CACHEMAX="64",
@@ -586,7 +586,7 @@ def run_parent(args) -> None:
             f"{_excess_pp(s)} | {s['dup_pairs']} |")
     table = "\n".join(lines)
     settings = [
-        f"scene: {paths.image} ({args.size} x {args.size} px, {PIXEL_SIZE_M} m/px, seed {SEED}); model: {MODEL_NAME}",
+        f"scene: {paths.image} ({args.size} x {args.size} px, {PIXEL_SIZE_M} m/px, seed {args.seed}); model: {MODEL_NAME}",
         f"started {started}; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
         f"batch size {args.batch_size}; torch 1 thread per process, OMP_NUM_THREADS=1, GDAL_CACHEMAX=64",
         *[f"- {m}: {rep['settings']}" for m, rep, _, _ in rows],
@@ -616,6 +616,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward for every tool")
     p.add_argument("--methods", nargs="+", default=list(METHODS[1:]), choices=METHODS[1:],
                    help="methods to run (the whole-scene reference always runs)")
+    p.add_argument("--seed", type=int, default=SEED, help="scene seed (another scene: how much of a difference is this scene)")
     p.add_argument("--reuse", action="store_true", help="reuse per-method results already in --work (re-score only)")
     run_parent(p.parse_args(argv))
 

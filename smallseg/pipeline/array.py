@@ -12,7 +12,7 @@ runs it over a whole in-memory image.
 
 from __future__ import annotations
 
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -271,7 +271,8 @@ def predict_array(
     decode_config = decode_config_for(model, decode)
     plan = plan_tiling(model, tile_size_px, overlap_px, decode_config)
     grid = tile_windows(h, w, plan.tile_size_px, plan.overlap_px)
-    def tile_rows():
+
+    def tile_rows(worker):
         # A generator: each tile row's decoded tiles are stitched and dropped before the next is predicted.
         for r in tqdm(range(grid.n_rows), desc="tile rows", disable=not progress, leave=False):
             band, band_valid = cut_band(image, grid, r)
@@ -279,7 +280,10 @@ def predict_array(
                 mask_band = cut_band(valid_mask[None], grid, r)[0][0].astype(bool)
                 band_valid = mask_band if band_valid is None else (band_valid & mask_band)
             yield predict_tile_row(band, band_valid, grid.tile_row(r), grid.row_starts[r], model,
-                                   decode_config, batch_size=batch_size, amp=amp)
+                                   decode_config, batch_size=batch_size, amp=amp, decode_executor=worker)
 
-    scene, table = stitch_instances(grid, tile_rows())
+    # One worker thread decodes batch b while the model runs batch b + 1 (results in submission order:
+    # the same objects as decoding in line).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="smallseg-decode") as worker:
+        scene, table = stitch_instances(grid, tile_rows(worker))
     return (scene, table) if return_table else scene
