@@ -232,6 +232,9 @@ def predict_array(
 ) -> Instances | tuple[Instances, ObjectTable]:
     """Find the objects in one in-memory 2D image, tile by tile, stitched exactly.
 
+    The model runs in the calling thread; decoding runs on one worker thread, one batch behind, so on a
+    machine with a free core (or a GPU) it costs little wall time. The result does not depend on timing.
+
     Args:
         image: (C, H, W) or (H, W) raw pixel values (the dtype and range the model was trained on; the
             model's config normalises them).
