@@ -664,23 +664,28 @@ def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, ses
                disable=not progress, leave=False, dynamic_ncols=True)
     done = {"objects": 0, "pixels": 0}
 
-    def finish_row(r: int, band: np.ndarray, valid: np.ndarray, found: list, n_predicted: int) -> None:
+    def finish_row(r: int, rows_valid: np.ndarray, image_rows_part: QuicklookPart, found: list,
+                   n_predicted: int) -> None:
         t = time.perf_counter()
+        n_tiles = len(found)
         out = stitcher.add_tile_row(r, found)
-        wr0 = grid.row_starts[r]
-        rows_valid = valid[out.row0 - wr0 : out.row1 - wr0, :width]
-        classes = np.where(rows_valid, out.classes, np.uint8(255)).astype(np.uint8)
-        image_rows = band[:, out.row0 - wr0 : out.row1 - wr0, :width]
+        del found[:]  # the decoded tiles are stitched: free them before the band's outputs are built
+        if (out.row0, out.row1) != grid.final_rows(r):
+            raise RuntimeError("stitched band differs from the grid's final rows: stitching invariant broken")
+        classes = np.where(rows_valid, out.classes, np.uint8(255))
         outline_part = tracer.add(out.row0, out.labels, out.classes)
         arrays = {
             "rows": np.array([out.row0, out.row1], np.int64),
             "labels": out.labels,
             "classes": classes,
-            "counters": np.array([int(rows_valid.sum()), n_predicted, len(found) - n_predicted], np.int64),
+            "counters": np.array([int(rows_valid.sum()), n_predicted, n_tiles - n_predicted], np.int64),
             # every object with a smaller id is finished: the sink can write those table rows now
             "ids_below": np.array([min(stitcher.state.live, default=stitcher.state.next_id)], np.int64),
+            # no later object has a pixel above this row: the sink can drop the label rows above it
+            "keep_from": np.array([min((o.bbox_emitted[0] for o in stitcher.state.live.values() if o.area_emitted),
+                                       default=out.row1)], np.int64),
             **_table_arrays(out.objects),
-            **image_part(qgrid, out.row0, image_rows, rows_valid).to_arrays("img_"),
+            **image_rows_part.to_arrays("img_"),
             **(outline_part.to_arrays("outl_") if outline_part is not None else {}),
             **tracer.carry,
         }
@@ -702,7 +707,7 @@ def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, ses
         done["pixels"] += (out.row1 - out.row0) * width
         rate = done["pixels"] / 1e6 / max(time.perf_counter() - t0, 1e-9)
         bar.set_postfix(objects=done["objects"], MPps=f"{rate:.2f}", refresh=False)
-        bar.update(len(found))
+        bar.update(n_tiles)
 
     pending = None
     try:
@@ -720,18 +725,30 @@ def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, ses
                         if all_valid or valid[:, tile.window.col_off:tile.window.col_off + grid.tile_w].any()]
                 found = [Instances.empty((grid.tile_h, grid.tile_w))] * len(tiles)
                 if keep:
-                    predicted = predict_tile_row(band, None if all_valid else valid, [tiles[i] for i in keep],
-                                                 grid.row_starts[r], model, decode_config, batch_size=batch_size,
-                                                 amp=amp, decode_executor=worker)
-                    for i, inst in zip(keep, predicted):
+                    # No other reference to the decoded tiles: the worker frees them once they are stitched.
+                    for i, inst in zip(keep, predict_tile_row(
+                            band, None if all_valid else valid, [tiles[i] for i in keep], grid.row_starts[r],
+                            model, decode_config, batch_size=batch_size, amp=amp, decode_executor=worker)):
                         found[i] = inst
                 session.add_time("predict", time.perf_counter() - t)
+
+                # What the worker needs of the read window: the band's rows of the valid mask and the band's
+                # quick-look share. The pixels are dropped here, before the next tile row is read, so only
+                # one read window is in memory at a time.
+                t = time.perf_counter()
+                row0, row1 = grid.final_rows(r)
+                wr0 = grid.row_starts[r]
+                rows_valid = valid[row0 - wr0 : row1 - wr0, :width].copy()
+                image_rows_part = image_part(qgrid, row0, band[:, row0 - wr0 : row1 - wr0, :width], rows_valid)
+                del band, valid
+                session.add_time("quicklook", time.perf_counter() - t)
 
                 t = time.perf_counter()
                 if pending is not None:
                     pending.result()  # the previous row is done (or its error is raised here)
                 session.add_time("wait_for_worker", time.perf_counter() - t)
-                pending = worker.submit(finish_row, r, band, valid, found, len(keep))
+                pending = worker.submit(finish_row, r, rows_valid, image_rows_part, found, len(keep))
+                del found, rows_valid, image_rows_part
                 if os.environ.get(_PAUSE_ENV) == str(r + 1):
                     pending.result()
                     print("paused", flush=True)
@@ -821,11 +838,7 @@ class _Sink:
         if "outl_row0" in arrays:
             self.parts.append(QuicklookPart.from_arrays(arrays, "outl_"))
         if self.vectors:
-            # An object lies in one tile (< tile_h rows tall) and its last row is in this band, so its
-            # first row is less than tile_h rows above the band.
-            keep_from = max(row0 - self.grid.tile_h, self.window_row0)
-            self.window = np.concatenate([self.window[keep_from - self.window_row0 :], labels])
-            self.window_row0 = keep_from
+            self.window = np.concatenate([self.window, labels]) if len(self.window) else labels
             if len(table):
                 if table.bbox[:, 0].min() < self.window_row0:
                     raise RuntimeError("object taller than a tile: stitching invariant broken")
@@ -834,6 +847,13 @@ class _Sink:
                 self.pending.append((polygons, table))
                 if sum(len(tb) for _, tb in self.pending) >= _VECTOR_BATCH:
                     self._flush_vectors()
+            # Keep only the rows a later object may still have pixels in: from the top row of the unfinished
+            # objects' emitted pixels (checkpoints of older versions lack it: an object lies in one tile, so
+            # it starts less than tile_h rows above the next band).
+            keep_from = int(arrays["keep_from"][0]) if "keep_from" in arrays else row1 - self.grid.tile_h
+            keep_from = min(max(keep_from, self.window_row0), row1)
+            self.window = self.window[keep_from - self.window_row0 :].copy()
+            self.window_row0 = keep_from
         self.session.add_time("outputs", time.perf_counter() - t)
 
     def _write_csv(self, ids_below: int | None) -> None:
