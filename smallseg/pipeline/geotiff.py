@@ -838,12 +838,19 @@ class _Sink:
         if "outl_row0" in arrays:
             self.parts.append(QuicklookPart.from_arrays(arrays, "outl_"))
         if self.vectors:
-            self.window = np.concatenate([self.window, labels]) if len(self.window) else labels
             if len(table):
-                if table.bbox[:, 0].min() < self.window_row0:
+                # One copy of the rows and columns this band's objects cover (kept rows above the band,
+                # then the band): object_polygons polygonises exactly that box.
+                r0, c0 = int(table.bbox[:, 0].min()), int(table.bbox[:, 1].min())
+                c1 = int(table.bbox[:, 3].max())
+                if r0 < self.window_row0:
                     raise RuntimeError("object taller than a tile: stitching invariant broken")
-                polygons = object_polygons(self.window, self.window_row0, 0, table.ids, table.bbox,
-                                           self.geometry.transform)
+                crop = np.empty((row1 - r0, c1 - c0), labels.dtype)
+                above = max(row0 - r0, 0)
+                crop[:above] = self.window[r0 - self.window_row0 :, c0:c1]
+                crop[above:] = labels[r0 + above - row0 :, c0:c1]
+                polygons = object_polygons(crop, r0, c0, table.ids, table.bbox, self.geometry.transform)
+                del crop
                 self.pending.append((polygons, table))
                 if sum(len(tb) for _, tb in self.pending) >= _VECTOR_BATCH:
                     self._flush_vectors()
@@ -852,7 +859,8 @@ class _Sink:
             # it starts less than tile_h rows above the next band).
             keep_from = int(arrays["keep_from"][0]) if "keep_from" in arrays else row1 - self.grid.tile_h
             keep_from = min(max(keep_from, self.window_row0), row1)
-            self.window = self.window[keep_from - self.window_row0 :].copy()
+            self.window = np.concatenate([self.window[keep_from - self.window_row0 :],
+                                          labels[max(keep_from - row0, 0) :]])
             self.window_row0 = keep_from
         self.session.add_time("outputs", time.perf_counter() - t)
 
