@@ -36,7 +36,7 @@ share), the model's batch, up to two tile rows of decoded tiles (uint8/uint16 la
 pending band (tile_h rows, uint32), the output writers' row of 256 px blocks, the label rows the unfinished
 objects cover and the finished objects not yet written to the CSV - independent of the scene height and of
 the number of objects (the object table goes to ``STEM.objects.csv`` band by band;
-:attr:`PredictionResult.objects` reads it back on first access); width enters linearly (about 7 KB of peak
+:attr:`PredictionResult.objects` reads it back on first access); width enters linearly (about 6 KB of peak
 resident memory per column of the scene at 256 px tiles, measured; freed pages go back to the OS once per
 tile row with glibc's ``malloc_trim`` in scenes from 16,384 px wide). GDAL's block
 cache comes on top: by default up to 5 % of RAM, filled as the scene streams by; set the ``GDAL_CACHEMAX``
