@@ -28,7 +28,8 @@ class Instances:
     """Objects in one 2D raster: a label image and per-object columns of equal length ``N``.
 
     Attributes:
-        labels: (H, W) int32/uint32 label image, 0 = background.
+        labels: (H, W) int32/uint32 label image, 0 = background (tiles decoded by
+            :func:`~smallseg.pipeline.array.predict_tile_row`: uint8/uint16 when their ids fit, to save memory).
         ids: (N,) int64 label value of each object in ``labels``.
         class_ids: (N,) int32 class of each object, 1-based.
         scores: (N,) float32 confidence in [0, 1].

@@ -326,8 +326,13 @@ class GeoTiffReader:
             (C, window.height, window.width) array of the raster's dtype; outside pixels = ``fill_value``.
         """
         h, w = int(window.height), int(window.width)
-        out = np.full((self.count, h, w), self.fill_value, dtype=self.dtype)
         inter = _intersect(window, self.width, self.height)
+        if inter == (int(window.row_off), int(window.row_off) + h, int(window.col_off), int(window.col_off) + w):
+            # Wholly inside: GDAL reads straight into the result (no second copy of a scene-wide window).
+            inner = Window(int(window.col_off), int(window.row_off), w, h)
+            out = np.empty((self.count, h, w), dtype=self.dtype)
+            return self._read(lambda: self._ds.read(self.bands, window=inner, out=out), inner, "pixels")
+        out = np.full((self.count, h, w), self.fill_value, dtype=self.dtype)
         if inter is None:
             return out
         r0, r1, c0, c1 = inter

@@ -122,9 +122,15 @@ def image_part(grid: QuicklookGrid, row0: int, image: np.ndarray, valid: np.ndar
     pad = wq * k - w
     # Column pooling: pad the width to whole cells, then sum each cell's k columns. Sums are accumulated
     # in float64 by the reduction itself: no float copy of the (C, h, width) band is made.
-    col_valid = np.pad(valid, ((0, 0), (0, pad))).reshape(h, wq, k).sum(axis=2, dtype=np.float64)
-    kept = np.where(valid, image, np.zeros((), image.dtype))
-    col_sum = np.pad(kept, ((0, 0), (0, 0), (0, pad))).reshape(c, h, wq, k).sum(axis=3, dtype=np.float64)
+    # One band at a time and no padded copy when the width fills whole cells: temporaries of the width of
+    # a huge scene add up.
+    widen = (lambda a: a) if pad == 0 else (lambda a: np.pad(a, ((0, 0), (0, pad))))
+    col_valid = widen(valid).reshape(h, wq, k).sum(axis=2, dtype=np.float64)
+    col_sum = np.empty((c, h, wq), np.float64)
+    for b in range(c):
+        kept = np.where(valid, image[b], np.zeros((), image.dtype))
+        col_sum[b] = widen(kept).reshape(h, wq, k).sum(axis=2, dtype=np.float64)
+        del kept
     # Row pooling: consecutive rows with the same quick-look row are summed.
     starts = np.flatnonzero(np.r_[True, offsets[1:] != offsets[:-1]])
     return QuicklookPart(
@@ -133,6 +139,21 @@ def image_part(grid: QuicklookGrid, row0: int, image: np.ndarray, valid: np.ndar
         valid_count=np.add.reduceat(col_valid, starts, axis=0).astype(np.int64),
         outline=np.zeros((nq, wq), np.uint8),
     )
+
+
+_OUTLINE_CHUNK_ROWS = 64
+
+
+def _rows(pieces: list[np.ndarray], i0: int, i1: int) -> np.ndarray:
+    """Rows ``[i0, i1)`` of the row-wise concatenation of ``pieces`` (a copy of just those rows)."""
+    out, offset = [], 0
+    for piece in pieces:
+        n = piece.shape[0]
+        lo, hi = max(i0 - offset, 0), min(i1 - offset, n)
+        if lo < hi:
+            out.append(piece[lo:hi])
+        offset += n
+    return np.concatenate(out) if out else pieces[0][:0].copy()
 
 
 class OutlineTracer:
@@ -180,11 +201,12 @@ class OutlineTracer:
         if row0 != self.next_row:
             raise ValueError(f"outline band starts at row {row0}, expected row {self.next_row}")
         h = labels.shape[0]
-        real_labels = np.concatenate([self.carry_labels, np.asarray(labels, np.uint32)])
-        real_classes = np.concatenate([self.carry_classes, np.asarray(classes, np.uint8)])
+        real_labels = [self.carry_labels, np.asarray(labels, np.uint32)]
+        real_classes = [self.carry_classes, np.asarray(classes, np.uint8)]
+        n_real = self.carry_labels.shape[0] + h
         ext_row0 = row0 - self.carry_labels.shape[0]
-        self.carry_labels = real_labels[-2:].copy()
-        self.carry_classes = real_classes[-2:].copy()
+        self.carry_labels = _rows(real_labels, max(n_real - 2, 0), n_real)
+        self.carry_classes = _rows(real_classes, max(n_real - 2, 0), n_real)
         self.next_row = row0 + h
         last = self.next_row >= g.height
         start = self.next_decided
@@ -195,23 +217,30 @@ class OutlineTracer:
         zero = np.zeros((1, g.width), np.uint32)
         ext_labels, ext_classes = real_labels, real_classes
         if start == 0:  # above the scene is nothing
-            ext_labels = np.concatenate([zero, ext_labels])
-            ext_classes = np.concatenate([zero.astype(np.uint8), ext_classes])
+            ext_labels = [zero, *ext_labels]
+            ext_classes = [zero.astype(np.uint8), *ext_classes]
             ext_row0 -= 1
         if last:  # below the scene is nothing
-            ext_labels = np.concatenate([ext_labels, zero])
+            ext_labels = [*ext_labels, zero]
         a, b = start - ext_row0, end - ext_row0 + 1
-        mid = ext_labels[a:b]
-        side = np.pad(mid, ((0, 0), (1, 1)))
-        edge = (mid != ext_labels[a - 1 : b - 1]) | (mid != ext_labels[a + 1 : b + 1])
-        edge |= (mid != side[:, :-2]) | (mid != side[:, 2:])
-        edge &= mid != 0
         k = g.factor
         q0 = start // k
         nq = end // k - q0 + 1
         outline = np.zeros((nq, g.out_width), np.uint8)
-        rows, cols = np.nonzero(edge)
-        np.maximum.at(outline, ((start + rows) // k - q0, cols // k), ext_classes[a:b][rows, cols])
+        # In chunks of rows: the comparisons' temporaries are then bounded whatever the scene width.
+        for i0 in range(a, b, _OUTLINE_CHUNK_ROWS):
+            i1 = min(i0 + _OUTLINE_CHUNK_ROWS, b)
+            block = _rows(ext_labels, i0 - 1, i1 + 1)
+            mid = block[1:-1]
+            edge = (mid != block[:-2]) | (mid != block[2:])
+            across = mid[:, 1:] != mid[:, :-1]
+            edge[:, 1:] |= across
+            edge[:, :-1] |= across
+            edge[:, 0] = edge[:, -1] = True  # the scene's left/right border (nothing beyond it)
+            edge &= mid != 0
+            rows, cols = np.nonzero(edge)
+            np.maximum.at(outline, ((start + i0 - a + rows) // k - q0, cols // k),
+                          _rows(ext_classes, i0, i1)[rows, cols])
         return QuicklookPart(
             row0=q0,
             image_sum=np.zeros((0, nq, g.out_width)),

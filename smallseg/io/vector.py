@@ -67,10 +67,12 @@ def object_polygons(
     bboxes = np.asarray(bboxes, np.int64)
     r0, c0 = int(bboxes[:, 0].min()) - row0, int(bboxes[:, 1].min()) - col0
     r1, c1 = int(bboxes[:, 2].max()) - row0, int(bboxes[:, 3].max()) - col0
-    window = np.ascontiguousarray(labels[r0:r1, c0:c1])
+    window = labels[r0:r1, c0:c1]
     if window.size and int(window.max()) >= 2**31:
         raise ValueError("object ids >= 2**31 cannot be polygonised (GDAL takes int32 labels)")
-    window = window.astype(np.int32, copy=False)
+    if window.dtype == np.uint32:
+        window = window.view(np.int32)  # same values (all < 2**31), no copy of a scene-wide window
+    window = np.ascontiguousarray(window, dtype=np.int32)
     mask = np.isin(window, ids)
     shifted = transform @ Affine.translation(col0 + c0, row0 + r0)
     # Collect the rings of every polygon, then build all geometries in a few vectorised shapely calls

@@ -130,7 +130,8 @@ def predict_tile_row(
             batch goes through the model; same results, the model waits less. None: decode in line.
 
     Returns:
-        One Instances per tile, in tile pixel coordinates.
+        One Instances per tile, in tile pixel coordinates; labels uint8 or uint16 when the tile's ids fit
+        (a tile row of a wide scene is held while it is stitched), else as decoded.
     """
     config = model.config
     device = model_device(model)
@@ -156,9 +157,9 @@ def predict_tile_row(
                 outputs = model(batch)
             outputs = {k: v.float() for k, v in outputs.items()}
             if decode_executor is None:
-                results.extend(decode_outputs(outputs, decode))
+                results.extend(_decode_narrow(outputs, decode))
             else:
-                decoding.append(decode_executor.submit(decode_outputs, outputs, decode))
+                decoding.append(decode_executor.submit(_decode_narrow, outputs, decode))
     for future in decoding:
         results.extend(future.result())
     if band_valid is not None:
@@ -169,6 +170,20 @@ def predict_tile_row(
             if not valid.all():
                 results[i] = drop_invalid(results[i], valid)
     return results
+
+
+def _decode_narrow(outputs: dict[str, torch.Tensor], decode: DecodeConfig) -> list[Instances]:
+    """:func:`decode_outputs`, each tile's labels in the narrowest unsigned type that holds its ids.
+
+    A tile row of a wide scene is decoded before it is stitched (and the next one while the previous is
+    stitched): at int32 its labels were the largest part of the pipeline's per-column memory.
+    """
+    found = decode_outputs(outputs, decode)
+    for inst in found:
+        top = int(inst.labels.max()) if inst.labels.size else 0
+        if inst.labels.min(initial=0) >= 0 and top < 2**16:
+            inst.labels = inst.labels.astype(np.uint8 if top < 2**8 else np.uint16)
+    return found
 
 
 def drop_invalid(instances: Instances, valid: np.ndarray) -> Instances:

@@ -1,6 +1,6 @@
 """Predict a whole GeoTIFF in bounded memory: stream tile rows, stitch exactly, write georeferenced outputs.
 
-Flow (one tile row at a time; about two tile rows of the scene are in memory at once)::
+Flow (one tile row at a time; about one tile row of the scene is in memory at once)::
 
     main thread:   reader.read_with_mask(grid.row_window(r)) ─model (predict_tile_row)─▶ head maps ─┐
     worker thread: decode ─▶ RowStitcher ─▶ finished rows + objects ─▶ checkpoint of row r ─▶ outputs ◀─┘
@@ -31,11 +31,14 @@ Never lose work, never lie:
   is not an error: the run finishes with empty outputs and a warning (a scene can legitimately be all
   nodata, e.g. one tile of a mosaic); a model that finds nothing is not an error either.
 
-Memory: two read windows (bands x tile_h x width), the model's batch, one tile row of decoded tiles, the
-stitcher's pending band, the label rows needed to polygonise one band's objects and the finished objects
-not yet written to the CSV - independent of the scene height and of the number of objects (the object table
-goes to ``STEM.objects.csv`` band by band; :attr:`PredictionResult.objects` reads it back on first access);
-width enters linearly (about 10 KB per column of the scene at 256 px tiles). GDAL's block
+Memory: one read window (bands x tile_h x width; the worker gets only the band's valid rows and quick-look
+share), the model's batch, up to two tile rows of decoded tiles (uint8/uint16 labels), the stitcher's
+pending band (tile_h rows, uint32), the output writers' row of 256 px blocks, the label rows the unfinished
+objects cover and the finished objects not yet written to the CSV - independent of the scene height and of
+the number of objects (the object table goes to ``STEM.objects.csv`` band by band;
+:attr:`PredictionResult.objects` reads it back on first access); width enters linearly (about 6 KB of peak
+resident memory per column of the scene at 256 px tiles, measured; freed pages go back to the OS once per
+tile row with glibc's ``malloc_trim`` in scenes from 16,384 px wide). GDAL's block
 cache comes on top: by default up to 5 % of RAM, filled as the scene streams by; set the ``GDAL_CACHEMAX``
 environment variable (MB) before the first raster is read to bound it (the CLI sets 64 unless it is set). Tiles with no
 valid pixel (nodata collars) are not sent to the model. Disk: the checkpoints (compressed label/class
@@ -241,6 +244,33 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             with zf.open(name + ".npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
     os.replace(tmp, path)
+
+
+def _load_malloc_trim():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim  # glibc only
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+# Trim only scenes at least this wide: a trim also returns the model's freed working memory, which the next
+# forward pass faults back in (~40 ms per tile row on a 2-core CPU: 3 % of a 4,096 px wide row's time,
+# < 1 % from 16,384 px on, where it saves ~2 KB of peak resident memory per scene column).
+_TRIM_MIN_WIDTH_PX = 16384
+
+
+def _release_freed_memory(width_px: int) -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; elsewhere nothing) for wide scenes.
+
+    The arrays of one band of a wide scene are tens of MB, short-lived and of varying sizes; glibc keeps
+    the freed pages of its arenas, so without this the resident memory grows by KBs per scene column
+    beyond what is alive at any time.
+    """
+    if _MALLOC_TRIM is not None and width_px >= _TRIM_MIN_WIDTH_PX:
+        _MALLOC_TRIM(0)
 
 
 def _table_arrays(table: ObjectTable) -> dict[str, np.ndarray]:
@@ -664,23 +694,29 @@ def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, ses
                disable=not progress, leave=False, dynamic_ncols=True)
     done = {"objects": 0, "pixels": 0}
 
-    def finish_row(r: int, band: np.ndarray, valid: np.ndarray, found: list, n_predicted: int) -> None:
+    def finish_row(r: int, rows_valid: np.ndarray, image_rows_part: QuicklookPart, found: list,
+                   n_predicted: int) -> None:
         t = time.perf_counter()
+        _release_freed_memory(width)  # the previous band's arrays are gone
+        n_tiles = len(found)
         out = stitcher.add_tile_row(r, found)
-        wr0 = grid.row_starts[r]
-        rows_valid = valid[out.row0 - wr0 : out.row1 - wr0, :width]
-        classes = np.where(rows_valid, out.classes, np.uint8(255)).astype(np.uint8)
-        image_rows = band[:, out.row0 - wr0 : out.row1 - wr0, :width]
+        del found[:]  # the decoded tiles are stitched: free them before the band's outputs are built
+        if (out.row0, out.row1) != grid.final_rows(r):
+            raise RuntimeError("stitched band differs from the grid's final rows: stitching invariant broken")
+        classes = np.where(rows_valid, out.classes, np.uint8(255))
         outline_part = tracer.add(out.row0, out.labels, out.classes)
         arrays = {
             "rows": np.array([out.row0, out.row1], np.int64),
             "labels": out.labels,
             "classes": classes,
-            "counters": np.array([int(rows_valid.sum()), n_predicted, len(found) - n_predicted], np.int64),
+            "counters": np.array([int(rows_valid.sum()), n_predicted, n_tiles - n_predicted], np.int64),
             # every object with a smaller id is finished: the sink can write those table rows now
             "ids_below": np.array([min(stitcher.state.live, default=stitcher.state.next_id)], np.int64),
+            # no later object has a pixel above this row: the sink can drop the label rows above it
+            "keep_from": np.array([min((o.bbox_emitted[0] for o in stitcher.state.live.values() if o.area_emitted),
+                                       default=out.row1)], np.int64),
             **_table_arrays(out.objects),
-            **image_part(qgrid, out.row0, image_rows, rows_valid).to_arrays("img_"),
+            **image_rows_part.to_arrays("img_"),
             **(outline_part.to_arrays("outl_") if outline_part is not None else {}),
             **tracer.carry,
         }
@@ -702,7 +738,7 @@ def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, ses
         done["pixels"] += (out.row1 - out.row0) * width
         rate = done["pixels"] / 1e6 / max(time.perf_counter() - t0, 1e-9)
         bar.set_postfix(objects=done["objects"], MPps=f"{rate:.2f}", refresh=False)
-        bar.update(len(found))
+        bar.update(n_tiles)
 
     pending = None
     try:
@@ -720,18 +756,30 @@ def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, ses
                         if all_valid or valid[:, tile.window.col_off:tile.window.col_off + grid.tile_w].any()]
                 found = [Instances.empty((grid.tile_h, grid.tile_w))] * len(tiles)
                 if keep:
-                    predicted = predict_tile_row(band, None if all_valid else valid, [tiles[i] for i in keep],
-                                                 grid.row_starts[r], model, decode_config, batch_size=batch_size,
-                                                 amp=amp, decode_executor=worker)
-                    for i, inst in zip(keep, predicted):
+                    # No other reference to the decoded tiles: the worker frees them once they are stitched.
+                    for i, inst in zip(keep, predict_tile_row(
+                            band, None if all_valid else valid, [tiles[i] for i in keep], grid.row_starts[r],
+                            model, decode_config, batch_size=batch_size, amp=amp, decode_executor=worker)):
                         found[i] = inst
                 session.add_time("predict", time.perf_counter() - t)
+
+                # What the worker needs of the read window: the band's rows of the valid mask and the band's
+                # quick-look share. The pixels are dropped here, before the next tile row is read, so only
+                # one read window is in memory at a time.
+                t = time.perf_counter()
+                row0, row1 = grid.final_rows(r)
+                wr0 = grid.row_starts[r]
+                rows_valid = valid[row0 - wr0 : row1 - wr0, :width].copy()
+                image_rows_part = image_part(qgrid, row0, band[:, row0 - wr0 : row1 - wr0, :width], rows_valid)
+                del band, valid
+                session.add_time("quicklook", time.perf_counter() - t)
 
                 t = time.perf_counter()
                 if pending is not None:
                     pending.result()  # the previous row is done (or its error is raised here)
                 session.add_time("wait_for_worker", time.perf_counter() - t)
-                pending = worker.submit(finish_row, r, band, valid, found, len(keep))
+                pending = worker.submit(finish_row, r, rows_valid, image_rows_part, found, len(keep))
+                del found, rows_valid, image_rows_part
                 if os.environ.get(_PAUSE_ENV) == str(r + 1):
                     pending.result()
                     print("paused", flush=True)
@@ -821,19 +869,30 @@ class _Sink:
         if "outl_row0" in arrays:
             self.parts.append(QuicklookPart.from_arrays(arrays, "outl_"))
         if self.vectors:
-            # An object lies in one tile (< tile_h rows tall) and its last row is in this band, so its
-            # first row is less than tile_h rows above the band.
-            keep_from = max(row0 - self.grid.tile_h, self.window_row0)
-            self.window = np.concatenate([self.window[keep_from - self.window_row0 :], labels])
-            self.window_row0 = keep_from
             if len(table):
-                if table.bbox[:, 0].min() < self.window_row0:
+                # One copy of the rows and columns this band's objects cover (kept rows above the band,
+                # then the band): object_polygons polygonises exactly that box.
+                r0, c0 = int(table.bbox[:, 0].min()), int(table.bbox[:, 1].min())
+                c1 = int(table.bbox[:, 3].max())
+                if r0 < self.window_row0:
                     raise RuntimeError("object taller than a tile: stitching invariant broken")
-                polygons = object_polygons(self.window, self.window_row0, 0, table.ids, table.bbox,
-                                           self.geometry.transform)
+                crop = np.empty((row1 - r0, c1 - c0), labels.dtype)
+                above = max(row0 - r0, 0)
+                crop[:above] = self.window[r0 - self.window_row0 :, c0:c1]
+                crop[above:] = labels[r0 + above - row0 :, c0:c1]
+                polygons = object_polygons(crop, r0, c0, table.ids, table.bbox, self.geometry.transform)
+                del crop
                 self.pending.append((polygons, table))
                 if sum(len(tb) for _, tb in self.pending) >= _VECTOR_BATCH:
                     self._flush_vectors()
+            # Keep only the rows a later object may still have pixels in: from the top row of the unfinished
+            # objects' emitted pixels (checkpoints of older versions lack it: an object lies in one tile, so
+            # it starts less than tile_h rows above the next band).
+            keep_from = int(arrays["keep_from"][0]) if "keep_from" in arrays else row1 - self.grid.tile_h
+            keep_from = min(max(keep_from, self.window_row0), row1)
+            self.window = np.concatenate([self.window[keep_from - self.window_row0 :],
+                                          labels[max(keep_from - row0, 0) :]])
+            self.window_row0 = keep_from
         self.session.add_time("outputs", time.perf_counter() - t)
 
     def _write_csv(self, ids_below: int | None) -> None:

@@ -319,8 +319,10 @@ class RowStitcher:
         bottom = min(grid.height, line + grid.tile_h)
         have = st.pending_row0 + st.pending_labels.shape[0]
         if bottom > have:
-            grow = np.zeros((bottom - have, grid.width), np.uint32)
-            st.pending_labels = np.concatenate([st.pending_labels, grow])
+            # Filled in place, not concatenated: a concatenation would briefly hold the grown band twice.
+            grown = np.zeros((bottom - st.pending_row0, grid.width), np.uint32)
+            grown[: st.pending_labels.shape[0]] = st.pending_labels
+            st.pending_labels = grown
         for col, inst in enumerate(instances):
             tile = grid.tile(tile_row, col)
             if inst.labels.shape != (grid.tile_h, grid.tile_w):
@@ -452,17 +454,16 @@ class RowStitcher:
         band = st.pending_labels[:n]
         st.pending_labels = st.pending_labels[n:].copy()
         st.pending_row0 = row1
-        classes = np.zeros(band.shape, np.uint8)
-        # Work on the labelled pixels only, in int32: full-band int64 temporaries would cost ~20 bytes per
-        # pixel of the band, which is what bounds the memory of wide scenes.
+        # Work on the labelled pixels only, with the narrowest index type: full-band temporaries (an int64
+        # bincount input costs 8 bytes per pixel of the band) are what bounds the memory of wide scenes.
         labelled = band != 0
         values = band[labelled]
-        ids = np.unique(values)
+        ids, counts = np.unique(values, return_counts=True)
         if len(ids):
-            compact = np.zeros(band.shape, np.int32)
-            compact[labelled] = np.searchsorted(ids, values).astype(np.int32) + 1
-            del values
-            counts = np.bincount(compact.ravel(), minlength=len(ids) + 1)[1:]
+            index_dtype = np.uint16 if len(ids) < 2**16 else np.int32
+            compact = np.zeros(band.shape, index_dtype)
+            compact[labelled] = np.searchsorted(ids, values).astype(index_dtype) + 1
+            del values, labelled
             boxes = ndimage.find_objects(compact)
             class_of = np.zeros(len(ids) + 1, np.uint8)
             for k, obj_id in enumerate(ids.tolist()):
@@ -479,6 +480,9 @@ class RowStitcher:
                 obj.area_emitted += int(counts[k])
                 obj.area_pending -= int(counts[k])
             classes = class_of[compact]
+            del compact
+        else:
+            classes = np.zeros(band.shape, np.uint8)
         finished = sorted((o for o in st.live.values() if o.area_pending == 0), key=lambda o: o.id)
         for o in finished:
             del st.live[o.id]
