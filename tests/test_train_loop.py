@@ -132,12 +132,15 @@ def test_warm_start_loads_the_init_weights_and_class_weights_are_checked(tmp_pat
     raw["init"] = str(first.last_checkpoint)
     raw["optim"].update(lr=0.0, warmup_steps=1)  # no step moves a weight: the result is the init
     raw["loss"] = {"class_weights": [1.0, 3.0, 1.0]}
+    raw["augment"]["scale_range"] = [0.95, 1.05]  # this stage alone sees 0.5 m as 0.476-0.526 m
     warm = tmp_path / "warm.yaml"
     warm.write_text(yaml.safe_dump(raw))
     second = train(load_train_config(warm), tmp_path / "second", progress=False)
     a, b = load_checkpoint(first.last_checkpoint), load_checkpoint(second.last_checkpoint)
     for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
+    # The warm-started model also learned at the first stage's pixel sizes (0.5 m x 1/1.1 .. 1/0.9).
+    assert b.config.training["train_pixel_size_m"] == pytest.approx([0.5 / 1.1, 0.5 / 0.9], abs=1e-6)
     raw["loss"] = {"class_weights": [1.0, 3.0]}
     warm.write_text(yaml.safe_dump(raw))
     with pytest.raises(Exception, match="class_weights: 2 values, need 1 \\+ classes = 3"):

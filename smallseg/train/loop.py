@@ -45,7 +45,7 @@ import yaml
 
 from smallseg.errors import SmallsegError, one_line
 from smallseg.models import ModelConfig, build_from_config, save_checkpoint
-from smallseg.models.checkpoint import load_weights
+from smallseg.models.checkpoint import load_weights, read_checkpoint_config
 from smallseg.models.registry import resolve_device
 from smallseg.train.augment import AugmentConfig
 from smallseg.train.data import (
@@ -212,6 +212,11 @@ def train(
     if config.init is not None and not resume:
         # Warm start (fine-tuning): same architecture, weights from an earlier checkpoint.
         load_weights(model, config.init)
+        # The weights learned at the earlier stages' pixel sizes too: the model's range is the union.
+        before = (read_checkpoint_config(config.init).training or {}).get("train_pixel_size_m")
+        now = model.config.training.get("train_pixel_size_m")
+        if before and now:
+            model.config.training["train_pixel_size_m"] = [min(before[0], now[0]), max(before[1], now[1])]
     dataset = CropDataset(train_images, model_config, config.augment,
                           samples_per_epoch=config.optim.steps_per_epoch * config.optim.batch_size, seed=config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
