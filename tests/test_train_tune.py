@@ -95,7 +95,7 @@ def test_tuning_for_a_modality_stores_its_settings_apart(model, tmp_path):
     src = save_checkpoint(model, tmp_path / "m.safetensors")
     grid = {"fg_threshold": [0.3, 0.6], "min_score": [0.0, 0.5]}
     out, best, rows = write_tuned_checkpoint(src, _images(), tmp_path / "ct.safetensors", grid=grid, metric="F1",
-                                             modality="CT")
+                                             modality="ct")
     assert best["fg_threshold"] == max(rows[:4], key=lambda r: r["F1"])["fg_threshold"]  # stage 1's choice
     tuned = load_checkpoint(out)
     assert tuned.config.training["decode"] == {"fg_threshold": 0.9, "min_score": 0.7}  # the default is kept

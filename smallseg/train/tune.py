@@ -129,8 +129,8 @@ def write_tuned_checkpoint(source: str | os.PathLike, images: list[LabeledImage]
                            modality: str | None = None) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
     """Load ``source``, tune its decode settings on ``images``, save the model with them to ``out``.
 
-    With ``modality`` (e.g. ``"CT"``) the settings are stored for that modality only
-    (``training["decode_by_modality"][modality]``, used for volumes of that DICOM modality); the model's
+    With ``modality`` (e.g. ``"CT"``) the settings are stored for that modality only, under its upper-case
+    name in ``training["decode_by_modality"]`` (used for volumes of that DICOM modality); the model's
     default settings stay as they were.
     """
     from smallseg.models import load_checkpoint, save_checkpoint
@@ -143,11 +143,12 @@ def write_tuned_checkpoint(source: str | os.PathLike, images: list[LabeledImage]
     tuned_on = {"images": len(images), "metric": metric, "value": max(r[metric] for r in grid_rows),
                 "F1_at_chosen_min_score": final[0]["F1"] if final else None}
     if modality:
+        key = modality.strip().upper()  # DICOM Modality codes are upper case: "ct" and "CT" are one entry
         by_modality = dict(training.get("decode_by_modality") or {})
-        by_modality[modality] = {**dict(by_modality.get(modality) or {}), **best}
+        by_modality[key] = {**dict(by_modality.get(key) or {}), **best}
         training["decode_by_modality"] = by_modality
         training["decode_tuned_on_by_modality"] = {**dict(training.get("decode_tuned_on_by_modality") or {}),
-                                                   modality: tuned_on}
+                                                   key: tuned_on}
     else:
         training["decode"] = {**dict(training.get("decode") or {}), **best}
         training["decode_tuned_on"] = tuned_on
