@@ -306,8 +306,7 @@ def test_filling_unsure_pixels_equals_one_watershed_over_the_foreground():
         labels = np.where(fg & (rng.random(lab.shape) < 0.5), lab, 0).astype(np.int32)
         expected = watershed(-distance, markers=labels, mask=fg)  # 4-connected flood of the whole foreground
         filled = labels.copy()
-        ys, xs = np.nonzero(fg)
-        _fill_unsure(filled, fg, ys, xs, distance)
+        _fill_unsure(filled, fg, distance)
         assert np.array_equal(filled, expected)
 
 
@@ -325,8 +324,3 @@ def test_merged_fragments_pass_their_votes_along_the_chain_to_the_strongest():
     assert into.tolist() == [2, 2, 2, 3]
 
 
-def test_eight_neighbour_dilation_equals_scipys():
-    from smallseg.decode.centroids import _dilate8
-
-    mask = np.random.default_rng(2).random((23, 31)) < 0.1
-    assert np.array_equal(_dilate8(mask), ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool)))

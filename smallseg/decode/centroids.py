@@ -43,9 +43,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from scipy import ndimage
-from scipy.spatial import cKDTree
-from skimage.segmentation import watershed
 
+from smallseg.decode import kernels
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
 
@@ -142,23 +141,15 @@ def decode_instances(
 
     fg_prob = 1.0 - probs[0]
     fg = fg_prob >= fg_threshold
-    ys, xs = np.nonzero(fg)
-    if len(ys) == 0:
+    if not fg.any():
         return Instances.empty((height, width))
 
     # 2. Votes (continuous, snapped) and the weighted vote image.
-    vy = np.round((ys + vectors[0, ys, xs].astype(np.float64) * max_distance_px) * _SNAP) / _SNAP
-    vx = np.round((xs + vectors[1, ys, xs].astype(np.float64) * max_distance_px) * _SNAP) / _SNAP
-    weight = fg_prob[ys, xs].astype(np.float64)
-    if distance is not None:
-        weight = weight * np.clip(distance[ys, xs], 1e-3, 1.0)
-    by = np.floor(vy + 0.5).astype(np.int64)
-    bx = np.floor(vx + 0.5).astype(np.int64)
-    inside = (by >= 0) & (by < height) & (bx >= 0) & (bx < width)
-    flat = by[inside] * width + bx[inside]
-    w_in = weight[inside]
-    n_bins = height * width
-    votes = np.bincount(flat, weights=w_in, minlength=n_bins).reshape(height, width)
+    (ys, xs, vy, vx, _, bin_y, bin_x, _, vote_length, votes, sum_y, sum_x) = kernels.cast_votes(
+        np.ascontiguousarray(fg_prob), np.float32(fg_threshold), np.ascontiguousarray(vectors),
+        fg_prob if distance is None else np.ascontiguousarray(distance), distance is not None,
+        float(max_distance_px), _SNAP,
+    )
     # truncate=2.5: a 3-tap kernel at the default sigma (the next tap would weigh 3e-4).
     smooth = votes.astype(np.float32)  # float32 halves the filters' memory traffic; peaks need no more
     if vote_sigma_px > 0:
@@ -168,13 +159,8 @@ def decode_instances(
     peak_y, peak_x = _local_maxima(smooth)
     if len(peak_y) == 0:
         return Instances.empty((height, width))
-    sum_y = np.bincount(flat, weights=w_in * vy[inside], minlength=n_bins).reshape(height, width)
-    sum_x = np.bincount(flat, weights=w_in * vx[inside], minlength=n_bins).reshape(height, width)
-    centres = _refine_centres(votes, sum_y, sum_x, peak_y, peak_x)
-
-    vote_length = np.hypot(vy - ys, vx - xs)  # px each vote travelled
-    vote_bin = (np.clip(by, 0, height - 1), np.clip(bx, 0, width - 1))
-    nearest = _nearest_peak(peak_y, peak_x, vote_bin, (height, width))
+    centres = kernels.refine_centres(votes, sum_y, sum_x, peak_y, peak_x)
+    nearest = _nearest_peak(peak_y, peak_x, (bin_y, bin_x), (height, width))
     # Scale of each candidate's object: the mean distance its votes travelled (capped: the model is
     # designed for objects within max_distance_px, and an untrained model's votes go anywhere).
     scale = np.minimum(_mean_by_index(vote_length, nearest, len(centres)), max_distance_px)
@@ -199,52 +185,34 @@ def decode_instances(
     successor[candidates] = candidates[into]
     implausible = np.nonzero(~plausible)[0]
     if len(implausible):
-        successor[implausible] = keep[cKDTree(centres[keep]).query(centres[implausible])[1]]
+        successor[implausible] = keep[_nearest(centres[keep], centres[implausible], (height, width))]
     new_index = np.full(len(centres), -1, np.int64)
     new_index[keep] = np.arange(len(keep))
     centres = centres[keep]
     nearest = new_index[successor[nearest]]
-    dist_to_centre = np.hypot(vy - centres[nearest, 0], vx - centres[nearest, 1])
     scale = np.minimum(_mean_by_index(vote_length, nearest, len(centres)), max_distance_px)
     radius = np.maximum(max_vote_error_px, vote_error_fraction * scale)
-    confident = dist_to_centre <= radius[nearest]
     labels = np.zeros((height, width), np.int32)
-    labels[ys[confident], xs[confident]] = nearest[confident] + 1
+    confident = kernels.assign_confident(ys, xs, vy, vx, nearest, centres, radius, labels)
     if confident.any() and not confident.all():
-        _fill_unsure(labels, fg, ys, xs, distance)
+        _fill_unsure(labels, fg, distance)
 
     # 5. Per-object facts and filtering.
     n = len(centres)
-    fg_labels = labels[ys, xs]  # the foreground pixels' labels, in the order of ys, xs
-    area = np.bincount(fg_labels, minlength=n + 1)[1:].astype(np.float64)
-    backing_of = nearest[confident]
-    backing = np.bincount(backing_of, minlength=n).astype(np.float64)
+    area, fg_sum, peak_distance, backing, voted_y, voted_x, class_sums = kernels.object_stats(
+        labels, ys, xs, fg_prob, np.ascontiguousarray(probs), fg_prob if distance is None else distance, distance is not None, n,
+        confident, nearest, vy, vx,
+    )
     safe_area = np.maximum(area, 1.0)
     support = np.minimum(backing / safe_area, 1.0)
-    mean_fg = np.bincount(fg_labels, weights=fg_prob[ys, xs], minlength=n + 1)[1:] / safe_area
-    peak_distance = np.ones(n)
-    if distance is not None:
-        # per-object maximum: group the pixels by label (one integer sort), reduce each run
-        d_fg = distance[ys, xs]
-        order = np.argsort(fg_labels, kind="stable")
-        sorted_labels = fg_labels[order]
-        starts = np.flatnonzero(np.diff(sorted_labels, prepend=-1))
-        peak_distance = np.zeros(n + 1)
-        peak_distance[sorted_labels[starts]] = np.maximum.reduceat(d_fg[order], starts)
-        peak_distance = peak_distance[1:]
+    mean_fg = fg_sum / safe_area
     score = support * mean_fg * peak_distance
     keep = (area >= min_area_px) & (backing >= max(min_votes, 1)) & (support >= min_support) & (score >= min_score)
     if distance is not None:
         keep &= peak_distance >= min_peak_distance
-
     safe_backing = np.maximum(backing, 1.0)
-    voted_y = np.bincount(backing_of, weights=vy[confident], minlength=n) / safe_backing
-    voted_x = np.bincount(backing_of, weights=vx[confident], minlength=n) / safe_backing
-
-    class_sums = np.stack(
-        [np.bincount(fg_labels, weights=probs[c][ys, xs], minlength=n + 1)[1:] for c in range(1, probs.shape[0])],
-        axis=1,
-    )
+    voted_y /= safe_backing
+    voted_x /= safe_backing
     class_ids = np.argmax(class_sums, axis=1).astype(np.int32) + 1
 
     new_id = np.zeros(n + 1, np.int32)
@@ -287,53 +255,14 @@ def decode_batch(outputs: dict[str, torch.Tensor], config: DecodeConfig) -> list
     ]
 
 
-def _fill_unsure(labels: np.ndarray, fg: np.ndarray, ys: np.ndarray, xs: np.ndarray,
-                 distance: np.ndarray | None) -> None:
+def _fill_unsure(labels: np.ndarray, fg: np.ndarray, distance: np.ndarray | None) -> None:
     """Give the unlabelled foreground pixels (``fg & labels == 0``) the label of the watershed, in place.
 
     The watershed floods the inverted distance map from the labelled pixels, 4-connected, inside the
-    foreground. A 4-connected foreground region whose labelled pixels all carry one label can only be
-    flooded with that label, so those regions are filled directly; the watershed runs only over the unsure
-    pixels of regions with several labels (touching objects), cropped to their bounding box. The result
-    equals one watershed over the whole foreground.
+    foreground (without a distance map: by geodesic proximity, first reached first).
     """
-    regions, n_regions = ndimage.label(fg)  # 4-connected, as the watershed floods
-    region_fg = regions[ys, xs]
-    label_fg = labels[ys, xs]
-    labelled = label_fg > 0
-    lowest = np.full(n_regions + 1, np.iinfo(np.int32).max, np.int32)
-    highest = np.zeros(n_regions + 1, np.int32)
-    np.minimum.at(lowest, region_fg[labelled], label_fg[labelled])
-    np.maximum.at(highest, region_fg[labelled], label_fg[labelled])
-    unsure = ~labelled
-    single = (highest == lowest)[region_fg] & unsure
-    labels[ys[single], xs[single]] = highest[region_fg[single]]
-    several = (highest > lowest)[region_fg] & unsure
-    if not several.any():
-        return
-    # Flood only the unsure pixels, from the labelled pixels touching them (the rest keep their label anyway).
-    y0, y1 = max(int(ys[several].min()) - 1, 0), int(ys[several].max()) + 2
-    x0, x1 = max(int(xs[several].min()) - 1, 0), int(xs[several].max()) + 2
-    box = (slice(y0, y1), slice(x0, x1))
-    unsure_box = np.zeros(fg.shape, bool)
-    unsure_box[ys[several], xs[several]] = True
-    unsure_box = unsure_box[box]
-    labels_box = labels[box]
-    ring = _dilate8(unsure_box) & (labels_box > 0)
-    landscape = -distance[box] if distance is not None else np.zeros(unsure_box.shape, np.float32)
-    filled = watershed(landscape, markers=np.where(ring, labels_box, 0), mask=unsure_box | ring)
-    labels_box[unsure_box] = filled[unsure_box]
-
-
-def _dilate8(mask: np.ndarray) -> np.ndarray:
-    """3x3 binary dilation (zeros outside) from shifted views: exact, faster than ndimage on a tile."""
-    rows = mask.copy()
-    rows[1:] |= mask[:-1]
-    rows[:-1] |= mask[1:]
-    out = rows.copy()
-    out[:, 1:] |= rows[:, :-1]
-    out[:, :-1] |= rows[:, 1:]
-    return out
+    landscape = -distance if distance is not None else np.zeros(fg.shape, np.float32)
+    kernels.flood_fill(labels, fg, np.ascontiguousarray(landscape, np.float32))
 
 
 def _gaussian_smooth(image: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -357,20 +286,8 @@ def _gaussian_smooth(image: np.ndarray, sigma_px: float) -> np.ndarray:
 
 def _local_maxima(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) of positive 3x3 local maxima in raster order; an 8-connected plateau gives its first pixel."""
-    # 3x3 maximum from shifted views (zero outside): exact, and a few times faster than maximum_filter
-    row_max = image.copy()
-    np.maximum(row_max[1:], image[:-1], out=row_max[1:])
-    np.maximum(row_max[:-1], image[1:], out=row_max[:-1])
-    window_max = row_max.copy()
-    np.maximum(window_max[:, 1:], row_max[:, :-1], out=window_max[:, 1:])
-    np.maximum(window_max[:, :-1], row_max[:, 1:], out=window_max[:, :-1])
-    is_max = (image == window_max) & (image > 0)
-    ys, xs = np.nonzero(is_max)
-    padded = np.pad(is_max, 1)
-    touching = np.zeros(len(ys), bool)
-    for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)):
-        touching |= padded[ys + 1 + dy, xs + 1 + dx]
-    if touching.any():  # rare: equal neighbouring maxima; keep the first pixel of each plateau
+    ys, xs, is_max, touching = kernels.local_maxima(np.ascontiguousarray(image, np.float32))
+    if touching:  # rare: equal neighbouring maxima; keep the first pixel of each plateau
         plateaus, _ = ndimage.label(is_max, structure=np.ones((3, 3), bool))
         component = plateaus[ys, xs]
         _, first = np.unique(component, return_index=True)  # raster order: first index = first pixel
@@ -380,47 +297,21 @@ def _local_maxima(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ys.astype(np.int64), xs.astype(np.int64)
 
 
-def _refine_centres(
-    votes: np.ndarray, sum_y: np.ndarray, sum_x: np.ndarray, peak_y: np.ndarray, peak_x: np.ndarray
-) -> np.ndarray:
-    """(P, 2) vote-weighted mean position of the votes in the 3x3 bins around each peak pixel."""
-    height, width = votes.shape
-    total = np.zeros((3, len(peak_y)))
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            y, x = peak_y + dy, peak_x + dx
-            ok = (y >= 0) & (y < height) & (x >= 0) & (x < width)
-            y, x = y[ok], x[ok]
-            total[0, ok] += votes[y, x]
-            total[1, ok] += sum_y[y, x]
-            total[2, ok] += sum_x[y, x]
-    centres = np.stack([peak_y, peak_x], axis=1).astype(np.float64)
-    ok = total[0] > 0
-    centres[ok, 0] = total[1, ok] / total[0, ok]
-    centres[ok, 1] = total[2, ok] / total[0, ok]
-    return centres
-
-
 def _nearest_peak(
     peak_y: np.ndarray, peak_x: np.ndarray, vote_bin: tuple[np.ndarray, np.ndarray], shape: tuple[int, int]
 ) -> np.ndarray:
-    """Index of the peak pixel nearest to each vote's bin (Euclidean on the pixel grid)."""
-    flat = vote_bin[0] * shape[1] + vote_bin[1]
-    seen = np.zeros(shape[0] * shape[1], bool)
-    seen[flat] = True
-    unique = np.flatnonzero(seen)  # the distinct vote bins, without sorting the votes
-    if len(unique) > 0.1 * shape[0] * shape[1]:
-        # votes everywhere: one exact Euclidean distance transform of the peaks is cheaper than a KD-tree
-        not_peak = np.ones(shape, bool)
-        not_peak[peak_y, peak_x] = False
-        index = np.zeros(shape, np.int64)
-        index[peak_y, peak_x] = np.arange(len(peak_y))
-        iy, ix = ndimage.distance_transform_edt(not_peak, return_distances=False, return_indices=True)
-        return index[iy[vote_bin], ix[vote_bin]]
-    _, index = cKDTree(np.stack([peak_y, peak_x], axis=1)).query(np.stack(np.divmod(unique, shape[1]), axis=1))
-    position = np.zeros(len(seen), np.int64)
-    position[unique] = np.arange(len(unique))
-    return index[position[flat]]
+    """Index of the peak pixel nearest to each vote's bin (Euclidean on the pixel grid; ties to the lower index)."""
+    return _nearest(np.stack([peak_y, peak_x], axis=1), np.stack(vote_bin, axis=1), shape)
+
+
+def _nearest(points: np.ndarray, queries: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(Q,) index of the nearest of the (P, 2) points (P >= 1) to each of the (Q, 2) queries, on a tile of ``shape``."""
+    # grid cells about as large as the mean spacing of the points: a query then looks at a few cells
+    cell = max(2.0, float(np.sqrt(shape[0] * shape[1] / len(points))))
+    points = np.asarray(points, np.float64)
+    queries = np.asarray(queries, np.float64)
+    return kernels.nearest_points(points[:, 0].copy(), points[:, 1].copy(),
+                                  queries[:, 0].copy(), queries[:, 1].copy(), cell)
 
 
 def _mean_by_index(values: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
@@ -452,35 +343,9 @@ def _merge_fragments(
         return into
     # The stronger candidate that absorbs a fragment is among its few nearest ones; bounding the pairs
     # keeps chaotic (untrained-model) vote images cheap.
-    k = min(_MERGE_NEIGHBOURS + 1, n)
-    dist, j = cKDTree(centres).query(centres, k=k, distance_upper_bound=float(reach.max()))
-    i = np.repeat(np.arange(n), k)
-    dist, j = dist.ravel(), j.ravel()
-    ok = (j < n) & (j != i)
-    i, j, dist = i[ok], j[ok], dist[ok]
-    ok = dist <= np.maximum(reach[i], reach[j])
-    i, j = i[ok], j[ok]
-    height = smooth[peak_y, peak_x]
-    stronger = (height[j] > height[i]) | ((height[j] == height[i]) & (j < i))
-    i, j = i[stronger], j[stronger]
-    if len(i) == 0:
-        return into
-    # Sample the vote image along each segment at 0.5 px steps (coarser beyond 16 px: valleys between
-    # large objects are wide).
-    length = np.linalg.norm(centres[j] - centres[i], axis=1)
-    steps = np.minimum(np.ceil(length / 0.5).astype(np.int64), 32) + 1
-    pair = np.repeat(np.arange(len(i)), steps)
-    start = np.concatenate([[0], np.cumsum(steps)[:-1]])
-    t = (np.arange(steps.sum()) - start[pair]) / np.maximum(steps[pair] - 1, 1)
-    origin = centres[i]
-    points = origin[pair] + t[:, None] * (centres[j] - origin)[pair]
-    values = ndimage.map_coordinates(smooth, points.T, order=1, mode="constant")
-    valley = np.minimum.reduceat(values, start)
-    fragment = valley >= valley_ratio * height[i]
-    # Pairs come in order of i, nearest j first: the first fragment pair of each i names its target.
-    i, j = i[fragment], j[fragment]
-    first = np.flatnonzero(np.diff(i, prepend=-1))
-    into[i[first]] = j[first]
+    cell = max(2.0, float(np.sqrt(smooth.size / n)))
+    into = kernels.merge_targets(np.ascontiguousarray(centres, np.float64), reach.astype(np.float64),
+                                 smooth[peak_y, peak_x], smooth, _MERGE_NEIGHBOURS, float(valley_ratio), cell)
     while True:
         hop = into[into]
         if np.array_equal(hop, into):
