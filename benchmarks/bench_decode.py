@@ -87,7 +87,7 @@ def main() -> None:
                              "(default: an untrained --encoder model)")
     parser.add_argument(
         "--threads", type=int, default=0,
-        help="torch threads for the forward pass (0 = torch's default); decoding is single-threaded numpy",
+        help="torch threads for the forward pass (0 = torch's default); decoding is single-threaded (numpy and numba loops)",
     )
     args = parser.parse_args()
     if args.threads:

@@ -14,15 +14,14 @@ Re-derived from the CentroidNetV2 description (Dijkstra et al. 2021), not ported
    x the mean distance their voters' votes travelled (the object's scale) and (b) the vote image between
    them never drops below ``merge_valley_ratio`` x the weaker one's height (one mound, not two). Tiny
    touching objects have short votes and a deep valley between their centres, so they stay apart.
-   Every vote belongs to the candidate nearest to it (KD-tree over the distinct vote pixels, or one
-   distance transform when votes cover the whole tile); the votes of a dropped candidate pass to the one
-   it merged into, or, if it had too few votes, to the surviving centre nearest to it.
+   Every vote belongs to the candidate peak nearest to its pixel (ties to the first in raster order); the
+   votes of a dropped candidate pass to the one it merged into, or, if it had too few votes, to the
+   surviving centre nearest to it.
 4. Each foreground pixel whose vote lands near its centre (within ``max_vote_error_px``, or
    ``vote_error_fraction`` x the object's scale if larger) joins it. The rest,
    whose votes are ambiguous, are filled in by a marker watershed on the inverted distance map inside the
    foreground: the low-distance border between two touching objects is where the fronts meet. Without a
-   distance map the fill is by geodesic proximity. A connected region whose labelled pixels all carry one
-   label is filled directly (the watershed could only give it that label).
+   distance map the fill is by geodesic proximity.
 5. An object is kept if enough votes back it in absolute terms (``min_votes``) and relative to its size
    (``support`` = backing votes / area >= ``min_support``), it has ``min_area_px`` pixels, its distance map
    peaks at ``min_peak_distance`` or more, and its
@@ -31,8 +30,11 @@ Re-derived from the CentroidNetV2 description (Dijkstra et al. 2021), not ported
    a splinter of a larger object's border (a few pixels whose short vectors met) peaks low. Its class is the semantic class
    with the largest summed probability over its pixels; its centroid is the mean of its backing votes.
 
-All steps are array operations (numpy/scipy/scikit-image), no Python loop over objects or pixels, and
-deterministic: same input, same output.
+Array steps are numpy; the sequential ones (voting, 3x3 maxima, nearest-peak search, fragment merging,
+the priority flood, per-object sums) are compiled loops in :mod:`smallseg.decode.kernels` (numba), about
+twice as fast as the numpy/scipy/scikit-image calls they replaced on a trained model's tile. No Python loop
+over objects or pixels; deterministic: same input, same output. The first decode in a new environment
+compiles the loops (~5-10 s, once; cached on disk after).
 Known limit of centroid voting: two objects with the same centroid (a ring around a dot) become one.
 """
 
