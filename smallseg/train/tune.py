@@ -27,7 +27,7 @@ from smallseg.errors import SmallsegError
 from smallseg.train.data import LabeledImage
 
 DEFAULT_GRID: dict[str, list[float]] = {
-    "fg_threshold": [0.3, 0.4, 0.5, 0.6],
+    "fg_threshold": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
     "min_peak_distance": [0.0, 0.1, 0.2, 0.3, 0.4],
     "min_score": [0.05, 0.1, 0.2],
 }
