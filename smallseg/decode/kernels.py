@@ -79,9 +79,9 @@ def flood_fill(labels, mask, landscape):
     # flipped), then the push count, so ties go to the first pushed.
     bits = (landscape.ravel() + np.float32(0.0)).view(np.uint32)  # + 0.0: -0.0 becomes 0.0
     order_bits = np.where(bits >= np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
-    capacity = 2 * n_unlabelled  # each unlabelled pixel is pushed once; seeds grow the arrays if needed
-    keys = np.empty(capacity, np.uint64)
-    items = np.empty(capacity, np.int64)
+    # every pixel is pushed at most once (a seed, or an unlabelled pixel when it gets its label)
+    keys = np.empty(height * width, np.uint64)
+    items = np.empty(height * width, np.int64)
     size = 0
     age = 0
     for y in range(height):
@@ -92,10 +92,6 @@ def flood_fill(labels, mask, landscape):
                     or (x > 0 and mask[y, x - 1] and labels[y, x - 1] == 0)
                     or (x + 1 < width and mask[y, x + 1] and labels[y, x + 1] == 0)
                     or (y + 1 < height and mask[y + 1, x] and labels[y + 1, x] == 0)):
-                if size == capacity:
-                    capacity *= 2
-                    keys = np.concatenate((keys, np.empty_like(keys)))
-                    items = np.concatenate((items, np.empty_like(items)))
                 index = y * width + x
                 size = _heap_push(keys, items, size, (order_bits[index] << np.uint64(32)) | np.uint64(age), index)
                 age += 1
@@ -120,10 +116,6 @@ def flood_fill(labels, mask, landscape):
                 continue
             labels[ny, nx] = label
             filled += 1
-            if size == capacity:
-                capacity *= 2
-                keys = np.concatenate((keys, np.empty_like(keys)))
-                items = np.concatenate((items, np.empty_like(items)))
             index = ny * width + nx
             size = _heap_push(keys, items, size, (order_bits[index] << np.uint64(32)) | np.uint64(age), index)
             age += 1
