@@ -113,3 +113,12 @@ def test_cast_votes_land_where_the_vectors_point():
     np.add.at(expected_y, (by[inside], bx[inside]), (weight * vy)[inside])
     assert np.allclose(sum_y, expected_y)
     assert votes.sum() > 0 and (~inside).any()  # the fixture exercises both cases
+
+
+def test_a_function_numba_cannot_cache_is_still_compiled():
+    # exec'd source has no file: numba finds no cache location, as on a read-only install without a home
+    namespace = {}
+    exec("def add_one(x):\n    return x + 1\n", namespace)
+    compiled = kernels._compiled(namespace["add_one"])
+    assert compiled(np.int64(41)) == 42
+    assert compiled.signatures  # it ran compiled, not as the Python function

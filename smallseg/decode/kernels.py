@@ -14,10 +14,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_JIT = {"cache": True, "nogil": True}
+
+def _compiled(function):
+    """``numba.njit`` without the GIL, cached on disk where numba finds a writable place for it.
+
+    The cache goes next to this file, else in the user's cache folder; an install where neither is writable
+    (a read-only image, no home) compiles once per process instead of failing at import.
+    """
+    try:
+        return njit(cache=True, nogil=True)(function)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return njit(nogil=True)(function)
 
 
-@njit(**_JIT)
+@_compiled
 def _heap_push(keys, items, size, key, item):
     """Push onto a binary min-heap kept in two arrays. Returns the new size."""
     pos = size
@@ -31,7 +41,7 @@ def _heap_push(keys, items, size, key, item):
     return size + 1
 
 
-@njit(**_JIT)
+@_compiled
 def _heap_pop(keys, items, size):
     """Pop the smallest key's item. Returns (item, new size)."""
     top = items[0]
@@ -52,7 +62,7 @@ def _heap_pop(keys, items, size):
     return top, size
 
 
-@njit(**_JIT)
+@_compiled
 def flood_fill(labels, mask, landscape):
     """Marker watershed: give every unlabelled ``mask`` pixel a label, flooding from the labelled pixels.
 
@@ -122,7 +132,7 @@ def flood_fill(labels, mask, landscape):
     return filled
 
 
-@njit(**_JIT)
+@_compiled
 def _grid(point_y, point_x, cell):
     """Bucket points into square grid cells (counting sort). Returns (y0, x0, rows, cols, start, order):
     the points of cell ``c`` (row-major) are ``order[start[c]:start[c + 1]]``, by index."""
@@ -145,7 +155,7 @@ def _grid(point_y, point_x, cell):
     return y0, x0, rows, cols, start, order
 
 
-@njit(**_JIT)
+@_compiled
 def _k_nearest(point_y, point_x, grid, cell, qy, qx, bound, exclude, near_d, near_j):
     """The ``len(near_d)`` points nearest to (qy, qx) within ``bound`` (not ``exclude``), written sorted by
     (distance, index) into ``near_d`` / ``near_j``. Returns how many were found.
@@ -191,7 +201,7 @@ def _k_nearest(point_y, point_x, grid, cell, qy, qx, bound, exclude, near_d, nea
         ring += 1
 
 
-@njit(**_JIT)
+@_compiled
 def _within(point_y, point_x, grid, cell, qy, qx, radius, out):
     """Indices of the points within ``radius`` of (qy, qx), written to ``out``; returns how many."""
     y0, x0, rows, cols, start, order = grid
@@ -212,7 +222,7 @@ def _within(point_y, point_x, grid, cell, qy, qx, radius, out):
     return count
 
 
-@njit(**_JIT)
+@_compiled
 def nearest_points(point_y, point_x, query_y, query_x, cell):
     """Index of the point nearest to each query (Euclidean; ties to the lower index).
 
@@ -282,7 +292,7 @@ def nearest_points(point_y, point_x, query_y, query_x, cell):
     return out
 
 
-@njit(**_JIT)
+@_compiled
 def _bilinear(image, y, x):
     """Bilinear sample of ``image`` at (y, x); 0 outside [0, H-1] x [0, W-1] (scipy's mode='constant')."""
     height, width = image.shape
@@ -301,7 +311,7 @@ def _bilinear(image, y, x):
     return (v00 * (1 - fy) * (1 - fx) + v01 * (1 - fy) * fx + v10 * fy * (1 - fx) + v11 * fy * fx)
 
 
-@njit(**_JIT)
+@_compiled
 def merge_targets(centres, reach, height, image, neighbours, valley_ratio, cell):
     """For each candidate centre, the candidate its fragment merges into (itself if none).
 
@@ -350,7 +360,7 @@ def merge_targets(centres, reach, height, image, neighbours, valley_ratio, cell)
     return into
 
 
-@njit(**_JIT)
+@_compiled
 def cast_votes(fg_prob, fg_threshold, vectors, distance, has_distance, max_distance_px, snap):
     """Every foreground pixel's vote, and the vote image.
 
@@ -409,7 +419,7 @@ def cast_votes(fg_prob, fg_threshold, vectors, distance, has_distance, max_dista
     return ys, xs, vote_y, vote_x, weight, bin_y, bin_x, inside, length, votes, sum_y, sum_x
 
 
-@njit(**_JIT)
+@_compiled
 def refine_centres(votes, sum_y, sum_x, peak_y, peak_x):
     """(P, 2) vote-weighted mean position of the votes in the 3x3 bins around each peak pixel
     (the peak pixel itself where no votes are)."""
@@ -431,7 +441,7 @@ def refine_centres(votes, sum_y, sum_x, peak_y, peak_x):
     return centres
 
 
-@njit(**_JIT)
+@_compiled
 def assign_confident(ys, xs, vote_y, vote_x, nearest, centres, radius, labels):
     """Label each pixel whose vote lands within its centre's ``radius`` (``labels[y, x] = nearest + 1``,
     in place). Returns the (N,) bool mask of those confident pixels."""
@@ -445,7 +455,7 @@ def assign_confident(ys, xs, vote_y, vote_x, nearest, centres, radius, labels):
     return confident
 
 
-@njit(**_JIT)
+@_compiled
 def object_stats(labels, ys, xs, fg_prob, probs, distance, has_distance, n, confident, nearest, vote_y, vote_x):
     """Per-object sums over the foreground pixels (objects 1..n of ``labels``).
 
@@ -481,7 +491,7 @@ def object_stats(labels, ys, xs, fg_prob, probs, distance, has_distance, n, conf
     return area, fg_sum, peak, backing, voted_y, voted_x, class_sums
 
 
-@njit(**_JIT)
+@_compiled
 def local_maxima(image):
     """Positive pixels equal to the maximum of their 3x3 window (zero outside), in raster order.
 
