@@ -89,6 +89,11 @@ def main() -> None:
         "--threads", type=int, default=0,
         help="torch threads for the forward pass (0 = torch's default); decoding is single-threaded (numpy and numba loops)",
     )
+    parser.add_argument(
+        "--decode-threads", default="",
+        help="also time decoding throughput with these numbers of threads, comma list (e.g. 1,2): the "
+             "pipelines' --decode-workers; tiles are decoded in parallel where the decoder releases the GIL",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -171,6 +176,33 @@ def main() -> None:
     for name in cases:
         t = best[name]
         print(f"| {name} | {found[name]:g} | {t * 1000:.1f} | {t / fwd1:.1%} | {t / fwd4:.1%} |")
+
+    if args.decode_threads:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Throughput of decoding many tiles in batches of 4 by a pool of threads, as the pipelines do.
+        name = "trained-model" if args.model else "gt-noisy"
+        if args.model:
+            batches = [{k: v[i:i + 4] for k, v in real.items()} for i in range(0, len(tiles), 4)] * 4
+            one_batch = lambda b: decode_batch(b, real_cfg)  # noqa: E731
+        else:
+            batches = [None] * 16
+            one_batch = lambda b: [cases["gt-noisy"]() for _ in range(4)]  # noqa: E731
+        print()
+        print(f"Decoding throughput ({name}, {4 * len(batches)} tiles in batches of 4, best of {args.repeats}):")
+        print()
+        print("| decode threads | ms per tile | speed-up |")
+        print("| --- | --- | --- |")
+        base = None
+        for n in (int(t) for t in args.decode_threads.split(",") if t.strip()):
+            per_tile = float("inf")
+            with ThreadPoolExecutor(max_workers=n) as pool:
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    list(pool.map(one_batch, batches))
+                    per_tile = min(per_tile, (time.perf_counter() - t0) / (4 * len(batches)))
+            base = base or per_tile
+            print(f"| {n} | {per_tile * 1000:.2f} | {base / per_tile:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,16 @@ def test_deterministic_and_batching_only_changes_float_rounding(model):
     assert np.mean((a.labels > 0) == (c.labels > 0)) > 0.98
 
 
+def test_decode_threads_do_not_change_the_result(model):
+    a = predict_array(_image(seed=4), model, batch_size=2)
+    b = predict_array(_image(seed=4), model, batch_size=2, decode_workers=3)
+    assert len(a) > 0
+    for name in ("labels", "ids", "class_ids", "scores", "centroids_yx"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    with pytest.raises(SmallsegError, match="--decode-workers 0"):
+        predict_array(_image(seed=4), model, decode_workers=0)
+
+
 def test_nodata_pixels_never_belong_to_objects(model):
     image = _image(seed=2)
     valid = np.ones(image.shape[1:], bool)

@@ -215,6 +215,17 @@ def test_geotiff_stream_equals_predict_array_and_every_output_agrees(tmp_path, r
     assert not (tmp_path / "out" / ".scene.resume").exists()  # the work folder is cleaned up
 
 
+def test_several_decode_threads_write_the_same_files(tmp_path, random_model):
+    rng = np.random.default_rng(4)
+    src = _write_tif(tmp_path / "scene.tif", rng.integers(0, 255, (3, 150, 170), dtype=np.uint8))
+    one = predict_geotiff(src, tmp_path / "one", random_model, tile_size_px=64, batch_size=2, progress=False)
+    three = predict_geotiff(src, tmp_path / "three", random_model, tile_size_px=64, batch_size=2, decode_workers=3,
+                            progress=False)
+    assert len(one.objects) > 20
+    for name in ("instances", "classes", "csv", "gpkg"):
+        assert one.paths[name].read_bytes() == three.paths[name].read_bytes(), name
+
+
 def test_object_table_streamed_to_csv_equals_the_table_kept_in_memory(tmp_path, random_model):
     # A tall scene: many tile rows, objects finishing out of id order across bands. With the CSV format the
     # table is written band by band (held back until no smaller id is unfinished), without it it is kept.
@@ -389,7 +400,8 @@ def test_bad_settings_fail_with_one_line_and_leave_nothing(tmp_path, random_mode
     src = _write_tif(tmp_path / "b.tif", rng.integers(0, 255, (3, 64, 64), dtype=np.uint8))
     for kwargs, needle in (({"formats": "tif,shp"}, "--formats"), ({"bands": [1, 2]}, "model expects 3"),
                            ({"bands": [1, 2, 5]}, "band 5 does not exist"), ({"nodata": -1}, "--nodata"),
-                           ({"tile_size_px": 64, "overlap_px": 64}, "overlap"), ({"min_score": 2}, "--min-score")):
+                           ({"tile_size_px": 64, "overlap_px": 64}, "overlap"), ({"min_score": 2}, "--min-score"),
+                           ({"decode_workers": 0}, "--decode-workers")):
         with pytest.raises(SmallsegError, match=needle) as err:
             predict_geotiff(src, tmp_path / "out", random_model, progress=False, **kwargs)
         assert "\n" not in str(err.value)

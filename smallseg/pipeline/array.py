@@ -186,6 +186,12 @@ def _decode_narrow(outputs: dict[str, torch.Tensor], decode: DecodeConfig) -> li
     return found
 
 
+def check_decode_workers(decode_workers: int) -> None:
+    """Refuse a decode thread count below 1 in one line."""
+    if not isinstance(decode_workers, int) or decode_workers < 1:
+        raise SmallsegError(f"--decode-workers {decode_workers}: must be a whole number of at least 1")
+
+
 def drop_invalid(instances: Instances, valid: np.ndarray) -> Instances:
     """Remove objects centred on invalid pixels and clear invalid pixels from the rest.
 
@@ -242,6 +248,7 @@ def predict_array(
     decode: DecodeConfig | dict | None = None,
     valid_mask: np.ndarray | None = None,
     amp: bool = False,
+    decode_workers: int = 1,
     progress: bool = False,
     return_table: bool = False,
 ) -> Instances | tuple[Instances, ObjectTable]:
@@ -262,6 +269,9 @@ def predict_array(
         decode: decoding settings or overrides (default: those stored with the model).
         valid_mask: (H, W) bool, False on nodata pixels (they never belong to an object).
         amp: float16 autocast on CUDA.
+        decode_workers: threads decoding the model's outputs while it runs. The decoder's loops release
+            the GIL, so threads decode tiles in parallel: on a GPU, whose forward pass outpaces one CPU
+            decoder, use about as many as there are free CPU cores. The result does not depend on it.
         progress: show a progress bar over tile rows.
         return_table: also return the stitched :class:`~smallseg.tiling.stitch.ObjectTable`.
 
@@ -281,6 +291,7 @@ def predict_array(
             f"image has {image.shape[0]} bands, the model expects {model.config.in_channels}; select bands first"
         )
     _, h, w = image.shape
+    check_decode_workers(decode_workers)
     if valid_mask is not None and valid_mask.shape != (h, w):
         raise SmallsegError(f"valid_mask: shape {valid_mask.shape} differs from the image's {(h, w)}")
     if device is not None:
@@ -300,8 +311,8 @@ def predict_array(
             yield predict_tile_row(band, band_valid, grid.tile_row(r), grid.row_starts[r], model,
                                    decode_config, batch_size=batch_size, amp=amp, decode_executor=worker)
 
-    # One worker thread decodes batch b while the model runs batch b + 1 (results in submission order:
-    # the same objects as decoding in line).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="smallseg-decode") as worker:
+    # Worker threads decode batch b while the model runs batch b + 1 (results collected in submission
+    # order: the same objects as decoding in line).
+    with ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="smallseg-decode") as worker:
         scene, table = stitch_instances(grid, tile_rows(worker))
     return (scene, table) if return_table else scene

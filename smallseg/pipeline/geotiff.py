@@ -79,7 +79,7 @@ from smallseg.io.quicklook import (
     render_quicklook,
     write_png,
 )
-from smallseg.pipeline.array import decode_config_for, plan_tiling, predict_tile_row
+from smallseg.pipeline.array import check_decode_workers, decode_config_for, plan_tiling, predict_tile_row
 from smallseg.tiling.grid import TileGrid, tile_windows
 from smallseg.tiling.stitch import ObjectTable, RowStitcher, StitchState
 
@@ -411,6 +411,7 @@ def predict_geotiff(
     batch_size: int = 4,
     device: str | torch.device | None = "auto",
     amp: bool = False,
+    decode_workers: int = 1,
     bands: Sequence[int] | None = None,
     nodata: float | None = None,
     min_score: float | None = None,
@@ -440,6 +441,9 @@ def predict_geotiff(
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``; a model passed in loaded
             stays on its device unless ``device`` names one.
         amp: float16 autocast on CUDA.
+        decode_workers: threads decoding the model's outputs (1: the thread that also stitches and writes).
+            The decoder's loops release the GIL; on a GPU, whose forward pass outpaces one CPU decoder, use
+            about as many as there are free CPU cores. Outputs do not depend on it.
         bands: 1-based band numbers in the model's order (default: the model's ``band_indices``, else all
             bands, an alpha band dropped when that leaves the model's band count).
         nodata: override the input's nodata value (pixels equal to it in every band are nodata).
@@ -465,6 +469,7 @@ def predict_geotiff(
     formats = _check_formats(formats)
     if batch_size < 1:
         raise SmallsegError(f"--batch-size {batch_size}: must be at least 1")
+    check_decode_workers(decode_workers)
     if not path.exists():
         raise SmallsegError(f"{path}: no such file; check the path")
     try:
@@ -497,7 +502,8 @@ def predict_geotiff(
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     try:
         return _run(path, outputs, reader, model, model_info, session, t_start, tile_size_px=tile_size_px,
-                    overlap_px=overlap_px, batch_size=batch_size, amp=amp, min_score=min_score,
+                    overlap_px=overlap_px, batch_size=batch_size, amp=amp, decode_workers=decode_workers,
+                    min_score=min_score,
                     min_area_px=min_area_px, decode=decode, formats=formats, cog=cog, compress=compress,
                     resume=resume, overwrite=overwrite, progress=progress, duplicate_ios=duplicate_ios)
     finally:
@@ -515,8 +521,8 @@ def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
 
 
 def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, session: _Session, t_start, *,
-         tile_size_px, overlap_px, batch_size, amp, min_score, min_area_px, decode, formats, cog, compress,
-         resume, overwrite, progress, duplicate_ios) -> PredictionResult:
+         tile_size_px, overlap_px, batch_size, amp, decode_workers, min_score, min_area_px, decode, formats, cog,
+         compress, resume, overwrite, progress, duplicate_ios) -> PredictionResult:
     geometry = reader.geometry
     overrides = dict(asdict(decode)) if isinstance(decode, DecodeConfig) else dict(decode or {})
     if min_score is not None:
@@ -561,7 +567,8 @@ def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, sess
     try:
         table, counts, parts = _predict_and_write(
             path, outputs, reader, model, decode_config, grid, session, state, first_row, tracer_carry,
-            class_names, formats, batch_size=batch_size, amp=amp, duplicate_ios=duplicate_ios,
+            class_names, formats, batch_size=batch_size, amp=amp, decode_workers=decode_workers,
+            duplicate_ios=duplicate_ios,
             progress=progress, cog=cog, compress=compress)
         t = time.perf_counter()
         if "png" in formats:
@@ -599,8 +606,8 @@ def _run(path, outputs: _Outputs, reader: GeoTiffReader, model, model_info, sess
 
 
 def _predict_and_write(path, outputs: _Outputs, reader, model, decode_config, grid: TileGrid, session, state,
-                       first_row, tracer_carry, class_names, formats, *, batch_size, amp, duplicate_ios, progress,
-                       cog, compress):
+                       first_row, tracer_carry, class_names, formats, *, batch_size, amp, decode_workers,
+                       duplicate_ios, progress, cog, compress):
     """Replay checkpointed bands (resumed run), stream the remaining tile rows, finish the staged rasters and
     vectors. Returns (object table sorted by id, or None when it went to the CSV; counts; quick-look parts)."""
     sink = _Sink(outputs, grid, reader.geometry, path.name, class_names, formats, session,
@@ -611,7 +618,8 @@ def _predict_and_write(path, outputs: _Outputs, reader, model, decode_config, gr
                 sink.add_band({name: z[name] for name in z.files})
         if first_row < grid.n_rows:
             _stream(reader, grid, model, decode_config, outputs, session, sink, state, first_row, tracer_carry,
-                    batch_size=batch_size, amp=amp, duplicate_ios=duplicate_ios, progress=progress)
+                    batch_size=batch_size, amp=amp, decode_workers=decode_workers, duplicate_ios=duplicate_ios,
+                    progress=progress)
     except BaseException:
         sink.abort()
         raise
@@ -671,15 +679,18 @@ def _open_work(outputs: _Outputs, params: dict, resume: bool, overwrite: bool):
 
 
 def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, session: _Session, sink: "_Sink",
-            state, first_row: int, tracer_carry, *, batch_size, amp, duplicate_ios, progress) -> None:
+            state, first_row: int, tracer_carry, *, batch_size, amp, decode_workers, duplicate_ios,
+            progress) -> None:
     """Tile rows ``first_row..``: read and run the model here; decoding, stitching, checkpoints and outputs
-    in one worker thread.
+    in one worker thread (decoding in ``decode_workers`` threads of its own when more than 1).
 
     The worker decodes batch b while this thread runs the model on batch b + 1, and stitches and writes tile
-    row r while the model works on row r + 1, so the model (or the GPU) rarely waits. One worker, tasks in
-    submission order, one tile row in flight: the result does not depend on timing.
+    row r while the model works on row r + 1, so the model (or the GPU) rarely waits. One stitching worker,
+    tasks in submission order, one tile row in flight, decoded tiles collected in order: the result does
+    not depend on timing.
     """
     from concurrent.futures import ThreadPoolExecutor
+    from contextlib import nullcontext
 
     from tqdm.auto import tqdm
 
@@ -742,7 +753,10 @@ def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, ses
 
     pending = None
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="smallseg-stitch") as worker:
+        decoders = (ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="smallseg-decode")
+                    if decode_workers > 1 else nullcontext(None))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="smallseg-stitch") as worker, decoders as pool:
+            decode_executor = worker if pool is None else pool
             for r in range(first_row, grid.n_rows):
                 t = time.perf_counter()
                 band, valid = reader.read_with_mask(grid.row_window(r))
@@ -759,7 +773,8 @@ def _stream(reader, grid: TileGrid, model, decode_config, outputs: _Outputs, ses
                     # No other reference to the decoded tiles: the worker frees them once they are stitched.
                     for i, inst in zip(keep, predict_tile_row(
                             band, None if all_valid else valid, [tiles[i] for i in keep], grid.row_starts[r],
-                            model, decode_config, batch_size=batch_size, amp=amp, decode_executor=worker)):
+                            model, decode_config, batch_size=batch_size, amp=amp,
+                            decode_executor=decode_executor)):
                         found[i] = inst
                 session.add_time("predict", time.perf_counter() - t)
 
