@@ -7,7 +7,7 @@ import torch
 from smallseg.models import build_model, load_checkpoint, save_checkpoint
 from smallseg.pipeline.array import decode_config_for
 from smallseg.train.data import LabeledImage
-from smallseg.train.tune import tune_decode, write_tuned_checkpoint
+from smallseg.train.tune import pick_best, tune_decode, write_tuned_checkpoint
 
 
 def _images():
@@ -50,6 +50,16 @@ def test_best_row_is_chosen_and_stored(model, tmp_path):
     # The weights are untouched.
     for (n, a), (_, b) in zip(model.state_dict().items(), tuned.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n)
+
+
+def test_a_metric_tie_within_the_tolerance_goes_to_the_better_f1():
+    rows = [{"id": 0, "AP": 0.243, "F1": 0.25}, {"id": 1, "AP": 0.241, "F1": 0.40}, {"id": 2, "AP": 0.230, "F1": 0.60}]
+    assert pick_best(rows, "AP", 0.005)["id"] == 1  # 0.002 below the best AP: a tie, and a far better F1
+    assert pick_best(rows, "AP", 0.0)["id"] == 0  # no tolerance: the best AP
+    assert pick_best(rows, "AP", 0.02)["id"] == 2
+    assert pick_best(rows, "F1", 0.5)["id"] == 2  # maximising F1 itself: the best F1
+    rows.append({"id": 3, "AP": None, "F1": 0.9})  # a row the scorer could not rate never wins on AP
+    assert pick_best(rows, "AP", 0.005)["id"] == 1
 
 
 def test_unknown_setting_is_refused(model):

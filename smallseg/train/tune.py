@@ -31,6 +31,8 @@ DEFAULT_GRID: dict[str, list[float]] = {
     "min_peak_distance": [0.0, 0.1, 0.2, 0.3, 0.4],
     "min_score": [0.05, 0.1, 0.2],
 }
+# Half an AP point: differences below it on a validation set of a few images are noise (see pick_best).
+TIE_TOLERANCE = 0.005
 _REPORTED = ("AP", "AP50", "AP_small", "F1", "count_pred", "count_gt")
 # Second stage: fragment merging (see smallseg.decode.centroids, step 3) and the radius of a confident vote.
 MERGE_GRID: dict[str, list[float]] = {
@@ -49,6 +51,7 @@ def tune_decode(
     score_thresholds: list[float] | None = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
     merge_grid: dict[str, list[float]] | None = MERGE_GRID,
     modality: str | None = None,
+    tie_tolerance: float = TIE_TOLERANCE,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Grid-search decode settings on validation images.
 
@@ -63,6 +66,8 @@ def tune_decode(
         merge_grid: second-stage grid searched with the first stage's best settings fixed (default
             :data:`MERGE_GRID`; None: skip). Only needs the centroid head (all models that use voting).
         modality: start from the model's settings for this modality (``training["decode_by_modality"]``).
+        tie_tolerance: settings whose ``metric`` is within this of a stage's best count as tied; of those,
+            the one with the best F1 at IoU 0.5 wins (see :func:`pick_best`).
 
     Returns:
         (best settings as a dict of the tuned fields, one row per combination with its metrics).
@@ -107,7 +112,7 @@ def tune_decode(
         stage_rows = [scored({**fixed, **dict(zip(keys, values))})
                       for values in itertools.product(*(stage_grid[k] for k in keys))]
         rows.extend(stage_rows)
-        best_row = max(stage_rows, key=lambda r: (r[metric] if r[metric] is not None else -1.0))
+        best_row = pick_best(stage_rows, metric, tie_tolerance)
         return {k: best_row[k] for k in [*fixed, *keys]}
 
     chosen = search(grid, {})
@@ -121,6 +126,22 @@ def tune_decode(
         rows.extend(operating)
         chosen["min_score"] = max(operating, key=lambda r: (r["F1"] if r["F1"] is not None else -1.0))["min_score"]
     return chosen, rows
+
+
+def pick_best(rows: list[dict[str, Any]], metric: str, tie_tolerance: float = TIE_TOLERANCE) -> dict[str, Any]:
+    """The row with the best ``metric``, where rows within ``tie_tolerance`` of it tie and the best F1 wins.
+
+    AP barely notices extra low-scored detections: on a dozen validation images two settings can differ
+    by 0.002 AP while one of them predicts twice as many objects (F1 0.40 vs 0.25). Such a difference is
+    noise in AP and none in what a user gets. Ties that remain go to the higher ``metric``, then to the
+    earlier row.
+    """
+    value = lambda row, key: row.get(key) if row.get(key) is not None else -1.0  # noqa: E731
+    best = max(value(row, metric) for row in rows)
+    tied = [row for row in rows if value(row, metric) >= best - tie_tolerance]
+    if metric == "F1":
+        return max(tied, key=lambda row: value(row, metric))
+    return max(tied, key=lambda row: (value(row, "F1"), value(row, metric)))
 
 
 def write_tuned_checkpoint(source: str | os.PathLike, images: list[LabeledImage], out: str | os.PathLike, *,
