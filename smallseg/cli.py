@@ -482,7 +482,9 @@ def _add_tune_decode(subparsers) -> None:
     p.add_argument("checkpoint", help="trained model (.safetensors)")
     p.add_argument("config", help="training config YAML whose data.val lists the validation images")
     p.add_argument("--out", required=True, help="checkpoint to write (may equal the input to update it in place)")
-    p.add_argument("--metric", default="AP", help="metric to maximise: AP, AP50, AP_small, F1, ... (default: AP)")
+    p.add_argument("--metric", default="AP",
+                   help="metric to maximise: AP, AP50, AP_small, F1, ... (default: AP); settings within 0.01 of the "
+                        "best value count as tied, and the one with the best F1 among them wins")
     p.add_argument("--storage-dtype", default="float32", choices=["float32", "float16"],
                    help="weight precision in the written file (float16 halves its size)")
     p.add_argument("--modality", default=None,
