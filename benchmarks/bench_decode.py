@@ -87,7 +87,8 @@ def main() -> None:
                              "(default: an untrained --encoder model)")
     parser.add_argument(
         "--threads", type=int, default=0,
-        help="torch threads for the forward pass (0 = torch's default); decoding is single-threaded (numpy and numba loops)",
+        help="torch threads for the forward pass (0 = torch's default); decoding runs on one thread "
+             "(numpy and numba loops)",
     )
     parser.add_argument(
         "--decode-threads", default="",

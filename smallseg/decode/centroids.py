@@ -202,8 +202,8 @@ def decode_instances(
     # 5. Per-object facts and filtering.
     n = len(centres)
     area, fg_sum, peak_distance, backing, voted_y, voted_x, class_sums = kernels.object_stats(
-        labels, ys, xs, fg_prob, np.ascontiguousarray(probs), fg_prob if distance is None else distance, distance is not None, n,
-        confident, nearest, vy, vx,
+        labels, ys, xs, fg_prob, np.ascontiguousarray(probs), fg_prob if distance is None else distance,
+        distance is not None, n, confident, nearest, vy, vx,
     )
     safe_area = np.maximum(area, 1.0)
     support = np.minimum(backing / safe_area, 1.0)
