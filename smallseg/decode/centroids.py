@@ -162,7 +162,7 @@ def decode_instances(
     if len(peak_y) == 0:
         return Instances.empty((height, width))
     centres = kernels.refine_centres(votes, sum_y, sum_x, peak_y, peak_x)
-    nearest = _nearest_peak(peak_y, peak_x, (bin_y, bin_x), (height, width))
+    nearest = _nearest(peak_y, peak_x, bin_y, bin_x, (height, width))  # each vote's nearest peak pixel
     # Scale of each candidate's object: the mean distance its votes travelled (capped: the model is
     # designed for objects within max_distance_px, and an untrained model's votes go anywhere).
     scale = np.minimum(_mean_by_index(vote_length, nearest, len(centres)), max_distance_px)
@@ -187,7 +187,8 @@ def decode_instances(
     successor[candidates] = candidates[into]
     implausible = np.nonzero(~plausible)[0]
     if len(implausible):
-        successor[implausible] = keep[_nearest(centres[keep], centres[implausible], (height, width))]
+        successor[implausible] = keep[_nearest(centres[keep, 0], centres[keep, 1], centres[implausible, 0],
+                                                centres[implausible, 1], (height, width))]
     new_index = np.full(len(centres), -1, np.int64)
     new_index[keep] = np.arange(len(keep))
     centres = centres[keep]
@@ -299,21 +300,14 @@ def _local_maxima(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ys.astype(np.int64), xs.astype(np.int64)
 
 
-def _nearest_peak(
-    peak_y: np.ndarray, peak_x: np.ndarray, vote_bin: tuple[np.ndarray, np.ndarray], shape: tuple[int, int]
-) -> np.ndarray:
-    """Index of the peak pixel nearest to each vote's bin (Euclidean on the pixel grid; ties to the lower index)."""
-    return _nearest(np.stack([peak_y, peak_x], axis=1), np.stack(vote_bin, axis=1), shape)
-
-
-def _nearest(points: np.ndarray, queries: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(Q,) index of the nearest of the (P, 2) points (P >= 1) to each of the (Q, 2) queries, on a tile of ``shape``."""
+def _nearest(point_y: np.ndarray, point_x: np.ndarray, query_y: np.ndarray, query_x: np.ndarray,
+             shape: tuple[int, int]) -> np.ndarray:
+    """(Q,) index of the point (P >= 1) nearest to each query on a tile of ``shape`` (Euclidean; ties to the
+    lower index)."""
     # grid cells about as large as the mean spacing of the points: a query then looks at a few cells
-    cell = max(2.0, float(np.sqrt(shape[0] * shape[1] / len(points))))
-    points = np.asarray(points, np.float64)
-    queries = np.asarray(queries, np.float64)
-    return kernels.nearest_points(points[:, 0].copy(), points[:, 1].copy(),
-                                  queries[:, 0].copy(), queries[:, 1].copy(), cell)
+    cell = max(2.0, float(np.sqrt(shape[0] * shape[1] / len(point_y))))
+    as_float = lambda a: np.ascontiguousarray(a, np.float64)  # noqa: E731
+    return kernels.nearest_points(as_float(point_y), as_float(point_x), as_float(query_y), as_float(query_x), cell)
 
 
 def _mean_by_index(values: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:

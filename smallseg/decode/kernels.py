@@ -133,25 +133,32 @@ def flood_fill(labels, mask, landscape):
 
 
 @_compiled
+def _bucket(cell_of, n_cells):
+    """Counting sort of items by cell: the items of cell ``c`` are ``order[start[c]:start[c + 1]]``, by index."""
+    start = np.zeros(n_cells + 1, np.int64)
+    for c in cell_of:
+        start[c + 1] += 1
+    for c in range(n_cells):
+        start[c + 1] += start[c]
+    order = np.empty(len(cell_of), np.int64)
+    fill = start[:-1].copy()
+    for i in range(len(cell_of)):
+        order[fill[cell_of[i]]] = i
+        fill[cell_of[i]] += 1
+    return start, order
+
+
+@_compiled
 def _grid(point_y, point_x, cell):
-    """Bucket points into square grid cells (counting sort). Returns (y0, x0, rows, cols, start, order):
-    the points of cell ``c`` (row-major) are ``order[start[c]:start[c + 1]]``, by index."""
+    """Bucket points into square grid cells. Returns (y0, x0, rows, cols, start, order): the points of
+    cell ``c`` (row-major) are ``order[start[c]:start[c + 1]]``, by index."""
     y0, x0 = point_y.min(), point_x.min()
     rows = int((point_y.max() - y0) // cell) + 1
     cols = int((point_x.max() - x0) // cell) + 1
     cell_of = np.empty(len(point_y), np.int64)
-    start = np.zeros(rows * cols + 1, np.int64)
     for p in range(len(point_y)):
-        c = int((point_y[p] - y0) // cell) * cols + int((point_x[p] - x0) // cell)
-        cell_of[p] = c
-        start[c + 1] += 1
-    for c in range(rows * cols):
-        start[c + 1] += start[c]
-    order = np.empty(len(point_y), np.int64)
-    fill = start[:-1].copy()
-    for p in range(len(point_y)):
-        order[fill[cell_of[p]]] = p
-        fill[cell_of[p]] += 1
+        cell_of[p] = int((point_y[p] - y0) // cell) * cols + int((point_x[p] - x0) // cell)
+    start, order = _bucket(cell_of, rows * cols)
     return y0, x0, rows, cols, start, order
 
 
@@ -171,6 +178,7 @@ def _k_nearest(point_y, point_x, grid, cell, qy, qx, bound, exclude, near_d, nea
     ring = 0
     while True:
         for gy in range(max(cy - ring, 0), min(cy + ring, rows - 1) + 1):
+            # a ring's top and bottom rows whole, the rows between only at its two ends (ring 0: one cell)
             step = 1 if (gy == cy - ring or gy == cy + ring) else 2 * ring
             gx = cx - ring
             while gx <= cx + ring:
@@ -192,8 +200,6 @@ def _k_nearest(point_y, point_x, grid, cell, qy, qx, bound, exclude, near_d, nea
                         near_d[pos], near_j[pos] = d, j
                         if count < k:
                             count += 1
-                if step == 0:
-                    break
                 gx += step
         reach = ring * cell
         if (count == k and near_d[k - 1] <= reach) or reach > bound or ring > rows + cols:
@@ -243,7 +249,6 @@ def nearest_points(point_y, point_x, query_y, query_x, cell):
     n_cells = rows * cols
     n_queries = len(query_y)
     query_cell = np.empty(n_queries, np.int64)
-    query_start = np.zeros(n_cells + 2, np.int64)
     for q in range(n_queries):
         gy = np.floor((query_y[q] - y0) / cell)
         gx = np.floor((query_x[q] - x0) / cell)
@@ -251,14 +256,7 @@ def nearest_points(point_y, point_x, query_y, query_x, cell):
         if 0 <= gy < rows and 0 <= gx < cols:
             c = int(gy) * cols + int(gx)
         query_cell[q] = c
-        query_start[c + 1] += 1
-    for c in range(n_cells + 1):
-        query_start[c + 1] += query_start[c]
-    query_order = np.empty(n_queries, np.int64)
-    fill = query_start[:-1].copy()
-    for q in range(n_queries):
-        query_order[fill[query_cell[q]]] = q
-        fill[query_cell[q]] += 1
+    query_start, query_order = _bucket(query_cell, n_cells + 1)
 
     out = np.empty(n_queries, np.int64)
     near_d = np.empty(1, np.float64)
