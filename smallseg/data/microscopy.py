@@ -14,7 +14,6 @@ footprint; their table row says ``in_focus = False``).
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass
@@ -24,47 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from smallseg.errors import SmallsegError
-
-
-@dataclass
-class NucleiTable:
-    """One row per nucleus (columns are (N,) arrays; row ``i`` is the nucleus with id ``id[i]``).
-
-    Attributes:
-        id: int64 label value.
-        center_row_px, center_col_px: float64 shape centre (pixel centres at integers).
-        semi_axes_px: (N, 2) float64 ellipse semi-axes before the boundary wobble.
-        angle_deg: float64 orientation of the first semi-axis, degrees from the column axis towards rows.
-        area_px: int64 pixel count in the label image.
-        in_focus: bool, False for blurred out-of-focus nuclei.
-        brightness: float64 relative mean intensity.
-        cluster: int64 cluster index, -1 for isolated nuclei.
-    """
-
-    id: np.ndarray
-    center_row_px: np.ndarray
-    center_col_px: np.ndarray
-    semi_axes_px: np.ndarray
-    angle_deg: np.ndarray
-    area_px: np.ndarray
-    in_focus: np.ndarray
-    brightness: np.ndarray
-    cluster: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.id)
-
-    def write_csv(self, path: str | os.PathLike) -> None:
-        """Write as CSV with a header row."""
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["id", "center_row_px", "center_col_px", "semi_axis_a_px", "semi_axis_b_px", "angle_deg",
-                        "area_px", "in_focus", "brightness", "cluster"])
-            for i in range(len(self)):
-                w.writerow([int(self.id[i]), f"{self.center_row_px[i]:.3f}", f"{self.center_col_px[i]:.3f}",
-                            f"{self.semi_axes_px[i, 0]:.3f}", f"{self.semi_axes_px[i, 1]:.3f}",
-                            f"{self.angle_deg[i]:.2f}", int(self.area_px[i]), int(bool(self.in_focus[i])),
-                            f"{self.brightness[i]:.4f}", int(self.cluster[i])])
+from smallseg.io.tables import NucleiTable
 
 
 @dataclass
@@ -100,6 +59,7 @@ def make_nuclei_image(
     dtype: str = "uint16",
     photons_per_unit: float = 400.0,
     read_noise: float = 3.0,
+    style: str = "classic",
 ) -> NucleiImage:
     """Render one nuclei image.
 
@@ -113,6 +73,11 @@ def make_nuclei_image(
         dtype: ``"uint16"`` (camera counts, offset 100) or ``"uint8"`` (scaled to the 0-255 range).
         photons_per_unit: photons per unit of relative intensity; lower is noisier (Poisson).
         read_noise: Gaussian camera read noise, counts (std).
+        style: ``"classic"`` (the shipped medical model's training data: even texture, mild illumination
+            changes, sizes +-30 %) or ``"realistic"`` (:mod:`smallseg.data.microscopy_realistic`: uneven
+            illumination, background texture and debris, defocus varying over the field, several-fold
+            brightness spread, chromatin spots, mitoses, Poisson-Gaussian noise over a wide photon range).
+            In ``realistic``, ``photons_per_unit`` and ``read_noise`` are the centres of per-image ranges.
 
     Returns:
         :class:`NucleiImage` with image (H, W), labels (H, W) uint16 and the nuclei table.
@@ -121,6 +86,8 @@ def make_nuclei_image(
         raise SmallsegError(f"--size {height}x{width}: images must be at least 16x16 px")
     if dtype not in ("uint8", "uint16"):
         raise SmallsegError(f"--dtype {dtype}: use uint8 or uint16")
+    if style not in ("classic", "realistic"):
+        raise SmallsegError(f"style={style!r}: use 'classic' or 'realistic'")
     if not 3 <= mean_diameter_px <= min(height, width) / 2:
         raise SmallsegError(f"--diameter-px {mean_diameter_px}: use 3 px up to half the image side")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x9C1]))
@@ -128,7 +95,35 @@ def make_nuclei_image(
     if nuclei_count is None:
         nuclei_count = max(1, int(0.25 * height * width / (math.pi * r_mean**2)))
 
-    # --- place shapes: clusters of touching nuclei, then isolated ones
+    if style == "classic":
+        shapes = _place_classic(rng, height, width, r_mean, nuclei_count, cluster_fraction)
+    else:
+        from smallseg.data.microscopy_realistic import place_nuclei, render_nuclei
+
+        shapes, kinds = place_nuclei(rng, height, width, r_mean, nuclei_count, cluster_fraction)
+    labels, kept = rasterise_shapes(shapes, height, width)
+    shapes = [shapes[i] for i in kept]
+    n = len(shapes)
+    if style == "classic":
+        image, in_focus, brightness = _render_classic(rng, labels, shapes, r_mean, out_of_focus_fraction, dtype,
+                                                      photons_per_unit, read_noise)
+    else:
+        image, in_focus, brightness = render_nuclei(rng, labels, shapes, kinds[kept], out_of_focus_fraction, dtype,
+                                                    photons_per_unit, read_noise)
+
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    table = NucleiTable(
+        id=np.arange(1, n + 1, dtype=np.int64),
+        center_row_px=np.array([s[0] for s in shapes], float), center_col_px=np.array([s[1] for s in shapes], float),
+        semi_axes_px=np.array([[s[2], s[3]] for s in shapes], float).reshape(n, 2),
+        angle_deg=np.degrees([s[4] for s in shapes]).astype(float), area_px=area.astype(np.int64),
+        in_focus=in_focus, brightness=brightness, cluster=np.array([s[6] for s in shapes], np.int64),
+    )
+    return NucleiImage(image=image, labels=labels, nuclei=table)
+
+
+def _place_classic(rng, height, width, r_mean, nuclei_count, cluster_fraction) -> list:
+    """Shapes of the ``classic`` style: sizes +-30 %, clusters of 2-7 overlapping nuclei, then isolated ones."""
     shapes = []  # (cy, cx, a, b, angle, harmonics, cluster)
 
     def new_shape(cy, cx, cluster, scale=1.0):
@@ -171,39 +166,13 @@ def make_nuclei_image(
             continue
         shapes.append(s)
 
-    # --- labels: each pixel to the nucleus whose normalised radius it is deepest in
-    labels = np.zeros((height, width), np.int32)
-    depth = np.full((height, width), np.inf)
-    for n, (cy, cx, a, b, ang, harmonics, _) in enumerate(shapes, start=1):
-        reach = max(a, b) * 1.3 + 1
-        r0, r1 = max(int(cy - reach), 0), min(int(cy + reach) + 2, height)
-        c0, c1 = max(int(cx - reach), 0), min(int(cx + reach) + 2, width)
-        if r1 <= r0 or c1 <= c0:
-            continue
-        rho = _normalised_radius(np.arange(r0, r1)[:, None] - cy, np.arange(c0, c1)[None, :] - cx, a, b, ang,
-                                 harmonics)
-        sub_d, sub_l = depth[r0:r1, c0:c1], labels[r0:r1, c0:c1]
-        take = (rho < 1.0) & (rho < sub_d)
-        sub_d[take] = rho[take]
-        sub_l[take] = n
-    # keep one 4-connected piece per nucleus (the overlap split can leave slivers), then make ids dense
-    for n, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        mask = labels[sl] == n
-        comp, k = ndimage.label(mask)
-        if k > 1:
-            largest = 1 + int(np.argmax(np.bincount(comp.ravel())[1:]))
-            labels[sl][mask & (comp != largest)] = 0
-    present = np.unique(labels)
-    present = present[present > 0]
-    remap = np.zeros(len(shapes) + 1, np.int32)
-    remap[present] = np.arange(1, len(present) + 1)
-    labels = remap[labels].astype(np.uint16)
-    shapes = [shapes[i - 1] for i in present]
-    n = len(shapes)
+    return shapes
 
-    # --- image
+
+def _render_classic(rng, labels, shapes, r_mean, out_of_focus_fraction, dtype, photons_per_unit, read_noise):
+    """Image of the ``classic`` style (the shipped medical model's training data): (image, in_focus, brightness)."""
+    height, width = labels.shape
+    n = len(shapes)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     in_focus = rng.random(n) >= out_of_focus_fraction
     brightness = np.exp(rng.normal(0, 0.3, n))
@@ -240,15 +209,49 @@ def make_nuclei_image(
         scale = 230.0 / max(float(np.percentile(counts, 99.9)), 1.0)
         image = np.clip(np.rint(counts * scale), 0, 255).astype(np.uint8)
 
-    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    table = NucleiTable(
-        id=np.arange(1, n + 1, dtype=np.int64),
-        center_row_px=np.array([s[0] for s in shapes], float), center_col_px=np.array([s[1] for s in shapes], float),
-        semi_axes_px=np.array([[s[2], s[3]] for s in shapes], float).reshape(n, 2),
-        angle_deg=np.degrees([s[4] for s in shapes]).astype(float), area_px=area.astype(np.int64),
-        in_focus=in_focus, brightness=brightness, cluster=np.array([s[6] for s in shapes], np.int64),
-    )
-    return NucleiImage(image=image, labels=labels, nuclei=table)
+    return image, in_focus, brightness
+
+
+def rasterise_shapes(shapes, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Label image of nucleus shapes ``(cy, cx, a, b, angle, harmonics, cluster)`` (px, radians).
+
+    Each pixel goes to the nucleus in whose normalised radius it lies deepest; each nucleus keeps its
+    largest 4-connected piece; ids are made dense in shape order.
+
+    Returns:
+        labels (H, W) uint16 (0 = background, 1..N) and the (N,) int64 indices into ``shapes`` of the
+        nuclei that kept pixels (label ``k`` is ``shapes[kept[k - 1]]``).
+    """
+    # --- labels: each pixel to the nucleus whose normalised radius it is deepest in
+    labels = np.zeros((height, width), np.int32)
+    depth = np.full((height, width), np.inf)
+    for n, (cy, cx, a, b, ang, harmonics, _) in enumerate(shapes, start=1):
+        reach = max(a, b) * 1.3 + 1
+        r0, r1 = max(int(cy - reach), 0), min(int(cy + reach) + 2, height)
+        c0, c1 = max(int(cx - reach), 0), min(int(cx + reach) + 2, width)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        rho = _normalised_radius(np.arange(r0, r1)[:, None] - cy, np.arange(c0, c1)[None, :] - cx, a, b, ang,
+                                 harmonics)
+        sub_d, sub_l = depth[r0:r1, c0:c1], labels[r0:r1, c0:c1]
+        take = (rho < 1.0) & (rho < sub_d)
+        sub_d[take] = rho[take]
+        sub_l[take] = n
+    # keep one 4-connected piece per nucleus (the overlap split can leave slivers), then make ids dense
+    for n, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        mask = labels[sl] == n
+        comp, k = ndimage.label(mask)
+        if k > 1:
+            largest = 1 + int(np.argmax(np.bincount(comp.ravel())[1:]))
+            labels[sl][mask & (comp != largest)] = 0
+    present = np.unique(labels)
+    present = present[present > 0]
+    remap = np.zeros(len(shapes) + 1, np.int32)
+    remap[present] = np.arange(1, len(present) + 1)
+    labels = remap[labels].astype(np.uint16)
+    return labels, (present - 1).astype(np.int64)
 
 
 def _normalised_radius(dy, dx, a, b, angle, harmonics):
