@@ -67,7 +67,8 @@ def make_nuclei_image(
         height, width: image size in px.
         seed: any int; equal arguments give identical images and labels.
         mean_diameter_px: typical nucleus diameter (px); individual nuclei vary about +-35 %.
-        nuclei_count: how many nuclei to try to place; default fills about 25 % of the area.
+        nuclei_count: how many nuclei to try to place; default fills about 25 % of the area (``realistic``:
+            0.5-1.5x that, drawn per image).
         cluster_fraction: share of nuclei placed in touching clusters.
         out_of_focus_fraction: share of nuclei rendered out of focus.
         dtype: ``"uint16"`` (camera counts, offset 100) or ``"uint8"`` (scaled to the 0-255 range).
@@ -92,7 +93,8 @@ def make_nuclei_image(
         raise SmallsegError(f"--diameter-px {mean_diameter_px}: use 3 px up to half the image side")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x9C1]))
     r_mean = mean_diameter_px / 2
-    if nuclei_count is None:
+    auto_count = nuclei_count is None
+    if auto_count:
         nuclei_count = max(1, int(0.25 * height * width / (math.pi * r_mean**2)))
 
     if style == "classic":
@@ -100,7 +102,8 @@ def make_nuclei_image(
     else:
         from smallseg.data.microscopy_realistic import place_nuclei, render_nuclei
 
-        shapes, kinds = place_nuclei(rng, height, width, r_mean, nuclei_count, cluster_fraction)
+        shapes, kinds = place_nuclei(rng, height, width, r_mean, nuclei_count, cluster_fraction,
+                                     vary_density=auto_count)
     labels, kept = rasterise_shapes(shapes, height, width)
     shapes = [shapes[i] for i in kept]
     n = len(shapes)
