@@ -1,7 +1,10 @@
 """Checkpoints: one safetensors file, weights + the model's JSON config in the file's metadata.
 
-Loading never executes code from the file: the config is JSON, the model is rebuilt from it by smallseg's
-own builders, and the weights are plain tensors (safetensors), loaded strictly.
+Loading never executes code from the file: the file must *be* a safetensors file (a pickle, e.g. a
+``torch.save`` ``.pt``, is refused before any reader sees it: unpickling can run code), the config is JSON
+validated against an allow-list (:mod:`smallseg.models.validate`: nothing in it can name a file, a URL or
+a callable), the model is rebuilt from it by smallseg's own builders, and the weights are plain tensors,
+loaded strictly.
 
 Metadata keys: ``smallseg_format`` (format version), ``smallseg_config`` (ModelConfig JSON),
 ``smallseg_storage_dtype`` (``float32`` or ``float16``).
@@ -10,7 +13,6 @@ Metadata keys: ``smallseg_format`` (format version), ``smallseg_config`` (ModelC
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,7 +21,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from smallseg.errors import SmallsegError, one_line
+from smallseg.io.atomic import atomic_path
 from smallseg.models.config import ModelConfig
+from smallseg.models.net import build_from_config
+from smallseg.models.state import load_encoder_weights, load_state_strict
 
 FORMAT_VERSION = 1
 _STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -40,6 +45,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, storage_dtype:
     config = getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
         raise SmallsegError("save_checkpoint: the model has no smallseg ModelConfig (build it with smallseg.models)")
+    config.validate()  # a file this writes must load again (e.g. after tune-decode edited config.training)
     if storage_dtype not in _STORAGE_DTYPES:
         raise SmallsegError(f"storage_dtype={storage_dtype!r}: use 'float32' or 'float16'")
     dtype = _STORAGE_DTYPES[storage_dtype]
@@ -56,18 +62,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, storage_dtype:
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        # mkstemp creates 0600; a model file is meant to be shared (and shipped), so use the usual mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
@@ -94,15 +90,13 @@ def load_checkpoint(
     Returns:
         SmallObjectNet in eval mode, float32, on ``device``, with ``model.config`` from the file.
     """
-    from smallseg.models.net import build_from_config
-
     config, tensors, path = _open_checkpoint(path, read_tensors=True)
     if expected_config is not None:
         mismatches = config.architecture_mismatches(expected_config)
         if mismatches:
             raise SmallsegError(f"{path}: {'; '.join(mismatches)}")
     model = build_from_config(config)
-    _load_state_strict(model, tensors, str(path))
+    load_state_strict(model, tensors, str(path))
     return model.to(device).eval()
 
 
@@ -118,38 +112,58 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         mismatches = config.architecture_mismatches(model_config)
         if mismatches:
             raise SmallsegError(f"{path}: {'; '.join(mismatches)}")
-    _load_state_strict(model, tensors, str(path))
+    load_state_strict(model, tensors, str(path))
     return model
 
 
-def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike) -> None:
-    """Initialise an smp encoder from a local weights file (safetensors, or torch with weights_only).
+# What a safetensors file starts with: an 8-byte little-endian header length, then the JSON header's "{".
+_SAFETENSORS_HEADER_START = b"{"
+# Files that are pickles by convention (torch.save, pickle.dump, Lightning, timm, transformers' .bin).
+_PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar", ".pth.tar")
 
-    The file holds the encoder's state dict; keys may carry an ``encoder.`` prefix (a whole smp or
-    smallseg model's weights, of which only the encoder's are used).
+
+def _looks_pickled(path: Path, head: bytes, tail: bytes) -> bool:
+    """A pickle (protocol 2-5 opens with PROTO, 0-1 with an opcode and end with STOP ``.``), a torch.save
+    zip archive, or a file named like one."""
+    return (
+        (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+        or head.startswith(b"PK\x03\x04")
+        or (head[:1] in (b"c", b"(", b"}", b"]") and tail == b".")
+        or path.name.lower().endswith(_PICKLE_SUFFIXES)
+    )
+
+
+def check_safetensors_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if it is an existing file that starts like a safetensors file; else one line.
+
+    Runs before any reader opens the file: a pickle is named as such ("pickled models are not loaded: they
+    can run code"), anything else that is not safetensors is called truncated or corrupt.
     """
-    path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            with safe_open(str(path), framework="pt") as f:
-                state = {k: f.get_tensor(k) for k in f.keys()}
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
-        raise SmallsegError(f"{path}: cannot read encoder weights ({one_line(exc)})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise SmallsegError(f"{path}: not a state dict of tensors")
-    if any(k.startswith("encoder.") for k in state):
-        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    _load_state_strict(encoder, state, str(path), what="encoder weights")
-
-
-def _open_checkpoint(path: str | os.PathLike, *, read_tensors: bool):
     path = Path(path)
     if not path.is_file():
         raise SmallsegError(f"{path}: no such checkpoint file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            f.seek(max(path.stat().st_size - 1, 0))
+            tail = f.read(1)
+    except OSError as exc:
+        raise SmallsegError(f"{path}: cannot read the checkpoint ({one_line(exc)})") from None
+    if len(head) == 9 and head[8:9] == _SAFETENSORS_HEADER_START:
+        return path
+    if _looks_pickled(path, head, tail):
+        raise SmallsegError(
+            f"{path}: not a safetensors checkpoint (pickled models are not loaded: they can run code); use a "
+            ".safetensors file written by smallseg (save_checkpoint, smallseg train)"
+        )
+    raise SmallsegError(
+        f"{path}: not a readable safetensors file, truncated or corrupt (no safetensors header); re-save or "
+        "re-download it"
+    )
+
+
+def _open_checkpoint(path: str | os.PathLike, *, read_tensors: bool):
+    path = check_safetensors_file(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
@@ -177,32 +191,9 @@ def _open_checkpoint(path: str | os.PathLike, *, read_tensors: bool):
     return config, tensors, path
 
 
-def _load_state_strict(module: nn.Module, tensors: dict, source: str, what: str = "checkpoint") -> None:
-    """Copy ``tensors`` into ``module``; every key and shape must match (dtype is cast to the module's)."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    wrong_shape = [k for k in own if k in tensors and tuple(own[k].shape) != tuple(tensors[k].shape)]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        if wrong_shape:
-            k = wrong_shape[0]
-            parts.append(
-                f"{len(wrong_shape)} tensors differ in shape (e.g. {k}: {what} {tuple(tensors[k].shape)}, "
-                f"model {tuple(own[k].shape)})"
-            )
-        if missing:
-            parts.append(f"{len(missing)} model tensors missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
-        raise SmallsegError(f"{source}: {what} does not fit the model: {'; '.join(parts)}")
-    converted = {k: v.to(own[k].dtype) for k, v in tensors.items()}
-    module.load_state_dict(converted, strict=True)
-
-
 def checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
     """Raw metadata strings of a checkpoint (format, config JSON, storage dtype)."""
-    path = Path(path)
+    path = check_safetensors_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
@@ -212,6 +203,7 @@ def checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 __all__ = [
     "FORMAT_VERSION",
+    "check_safetensors_file",
     "checkpoint_metadata",
     "load_checkpoint",
     "load_encoder_weights",

@@ -14,6 +14,26 @@ from typing import Any
 import numpy as np
 
 from smallseg.errors import SmallsegError
+from smallseg.models.validate import (
+    MAX_BAND_INDEX,
+    MAX_CHANNELS,
+    MAX_CLASS_NAME_CHARS,
+    MAX_CLASSES,
+    MAX_CONFIG_JSON_CHARS,
+    MAX_DISTANCE_PX,
+    MAX_IN_CHANNELS,
+    MAX_TILE_PX,
+    check_encoder_name,
+    check_int,
+    check_int_choice,
+    check_int_list,
+    check_number,
+    check_number_list,
+    check_smp_kwargs,
+    check_str,
+    check_training,
+    config_error,
+)
 
 HEAD_NAMES = ("semantic", "centroid", "distance")
 LFE_MODES = ("falling", "constant")
@@ -101,29 +121,69 @@ class ModelConfig:
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.refine_channels = tuple(int(c) for c in self.refine_channels)
-        self.lfe_dilations = tuple(int(d) for d in self.lfe_dilations)
-        self.heads = tuple(self.heads)
+        # Types first, before any rule between fields can trip over a string where a number belongs; numpy
+        # scalars become Python ones and sequences the tuples the builders expect.
+        for name, value in self._checked_types().items():
+            setattr(self, name, value)
         self.validate()
 
+    def _checked_types(self) -> dict[str, Any]:
+        """Every field type- and range-checked (see :mod:`smallseg.models.validate`), as it is stored."""
+        n_bands = check_int("in_channels", self.in_channels, 1, MAX_IN_CHANNELS)
+        classes = check_int("classes", self.classes, 1, MAX_CLASSES)
+        heads = self.heads
+        if not isinstance(heads, (list, tuple)) or not 1 <= len(heads) <= len(HEAD_NAMES):
+            raise config_error("heads", f"{heads!r} is not a non-empty subset of {list(HEAD_NAMES)}")
+        return {
+            "encoder_name": check_str("encoder_name", self.encoder_name),
+            "encoder_depth": check_int("encoder_depth", self.encoder_depth, 3, 5),
+            "encoder_output_stride": check_int_choice("encoder_output_stride", self.encoder_output_stride,
+                                                      (8, 16, 32)),
+            "in_channels": n_bands,
+            "classes": classes,
+            "decoder": check_str("decoder", self.decoder, choices=("fpn", "smp")),
+            "decoder_pyramid_channels": check_int("decoder_pyramid_channels", self.decoder_pyramid_channels, 1,
+                                                  MAX_CHANNELS),
+            "decoder_segmentation_channels": check_int("decoder_segmentation_channels",
+                                                       self.decoder_segmentation_channels, 1, MAX_CHANNELS),
+            "decoder_merge_policy": check_str("decoder_merge_policy", self.decoder_merge_policy,
+                                              choices=("add", "cat")),
+            "decoder_dropout": check_number("decoder_dropout", self.decoder_dropout, 0.0, 1.0),
+            "smp_arch": None if self.smp_arch is None else check_str("smp_arch", self.smp_arch),
+            "smp_kwargs": self.smp_kwargs,  # checked key by key against smp_arch in validate()
+            "refine_channels": tuple(check_int_list("refine_channels", self.refine_channels, 1, MAX_CHANNELS,
+                                                    min_len=2, max_len=2)),
+            "lfe": None if self.lfe is None else check_str("lfe", self.lfe, choices=LFE_MODES),
+            "lfe_dilations": tuple(check_int_list("lfe_dilations", self.lfe_dilations, 1, 64)),
+            "heads": tuple(check_str(f"heads[{i}]", h, choices=HEAD_NAMES) for i, h in enumerate(heads)),
+            "max_distance_px": check_number("max_distance_px", self.max_distance_px, hi=MAX_DISTANCE_PX,
+                                            positive=True),
+            "class_names": None if self.class_names is None else [
+                check_str(f"class_names[{i}]", name, max_chars=MAX_CLASS_NAME_CHARS)
+                for i, name in enumerate(_sequence("class_names", self.class_names, MAX_CLASSES))
+            ],
+            "band_indices": None if self.band_indices is None else check_int_list(
+                "band_indices", self.band_indices, 1, MAX_BAND_INDEX, min_len=n_bands, max_len=n_bands),
+            "input_scale": check_number("input_scale", self.input_scale, positive=True),
+            "norm_mean": None if self.norm_mean is None else check_number_list("norm_mean", self.norm_mean, n_bands),
+            "norm_std": None if self.norm_std is None else check_number_list("norm_std", self.norm_std, n_bands,
+                                                                             positive=True),
+            "tile_size_px": check_int("tile_size_px", self.tile_size_px, 16, MAX_TILE_PX),
+            "training": check_training(self.training),
+        }
+
     def validate(self) -> None:
-        """Raise :class:`SmallsegError` naming the first invalid option."""
+        """Raise :class:`SmallsegError` naming the first invalid field.
 
-        def bad(option: str, what: str) -> SmallsegError:
-            return SmallsegError(f"model config {option}: {what}")
+        In order: every field's type and range; the rules between fields; the encoder name against smp's and
+        timm's registries and, for ``decoder="smp"``, ``smp_arch`` / ``smp_kwargs`` against the allow-list of
+        :mod:`smallseg.models.validate`. Nothing in a valid config names a file, a URL or a callable.
+        """
+        self._checked_types()
+        bad = config_error
 
-        if not self.heads or any(h not in HEAD_NAMES for h in self.heads) or len(set(self.heads)) != len(self.heads):
-            raise bad("heads", f"{list(self.heads)} is not a non-empty subset of {list(HEAD_NAMES)}")
-        if self.classes < 1:
-            raise bad("classes", f"{self.classes}; need at least 1 object class")
-        if self.in_channels < 1:
-            raise bad("in_channels", f"{self.in_channels}; need at least 1 band")
-        if self.encoder_output_stride not in (8, 16, 32):
-            raise bad("encoder_output_stride", f"{self.encoder_output_stride}; use 32, 16 or 8")
-        if not 3 <= self.encoder_depth <= 5:
-            raise bad("encoder_depth", f"{self.encoder_depth}; use 3, 4 or 5")
-        if self.decoder not in ("fpn", "smp"):
-            raise bad("decoder", f"{self.decoder!r}; use 'fpn' or 'smp' (wrap an smp model)")
+        if len(set(self.heads)) != len(self.heads):
+            raise bad("heads", f"{list(self.heads)} names a head twice")
         if self.decoder == "smp" and not self.smp_arch:
             raise bad("smp_arch", "decoder='smp' needs the smp class name (e.g. 'Unet')")
         seg_channels = self.decoder_segmentation_channels
@@ -132,31 +192,23 @@ class ModelConfig:
                 "decoder_segmentation_channels",
                 f"{self.decoder_segmentation_channels}; must be a multiple of 32 (smp's GroupNorm)",
             )
-        if self.decoder_merge_policy not in ("add", "cat"):
-            raise bad("decoder_merge_policy", f"{self.decoder_merge_policy!r}; use 'add' or 'cat'")
-        if len(self.refine_channels) != 2 or min(self.refine_channels) < 1:
-            raise bad("refine_channels", f"{self.refine_channels}; need two positive channel counts")
         if self.lfe is not None:
-            if self.lfe not in LFE_MODES:
-                raise bad("lfe", f"{self.lfe!r}; use 'falling', 'constant' or None")
             d = self.lfe_dilations
-            if not d or min(d) < 1:
-                raise bad("lfe_dilations", f"{d}; need positive dilations")
             if self.lfe == "falling" and (any(a < b for a, b in zip(d, d[1:])) or d[0] == d[-1]):
                 raise bad("lfe_dilations", f"{d} do not fall (e.g. 4,2,1) as lfe='falling' requires")
             if self.lfe == "constant" and len(set(d)) != 1:
                 raise bad("lfe_dilations", f"{d} are not constant as lfe='constant' requires")
-        if not self.max_distance_px > 0:
-            raise bad("max_distance_px", f"{self.max_distance_px}; must be > 0")
         if self.class_names is not None and len(self.class_names) != self.classes:
             raise bad("class_names", f"{len(self.class_names)} names for {self.classes} classes")
-        n_bands = self.in_channels
-        for name in ("norm_mean", "norm_std", "band_indices"):
-            value = getattr(self, name)
-            if value is not None and len(value) != n_bands:
-                raise bad(name, f"{len(value)} values for {n_bands} input bands")
-        if self.norm_std is not None and min(self.norm_std) <= 0:
-            raise bad("norm_std", "values must be > 0")
+        check_encoder_name("encoder_name", self.encoder_name)
+        if self.decoder == "smp":
+            kwargs = check_smp_kwargs(self.smp_arch, {} if self.smp_kwargs is None else self.smp_kwargs)
+            for key in ("encoder_name", "encoder_depth", "in_channels"):
+                if key in kwargs and kwargs[key] != getattr(self, key):
+                    raise bad(f"smp_kwargs.{key}", f"{kwargs[key]!r} differs from {key}={getattr(self, key)!r}")
+        elif self.smp_arch is not None or self.smp_kwargs is not None:
+            raise bad("smp_arch" if self.smp_arch is not None else "smp_kwargs",
+                      "set only with decoder='smp' (wrap an smp model)")
 
     # ---- serialisation -------------------------------------------------------------------------------
 
@@ -183,10 +235,15 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
+        """Parse and validate a config's JSON (e.g. a checkpoint's metadata): strict JSON (no NaN or
+        Infinity), at most ``MAX_CONFIG_JSON_CHARS`` characters, every field checked before anything is built."""
+        if not isinstance(text, str) or len(text) > MAX_CONFIG_JSON_CHARS:
+            size = len(text) if isinstance(text, str) else type(text).__name__
+            raise SmallsegError(f"model config: {size} characters of JSON (at most {MAX_CONFIG_JSON_CHARS})")
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SmallsegError(f"model config: not valid JSON ({exc})") from None
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, int too long, nesting too deep
+            raise SmallsegError(f"model config: not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
         return cls.from_dict(data)
 
     def architecture_mismatches(self, other: "ModelConfig") -> list[str]:
@@ -229,6 +286,16 @@ class ModelConfig:
         if self.norm_std is not None:
             out /= np.asarray(self.norm_std, np.float32)[:, None, None]
         return out
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _sequence(field: str, value: Any, max_len: int) -> list | tuple:
+    if not isinstance(value, (list, tuple)) or len(value) > max_len:
+        raise config_error(field, f"{value!r:.60} is not a list of at most {max_len} entries")
+    return value
 
 
 def _jsonable(value: Any) -> Any:

@@ -24,6 +24,8 @@ from smallseg.models.config import DEFAULT_LFE_DILATIONS, ModelConfig
 from smallseg.models.decoder import FullResolutionRefiner, StrideAwareFPNDecoder, feature_strides
 from smallseg.models.heads import build_heads
 from smallseg.models.lfe import LocalFeatureExtraction
+from smallseg.models.state import load_encoder_weights
+from smallseg.models.validate import check_smp_kwargs, smp_architecture
 
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
@@ -163,7 +165,10 @@ def build_model(
 def build_from_config(config: ModelConfig, *, encoder_weights: str | os.PathLike | None = None) -> SmallObjectNet:
     """Rebuild the (randomly initialised) model a :class:`ModelConfig` describes.
 
-    Never downloads unless ``encoder_weights`` names remote weights; checkpoint loading passes None.
+    ``config`` is validated first (:meth:`ModelConfig.validate`: known architectures, encoder names from
+    smp's / timm's registries, every smp keyword allow-listed), so a config from a file can only build a
+    model, never name a file, URL or callable. Never downloads unless ``encoder_weights`` (an argument of
+    this call, never part of a config) names remote weights; checkpoint loading passes None.
     """
     config.validate()
     if config.decoder == "smp":
@@ -188,8 +193,6 @@ def build_from_config(config: ModelConfig, *, encoder_weights: str | os.PathLike
             "or 'tu-<timm model>'"
         ) from None
     if local_weights is not None:
-        from smallseg.models.checkpoint import load_encoder_weights
-
         load_encoder_weights(encoder, local_weights)
     strides = feature_strides(config.encoder_depth, encoder.output_stride)
     decoder = StrideAwareFPNDecoder(
@@ -276,11 +279,14 @@ def wrap(
 
 
 def _build_smp_model(config: ModelConfig) -> nn.Module:
-    arch = str(config.smp_arch)
-    cls = smp.MODEL_ARCHITECTURES_MAPPING.get(arch.lower())
-    if cls is None:
-        raise SmallsegError(f"model config smp_arch {arch!r}: not an smp architecture")
-    kwargs = dict(config.smp_kwargs or {})
+    """The smp model ``config.smp_arch(**config.smp_kwargs)``, randomly initialised.
+
+    The kwargs are checked against the allow-list here again, right before the call, so this call can never
+    receive a key that was not checked (a file, URL or callable argument for timm), whoever made the config.
+    """
+    cls = smp_architecture("smp_arch", config.smp_arch)
+    arch = cls.__name__
+    kwargs = check_smp_kwargs(arch, {} if config.smp_kwargs is None else config.smp_kwargs)
     kwargs["encoder_weights"] = None
     try:
         with warnings.catch_warnings():
