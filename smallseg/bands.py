@@ -6,7 +6,8 @@ A model declares what its input bands are (``("red", "green", "blue")``, ``("gre
 
     plan = resolve_bands(("red", "green", "blue"), ds.colorinterp)        # a B, G, R, alpha file
     plan.indices == (3, 2, 1); plan.alpha_index == 4
-    plan.note == "file band 3 (red) -> red, band 2 (green) -> green, band 1 (blue) -> blue; band 4 (alpha) is the valid mask"
+    plan.note == ("file band 3 (red) -> red, band 2 (green) -> green, band 1 (blue) -> blue "
+                  "(by colour interpretation); band 4 (alpha) is the valid mask")
 
 Rules, first that applies:
 

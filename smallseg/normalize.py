@@ -192,7 +192,8 @@ class Normalization:
             input_scale, norm_mean, norm_std: the checkpoint's ``ModelConfig`` fields.
             preset: the intensity preset the entry point applied before ``config.normalise`` (an
                 :class:`~smallseg.io.medical.IntensityPreset` or its dict: ``predict_volume``'s choice, the
-                microscopy preset of the API examples), or None (raw values straight to ``normalise``).
+                microscopy preset of the API examples; or a :class:`Normalization` whose mapping is meant), or
+                None (raw values straight to ``normalise``).
 
         Today, a preset maps to [0, 1] and the pipeline divides by ``input_scale`` so that ``normalise``'s
         multiplication gives the [0, 1] image back; the net effect is the preset's mapping followed by
@@ -200,6 +201,8 @@ class Normalization:
         """
         if preset is None:
             return cls.fixed(input_scale, norm_mean, norm_std)
+        if isinstance(preset, Normalization):  # a mapping given as one of ours: keep it, standardise as stored
+            return preset.with_standardisation(norm_mean, norm_std) if preset.kind != "none" else preset
         p = preset if isinstance(preset, dict) else preset.to_dict()
         kind, name = p.get("kind"), str(p.get("name", ""))
         if kind == "percentile":
@@ -222,7 +225,9 @@ class Normalization:
             value = getattr(self, key)
             if key in ("mean", "std") and value is None or key == "name" and not value:
                 continue
-            out[key] = [list(w) for w in value] if key == "windows" else list(value) if isinstance(value, tuple) else value
+            if key == "windows":
+                value = [list(w) for w in value]
+            out[key] = list(value) if isinstance(value, tuple) else value
         return out
 
     @classmethod

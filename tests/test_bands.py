@@ -38,7 +38,8 @@ def scene():
 
 def test_bgra_file_feeds_rgb_in_order_and_its_alpha_is_the_valid_mask(tmp_path, scene):
     rgb, alpha = scene
-    bgra = _write(tmp_path / "bgra.tif", np.concatenate([rgb[::-1], alpha[None]]), [CI.blue, CI.green, CI.red, CI.alpha])
+    bgra = _write(tmp_path / "bgra.tif", np.concatenate([rgb[::-1], alpha[None]]),
+                  [CI.blue, CI.green, CI.red, CI.alpha])
     plain = _write(tmp_path / "rgb.tif", rgb, [CI.red, CI.green, CI.blue])
     with rasterio.open(bgra) as src:
         plan = plan_for_dataset(src, RGB)

@@ -6,6 +6,11 @@ them: :func:`read_geotiff_pair` (image GeoTIFF + instance-id GeoTIFF + optional 
 :class:`CropDataset` turns a list of them into a torch ``Dataset`` of ``(image tensor, targets)`` pairs;
 each sample is a pure function of ``(seed, epoch, index)``, so runs are reproducible with any number of
 workers and a resumed run sees the same samples as an uninterrupted one.
+
+Intensities: images stay raw (as read, as generated); every crop and every validation image goes through the
+model's :class:`~smallseg.normalize.Normalization` (:meth:`~smallseg.normalize.Normalization.map_unit`, then
+augmentation in [0, 1] units, then :meth:`~smallseg.normalize.Normalization.standardise`), with the statistics
+fitted on the whole image: the function inference applies, so training and inference cannot disagree.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from torch.utils.data import Dataset
 
 from smallseg.errors import SmallsegError, one_line
 from smallseg.models.config import ModelConfig
+from smallseg.normalize import CT_WINDOWS, MICROSCOPY, Normalization, NormStats, normalization_for
 from smallseg.train.augment import AugmentConfig, augment_sample, build_augment, mosaic
 from smallseg.train.targets import encode_targets
 
@@ -36,6 +42,10 @@ class LabeledImage:
         name: where it came from (file name or generator + seed), for messages and logs.
         pixel_area: area of one pixel in physical units (``pixel_unit``²), or None if unknown.
         pixel_unit: ``"m"`` (map imagery) or ``"mm"`` (medical), None if unknown.
+        modality: upper-case DICOM modality code (``"CT"``) when the image is one, else ``""``; a model's
+            ``normalization_by_modality`` entry for it applies.
+        normalization: how this source's raw values are meant to be mapped when neither the training config
+            nor the model says (synthetic nuclei: per-image percentiles; synthetic CT: the lung window), or None.
     """
 
     image: np.ndarray
@@ -44,6 +54,8 @@ class LabeledImage:
     name: str
     pixel_area: float | None = None
     pixel_unit: str | None = None
+    modality: str = ""
+    normalization: Normalization | None = None
 
 
 def read_geotiff_pair(
@@ -143,7 +155,8 @@ def read_coco(annotations_path: str | os.PathLike, images_dir: str | os.PathLike
     return out
 
 
-def synthetic_images(kind: str, *, count: int, size: int, seed: int, **options) -> list[LabeledImage]:
+def synthetic_images(kind: str, *, count: int, size: int, seed: int, raw: bool = False,
+                     **options) -> list[LabeledImage]:
     """Labelled images from smallseg's synthetic generators (:mod:`smallseg.data`).
 
     Args:
@@ -158,9 +171,13 @@ def synthetic_images(kind: str, *, count: int, size: int, seed: int, **options) 
             remote sensing; ``mean_diameter_px`` for nuclei; ``spacing_mm``, ``nodule_count`` for CT), plus
             ``class_id`` (medical kinds: the class their objects get, default 1).
 
-    Medical kinds come out as float32 in [0, 1], mapped with the intensity preset inference uses
-    (:data:`MEDICAL_PRESETS`): percentile 1-99.5 per image for microscopy, the lung window for CT. A model
-    trained on them has ``input_scale`` 1 and expects that mapping.
+        raw: medical kinds: keep the generator's raw values (nuclei in their dtype, CT as int16 HU) and say
+            in ``LabeledImage.normalization`` how they are meant to be mapped (what training uses). False:
+            float32 in [0, 1], already mapped with that normalisation (percentile 1-99.5 per image for
+            microscopy, the -1350..150 HU lung window for CT), the input today's shipped medical model takes
+            through ``config.normalise``.
+
+    Synthetic CT slices have ``modality="CT"``.
     """
     out = []
     if kind == "remote-sensing":
@@ -174,26 +191,27 @@ def synthetic_images(kind: str, *, count: int, size: int, seed: int, **options) 
                 pixel_area=scene.pixel_size_m ** 2, pixel_unit="m",
             ))
         return out
-    from smallseg.io.medical import IntensityPreset
+    def mapped(norm: Normalization, image: np.ndarray) -> np.ndarray:
+        chw = image[None]
+        return norm.map_unit(chw, norm.fit(chw))[0]
 
     class_id = int(options.pop("class_id", 1))
     if kind == "nuclei":
         from smallseg.data.microscopy import make_nuclei_image
 
-        preset = IntensityPreset.from_dict(MEDICAL_PRESETS["microscopy"])
         for i in range(count):
             nuclei = make_nuclei_image(size, size, seed=seed + i, **options)
             instances = nuclei.labels.astype(np.int32)
             out.append(LabeledImage(
-                image=preset.resolve(nuclei.image).apply(nuclei.image)[:, :, None], instances=instances,
+                image=(nuclei.image if raw else mapped(MICROSCOPY, nuclei.image))[:, :, None], instances=instances,
                 classes=np.where(instances > 0, class_id, 0).astype(np.int32),
-                name=f"synthetic nuclei seed {seed + i}",
+                name=f"synthetic nuclei seed {seed + i}", normalization=MICROSCOPY if raw else None,
             ))
         return out
     if kind == "ct":
         from smallseg.data.medical import make_ct_volume
 
-        preset = IntensityPreset.from_dict(MEDICAL_PRESETS["CT"])
+        lung = CT_WINDOWS["lung_nodule"]
         n_slices = int(options.pop("slices", 48))
         for i in range(count):
             rng = np.random.default_rng(seed + i)
@@ -209,16 +227,18 @@ def synthetic_images(kind: str, *, count: int, size: int, seed: int, **options) 
                                                               replace=False)]) if len(without) else with_objects
             for z in np.sort(chosen):
                 out.append(LabeledImage(
-                    image=preset.apply(hu[z])[:, :, None], instances=labels[z],
+                    image=(hu[z] if raw else mapped(lung, hu[z]))[:, :, None], instances=labels[z],
                     classes=np.where(labels[z] > 0, class_id, 0).astype(np.int32),
                     name=f"synthetic ct seed {seed + i} slice {z}", pixel_area=spacing[0] * spacing[1], pixel_unit="mm",
+                    modality="CT", normalization=lung if raw else None,
                 ))
         return out
     raise SmallsegError(f"synthetic: unknown kind {kind!r}; use remote-sensing, nuclei or ct")
 
 
-# How medical images become model input, by modality (IntensityPreset dicts). Stored in a trained
-# model's config (``training["intensity_presets"]``) so inference maps intensities the same way.
+# How medical images became model input before smallseg.normalize, by modality (IntensityPreset dicts); the
+# same mappings are smallseg.normalize.MICROSCOPY and CT_WINDOWS["lung_nodule"]. Kept for callers of the
+# legacy path (``IntensityPreset.from_dict(MEDICAL_PRESETS[...])``).
 MEDICAL_PRESETS = {
     "CT": {"kind": "window", "low": -1350.0, "high": 150.0, "name": "lung"},
     "microscopy": {"kind": "percentile", "p_low": 1.0, "p_high": 99.5, "name": "percentile"},
@@ -239,6 +259,45 @@ def band_statistics(images: list[LabeledImage], input_scale: float) -> tuple[lis
     mean = sums / count
     std = np.sqrt(np.maximum(sq / count - mean * mean, 1e-12))
     return mean.tolist(), np.maximum(std, 1e-6).tolist()
+
+
+def unit_statistics(images: list[LabeledImage], normalizations: list[Normalization],
+                    max_pixels_per_image: int = 4_194_304) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the mapped images (``norm.map_unit``), over all images together.
+
+    This is what ``mean``/``std`` of a normalisation standardise with; each image contributes at most
+    ``max_pixels_per_image`` pixels (a regular stride), so big scenes cost little.
+    """
+    if not images:
+        raise SmallsegError("no training images to compute band statistics from")
+    sums = sq = None
+    count = 0
+    for item, norm in zip(images, normalizations):
+        chw = np.moveaxis(item.image, -1, 0)
+        stats = norm.fit(chw)
+        step = max(1, int(np.ceil(np.sqrt(chw.shape[1] * chw.shape[2] / max_pixels_per_image))))
+        mapped = norm.map_unit(chw[:, ::step, ::step], stats)
+        x = mapped.reshape(mapped.shape[0], -1).astype(np.float64)
+        s, s2 = x.sum(1), (x * x).sum(1)
+        sums, sq = (s, s2) if sums is None else (sums + s, sq + s2)
+        count += x.shape[1]
+    mean = sums / count
+    std = np.sqrt(np.maximum(sq / count - mean * mean, 1e-12))
+    return mean.tolist(), np.maximum(std, 1e-6).tolist()
+
+
+def image_normalization(item: LabeledImage, config: ModelConfig) -> Normalization:
+    """The normalisation ``config``'s model applies to ``item``: declared for its modality, declared default,
+    else the legacy fields with the source's own mapping (``item.normalization``) in front."""
+    return normalization_for(config, item.modality or None, legacy_preset=item.normalization)
+
+
+def normalized_input(item: LabeledImage, config: ModelConfig) -> np.ndarray:
+    """(C, H, W) float32 model input for a whole labelled image: its normalisation, fitted on the image itself
+    (validation and tune-decode predict each image whole, as a pipeline predicts one scene)."""
+    norm = image_normalization(item, config)
+    chw = np.moveaxis(item.image, -1, 0)
+    return norm.apply(chw, norm.fit(chw))
 
 
 def default_input_scale(images: list[LabeledImage]) -> float:
@@ -263,8 +322,11 @@ class CropDataset(Dataset):
     Sample ``index`` of epoch ``e`` is a pure function of ``(seed, e, index)``. Call :meth:`set_epoch`
     at the start of every epoch.
 
-    Returns per item: ``(image, targets)``, image a (C, S, S) float32 tensor normalised as
-    ``config.normalise`` does, targets the dict of :func:`smallseg.train.targets.encode_targets`.
+    Returns per item: ``(image, targets)``, image a (C, S, S) float32 tensor, targets the dict of
+    :func:`smallseg.train.targets.encode_targets`. Each image is normalised with its normalisation
+    (``normalizations[i]``, default :func:`image_normalization`) and statistics fitted once on the whole
+    image: ``map_unit`` on the raw crop, augmentation, then ``standardise`` (one mean/std for all images, since
+    a Mosaic mixes crops of several).
     """
 
     def __init__(
@@ -275,15 +337,26 @@ class CropDataset(Dataset):
         *,
         samples_per_epoch: int,
         seed: int = 0,
+        normalizations: list[Normalization] | None = None,
     ):
         if not images:
             raise SmallsegError("training data: no labelled images")
-        channels = {item.image.shape[-1] for item in images}
+        norms = normalizations or [image_normalization(item, config) for item in images]
+        if len(norms) != len(images):
+            raise SmallsegError(f"training data: {len(norms)} normalizations for {len(images)} images")
+        channels = {norm.out_channels(item.image.shape[-1]) for item, norm in zip(images, norms)}
         if channels != {config.in_channels}:
             raise SmallsegError(
-                f"training data: images have {sorted(channels)} bands, the model config says in_channels="
-                f"{config.in_channels}"
+                f"training data: images have {sorted(channels)} bands after normalisation, the model config says "
+                f"in_channels={config.in_channels}"
             )
+        if len({(n.mean, n.std) for n in norms}) != 1:
+            raise SmallsegError("training data: the images' normalisations standardise with different mean/std; "
+                                "give one mean/std for all (a Mosaic mixes crops of several images)")
+        self.normalizations = norms
+        # Statistics of each whole image, fitted once: every crop of it is mapped the same way, as every tile
+        # of a scene is at inference.
+        self.stats: list[NormStats] = [norm.fit(np.moveaxis(item.image, -1, 0)) for item, norm in zip(images, norms)]
         self.images = images
         self.config = config
         self.augment = augment
@@ -302,7 +375,8 @@ class CropDataset(Dataset):
         return self.samples_per_epoch
 
     def _one_crop(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        item = self.images[int(rng.choice(len(self.images), p=self._p))]
+        k = int(rng.choice(len(self.images), p=self._p))
+        item = self.images[k]
         # Cut a window big enough for the largest rescale before augmenting, instead of rescaling the
         # whole scene.
         size = int(np.ceil(self.augment.crop_size / min(self.augment.scale_range))) + 2
@@ -310,7 +384,8 @@ class CropDataset(Dataset):
         y0 = int(rng.integers(0, max(h - size, 0) + 1))
         x0 = int(rng.integers(0, max(w - size, 0) + 1))
         window = (slice(y0, y0 + size), slice(x0, x0 + size))
-        image = item.image[window].astype(np.float32) * np.float32(self.config.input_scale)
+        unit = self.normalizations[k].map_unit(np.moveaxis(item.image[window], -1, 0), self.stats[k])
+        image = np.ascontiguousarray(np.moveaxis(unit, 0, -1))
         instances = item.instances[window]
         classes = item.classes[window] if item.classes is not None else (instances > 0).astype(np.int32)
         self._pipeline.set_random_seed(int(rng.integers(0, 2**31 - 1)))
@@ -323,7 +398,7 @@ class CropDataset(Dataset):
         else:
             image, instances, classes = self._one_crop(rng)
         targets = encode_targets(instances, classes, self.config.max_distance_px)
-        x = self.config.normalise(np.moveaxis(image, -1, 0) / np.float32(self.config.input_scale))
+        x = self.normalizations[0].standardise(np.ascontiguousarray(np.moveaxis(image, -1, 0), dtype=np.float32))
         return torch.from_numpy(np.ascontiguousarray(x)), targets
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from smallseg.errors import SmallsegError
-from smallseg.train.data import LabeledImage
+from smallseg.train.data import LabeledImage, normalized_input
 
 DEFAULT_GRID: dict[str, list[float]] = {
     "fg_threshold": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
@@ -94,7 +94,8 @@ def tune_decode(
     outputs = []
     with torch.inference_mode():
         for item in images:
-            x = torch.from_numpy(model.config.normalise(np.moveaxis(item.image, -1, 0)))[None].to(device)
+            # the model's own normalisation (declared, else legacy), fitted per image as training did
+            x = torch.from_numpy(normalized_input(item, model.config))[None].to(device)
             outputs.append({k: v.cpu() for k, v in model(x).items()})
     rows = []
 
