@@ -12,6 +12,10 @@ One YAML file says everything (see ``configs/``)::
     tune_decode: true                            # after training, tune decode thresholds on data.val
     optim:    {epochs: 10, steps_per_epoch: 100, batch_size: 8, lr: 0.001, weight_decay: 0.0001}
     seed: 0
+    base:     other.yaml                         # optional: start from that file, then apply this one's keys
+
+``base:`` (see :mod:`smallseg.train.config_file`) deep-merges mappings and replaces lists, so a training stage
+states only what differs from the one before it (``configs/medical-stage3.yaml``).
 
 A ``<source>`` is one of::
 
@@ -48,6 +52,7 @@ from smallseg.models import ModelConfig, build_from_config, save_checkpoint
 from smallseg.models.checkpoint import load_weights, read_checkpoint_config
 from smallseg.models.registry import resolve_device
 from smallseg.train.augment import AugmentConfig
+from smallseg.train.config_file import read_config_file
 from smallseg.train.data import (
     CropDataset,
     LabeledImage,
@@ -101,19 +106,10 @@ class TrainConfig:
 
 
 def load_train_config(path: str | os.PathLike) -> TrainConfig:
-    """Parse a training YAML; relative file paths in it are taken relative to the YAML's folder."""
+    """Parse a training YAML, its ``base:`` chain merged in; relative file paths in it are taken relative to the
+    YAML's folder."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SmallsegError(f"{path}: cannot read training config ({one_line(exc)})") from None
-    except yaml.YAMLError as exc:
-        raise SmallsegError(f"{path}: not valid YAML ({one_line(exc)})") from None
-    if not isinstance(raw, dict):
-        raise SmallsegError(f"{path}: expected a mapping with sections {', '.join(_SECTIONS)}")
-    unknown = sorted(set(raw) - set(_SECTIONS))
-    if unknown:
-        raise SmallsegError(f"{path}: unknown section(s) {unknown}; known: {', '.join(_SECTIONS)}")
+    raw = read_config_file(path, sections=_SECTIONS, kind="training config")
     for required in ("model", "data"):
         if required not in raw:
             raise SmallsegError(f"{path}: missing the '{required}:' section")
