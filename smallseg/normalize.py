@@ -48,6 +48,8 @@ __all__ = [
     "NormStats",
     "CT_WINDOWS",
     "MICROSCOPY",
+    "CHOICES",
+    "choose_normalization",
     "normalization_for",
     "normalizations_of",
     "sample_raster",
@@ -585,6 +587,50 @@ def normalization_for(config: Any, modality: str | None = None, *, legacy_preset
         return default
     return Normalization.from_legacy_config(getattr(config, "input_scale", 1.0), getattr(config, "norm_mean", None),
                                             getattr(config, "norm_std", None), preset=legacy_preset)
+
+
+CHOICES = ("model", "percentile", "fixed", "none")
+
+
+def choose_normalization(config: Any, choice: str | Normalization | None = "model", *,
+                         percentiles: tuple[float, float] | None = None, modality: str | None = None,
+                         legacy_preset: Any = None) -> Normalization:
+    """The normalisation a user asked for (API ``normalize=``, CLI ``--normalize`` / ``--percentiles``).
+
+    Args:
+        config: the model's config.
+        choice: ``"model"`` / None (what the model declares, :func:`normalization_for`), ``"percentile"``
+            (per-band percentiles of the input, then the model's own mean/std), ``"fixed"`` (the checkpoint's
+            ``input_scale`` / ``norm_mean`` / ``norm_std``, i.e. the behaviour before normalisations were
+            declared), ``"none"`` (raw values), or a :class:`Normalization`.
+        percentiles: (lo, hi) in 0-100 for ``"percentile"`` (default 1, 99.8), or to replace those of a model
+            that declares percentiles.
+        modality, legacy_preset: as for :func:`normalization_for`.
+    """
+    if isinstance(choice, Normalization):
+        chosen = choice
+    else:
+        choice = "model" if choice is None else str(choice)
+        if choice not in CHOICES:
+            raise SmallsegError(f"normalize={choice!r}: choose one of {', '.join(CHOICES)}")
+        model = normalization_for(config, modality, legacy_preset=legacy_preset)
+        if choice == "model":
+            chosen = model
+        elif choice == "fixed":
+            chosen = Normalization.fixed(getattr(config, "input_scale", 1.0), getattr(config, "norm_mean", None),
+                                         getattr(config, "norm_std", None))
+        elif choice == "none":
+            chosen = Normalization(kind="none")
+        else:
+            lo, hi = percentiles if percentiles is not None else (1.0, 99.8)
+            return Normalization.percentile(lo, hi, clip=True, mean=model.mean, std=model.std,
+                                            name="percentile (requested)")
+    if percentiles is not None:
+        if chosen.kind != "percentile":
+            raise SmallsegError(f"percentiles={tuple(percentiles)}: they apply to percentile normalisation, but "
+                                f"this one is {chosen.describe()}; also pass normalize='percentile'")
+        chosen = replace(chosen, lo=float(percentiles[0]), hi=float(percentiles[1]))
+    return chosen
 
 
 def sample_raster(dataset: Any, indexes: tuple[int, ...] | list[int], *, alpha_index: int | None = None,
