@@ -267,3 +267,170 @@ def test_same_scene_as_uint8_uint16_and_grey_gives_the_same_model_input(tmp_path
     xg3, _, _ = _model_input(pg3, norm)
     assert plan.replicate_grey and plan.indices == (1, 1, 1)
     assert np.array_equal(x1, xg3)
+
+
+# ---- training applies the same function ------------------------------------------------------------------
+
+
+def _identity_augment(crop_size):
+    from smallseg.train.augment import AugmentConfig
+
+    return AugmentConfig(crop_size=crop_size, scale_range=(1.0, 1.0), flips=False, rotate90=False, brightness=0.0,
+                         contrast=0.0, gamma_range=(100.0, 100.0), noise_std=0.0, blur_p=0.0, mosaic_p=0.0)
+
+
+def test_training_crops_are_the_inference_input_of_the_same_pixels(tiny_model):
+    from smallseg.train.data import CropDataset, LabeledImage
+
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 4096, (40, 44, 3)).astype(np.uint16)  # 12-bit data, every value unique enough
+    instances = np.zeros((40, 44), np.int32)
+    instances[10:20, 10:20] = 1
+    norm = Normalization.percentile(1, 99.8, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3])
+    model = tiny_model(in_channels=3)
+    model.config.training = {"normalization": norm.to_dict()}
+    dataset = CropDataset([LabeledImage(image, instances, None, "x")], model.config, _identity_augment(32),
+                          samples_per_epoch=3, seed=1)
+    whole = norm.apply(np.moveaxis(image, -1, 0), norm.fit(np.moveaxis(image, -1, 0)))  # what inference sees
+    for k in range(3):
+        x = dataset[k][0].numpy()
+        hits = [(y, x0) for y in range(40 - 32 + 1) for x0 in range(44 - 32 + 1)
+                if np.allclose(whole[:, y:y + 32, x0:x0 + 32], x, rtol=0, atol=1e-6)]
+        assert len(hits) == 1  # the crop is exactly the inference input at one place
+
+
+def test_legacy_medical_training_input_is_reproduced_from_raw_sources():
+    from smallseg.train.data import normalized_input, synthetic_images
+
+    config = read_checkpoint_config(WEIGHTS / "medical.safetensors")
+    for kind, options in (("nuclei", {}), ("ct", {"slices": 12})):
+        raw = synthetic_images(kind, count=1, size=64, seed=3, raw=True, **options)
+        mapped = synthetic_images(kind, count=1, size=64, seed=3, **options)
+        assert raw[0].image.dtype != np.float32 and mapped[0].image.dtype == np.float32
+        assert raw[0].modality == ("CT" if kind == "ct" else "")
+        # today: pre-mapped images through config.normalise; now: raw images through the normalisation
+        for r, m in zip(raw, mapped):
+            assert np.array_equal(normalized_input(r, config), config.normalise(np.moveaxis(m.image, -1, 0)))
+
+
+def _write_scene(folder, seed, size=96):
+    """A small uint8 RGB GeoTIFF with squares (class 1) and bars (class 2), its instance and class rasters."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(100, 8, (3, size, size)).clip(0, 255)
+    instances = np.zeros((size, size), np.uint32)
+    classes = np.zeros((size, size), np.uint8)
+    for k, (y, x) in enumerate(((y, x) for y in range(4, size - 10, 14) for x in range(4, size - 10, 14)), 1):
+        h, w = (5, 5) if k % 2 else (3, 8)
+        instances[y:y + h, x:x + w], classes[y:y + h, x:x + w] = k, 1 if k % 2 else 2
+        image[:, y:y + h, x:x + w] = 220 if k % 2 else 30
+    paths = {}
+    for name, data, dtype in (("image", image, "uint8"), ("instances", instances[None], "uint32"),
+                              ("classes", classes[None], "uint8")):
+        paths[name] = f"scene{seed}.{name}.tif"
+        with rasterio.open(folder / paths[name], "w", driver="GTiff", width=size, height=size, count=data.shape[0],
+                           dtype=dtype, crs="EPSG:32633", transform=Affine(0.5, 0, 500000, 0, -0.5, 4000000)) as dst:
+            dst.write(data.astype(dtype))
+    return paths
+
+
+def _percentile_config(folder, normalize):
+    import yaml
+
+    config = {
+        "name": "tiny-p",
+        "model": {"encoder_name": "resnet18", "encoder_depth": 3, "encoder_output_stride": 8, "classes": 2,
+                  "decoder_pyramid_channels": 32, "decoder_segmentation_channels": 32, "refine_channels": [8, 8],
+                  "max_distance_px": 8, "band_names": ["red", "green", "blue"]},
+        "data": {"train": [{"geotiff": _write_scene(folder, 1)}], "val": [{"geotiff": _write_scene(folder, 3, 64)}]},
+        "augment": {"crop_size": 48, "mosaic_p": 0.5},
+        "optim": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "warmup_steps": 1},
+        "seed": 1, "device": "cpu", "tune_decode": True,
+        "normalize": normalize,
+    }
+    path = folder / "p.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_training_config_declares_percentile_normalisation_and_the_checkpoint_keeps_it(tmp_path):
+    from smallseg.models import load_checkpoint
+    from smallseg.train.loop import load_train_config, train
+
+    path = _percentile_config(tmp_path, {"kind": "percentile", "lo": 1, "hi": 99.8})
+    result = train(load_train_config(path), tmp_path / "run", progress=False)  # includes tune-decode
+    config = load_checkpoint(result.best_checkpoint).config
+    norm = normalization_for(config)
+    assert norm.kind == "percentile" and (norm.lo, norm.hi) == (1.0, 99.8) and len(norm.mean) == 3
+    assert config.training["band_names"] == ["red", "green", "blue"] and config.input_scale == 1.0
+    assert list(norm.mean) == config.norm_mean and 0.0 < min(norm.mean) < max(norm.mean) < 1.0
+    assert "decode_tuned_on" in config.training  # tune-decode ran on the same normalised input
+
+
+@pytest.mark.parametrize("normalize, words", [
+    ({"kind": "percentile", "lo": 1, "hi": 120}, "normalize: normalization: percentiles need"),
+    ({"kind": "zscore"}, "unknown kind"),
+    ("percentile", "expected a mapping"),
+])
+def test_a_bad_normalize_section_is_one_line_naming_it(tmp_path, normalize, words):
+    from smallseg.train.loop import load_train_config
+
+    with pytest.raises(SmallsegError) as info:
+        load_train_config(_percentile_config(tmp_path, normalize))
+    assert words in str(info.value) and "p.yaml" in str(info.value)
+
+
+def test_medical_sources_give_a_default_and_a_ct_normalisation(tmp_path):
+    from smallseg.train.loop import _resolve_model_config, load_source, load_train_config
+
+    path = _percentile_config(tmp_path, None)
+    config = load_train_config(path)
+    config.model.update(in_channels=1, band_names=["grey"])
+    images = [*load_source({"synthetic": "nuclei", "count": 1, "size": 64, "seed": 1}, tmp_path),
+              *load_source({"synthetic": "ct", "count": 1, "size": 64, "seed": 1, "options": {"slices": 8}}, tmp_path)]
+    model_config = _resolve_model_config(config, images)
+    default = normalization_for(model_config)
+    ct = normalization_for(model_config, "CT")
+    assert default.kind == "percentile" and (default.lo, default.hi) == (1.0, 99.5)
+    assert ct.kind == "window" and ct.windows == ((-600.0, 1500.0),) and ct.mean == default.mean
+    assert model_config.norm_mean == list(default.mean) and model_config.input_scale == 1.0
+
+
+def test_declaring_the_input_of_a_checkpoint_keeps_its_weights(tmp_path, tiny_model):
+    import torch
+
+    from smallseg.bands import model_band_names
+    from smallseg.models import load_checkpoint, save_checkpoint
+    from smallseg.train.declare import declare_input
+
+    model = tiny_model(in_channels=1, input_scale=1.0, norm_mean=[0.4], norm_std=[0.27])
+    src = save_checkpoint(model, tmp_path / "m.safetensors")
+    legacy = model.config
+    default = MICROSCOPY.with_standardisation(legacy.norm_mean, legacy.norm_std)
+    ct = CT_WINDOWS["lung_nodule"].with_standardisation(legacy.norm_mean, legacy.norm_std)
+    out = declare_input(src, tmp_path / "d.safetensors", normalization=default, by_modality={"ct": ct},
+                        band_names=["grey"])
+    declared = load_checkpoint(out)
+    assert normalization_for(declared.config) == default and normalization_for(declared.config, "CT") == ct
+    assert model_band_names(declared.config) == ("grey",)
+    for a, b in zip(model.state_dict().values(), declared.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(SmallsegError, match="standardises 3 channels, the model takes 1"):
+        declare_input(src, tmp_path / "x.safetensors", normalization=Normalization.fixed(1, [0] * 3, [1] * 3))
+
+
+def test_user_choices_map_to_one_normalisation_each():
+    from smallseg.normalize import choose_normalization
+
+    config = read_checkpoint_config(WEIGHTS / "remote-sensing.safetensors")
+    model = choose_normalization(config)
+    assert model == choose_normalization(config, "fixed") == Normalization.fixed(
+        config.input_scale, config.norm_mean, config.norm_std)
+    p = choose_normalization(config, "percentile", percentiles=(2, 98))
+    assert p.kind == "percentile" and (p.lo, p.hi) == (2.0, 98.0) and p.mean == tuple(config.norm_mean)
+    assert choose_normalization(config, "none").apply(np.array([[[7]]], np.uint16))[0, 0, 0] == 7.0
+    with pytest.raises(SmallsegError, match="normalize='percentile'"):
+        choose_normalization(config, "model", percentiles=(1, 99))
+    with pytest.raises(SmallsegError, match="choose one of model, percentile, fixed, none"):
+        choose_normalization(config, "auto")
+    with pytest.raises(SmallsegError, match="lo < hi"):
+        choose_normalization(config, "percentile", percentiles=(99, 1))

@@ -8,6 +8,8 @@ One YAML file says everything (see ``configs/``)::
     augment:  {crop_size: 256, scale_range: [0.75, 1.5], mosaic_p: 0.5, ...}
     loss:     {semantic_weight: 1.0, centroid_weight: 1.0, distance_weight: 1.0, class_weights: [1, 3, 1]}
     decode:   {fg_threshold: 0.5, ...}            # used for validation and stored with the model
+    normalize: {kind: percentile, lo: 1, hi: 99.8} # optional: how raw pixels become model input (below)
+    normalize_by_modality: {CT: {kind: window, windows: [[-600, 1500]]}}   # optional, per DICOM modality
     init:     runs/earlier/last.safetensors      # optional warm start (same architecture)
     tune_decode: true                            # after training, tune decode thresholds on data.val
     optim:    {epochs: 10, steps_per_epoch: 100, batch_size: 8, lr: 0.001, weight_decay: 0.0001}
@@ -24,7 +26,17 @@ A ``<source>`` is one of::
     {coco: {annotations: train.json, images: images/}}
 
 Any source may add ``modality: CT`` (a DICOM modality): ``smallseg tune-decode --modality CT`` tunes decode
-settings for that modality on the val sources so marked.
+settings for that modality on the val sources so marked, and ``normalize_by_modality`` entries apply to its
+images (synthetic CT is ``CT`` by itself).
+
+``normalize:`` is a :class:`smallseg.normalize.Normalization` (``kind: fixed | percentile | window | none``
+with its fields); its ``mean``/``std`` may be lists, ``auto`` (the default: measured on the mapped training
+images) or ``null`` (no standardisation), and a fixed ``scale`` may be ``auto`` (1/255 for 8-bit, else
+1 / the 99.9th percentile). Without it, each source's own mapping is used (synthetic nuclei: percentiles
+1-99.5 per image; synthetic CT: the -1350..150 HU window), else ``model.input_scale`` / ``norm_mean`` /
+``norm_std`` as before. Every training crop and validation image goes through it, and the model stores it
+(``training["normalization"]``, ``["normalization_by_modality"]``), so every pipeline applies the same.
+``model.band_names`` (e.g. ``[red, green, blue]``) declares what the input bands mean (:mod:`smallseg.bands`).
 
 Outputs in the run folder: ``last.safetensors`` and ``best.safetensors`` (model + config, loadable with
 :func:`smallseg.models.load_checkpoint`), ``state.pt`` (optimizer/scheduler/epoch for ``--resume``, read
@@ -53,20 +65,23 @@ from smallseg.models.checkpoint import load_weights, read_checkpoint_config
 from smallseg.models.registry import resolve_device
 from smallseg.train.augment import AugmentConfig
 from smallseg.train.config_file import read_config_file
+from smallseg.normalize import Normalization
 from smallseg.train.data import (
     CropDataset,
     LabeledImage,
-    band_statistics,
     collate,
     default_input_scale,
+    image_normalization,
+    normalized_input,
     read_coco,
     read_geotiff_pair,
     synthetic_images,
+    unit_statistics,
 )
 from smallseg.train.losses import head_losses
 
 _SECTIONS = ("name", "model", "data", "augment", "loss", "decode", "optim", "seed", "device", "amp", "workers",
-             "storage_dtype", "select_metric", "init", "tune_decode")
+             "storage_dtype", "select_metric", "init", "tune_decode", "normalize", "normalize_by_modality")
 
 
 @dataclass
@@ -103,6 +118,8 @@ class TrainConfig:
     init: Path | None = None
     tune_decode: bool = True
     source_dir: Path = field(default_factory=Path.cwd)
+    normalize: dict[str, Any] | None = None
+    normalize_by_modality: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def load_train_config(path: str | os.PathLike) -> TrainConfig:
@@ -118,6 +135,19 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
         optim = OptimConfig(**(raw.get("optim") or {}))
     except (TypeError, ValueError) as exc:
         raise SmallsegError(f"{path}: {one_line(exc)}") from None
+    normalize = raw.get("normalize")
+    by_modality = raw.get("normalize_by_modality") or {}
+    if normalize is not None and not isinstance(normalize, dict):
+        raise SmallsegError(f"{path}: normalize: expected a mapping such as {{kind: percentile, lo: 1, hi: 99.8}}")
+    if not isinstance(by_modality, dict) or not all(isinstance(v, dict) for v in by_modality.values()):
+        raise SmallsegError(f"{path}: normalize_by_modality: expected {{MODALITY: {{kind: ...}}}}, e.g. "
+                            "{CT: {kind: window, windows: [[-600, 1500]]}}")
+    for where, spec in [("normalize", normalize), *((f"normalize_by_modality.{k}", v) for k, v in by_modality.items())]:
+        if spec is not None:
+            try:
+                _mapping_of(spec, scale=1.0)  # check it now, with a stand-in for an 'auto' scale
+            except SmallsegError as exc:
+                raise SmallsegError(f"{path}: {where}: {exc}") from None
     return TrainConfig(
         name=str(raw.get("name", path.stem)),
         model=dict(raw["model"]),
@@ -135,6 +165,8 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
         init=(path.resolve().parent / raw["init"]) if raw.get("init") else None,
         tune_decode=bool(raw.get("tune_decode", True)),
         source_dir=path.resolve().parent,
+        normalize=None if normalize is None else dict(normalize),
+        normalize_by_modality={str(k).strip().upper(): dict(v) for k, v in by_modality.items()},
     )
 
 
@@ -143,17 +175,24 @@ def load_source(spec: dict[str, Any], base_dir: Path) -> list[LabeledImage]:
     if not isinstance(spec, dict) or len({"synthetic", "geotiff", "coco"} & set(spec)) != 1:
         raise SmallsegError(f"data source {spec!r}: give exactly one of synthetic:, geotiff:, coco:")
     if "synthetic" in spec:
-        return synthetic_images(
+        # raw: the model's normalisation maps them, as it maps every input at inference
+        images = synthetic_images(
             str(spec["synthetic"]), count=int(spec.get("count", 8)), size=int(spec.get("size", 512)),
-            seed=int(spec.get("seed", 0)), **dict(spec.get("options") or {}),
+            seed=int(spec.get("seed", 0)), raw=True, **dict(spec.get("options") or {}),
         )
-    if "geotiff" in spec:
+    elif "geotiff" in spec:
         g = spec["geotiff"]
         resolve = lambda p: None if p is None else (base_dir / p)  # noqa: E731
-        return [read_geotiff_pair(resolve(g["image"]), resolve(g["instances"]), resolve(g.get("classes")),
-                                  bands=g.get("bands"))]
-    c = spec["coco"]
-    return read_coco(base_dir / c["annotations"], base_dir / c["images"])
+        images = [read_geotiff_pair(resolve(g["image"]), resolve(g["instances"]), resolve(g.get("classes")),
+                                    bands=g.get("bands"))]
+    else:
+        c = spec["coco"]
+        images = read_coco(base_dir / c["annotations"], base_dir / c["images"])
+    modality = str(spec.get("modality", "") or "").strip().upper()
+    if modality:
+        for item in images:
+            item.modality = modality
+    return images
 
 
 @dataclass
@@ -204,6 +243,7 @@ def train(
         raise SmallsegError("training config: data.train lists no images")
 
     model_config = _resolve_model_config(config, train_images)
+    train_norms = [image_normalization(item, model_config) for item in train_images]
     model = build_from_config(model_config).to(dev)
     if config.init is not None and not resume:
         # Warm start (fine-tuning): same architecture, weights from an earlier checkpoint.
@@ -214,7 +254,8 @@ def train(
         if before and now:
             model.config.training["train_pixel_size_m"] = [min(before[0], now[0]), max(before[1], now[1])]
     dataset = CropDataset(train_images, model_config, config.augment,
-                          samples_per_epoch=config.optim.steps_per_epoch * config.optim.batch_size, seed=config.seed)
+                          samples_per_epoch=config.optim.steps_per_epoch * config.optim.batch_size, seed=config.seed,
+                          normalizations=train_norms)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     total_steps = config.optim.epochs * config.optim.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.optim, total_steps))
@@ -330,27 +371,113 @@ def validate(model: torch.nn.Module, images: list[LabeledImage], decode: dict[st
     items = []
     with torch.inference_mode():
         for item in images:
-            x = torch.from_numpy(config.normalise(np.moveaxis(item.image, -1, 0)))[None].to(device)
+            x = torch.from_numpy(normalized_input(item, config))[None].to(device)
             items.append((item.instances, item.classes, decode_outputs(model(x), decode_config)[0]))
     report = evaluate_images(items)
     model.train()
     return {k: float(v) for k, v in report.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def _mapping_of(spec: dict[str, Any], *, scale: float | None) -> Normalization:
+    """The mapping part of a YAML ``normalize:`` entry (mean/std dropped; an ``auto`` scale replaced)."""
+    values = {k: v for k, v in spec.items() if k not in ("mean", "std")}
+    if values.get("scale") == "auto":
+        values["scale"] = scale
+    return Normalization.from_dict(values)
+
+
+def _standardisation_of(spec: dict[str, Any] | None, model: dict[str, Any]) -> tuple[Any, Any]:
+    """(mean, std) as the config says: lists, ``"auto"`` or None; from ``normalize:`` or the legacy fields."""
+    if spec is not None:
+        return spec.get("mean", "auto"), spec.get("std", "auto")
+    return model.get("norm_mean", "auto"), model.get("norm_std", "auto")
+
+
+def _resolve_normalizations(config: TrainConfig, images: list[LabeledImage], fields_: dict[str, Any]
+                            ) -> tuple[Normalization, dict[str, Normalization]]:
+    """The model's default normalisation and those by modality, from the config and the training images.
+
+    Each image's mapping: ``normalize_by_modality[its modality]``, else ``normalize``, else its source's own
+    (``LabeledImage.normalization``), else fixed ``model.input_scale`` (``auto``: from the data). One mean/std
+    (measured on all mapped images unless given) follows every mapping.
+    """
+    scale_spec = fields_.get("input_scale", "auto")
+
+    def spec_of(item: LabeledImage) -> dict[str, Any] | None:
+        spec = config.normalize_by_modality.get(item.modality) if item.modality else None
+        return spec if spec is not None else config.normalize
+
+    # An 'auto' fixed scale is measured on the images it applies to (1/255 for 8-bit data).
+    needs_scale = [im for im in images if (spec_of(im) or {}).get("scale") == "auto" or (
+        spec_of(im) is None and im.normalization is None and scale_spec == "auto")]
+    auto_scale = default_input_scale(needs_scale) if needs_scale else None
+
+    def mapping(item: LabeledImage) -> Normalization:
+        spec = spec_of(item)
+        if spec is not None:
+            return _mapping_of(spec, scale=auto_scale)
+        if item.normalization is not None:
+            return item.normalization.with_standardisation(None, None)
+        return Normalization.fixed(auto_scale if scale_spec == "auto" else float(scale_spec))
+
+    maps = [mapping(im) for im in images]
+    specs = [config.normalize, *config.normalize_by_modality.values()]
+    means_stds = {repr(_standardisation_of(s, fields_)) for s in specs if s is not None} or {
+        repr(_standardisation_of(None, fields_))}
+    if len(means_stds) != 1:
+        raise SmallsegError("training config: normalize and normalize_by_modality must standardise alike (one "
+                            "mean/std for the model: a Mosaic mixes crops of several images)")
+    mean, std = _standardisation_of(next((s for s in specs if s is not None), None), fields_)
+    if mean is None or std is None or any(m.kind == "none" for m in maps):
+        mean = std = None
+    elif mean == "auto" or std == "auto":
+        measured = unit_statistics(images, maps)
+        mean = measured[0] if mean == "auto" else mean
+        std = measured[1] if std == "auto" else std
+    full = [m.with_standardisation(mean, std) if m.kind != "none" else m for m in maps]
+    by_modality: dict[str, Normalization] = {}
+    for item, norm in zip(images, full):
+        if item.modality:
+            if by_modality.setdefault(item.modality, norm) != norm:
+                raise SmallsegError(f"training data: {item.modality} images need different normalisations; say "
+                                    f"which with normalize_by_modality: {{{item.modality}: {{kind: ...}}}}")
+    plain = {repr(n.to_dict()): n for item, n in zip(images, full) if not item.modality}
+    if config.normalize is not None:
+        default = _mapping_of(config.normalize, scale=auto_scale)
+        default = default.with_standardisation(mean, std) if default.kind != "none" else default
+    elif len(plain) > 1:
+        raise SmallsegError("training data: the sources' images need different normalisations ("
+                            + "; ".join(n.describe() for n in plain.values()) + "); choose one with normalize:")
+    else:
+        default = next(iter(plain.values())) if plain else full[0]
+    return default, by_modality
+
+
 def _resolve_model_config(config: TrainConfig, images: list[LabeledImage]) -> ModelConfig:
-    """ModelConfig from the YAML's ``model:`` section, filling input statistics from the training data."""
+    """ModelConfig from the YAML's ``model:`` section, with the normalisation resolved on the training data."""
     fields_ = dict(config.model)
-    fields_.setdefault("in_channels", images[0].image.shape[-1])
-    if fields_.get("input_scale", "auto") == "auto":
-        fields_["input_scale"] = default_input_scale(images)
-    if fields_.get("norm_mean", "auto") == "auto" or fields_.get("norm_std", "auto") == "auto":
-        mean, std = band_statistics(images, float(fields_["input_scale"]))
-        if fields_.get("norm_mean", "auto") == "auto":
-            fields_["norm_mean"] = mean
-        if fields_.get("norm_std", "auto") == "auto":
-            fields_["norm_std"] = std
+    band_names = fields_.pop("band_names", None)
+    default, by_modality = _resolve_normalizations(config, images, fields_)
+    fields_.setdefault("in_channels", default.out_channels(images[0].image.shape[-1]))
+    # The legacy fields say the same as far as they can (fixed: all of it; otherwise the standardisation),
+    # so code that still calls config.normalise on mapped input keeps working.
+    fields_["input_scale"] = default.scale if default.kind == "fixed" else 1.0
+    fields_["norm_mean"] = None if default.mean is None else list(default.mean)
+    fields_["norm_std"] = None if default.std is None else list(default.std)
     fields_.setdefault("tile_size_px", config.augment.crop_size)
     training = dict(fields_.get("training") or {})
+    training["normalization"] = default.to_dict()
+    if by_modality:
+        training["normalization_by_modality"] = {k: v.to_dict() for k, v in sorted(by_modality.items())}
+    else:
+        training.pop("normalization_by_modality", None)
+    if band_names is not None:
+        from smallseg.bands import model_band_names
+
+        names = model_band_names(type("Declared", (), {"training": {"band_names": band_names}})())
+        if len(names) != fields_["in_channels"]:
+            raise SmallsegError(f"model.band_names: {len(names)} names for {fields_['in_channels']} input bands")
+        training["band_names"] = list(names)
     training.update({
         "config_name": config.name,
         "train_images": len(images),
@@ -395,5 +522,6 @@ def _write_resolved_config(config: TrainConfig, model_config: ModelConfig, path:
         "device": config.device, "amp": config.amp, "workers": config.workers,
         "storage_dtype": config.storage_dtype, "select_metric": config.select_metric,
         "init": None if config.init is None else str(config.init),
+        "normalize": config.normalize, "normalize_by_modality": config.normalize_by_modality or None,
     }
     path.write_text(yaml.safe_dump(resolved, sort_keys=False))
