@@ -156,6 +156,7 @@ def make_ct_volume(
     ellipsoid_fraction: float = 0.3,
     ground_glass_fraction: float = 0.15,
     noise_hu: float = 15.0,
+    anatomy="classic",
 ) -> CTVolume:
     """Render a chest-like CT volume with nodules.
 
@@ -171,6 +172,10 @@ def make_ct_volume(
         ellipsoid_fraction: share of nodules that are rotated ellipsoids (semi-axis ratios 0.7-1.3).
         ground_glass_fraction: share of ground-glass (-650..-350 HU) instead of solid nodules.
         noise_hu: standard deviation of the image noise (HU).
+        anatomy: ``"classic"`` (sparse vessel trees; the shipped medical model's training data),
+            ``"realistic"`` (:mod:`smallseg.data.lung`: dense vessel trees, airways, pleura, fissures,
+            dependent density, noise level varying per volume; none of it labelled) or a
+            :class:`smallseg.data.lung.LungAnatomy` (or its fields as a dict) choosing what is drawn.
 
     Returns:
         :class:`CTVolume` with an int16 HU image, a uint16 label image on the same geometry and the
@@ -190,6 +195,9 @@ def make_ct_volume(
     D = np.asarray(direction, float).reshape(3, 3)
     if not np.allclose(D @ D.T, np.eye(3), atol=1e-6):
         raise SmallsegError("direction: not an orthonormal 3x3 matrix (row-major, 9 numbers)")
+    from smallseg.data.lung import LungAnatomy
+
+    anat = LungAnatomy.resolve(anatomy)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC7]))
     fov_x, fov_y, depth = nx * sx, ny * sy, nz * sz
     chest = _Chest(rng, fov_x, fov_y, depth)
@@ -265,27 +273,33 @@ def make_ct_volume(
         region = vessel[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
         np.maximum(region, cover, out=region)
 
-    for side in (-1, 1):
-        # several roots at the hilum (medial side of each lung), spread over the slab
-        stack = []
-        for _ in range(5):
-            root = np.array([side * (chest.lung_x - 0.55 * chest.lx), chest.lung_cy + rng.normal(0, 0.1) * chest.ly,
-                             rng.uniform(-0.5, 0.5) * depth])
-            heading = rng.normal(size=3) + np.array([1.5 * side, 0, 0])
-            stack.append((root, heading, rng.uniform(2.5, 4.0), 0))
-        while stack:
-            start, heading, radius, level = stack.pop()
-            heading = heading / np.linalg.norm(heading)
-            length = rng.uniform(8, 20) * max(radius / 2.5, 0.6)
-            end = start + heading * length
-            draw_capsule(start, end, radius)
-            if radius > 0.6 and level < 9:
-                for _ in range(2):
-                    stack.append((end, heading + rng.normal(0, 0.6, 3), radius * rng.uniform(0.65, 0.85),
-                                  level + 1))
-    inside_lung_or_near = ndimage.binary_dilation(lung_mask, iterations=1)
-    vessel *= inside_lung_or_near
-    vol += vessel * (40.0 - vol) * (vessel > 0)
+    noise_factor = 1.0
+    if anat is None:
+        for side in (-1, 1):
+            # several roots at the hilum (medial side of each lung), spread over the slab
+            stack = []
+            for _ in range(5):
+                root = np.array([side * (chest.lung_x - 0.55 * chest.lx), chest.lung_cy + rng.normal(0, 0.1) * chest.ly,
+                                 rng.uniform(-0.5, 0.5) * depth])
+                heading = rng.normal(size=3) + np.array([1.5 * side, 0, 0])
+                stack.append((root, heading, rng.uniform(2.5, 4.0), 0))
+            while stack:
+                start, heading, radius, level = stack.pop()
+                heading = heading / np.linalg.norm(heading)
+                length = rng.uniform(8, 20) * max(radius / 2.5, 0.6)
+                end = start + heading * length
+                draw_capsule(start, end, radius)
+                if radius > 0.6 and level < 9:
+                    for _ in range(2):
+                        stack.append((end, heading + rng.normal(0, 0.6, 3), radius * rng.uniform(0.65, 0.85),
+                                      level + 1))
+        inside_lung_or_near = ndimage.binary_dilation(lung_mask, iterations=1)
+        vessel *= inside_lung_or_near
+        vol += vessel * (40.0 - vol) * (vessel > 0)
+    else:  # realistic lungs: dense vessel trees, airways, fissures, pleura (unlabelled confusers)
+        from smallseg.data.lung import add_lung_anatomy
+
+        noise_factor = add_lung_anatomy(vol, lung_mask, chest, (x, y, z), spacing, anat, seed)
 
     # nodules
     labels = np.zeros(vol.shape, np.uint16)
@@ -357,7 +371,7 @@ def make_ct_volume(
     # scanner blur and correlated noise
     vol = ndimage.gaussian_filter(vol, (0.4, 0.6, 0.6))
     noise = ndimage.gaussian_filter(rng.normal(0, 1, vol.shape).astype(np.float32), (0.3, 0.7, 0.7))
-    vol += noise * (noise_hu / max(float(noise.std()), 1e-6))
+    vol += noise * (noise_hu * noise_factor / max(float(noise.std()), 1e-6))
     hu = np.clip(np.rint(vol), -1024, 3071).astype(np.int16)
 
     image = sitk.GetImageFromArray(hu)
