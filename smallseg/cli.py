@@ -286,7 +286,12 @@ def _add_evaluate(subparsers) -> None:
     p.add_argument("pred", metavar="PRED", help="prediction: label raster or COCO results .json")
     p.add_argument("--json", metavar="OUT.json", default=None,
                    help="also write every number and the settings used to this JSON file (written atomically)")
-    p.add_argument("--gt-classes", default=None, help="class raster of the ground truth (default: all class 1)")
+    p.add_argument("--gt-classes", default=None,
+                   help="classes of the ground truth: a class raster, or a CSV table with id,class_id (default: "
+                        "class_id of the table beside GT, e.g. STEM.objects.csv beside STEM.instances.tif; "
+                        "without any, scoring is class-agnostic and the report says so)")
+    p.add_argument("--class-agnostic", action="store_true",
+                   help="score every object as one class (outlines only), whatever the classes say")
     p.add_argument("--pred-classes", default=None,
                    help="class raster of the prediction (default: class_id of the object table, else class 1)")
     p.add_argument("--pred-objects", default=None,
@@ -316,7 +321,7 @@ def _run_evaluate(args) -> int:
     result = evaluate(args.gt, args.pred, gt_classes=args.gt_classes, pred_classes=args.pred_classes,
                       pred_objects=args.pred_objects, gt_objects=args.gt_objects, size_buckets=args.size_buckets,
                       boundary=args.boundary, boundary_width=args.boundary_width, max_dets=args.max_dets,
-                      pixel_size=args.pixel_size)
+                      pixel_size=args.pixel_size, class_agnostic=args.class_agnostic)
     print(result.format_table())
     if args.json:
         print(f"wrote {result.write_json(args.json)}")

@@ -9,11 +9,11 @@ from scipy import ndimage
 
 from smallseg.data.remote_sensing import (
     make_remote_sensing_scene,
-    read_object_table,
     save_remote_sensing_scene,
     write_remote_sensing_scene,
 )
 from smallseg.errors import SmallsegError
+from smallseg.io.tables import SceneObjects
 
 
 def test_same_seed_same_scene_different_seed_different_scene():
@@ -69,7 +69,7 @@ def test_geotiffs_share_one_profile_and_carry_crs_transform_nodata(written_scene
 
 def test_object_sizes_are_cars_and_small_buildings_and_areas_are_exact(written_scene):
     paths, _ = written_scene
-    table = read_object_table(paths.objects_csv)
+    table = SceneObjects.read_csv(paths.objects_csv)
     with rasterio.open(paths.instances) as ins:
         instances = ins.read(1)
         px = ins.transform.a
@@ -102,7 +102,7 @@ def test_windowed_writer_equals_one_piece_and_keeps_ids_across_window_borders(wr
         assert np.array_equal(img.read(), scene.image)
         instances = ins.read(1)
     assert np.array_equal(instances, scene.instances)
-    assert np.array_equal(read_object_table(paths.objects_csv).area_px, scene.objects.area_px)
+    assert np.array_equal(SceneObjects.read_csv(paths.objects_csv).area_px, scene.objects.area_px)
     # objects whose pixels straddle a 128-px window border keep one id and stay one connected piece
     crossing = set()
     for b in range(128, 544, 128):

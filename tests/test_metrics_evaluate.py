@@ -314,9 +314,7 @@ def test_bad_inputs_raise_one_line(tmp_path, scene):
     write_table(tmp_path / "noscore.csv", ids)
     assert "no column 'score'" in one_line_error(evaluate, gt_path, pred_path, pred_objects=tmp_path / "noscore.csv")
     assert "pixel size is unknown" in one_line_error(evaluate, gt, pred, size_buckets="4,16m2")  # plain arrays
-    geographic = write_geotiff(tmp_path / "geo.tif", gt.astype(np.int32), crs="EPSG:4326",
-                               transform=from_origin(10.0, 50.0, 1e-5, 1e-5))
-    assert "pixel size is unknown" in one_line_error(evaluate, geographic, geographic, size_buckets="4,16m2")
+    # (A geographic CRS has a ground pixel area now: tests/test_ground_units.py.)
     assert "--boundary-width" in one_line_error(evaluate, gt, pred, boundary="reference", boundary_width="2px")
     assert "both be COCO JSON" in one_line_error(evaluate, tmp_path / "gt.json", pred)
 

@@ -26,7 +26,6 @@ nodata value 0 (valid pixels are never 0) and carry no objects.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from scipy import ndimage
 from smallseg.data.geometry import SpatialHash, convex_hull, inside_convex, rect_corners
 from smallseg.data.noise import fractal_noise, pixel_gaussian, salt_of, value_noise
 from smallseg.errors import SmallsegError
+from smallseg.io.tables import SceneObjects
 
 CLASS_NAMES = {1: "car", 2: "building"}
 CAR, BUILDING = 1, 2
@@ -105,90 +105,6 @@ _STYLE_CAR, _STYLE_GABLE, _STYLE_HIP, _STYLE_FLAT = 0, 1, 2, 3
 
 
 @dataclass
-class ObjectTable:
-    """One row per ground-truth object (columns are (N,) arrays; row ``i`` is the object with id ``id[i]``).
-
-    Attributes:
-        id: uint32 instance id in the ``instances`` raster (1..N, unique in the scene).
-        class_id: uint8, 1 = car, 2 = building.
-        center_x, center_y: float64 footprint centre in map (CRS) units, metres for projected CRSs.
-        center_row_px, center_col_px: float64 footprint centre in pixels (pixel centres at integers).
-        length_m, width_m: float64 rectangle sides, ``length_m >= width_m``.
-        angle_deg: float64 direction of the long side, degrees counter-clockwise from map east (-90, 90].
-        height_m: float64 height above ground (casts the shadow).
-        footprint_area_m2: float64 analytic area ``length_m * width_m``.
-        area_px: int64 number of pixels with this id in the raster (exact).
-        area_m2: float64 ``area_px * pixel_size_m**2``.
-        bbox_px: (N, 4) int64 pixel bounding box (row0, col0, row1, col1), half-open.
-        context: (N,) str how the object was placed (``parking_lot``, ``kerbside``, ``house_row`` ...).
-    """
-
-    id: np.ndarray
-    class_id: np.ndarray
-    center_x: np.ndarray
-    center_y: np.ndarray
-    center_row_px: np.ndarray
-    center_col_px: np.ndarray
-    length_m: np.ndarray
-    width_m: np.ndarray
-    angle_deg: np.ndarray
-    height_m: np.ndarray
-    footprint_area_m2: np.ndarray
-    area_px: np.ndarray
-    area_m2: np.ndarray
-    bbox_px: np.ndarray
-    context: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.id)
-
-    _COLUMNS = (
-        "id", "class_id", "class_name", "center_x", "center_y", "center_row_px", "center_col_px", "length_m",
-        "width_m", "angle_deg", "height_m", "footprint_area_m2", "area_px", "area_m2", "bbox_row0",
-        "bbox_col0", "bbox_row1", "bbox_col1", "context",
-    )
-
-    def write_csv(self, path: str | os.PathLike) -> None:
-        """Write the table as CSV (one header row, columns as in :attr:`_COLUMNS`)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".partial")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(self._COLUMNS)
-            for i in range(len(self)):
-                writer.writerow([
-                    int(self.id[i]), int(self.class_id[i]), CLASS_NAMES[int(self.class_id[i])],
-                    f"{self.center_x[i]:.3f}", f"{self.center_y[i]:.3f}", f"{self.center_row_px[i]:.3f}",
-                    f"{self.center_col_px[i]:.3f}", f"{self.length_m[i]:.3f}", f"{self.width_m[i]:.3f}",
-                    f"{self.angle_deg[i]:.3f}", f"{self.height_m[i]:.2f}", f"{self.footprint_area_m2[i]:.4f}",
-                    int(self.area_px[i]), f"{self.area_m2[i]:.4f}", *map(int, self.bbox_px[i]), self.context[i],
-                ])
-        os.replace(tmp, path)
-
-
-def read_object_table(path: str | os.PathLike) -> ObjectTable:
-    """Read a table written by :meth:`ObjectTable.write_csv`."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-
-    def col(name, dtype):
-        return np.array([r[name] for r in rows], dtype=dtype)
-
-    return ObjectTable(
-        id=col("id", np.int64).astype(np.uint32),
-        class_id=col("class_id", np.int64).astype(np.uint8),
-        center_x=col("center_x", float), center_y=col("center_y", float),
-        center_row_px=col("center_row_px", float), center_col_px=col("center_col_px", float),
-        length_m=col("length_m", float), width_m=col("width_m", float), angle_deg=col("angle_deg", float),
-        height_m=col("height_m", float), footprint_area_m2=col("footprint_area_m2", float),
-        area_px=col("area_px", np.int64), area_m2=col("area_m2", float),
-        bbox_px=np.array([[int(r[k]) for k in ("bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1")]
-                          for r in rows], np.int64).reshape(-1, 4),
-        context=col("context", str),
-    )
-
-
-@dataclass
 class RemoteSensingScene:
     """A rendered scene held in memory.
 
@@ -200,7 +116,7 @@ class RemoteSensingScene:
         crs: rasterio ``CRS`` of the map coordinates.
         nodata: image nodata value (0) when the scene has a nodata collar, else None.
         pixel_size_m: ground sampling distance, metres per pixel.
-        objects: the :class:`ObjectTable` of every object in ``instances``.
+        objects: the :class:`SceneObjects` of every object in ``instances``.
     """
 
     image: np.ndarray
@@ -210,7 +126,7 @@ class RemoteSensingScene:
     crs: object
     nodata: int | None
     pixel_size_m: float
-    objects: ObjectTable
+    objects: SceneObjects
 
     def to_instances(self):
         """Ground truth as :class:`smallseg.instances.Instances` (ids = table ids, class_ids 1 car / 2 building)."""
@@ -1034,7 +950,7 @@ def _settings(height, width, seed, pixel_size_m, bands, dtype, nodata_collar, cr
     return s
 
 
-def _object_table(plan: _Plan, area_px: np.ndarray, bbox_px: np.ndarray) -> ObjectTable:
+def _object_table(plan: _Plan, area_px: np.ndarray, bbox_px: np.ndarray) -> SceneObjects:
     s = plan.settings
     px = s.pixel_size_m
     n = len(plan.obj_cx)
@@ -1042,7 +958,7 @@ def _object_table(plan: _Plan, area_px: np.ndarray, bbox_px: np.ndarray) -> Obje
     angle = -np.degrees(plan.obj_ang)  # internal frame has y down; map angles count counter-clockwise
     angle = (angle + 90.0) % 180.0 - 90.0
     angle[angle == -90.0] = 90.0
-    return ObjectTable(
+    return SceneObjects(
         id=np.arange(1, n + 1, dtype=np.uint32), class_id=plan.obj_class.copy(),
         center_x=x0 + plan.obj_cx, center_y=y0 - plan.obj_cy,
         center_row_px=plan.obj_cy / px - 0.5, center_col_px=plan.obj_cx / px - 0.5,
@@ -1179,7 +1095,7 @@ def write_remote_sensing_scene(
 
     Writes ``<stem>_image.tif`` (bands, dtype, nodata), ``<stem>_instances.tif`` (uint32) and
     ``<stem>_classes.tif`` (uint8) with one profile (CRS, transform, size; tiled 512 blocks, deflate), and
-    ``<stem>_objects.csv`` (:class:`ObjectTable`). Output is identical to :func:`make_remote_sensing_scene`
+    ``<stem>_objects.csv`` (:class:`SceneObjects`). Output is identical to :func:`make_remote_sensing_scene`
     with the same arguments, whatever ``window_px``. Files are written under temporary names and renamed
     only when complete.
 
@@ -1225,7 +1141,7 @@ def write_remote_sensing_scene(
                     _accumulate_objects(instances, row0, col0, area_px, bbox_px)
         for key, final in (("image", paths.image), ("instances", paths.instances), ("classes", paths.classes)):
             os.replace(tmp[key], final)
-        _object_table(plan, area_px, bbox_px).write_csv(paths.objects_csv)
+        _object_table(plan, area_px, bbox_px).write_csv(paths.objects_csv, class_names=CLASS_NAMES)
     finally:
         for t in tmp.values():
             if t.exists():
@@ -1250,5 +1166,5 @@ def save_remote_sensing_scene(scene: RemoteSensingScene, path_stem: str | os.Pat
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data)
         os.replace(tmp, final)
-    scene.objects.write_csv(paths.objects_csv)
+    scene.objects.write_csv(paths.objects_csv, class_names=CLASS_NAMES)
     return paths

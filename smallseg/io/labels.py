@@ -4,13 +4,14 @@
   so areas can be given in m²), a NIfTI / MHA / NRRD image (spacing kept, areas in mm²), or a PNG / TIFF.
   Float files are accepted only when every value is a whole number (some tools save labels as float32).
 - An *object table* is a CSV with a header and one row per object: column ``id`` (the label value) plus any
-  of ``score``, ``class_id``, ``iscrowd``. ``smallseg tile-and-predict`` writes ``STEM.objects.csv`` next to
-  ``STEM.instances.tif``; the scene generator writes ``STEM_objects.csv`` next to ``STEM_instances.tif``.
+  of ``score``, ``class_id``, ``class``, ``iscrowd``. ``smallseg tile-and-predict`` writes ``STEM.objects.csv``
+  next to ``STEM.instances.tif``; the scene generator writes ``STEM_objects.csv`` next to
+  ``STEM_instances.tif``. Its reader lives with the other object tables, in :mod:`smallseg.io.tables`
+  (re-exported here: :func:`read_object_table`, :func:`default_object_table_path`).
 """
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from smallseg.errors import SmallsegError, one_line
+from smallseg.io.geo import ground_units
+from smallseg.io.tables import default_object_table_path, read_object_table
 
 __all__ = [
     "LabelRaster",
-    "ObjectTable",
     "read_label_raster",
     "label_raster_from_array",
     "check_same_grid",
@@ -42,8 +44,8 @@ class LabelRaster:
         crs: rasterio CRS of a GeoTIFF, else None.
         transform: rasterio Affine of a GeoTIFF (pixel -> CRS coordinates), else None.
         spacing_yx_mm: (row, column) pixel spacing in mm of a medical image, else None.
-        pixel_area_m2: area of one pixel in m² when known (projected CRS with a linear unit, or medical
-            spacing), else None.
+        pixel_area_m2: ground area of one pixel in m² when known (a CRS: at the scene centre, see
+            :mod:`smallseg.io.geo`; or medical spacing), else None.
         pixel_area_note: where ``pixel_area_m2`` came from, for reports.
     """
 
@@ -107,9 +109,10 @@ def read_label_raster(path: str | os.PathLike) -> LabelRaster:
             a 3-D image must have a single slice).
 
     Returns:
-        :class:`LabelRaster`. For a GeoTIFF in a projected CRS, ``pixel_area_m2 = |det(transform)|`` times
-        the CRS's linear unit in metres squared; for medical images, the product of the row and column
-        spacing (mm²) in m².
+        :class:`LabelRaster`. For a georeferenced GeoTIFF, ``pixel_area_m2`` is the ground area of a pixel
+        at the scene centre (:func:`smallseg.io.geo.ground_units`: map units for UTM-like grids, the
+        Earth's area element for Web Mercator or degrees); for medical images, the product of the row and
+        column spacing (mm²) in m².
 
     Raises:
         SmallsegError: missing or unreadable file, several bands, 3-D volume, non-integer values.
@@ -147,13 +150,8 @@ def _read_rasterio(path: str) -> LabelRaster:
     georeferenced = crs is not None and not transform.is_identity
     area, note = None, "unknown (no CRS)"
     if georeferenced:
-        if crs.is_projected:
-            from smallseg.io.geotiff import RasterGeometry
-
-            area = RasterGeometry(array.shape[1], array.shape[0], crs, transform).pixel_area_m2
-            note = f"|det(transform)| in {crs.linear_units_factor[0]} of {crs.to_string()}"
-        else:
-            note = f"unknown (CRS {crs.to_string()} is not projected: degrees are not an area unit)"
+        units = ground_units(crs, transform, array.shape[1], array.shape[0])
+        area, note = units.pixel_area_m2, units.note  # ground m² at the scene centre (Web Mercator, degrees...)
     return LabelRaster(
         array=_as_labels(array, path),
         source=path,
@@ -207,110 +205,3 @@ def check_same_grid(gt: LabelRaster, pred: LabelRaster) -> None:
 
 def _crs_text(crs) -> str:
     return "none" if crs is None else crs.to_string()
-
-
-@dataclass(eq=False)
-class ObjectTable:
-    """Per-object columns read from an object table CSV (row ``i`` describes label ``ids[i]``).
-
-    Attributes:
-        ids: (N,) int64 label values.
-        scores: (N,) float64 confidences, or None without a ``score`` column.
-        class_ids: (N,) int64 classes, or None without a ``class_id`` column.
-        iscrowd: (N,) bool crowd flags, or None without an ``iscrowd`` column.
-        source: the CSV path.
-    """
-
-    ids: np.ndarray
-    scores: np.ndarray | None
-    class_ids: np.ndarray | None
-    iscrowd: np.ndarray | None
-    source: str
-
-
-def read_object_table(path: str | os.PathLike, *, require: tuple[str, ...] = ("id",)) -> ObjectTable:
-    """Read an object table CSV (header row; column ``id`` plus optional ``score``, ``class_id``, ``iscrowd``).
-
-    Args:
-        path: CSV file.
-        require: columns that must be present (e.g. ``("id", "score")`` for a prediction's scores).
-
-    Raises:
-        SmallsegError: missing file, missing columns, unparsable or duplicate values, scores outside [0, 1]
-            or not finite.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise SmallsegError(f"{path}: no such object table (CSV with columns id,score[,class_id])")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise SmallsegError(f"{path}: cannot read as CSV ({one_line(exc)})") from None
-    missing = [c for c in require if c not in header]
-    if missing:
-        raise SmallsegError(f"{path}: no column {', '.join(repr(m) for m in missing)} in the header "
-                            f"({', '.join(header) or 'empty'}); an object table needs columns {', '.join(require)}")
-
-    def column(name: str, parse, kind: str):
-        if name not in header:
-            return None
-        key = reader.fieldnames[header.index(name)]
-        values = []
-        for line, row in enumerate(rows, start=2):
-            text = (row.get(key) or "").strip()
-            try:
-                values.append(parse(text))
-            except ValueError:
-                raise SmallsegError(f"{path}: line {line}: {name} {text!r} is not {kind}") from None
-        return values
-
-    def parse_int(text: str) -> int:
-        value = float(text)
-        if not value.is_integer():
-            raise ValueError(text)
-        return int(value)
-
-    ids = np.asarray(column("id", parse_int, "an integer object id"), np.int64)
-    unique, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise SmallsegError(f"{path}: id {unique[counts > 1][0].item()} appears {counts.max().item()} times; ids must be unique")
-    scores = column("score", float, "a number")
-    if scores is not None:
-        scores = np.asarray(scores, np.float64)
-        bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise SmallsegError(f"{path}: line {i + 2}: score {scores[i].item()!r} is not a confidence in [0, 1]")
-    class_ids = column("class_id", parse_int, "an integer class id")
-    iscrowd = column("iscrowd", parse_int, "0 or 1")
-    return ObjectTable(
-        ids=ids,
-        scores=scores,
-        class_ids=None if class_ids is None else np.asarray(class_ids, np.int64),
-        iscrowd=None if iscrowd is None else np.asarray(iscrowd, bool),
-        source=path,
-    )
-
-
-def default_object_table_path(raster_path: str | os.PathLike) -> Path:
-    """Where the object table of a label raster is expected.
-
-    ``STEM.instances.tif`` -> ``STEM.objects.csv`` (tile-and-predict), ``STEM_instances.tif`` ->
-    ``STEM_objects.csv`` (scene generator), anything else ``NAME.tif`` -> ``NAME.objects.csv``.
-    """
-    path = Path(raster_path)
-    name = path.name
-    for suffix in (".nii.gz", ".tif", ".tiff", ".png", ".nii", ".mha", ".nrrd"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    else:
-        name = path.stem
-    for marker, table in ((".instances", ".objects.csv"), ("_instances", "_objects.csv")):
-        if name.endswith(marker):
-            return path.with_name(name[: -len(marker)] + table)
-    return path.with_name(name + ".objects.csv")
-

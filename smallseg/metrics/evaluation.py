@@ -21,11 +21,11 @@ ground truth is empty. They are never silently 0 or -1.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from smallseg.errors import SmallsegError, one_line
+from smallseg.instances import Instances
+from smallseg.io.atomic import write_text_atomic
+from smallseg.io.tables import ObjectAttributes, default_object_table_path, read_object_table
+from smallseg.metrics.objects import objects_from_labels
 
 __all__ = [
     "SizeBuckets",
@@ -211,15 +215,7 @@ class Evaluation:
         """Write :meth:`to_dict` as JSON, atomically (a temporary file renamed when complete)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=2, allow_nan=False)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
         return path
 
     def format_table(self) -> str:
@@ -232,7 +228,7 @@ class Evaluation:
             f"prediction    {s['inputs']['pred']}" + (f"  (scores: {s['inputs']['scores']})" if s["inputs"].get("scores") else ""),
             f"images        {len(s['images'])}, " + ", ".join(f"{h} x {w} px" for h, w in list(s["images"].values())[:3])
             + (" ..." if len(s["images"]) > 3 else ""),
-            f"classes       {', '.join(str(k) for k in s['category_ids'])}",
+            _classes_line(s),
             f"max dets      {s['maxDets']} per image and class ({s['maxDets_source']})",
             f"size buckets  small < {buckets['small_max']:g} {buckets['unit']} <= medium < {buckets['medium_max']:g} "
             f"{buckets['unit']} <= large" + ("" if buckets["unit"] == "px" else
@@ -285,6 +281,8 @@ class _Side:
     pixel_area_note: str = "unknown"
     raster: object | None = None  # LabelRaster
     scores_source: str | None = None
+    class_source: str | None = None  # where the classes came from; None: none (every object is class 1)
+    class_names: dict[int, str] = field(default_factory=dict)  # class id -> name, where a table names them
 
 
 def _is_coco_path(value) -> bool:
@@ -321,27 +319,32 @@ def _class_raster(value, what: str, like) -> np.ndarray:
 def _objects_from_raster_side(
     value, *, is_gt: bool, classes, table, pixel_size_m: float | None, warnings: list[str]
 ) -> _Side:
-    from smallseg.instances import Instances
-    from smallseg.io.labels import ObjectTable, default_object_table_path, read_object_table
-    from smallseg.metrics.objects import objects_from_labels
-
     what = "ground truth" if is_gt else "prediction"
     class_by_id: dict[int, int] | None = None
     score_by_id: dict[int, float] | None = None
     crowd_ids: set[int] = set()
     scores_source = None
+    class_source = None
     if isinstance(value, Instances):
         raster = _raster(value.labels, what, pixel_size_m)
         class_by_id = dict(zip(value.ids.tolist(), value.class_ids.tolist()))
+        class_source = "Instances.class_ids"
         if not is_gt:
             score_by_id = dict(zip(value.ids.tolist(), value.scores.astype(np.float64).tolist()))
             scores_source = "Instances.scores"
     else:
         raster = _raster(value, what, pixel_size_m)
+    if _is_table_path(classes):  # a class table (CSV with id, class_id) given as the classes
+        if table is not None:
+            raise SmallsegError(f"{what}: give the object table once (as the classes or as the object table)")
+        table, classes = classes, None
     class_raster = None if classes is None else _class_raster(classes, f"{what} classes", raster)
+    if class_raster is not None:
+        class_source = f"class raster {_describe(classes) if isinstance(classes, str | os.PathLike) else '<array>'}"
 
-    # Object table: explicit path or mapping, else STEM.objects.csv beside a prediction raster.
-    if table is None and not is_gt and isinstance(value, str | os.PathLike):
+    # Object table: explicit path or mapping, else the table beside the raster (STEM.objects.csv beside
+    # STEM.instances.tif, STEM_objects.csv beside the scene generator's STEM_instances.tif).
+    if table is None and isinstance(value, str | os.PathLike):
         candidate = default_object_table_path(value)
         if candidate.is_file():
             table = candidate
@@ -351,16 +354,19 @@ def _objects_from_raster_side(
         score_by_id = {int(k): float(v) for k, v in table.items()}
         scores_source = "given scores"
         table = None
-    parsed: ObjectTable | None = None
+    parsed: ObjectAttributes | None = None
+    table_source = None
     if table is not None:
+        table_source = os.fspath(table)
         parsed = read_object_table(table, require=("id",) if is_gt else ("id", "score"))
         if parsed.class_ids is not None and class_raster is None:
             class_by_id = dict(zip(parsed.ids.tolist(), parsed.class_ids.tolist()))
+            class_source = f"class_id of {table_source}"
         if is_gt and parsed.iscrowd is not None:
             crowd_ids = set(parsed.ids[parsed.iscrowd].tolist())
         if not is_gt:
             score_by_id = dict(zip(parsed.ids.tolist(), parsed.scores.tolist()))
-            scores_source = parsed.source
+            scores_source = table_source
 
     objects = objects_from_labels(
         raster.array,
@@ -387,7 +393,7 @@ def _objects_from_raster_side(
         warnings.append(f"no scores for {raster.source} ({where}): every detection scores 1.0, so AP ranks them "
                         "by label id")
     if parsed is not None and parsed.class_ids is not None and class_raster is not None:
-        warnings.append(f"{parsed.source}: class_id column ignored, the class raster is used")
+        warnings.append(f"{table_source}: class_id column ignored, the class raster is used")
     area, note = raster.pixel_area_m2, raster.pixel_area_note
     if pixel_size_m is not None and isinstance(value, str | os.PathLike):
         if area is not None and not math.isclose(area, pixel_size_m**2, rel_tol=1e-6):
@@ -395,7 +401,44 @@ def _objects_from_raster_side(
                             f"({area:.6g} m2 from {note})")
         area, note = pixel_size_m**2, f"given pixel size {pixel_size_m:g} m"
     return _Side(objects=objects, source=raster.source, pixel_area_m2=area, pixel_area_note=note, raster=raster,
-                 scores_source=scores_source)
+                 scores_source=scores_source, class_source=class_source,
+                 class_names=parsed.class_name_map() if parsed is not None else {})
+
+
+def _is_table_path(value) -> bool:
+    return isinstance(value, str | os.PathLike) and os.fspath(value).lower().endswith(".csv")
+
+
+def _class_mode(gt: _Side, pred: _Side, class_agnostic: bool, coco: bool) -> tuple[bool, str, list[str]]:
+    """Per-class or class-agnostic scoring: (agnostic, why, warning lines on mismatched classes)."""
+    if class_agnostic:
+        return True, "class-agnostic as asked (class_agnostic=True): every object is one class", []
+    if coco:
+        return False, "per class: COCO categories", []
+    if gt.class_source is None:
+        return True, ("class-agnostic: the ground truth has no classes (give gt_classes= a class raster or a table "
+                      "with class_id, or put STEM.objects.csv with class_id beside it)"), []
+    if pred.class_source is None:
+        return True, ("class-agnostic: the prediction has no classes (no class raster, no class_id in its object "
+                      "table)"), []
+    notes = []
+    shared = sorted(set(gt.class_names) & set(pred.class_names))
+    differ = [k for k in shared if gt.class_names[k] != pred.class_names[k]]
+    if differ:
+        notes.append("class names differ between ground truth and prediction: "
+                     + ", ".join(f"{k} = {gt.class_names[k]!r} vs {pred.class_names[k]!r}" for k in differ)
+                     + "; per-class scores compare unlike classes (relabel one side, or pass class_agnostic=True)")
+    gt_ids = set(np.unique(gt.objects.class_ids).tolist())
+    pred_ids = set(np.unique(pred.objects.class_ids).tolist())
+    if pred_ids and gt_ids and not pred_ids & gt_ids:
+        notes.append(f"the prediction's classes {sorted(pred_ids)} share none with the ground truth's "
+                     f"{sorted(gt_ids)}: every detection is a false positive (class_agnostic=True scores outlines only)")
+    return False, f"per class: ground truth from {gt.class_source}, prediction from {pred.class_source}", notes
+
+
+def _one_class(objects):
+    """The same objects, all of class 1 (class-agnostic scoring)."""
+    return dataclasses.replace(objects, class_ids=np.ones_like(objects.class_ids))
 
 
 def _objects_from_coco(gt_value, pred_value, warnings: list[str]):
@@ -516,6 +559,7 @@ def evaluate(
     boundary_width: str | float | None = None,
     max_dets: int | None = None,
     pixel_size: str | float | None = None,
+    class_agnostic: bool = False,
 ) -> Evaluation:
     """Score an instance prediction against ground truth (COCO AP family, Boundary AP/IoU, F1, counts).
 
@@ -524,12 +568,17 @@ def evaluate(
             array (0 = background), an :class:`~smallseg.instances.Instances`, or a COCO dataset (``.json``
             path or dict).
         pred: the prediction in the same form (COCO: a results ``.json`` path or list).
-        gt_classes, pred_classes: optional (H, W) class rasters (paths or arrays); an object takes the most
-            frequent non-zero class under it. Default: the object table's ``class_id``, else class 1.
+        gt_classes, pred_classes: optional (H, W) class rasters (paths or arrays; an object takes the most
+            frequent non-zero class under it) or object tables (``.csv`` with ``id,class_id``). Default: the
+            ``class_id`` of the side's object table (given, or found beside the raster: ``STEM.objects.csv``
+            beside ``STEM.instances.tif``, ``STEM_objects.csv`` beside ``STEM_instances.tif``). When either
+            side has no classes at all, scoring is class-agnostic and the report says so (``settings
+            ["classes"]``); class names that differ between the two tables are reported in a warning.
         pred_objects: the prediction's object table CSV (``id,score[,class_id]``) or a ``{label: score}``
             mapping; default ``STEM.objects.csv`` beside a ``STEM.instances.tif`` (or ``NAME.objects.csv``
             beside ``NAME.tif``) when it exists. Without scores every detection scores 1.0 (warned).
-        gt_objects: optional ground-truth object table (``id[,class_id][,iscrowd]``).
+        gt_objects: optional ground-truth object table (``id[,class_id][,iscrowd]``); default the table
+            beside the GT raster, as for the prediction.
         size_buckets: ``"SMALL_MAX,MEDIUM_MAX UNIT"`` with unit px (default ``"32^2,96^2px"`` = COCO),
             m2 or mm2 (from the GT raster's CRS/transform or spacing, or ``pixel_size``).
         boundary: ``"fixed"`` (default) or ``"reference"`` (d = 2 % of the image diagonal, as
@@ -538,6 +587,7 @@ def evaluate(
         max_dets: detections kept per image and class (top by score); default all of them (at least 100).
         pixel_size: square pixel side, e.g. ``"0.3m"`` / ``"0.5mm"`` / metres as a float, for inputs without
             georeferencing (overrides the files' own when given).
+        class_agnostic: score every object as one class (outlines only), whatever the classes say.
 
     Returns:
         :class:`Evaluation` (``.metrics``, ``.undefined``, ``.to_dict()``, ``.format_table()``).
@@ -585,6 +635,11 @@ def evaluate(
                                               pixel_size_m=pixel_size_m, warnings=warnings)
         check_same_grid(gt_side.raster, pred_side.raster)
         category_ids = None
+    agnostic, class_mode_note, class_warnings = _class_mode(gt_side, pred_side, bool(class_agnostic), coco_mode)
+    warnings.extend(class_warnings)
+    if agnostic:
+        gt_side.objects, pred_side.objects = _one_class(gt_side.objects), _one_class(pred_side.objects)
+        category_ids = [1] if coco_mode else None
 
     gt_objs, dt_all = gt_side.objects, pred_side.objects
     image_shapes = {**dt_all.image_shapes, **gt_objs.image_shapes}
@@ -635,6 +690,14 @@ def evaluate(
         "inputs": {"gt": gt_side.source, "pred": pred_side.source, "scores": pred_side.scores_source},
         "images": {str(i): list(s) for i, s in image_shapes.items()},
         "category_ids": mask_eval.category_ids,
+        "classes": {
+            "mode": "class-agnostic" if agnostic else "per-class",
+            "why": class_mode_note,
+            "gt": gt_side.class_source,
+            "pred": pred_side.class_source,
+            "names": {str(k): v for k, v in sorted({**pred_side.class_names, **gt_side.class_names}.items())}
+            if not agnostic else {},
+        },
         "size_buckets": {
             "unit": buckets.unit,
             "small_max": buckets.small_max,
@@ -676,6 +739,16 @@ def evaluate(
     }
     return Evaluation(metrics=metrics, undefined=undefined, per_class=per_class, settings=settings,
                       warnings=warnings)
+
+
+def _classes_line(settings: dict) -> str:
+    """The report's line on classes: ids with names, or class-agnostic with the reason."""
+    classes = settings.get("classes", {})
+    if classes.get("mode") == "class-agnostic":
+        return f"classes       {classes['why']}"
+    names = classes.get("names", {})
+    ids = ", ".join(f"{k} ({names[str(k)]})" if str(k) in names else str(k) for k in settings["category_ids"])
+    return f"classes       {ids}" + (f"  [{classes['why']}]" if classes.get("why") else "")
 
 
 def _describe(value) -> str:

@@ -35,8 +35,6 @@ Measurements per 3-D object (all from the voxels of the final label volume):
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import uuid
@@ -52,6 +50,7 @@ from smallseg.decode.centroids import DecodeConfig
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
 from smallseg.io.medical import IntensityPreset, Volume, get_preset, index_to_lps_mm
+from smallseg.io.tables import VolumeObjects
 
 __all__ = [
     "RAW",
@@ -71,88 +70,6 @@ DEFAULT_OTHER_PRESET = "percentile"
 # --------------------------------------------------------------------------------------------------------------
 # Result types
 # --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class VolumeObjects:
-    """One row per 3-D object (2-D object for a 2-D image). All columns have length ``N``.
-
-    Attributes:
-        ids: (N,) int64 object id = its value in the label volume, dense ``1..N``.
-        class_ids: (N,) int32 class, 1-based.
-        class_names: N class names (from the model's ``class_names``).
-        scores: (N,) float32 voxel-weighted mean of the 2-D objects' scores.
-        max_slice_scores: (N,) float32 best 2-D score.
-        voxels: (N,) int64 voxel (pixel) count.
-        volume_mm3: (N,) float64 voxels x voxel volume; ``None`` for 2-D images.
-        area_mm2: (N,) float64 pixels x pixel area for 2-D images; ``None`` for volumes.
-        equivalent_diameter_mm: (N,) float64 diameter of the sphere (circle for 2-D) of that volume (area).
-        centroid_index: (N, D) float64 mean voxel index, array order (z, y, x) / (y, x).
-        centroid_lps_mm: (N, D) float64 physical centroid, SimpleITK order (x, y, z) = (L, P, S), mm.
-        slice_range: (N, 2) int64 first and last slice (inclusive); (0, 0) for 2-D images.
-        bbox: (N, 2D) int64 half-open voxel box ``(z0, y0, x0, z1, y1, x1)`` (2-D: ``(y0, x0, y1, x1)``).
-    """
-
-    ids: np.ndarray
-    class_ids: np.ndarray
-    class_names: list[str]
-    scores: np.ndarray
-    max_slice_scores: np.ndarray
-    voxels: np.ndarray
-    volume_mm3: np.ndarray | None
-    area_mm2: np.ndarray | None
-    equivalent_diameter_mm: np.ndarray
-    centroid_index: np.ndarray
-    centroid_lps_mm: np.ndarray
-    slice_range: np.ndarray
-    bbox: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def ndim(self) -> int:
-        """2 for objects of a 2-D image, 3 for a volume."""
-        return 3 if self.volume_mm3 is not None else 2
-
-    def rows(self) -> list[dict[str, object]]:
-        """The table as CSV-ready dicts (column names carry units; see :func:`write_objects_csv`)."""
-        out = []
-        size_key = "volume_mm3" if self.ndim == 3 else "area_mm2"
-        size = self.volume_mm3 if self.ndim == 3 else self.area_mm2
-        axes_lps = ("x", "y", "z")[: self.ndim]
-        axes_idx = ("z", "y", "x")[3 - self.ndim:]
-        for i in range(len(self)):
-            row: dict[str, object] = {
-                "id": int(self.ids[i]),
-                "class": self.class_names[i],
-                "class_id": int(self.class_ids[i]),
-                "score": round(float(self.scores[i]), 6),
-                "max_slice_score": round(float(self.max_slice_scores[i]), 6),
-                "voxels": int(self.voxels[i]),
-                size_key: round(float(size[i]), 4),
-                "equivalent_diameter_mm": round(float(self.equivalent_diameter_mm[i]), 4),
-            }
-            for k, a in enumerate(axes_lps):
-                row[f"centroid_lps_{a}_mm"] = round(float(self.centroid_lps_mm[i, k]), 4)
-            for k, a in enumerate(axes_idx):
-                row[f"centroid_{a}_index"] = round(float(self.centroid_index[i, k]), 4)
-            row["slice_first"], row["slice_last"] = int(self.slice_range[i, 0]), int(self.slice_range[i, 1])
-            for k, a in enumerate(axes_idx):
-                row[f"bbox_{a}0"] = int(self.bbox[i, k])
-            for k, a in enumerate(axes_idx):
-                row[f"bbox_{a}1"] = int(self.bbox[i, self.ndim + k])
-            out.append(row)
-        return out
-
-    def columns(self) -> list[str]:
-        """CSV header, also for an empty table."""
-        size_key = "volume_mm3" if self.ndim == 3 else "area_mm2"
-        axes_lps = ("x", "y", "z")[: self.ndim]
-        axes_idx = ("z", "y", "x")[3 - self.ndim:]
-        return (["id", "class", "class_id", "score", "max_slice_score", "voxels", size_key, "equivalent_diameter_mm"]
-                + [f"centroid_lps_{a}_mm" for a in axes_lps] + [f"centroid_{a}_index" for a in axes_idx]
-                + ["slice_first", "slice_last"] + [f"bbox_{a}0" for a in axes_idx] + [f"bbox_{a}1" for a in axes_idx])
 
 
 @dataclass(eq=False)
@@ -498,19 +415,9 @@ def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityP
 
 
 def write_objects_csv(objects: VolumeObjects, path: str | os.PathLike) -> Path:
-    """Write the object table as CSV (header even when empty), atomically (temporary name, then rename).
-
-    Columns: id, class, class_id, score, max_slice_score, voxels, volume_mm3 (2-D: area_mm2),
-    equivalent_diameter_mm, centroid_lps_{x,y,z}_mm, centroid_{z,y,x}_index, slice_first, slice_last,
-    bbox_{z,y,x}0, bbox_{z,y,x}1 (half-open voxel indices).
-    """
-    path = Path(path)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=objects.columns(), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(objects.rows())
-    _write_text_atomic(path, buf.getvalue())
-    return path
+    """Write the object table as CSV (header even when empty), atomically: :meth:`VolumeObjects.write_csv`
+    (columns in :class:`~smallseg.io.tables.VolumeObjects`)."""
+    return objects.write_csv(path)
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

@@ -58,70 +58,10 @@ from scipy import ndimage
 
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
+from smallseg.io.tables import ObjectTable
 from smallseg.tiling.grid import Tile, TileGrid
 
 _STATE_VERSION = 1
-
-
-# ---------------------------------------------------------------------------------------------- tables
-
-
-@dataclass
-class ObjectTable:
-    """One row per stitched object (scene px). All columns have length ``N``.
-
-    Attributes:
-        ids: (N,) int64 global id (the object's value in the label raster).
-        class_ids: (N,) int32 class, 1-based.
-        scores: (N,) float32 confidence.
-        centroids_yx: (N, 2) float64 reported centre (row, col) in scene px.
-        area_px: (N,) int64 pixels in the stitched label raster (after conflicts).
-        bbox: (N, 4) int64 ``(row0, col0, row1, col1)`` half-open, scene px, of the stitched pixels.
-        tile_rc: (N, 2) int32 grid (row, col) of the tile that owns the object.
-        touches_tile_edge: (N,) bool the object touched an inner edge of its tile: it may be cut, i.e. the
-            overlap may be smaller than the object (see :func:`~smallseg.tiling.grid.overlap_for`).
-    """
-
-    ids: np.ndarray
-    class_ids: np.ndarray
-    scores: np.ndarray
-    centroids_yx: np.ndarray
-    area_px: np.ndarray
-    bbox: np.ndarray
-    tile_rc: np.ndarray
-    touches_tile_edge: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @classmethod
-    def empty(cls) -> "ObjectTable":
-        """A table with no rows."""
-        return cls(
-            ids=np.zeros(0, np.int64),
-            class_ids=np.zeros(0, np.int32),
-            scores=np.zeros(0, np.float32),
-            centroids_yx=np.zeros((0, 2), np.float64),
-            area_px=np.zeros(0, np.int64),
-            bbox=np.zeros((0, 4), np.int64),
-            tile_rc=np.zeros((0, 2), np.int32),
-            touches_tile_edge=np.zeros(0, bool),
-        )
-
-    @classmethod
-    def concat(cls, tables: Sequence["ObjectTable"]) -> "ObjectTable":
-        """Rows of several tables, in order."""
-        if not tables:
-            return cls.empty()
-        return cls(**{f.name: np.concatenate([getattr(t, f.name) for t in tables]) for f in fields(cls)})
-
-    def rows(self, index) -> "ObjectTable":
-        """The rows selected by ``index`` (a slice, boolean mask or integer indices)."""
-        return ObjectTable(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
-
-    def sorted_by_id(self) -> "ObjectTable":
-        """The same rows ordered by id."""
-        return self.rows(np.argsort(self.ids, kind="stable"))
 
 
 @dataclass
