@@ -74,7 +74,8 @@ class ModelConfig:
         decoder_pyramid_channels, decoder_segmentation_channels, decoder_merge_policy, decoder_dropout:
             FPN settings (smp's names and meaning).
         smp_arch, smp_kwargs: for ``decoder="smp"``: smp class name (e.g. ``"Unet"``) and its ``__init__``
-            arguments (``model.config`` of the smp model).
+            arguments (``model.config`` of the smp model), each key allow-listed, typed and bounded
+            (:data:`smallseg.models.validate.SMP_KWARG_CHECKS`); ``encoder_weights`` must be None.
         refine_channels: (stride-2 channels, full-resolution channels) of the refinement that brings the
             decoder features to full resolution using early encoder features and the input itself.
         lfe: ``"falling"``, ``"constant"`` (parameter-matched control) or ``None``.
@@ -91,8 +92,13 @@ class ModelConfig:
         tile_size_px: tile edge the model was trained on.
 
     Bookkeeping:
-        class_names: one name per class (index 0 = class 1).
-        training: free-form JSON-able summary of the training data / run.
+        class_names: one name per class (index 0 = class 1), 1..64 printable characters each.
+        training: JSON summary of the training data / run (bounded size and depth; the keys pipelines read,
+            ``decode``, ``decode_by_modality``, ``train_pixel_size_m``, ``intensity_preset(s)``, are typed).
+
+    A config is validated when it is made and again before a model is built or saved (:meth:`validate`):
+    one :class:`SmallsegError` line names the first bad field. A checkpoint's config is data from a file,
+    so nothing in a valid one can name a file, a URL or a callable.
     """
 
     encoder_name: str = "resnet18"
