@@ -69,7 +69,13 @@ def config_error(field: str, what: str) -> SmallsegError:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    """A short repr for a message (a hostile value can be megabytes long, or an int too long to print)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - any repr failure: say what type it was
+        return f"a {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -79,7 +85,7 @@ def check_int(field: str, value: Any, lo: int, hi: int) -> int:
         raise config_error(field, f"{_show(value)} is not an integer")
     value = int(value)
     if not lo <= value <= hi:
-        raise config_error(field, f"{value} is outside {lo}..{hi}")
+        raise config_error(field, f"{_show(value)} is outside {lo}..{hi}")
     return value
 
 
@@ -96,9 +102,9 @@ def check_number(field: str, value: Any, lo: float | None = None, hi: float | No
     if not math.isfinite(value):
         raise config_error(field, f"{value} is not finite")
     if positive and not value > 0:
-        raise config_error(field, f"{value}; must be > 0")
+        raise config_error(field, f"{_show(value)}; must be > 0")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise config_error(field, f"{value} is outside {lo}..{hi}")
+        raise config_error(field, f"{_show(value)} is outside {lo}..{hi}")
     return value
 
 
