@@ -393,28 +393,27 @@ class Normalization:
                 lo, hi = stats.lo[b], stats.hi[b]
                 if not hi > lo:  # degenerate band (flagged by fit): a constant, never a divide by zero
                     hi = lo + 1.0
-                out[b] = self._window(x[b], lo, hi)
+                self._window(x[b], lo, hi, out[b])
         else:
             bounds = [(ce - w / 2.0, ce + w / 2.0) for ce, w in self.windows]
-            if len(bounds) == 1:
-                out = np.empty(x.shape, np.float32)
-                for b in range(c):
-                    out[b] = self._window(x[b], *bounds[0])
-            else:
-                out = np.stack([self._window(x[0], lo, hi) for lo, hi in bounds])
-        assert out.shape[0] == n_out
+            out = np.empty((n_out, *x.shape[1:]), np.float32)
+            for b in range(n_out):
+                self._window(x[0] if len(bounds) > 1 else x[b], *bounds[b if len(bounds) > 1 else 0], out[b])
         if np.issubdtype(x.dtype, np.floating):
             out[~np.isfinite(out)] = 0.0
         return out
 
-    def _window(self, band: np.ndarray, lo: float, hi: float) -> np.ndarray:
-        # Same float32 arithmetic as IntensityPreset.apply (subtract, multiply by the reciprocal), so legacy
-        # checkpoints see bit-identical input.
-        out = np.asarray(band, dtype=np.float32) - np.float32(lo)
+    def _window(self, band: np.ndarray, lo: float, hi: float, out: np.ndarray) -> None:
+        """``out[:] = (float32(band) - lo) * (1 / (hi - lo))``, clipped to [0, 1] if ``clip``; in place.
+
+        The same float32 operations in the same order as IntensityPreset.apply (subtract, multiply by the
+        reciprocal), so legacy checkpoints see bit-identical input, without temporaries.
+        """
+        out[...] = band
+        out -= np.float32(lo)
         out *= np.float32(1.0 / (hi - lo))
         if self.clip:
             np.clip(out, 0.0, 1.0, out=out)
-        return out
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
         """The second part: ``(x - mean) / std`` per channel, in place on float32 (C, H, W); no-op without."""
