@@ -292,11 +292,11 @@ class Normalization:
 
         Args:
             sample: (C, H, W) or (H, W) raw values, any real dtype (uint8, uint16 incl. 11/12-bit data,
-                int16 HU, float32 with NaNs), usually a decimated read of the whole input; a (Z, Y, X)
-                volume is given as (1, Z*Y, X) or per-slice stacks, whatever keeps the band axis first.
+                int16 HU, float32 with NaNs), usually a decimated read of the whole input; a volume is given
+                as (C, Z, Y, X) (e.g. ``volume.array[None]``) and counts every voxel.
                 None is allowed for kinds that need no statistics (then nothing is checked).
-            valid: (H, W) bool, False where a pixel must not count (nodata, alpha = 0, outside the
-                footprint), or None. NaN / inf values never count.
+            valid: (H, W) (or (Z, Y, X)) bool, False where a pixel must not count (nodata, alpha = 0,
+                outside the footprint), or None. NaN / inf values never count.
             nodata: a raw value that means "no data" in every band (GDAL nodata), or None.
             max_pixels: larger samples are subsampled with a regular stride first.
 
@@ -313,6 +313,10 @@ class Normalization:
         x = np.asarray(sample)
         if x.ndim == 2:
             x = x[None]
+        if valid is not None and x.ndim > 3 and np.ndim(valid) == x.ndim - 1:
+            valid = np.asarray(valid, bool).reshape(-1, x.shape[-1])
+        if x.ndim > 3:  # (C, Z, Y, X) volume: statistics over all voxels, as over one tall image
+            x = x.reshape(x.shape[0], -1, x.shape[-1])
         if x.ndim != 3 or not x.shape[0] or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
             raise SmallsegError(f"normalization fit: expected a (C, H, W) real-valued array, got shape {x.shape} "
                                 f"dtype {x.dtype}")

@@ -434,3 +434,15 @@ def test_user_choices_map_to_one_normalisation_each():
         choose_normalization(config, "auto")
     with pytest.raises(SmallsegError, match="lo < hi"):
         choose_normalization(config, "percentile", percentiles=(99, 1))
+
+
+def test_a_volume_is_fitted_over_all_its_voxels_and_applied_per_slice():
+    vol = np.random.default_rng(8).normal(300, 80, (6, 32, 40)).astype(np.int16)
+    norm = Normalization.percentile(1, 99.5)
+    stats = norm.fit(vol[None])
+    np.testing.assert_allclose(stats.lo, np.percentile(vol.astype(np.float64), 1))
+    assert stats.sampled_pixels == vol.size
+    slices = np.stack([norm.apply(vol[z][None], stats)[0] for z in range(6)])
+    assert slices.min() == 0.0 and slices.max() == 1.0
+    masked = norm.fit(vol[None], vol > 300)
+    assert masked.lo[0] > 300
