@@ -1,4 +1,4 @@
-"""`smallseg tile-and-predict` on real files (rasterio's CC0 test data, see ../shared/data/README.md)."""
+"""`smallseg tile-and-predict` on real files (rasterio's CC0 test data in tests/data, see its ORIGIN.md)."""
 
 import hashlib
 import json
@@ -13,12 +13,11 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
-import torch
 
 from smallseg.cli import main
-from smallseg.models import build_model, save_checkpoint
+from smallseg.models import save_checkpoint
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rasterio-cc0"
+from conftest import RASTERIO_DATA as DATA
 ROOT = Path(__file__).resolve().parents[1]
 DATA_FILES = ("instances.tif", "classes.tif", "gpkg", "geojson", "objects.csv", "quicklook.png")
 
@@ -29,24 +28,15 @@ def _default_sigint():
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()  # tiny convolutions on a shared CPU: avoid OpenMP oversubscription
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, tiny_model):
     """A small untrained 3-band model whose training statistics are those of 8-bit imagery."""
-    torch.manual_seed(1)
-    model = build_model("tu-mobilenetv3_small_100", encoder_depth=5, encoder_output_stride=32, classes=2,
-                        decoder_pyramid_channels=32, decoder_segmentation_channels=32, refine_channels=(8, 8),
-                        max_distance_px=8, tile_size_px=128, input_scale=1 / 255, norm_mean=[0.3, 0.3, 0.3],
-                        norm_std=[0.2, 0.2, 0.2], class_names=["car", "building"])
-    with torch.no_grad():
-        model.heads["semantic"].bias[:] = torch.tensor([0.0, 1.0, 0.5])
+    model = tiny_model("mobilenetv3", seed=1, semantic_bias=[0.0, 1.0, 0.5], classes=2, max_distance_px=8,
+                       tile_size_px=128, input_scale=1 / 255, norm_mean=[0.3, 0.3, 0.3], norm_std=[0.2, 0.2, 0.2],
+                       class_names=["car", "building"])
     return save_checkpoint(model, tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from smallseg.data.remote_sensing import make_remote_sensing_scene
 from smallseg.io.medical import IntensityPreset
@@ -22,12 +21,7 @@ from smallseg.train.data import MEDICAL_PRESETS
 DATA = Path(__file__).resolve().parent / "data"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_both_models_ship_small_and_load_by_name():

@@ -4,17 +4,14 @@ import json
 
 import numpy as np
 import rasterio
-import torch
 
 from smallseg.cli import main
-from smallseg.models import build_model, save_checkpoint
+from smallseg.models import save_checkpoint
 
 
-def test_demo_writes_scene_prediction_and_scores(tmp_path, capsys):
-    torch.manual_seed(0)
-    model = build_model("resnet18", encoder_depth=3, encoder_output_stride=8, classes=2, class_names=["car", "building"],
-                        decoder_pyramid_channels=32, decoder_segmentation_channels=32, refine_channels=(8, 8),
-                        max_distance_px=8, tile_size_px=64, input_scale=1 / 255)
+def test_demo_writes_scene_prediction_and_scores(tmp_path, capsys, tiny_model):
+    model = tiny_model("resnet18", classes=2, class_names=["car", "building"], max_distance_px=8, tile_size_px=64,
+                       input_scale=1 / 255)
     ckpt = save_checkpoint(model, tmp_path / "tiny.safetensors")
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--size", "160", "--model", str(ckpt), "--device", "cpu", "--quiet"]) == 0

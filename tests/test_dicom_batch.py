@@ -13,18 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from smallseg.cli import main
 from smallseg.errors import SmallsegError
 from smallseg.io.medical import find_series
-from smallseg.models import build_model, save_checkpoint
+from smallseg.models import save_checkpoint
 from smallseg.pipeline.dicom_batch import BatchOptions, process_series, run_dicom_batch, series_folder_name
 
-from medical_helpers import rotation  # tests/ is on sys.path under pytest
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pydicom"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared/data/pydicom not found beside the repo")
+from conftest import PYDICOM_DATA as DATA  # tests/ is on sys.path under pytest
+from medical_helpers import rotation
 
 SYNTH_UID = "1.2.826.0.1.3680043.9.7.11"
 MIXED_UIDS = ("1.2.826.0.1.3680043.9.7.12", "1.2.826.0.1.3680043.9.7.13")
@@ -60,13 +57,10 @@ def ct(shape, seed):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    m = build_model("resnet18", encoder_depth=3, encoder_output_stride=8, classes=1, in_channels=1,
-                    decoder_pyramid_channels=32, decoder_segmentation_channels=32, refine_channels=(8, 8),
-                    max_distance_px=6, tile_size_px=128, class_names=["nodule"])
-    with torch.no_grad():  # lean the random model towards foreground so outputs are not empty
-        m.heads["semantic"].bias[:] = torch.tensor([-1.0, 1.0])
+def checkpoint(tmp_path_factory, tiny_model) -> Path:
+    # The semantic bias leans the random model towards foreground so outputs are not empty.
+    m = tiny_model("resnet18", semantic_bias=[-1.0, 1.0], classes=1, in_channels=1, max_distance_px=6,
+                   tile_size_px=128, class_names=["nodule"])
     return save_checkpoint(m, tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
@@ -98,7 +92,6 @@ def read_summary(out: Path) -> dict[str, dict[str, str]]:
     return {os.path.basename(r["path"]): r for r in rows}
 
 
-@needs_data
 def test_batch_statuses_outputs_and_exit_code(tree, tmp_path, checkpoint, capsys):
     out = tmp_path / "out"
     rc = main(["dicom-batch", str(tree), "--out", str(out), "--model", str(checkpoint), "--quiet"])
@@ -130,7 +123,6 @@ def test_batch_statuses_outputs_and_exit_code(tree, tmp_path, checkpoint, capsys
     assert "1 failed" in capsys.readouterr().out
 
 
-@needs_data
 def test_labels_keep_the_series_geometry(tree, tmp_path, checkpoint):
     series = next(s for s in find_series(tree / "synth"))
     result = process_series(series, str(checkpoint), BatchOptions(out_dir=str(tmp_path / "out")))
@@ -186,7 +178,6 @@ def test_resume_skips_complete_series_and_redoes_incomplete_or_changed_ones(tmp_
     assert all(inodes()[u] != after[u] for u in ok_uids)
 
 
-@needs_data
 def test_interrupted_batch_leaves_a_consistent_summary(tree, tmp_path, checkpoint):
     from smallseg.models import load_checkpoint
 
@@ -208,7 +199,6 @@ def test_interrupted_batch_leaves_a_consistent_summary(tree, tmp_path, checkpoin
     assert not list(out.rglob(".*partial*"))
 
 
-@needs_data
 def test_dicom_seg_output_references_the_series(tree, tmp_path, checkpoint):
     pydicom = pytest.importorskip("pydicom")
     pytest.importorskip("highdicom")
@@ -266,8 +256,6 @@ def test_process_series_is_a_pure_function_of_its_arguments(tmp_path, checkpoint
     assert a.status == b.status == "ok" and a.objects == b.objects
     name = series_folder_name(series)
     assert (tmp_path / "a" / name / "objects.csv").read_text() == (tmp_path / "b" / name / "objects.csv").read_text()
-    skipped = process_series(find_series(DATA)[-1], str(checkpoint), BatchOptions(out_dir=str(tmp_path / "c"))) \
-        if DATA.is_dir() else None
-    if skipped is not None:
-        assert skipped.status in ("skipped", "failed") and skipped.message
-        assert not (tmp_path / "c").exists()
+    skipped = process_series(find_series(DATA)[-1], str(checkpoint), BatchOptions(out_dir=str(tmp_path / "c")))
+    assert skipped.status in ("skipped", "failed") and skipped.message
+    assert not (tmp_path / "c").exists()

@@ -1,4 +1,4 @@
-"""GeoTIFF reader/writer on real files from rasterio's test data (see ../shared/data/README.md)."""
+"""GeoTIFF reader/writer on real files from rasterio's test data (in tests/data, see its ORIGIN.md)."""
 
 import signal
 import subprocess
@@ -16,7 +16,7 @@ from rasterio.windows import Window
 from smallseg.errors import SmallsegError
 from smallseg.io.geotiff import RasterGeometry, class_writer, label_writer, open_raster
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rasterio-cc0"
+from conftest import RASTERIO_DATA as DATA  # tests/ is on sys.path under pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 def _default_sigint():

@@ -27,16 +27,14 @@ from smallseg.io.medical import (
     write_labels_nifti,
     write_volume,
 )
-from medical_helpers import rotation  # tests/ is on sys.path under pytest
+from conftest import PYDICOM_DATA as DATA  # tests/ is on sys.path under pytest
+from medical_helpers import rotation
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pydicom"
 CT_SMALL = DATA / "CT_small.dcm"
 MR_SMALL = DATA / "MR_small.dcm"
 SEG = DATA / "liver_1frame.dcm"
 TRUNCATED = DATA / "MR_truncated.dcm"
 NO_META = DATA / "no_meta.dcm"
-
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared/data/pydicom not found beside the repo")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -106,7 +104,6 @@ def ramp(shape_zyx, seed=0) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@needs_data
 def test_ct_small_reads_one_int16_slice_in_hu_with_its_tag_geometry():
     vol = read_volume(CT_SMALL)
     assert vol.array.shape == (1, 128, 128)
@@ -127,7 +124,6 @@ def test_ct_small_reads_one_int16_slice_in_hu_with_its_tag_geometry():
     assert vol.warnings == []
 
 
-@needs_data
 def test_mr_small_reads_raw_values():
     vol = read_volume(MR_SMALL)
     assert vol.array.shape == (1, 64, 64)
@@ -137,7 +133,6 @@ def test_mr_small_reads_raw_values():
     assert vol.spacing_zyx_mm[1:] == pytest.approx(raw_floats(MR_SMALL, 0x0028, 0x0030))
 
 
-@needs_data
 def test_no_meta_file_gives_one_clear_error_but_a_clean_headerless_dataset_reads(tmp_path):
     # The shared no_meta.dcm starts with a stray byte before its first element: GDCM cannot parse it.
     with pytest.raises(SmallsegError) as err:
@@ -158,7 +153,6 @@ def test_no_meta_file_gives_one_clear_error_but_a_clean_headerless_dataset_reads
     assert kinds == {"bare.dcm": "image", "no_meta.dcm": "not_dicom"}
 
 
-@needs_data
 def test_truncated_file_is_one_clear_error_naming_it(tmp_path):
     with pytest.raises(SmallsegError) as err:
         read_volume(TRUNCATED)
@@ -171,7 +165,6 @@ def test_truncated_file_is_one_clear_error_naming_it(tmp_path):
     assert f"declares {declared} bytes but only {len(data) - i - 12} remain" in msg
 
 
-@needs_data
 def test_seg_is_skipped_by_find_series_and_refused_by_read_volume(tmp_path):
     shutil.copy(SEG, tmp_path / "seg.dcm")
     (entry,) = find_series(tmp_path)
@@ -188,7 +181,6 @@ def test_seg_is_skipped_by_find_series_and_refused_by_read_volume(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@needs_data
 def test_find_series_in_a_mixed_tree(tmp_path):
     uid_a, uid_b = "1.2.826.0.1.3680043.9.7.101", "1.2.826.0.1.3680043.9.7.202"
     mixed = tmp_path / "mixed"

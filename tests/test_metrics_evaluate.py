@@ -31,7 +31,7 @@ from smallseg.metrics.evaluation import evaluate, parse_size_buckets
 
 from test_metrics_coco import perturbed_prediction, plain_pycocotools, planted_scene
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import DATA_DIR as DATA
 REPO = Path(__file__).resolve().parents[1]
 
 

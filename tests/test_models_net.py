@@ -137,16 +137,7 @@ def test_every_parameter_gets_a_gradient():
     assert set(losses) == {"total", "semantic", "centroid", "distance"}
 
 
-@pytest.fixture
-def one_thread():
-    """Small kernels on a busy 2-core machine: two OpenMP threads wait on each other (54 s vs 8 s measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_loss_decreases_on_a_tiny_fixed_set(one_thread):
+def test_loss_decreases_on_a_tiny_fixed_set(one_torch_thread):
     torch.manual_seed(0)
     model = build_model("resnet18", classes=1, max_distance_px=16.0, encoder_output_stride=32).train()
     x, targets = planted_squares(n=4, size=48)

@@ -2,24 +2,17 @@
 
 import numpy as np
 import pytest
-import torch
 
 from smallseg.errors import SmallsegError
-from smallseg.models import build_model
 from smallseg.pipeline.array import drop_invalid, plan_tiling, predict_array
 from smallseg.instances import Instances
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = build_model("resnet18", encoder_depth=3, encoder_output_stride=8, classes=2, decoder_pyramid_channels=32,
-                    decoder_segmentation_channels=32, refine_channels=(8, 8), max_distance_px=6,
-                    tile_size_px=64, input_scale=1 / 255)
+def model(tiny_model):
     # Bias the semantic head towards foreground so the random model produces objects to stitch.
-    with torch.no_grad():
-        m.heads["semantic"].bias[:] = torch.tensor([-1.0, 1.0, 0.5])
-    return m.eval()
+    return tiny_model("resnet18", semantic_bias=[-1.0, 1.0, 0.5], classes=2, max_distance_px=6, tile_size_px=64,
+                      input_scale=1 / 255)
 
 
 def _image(h=150, w=170, seed=0):

@@ -19,7 +19,7 @@ import torch
 from rasterio.transform import Affine
 
 from smallseg.errors import SmallsegError
-from smallseg.models import build_model, save_checkpoint
+from smallseg.models import save_checkpoint
 from smallseg.pipeline.array import predict_array
 from smallseg.pipeline.geotiff import find_inputs, predict_geotiff, read_objects_csv
 from smallseg.tiling.grid import tile_windows
@@ -29,42 +29,28 @@ TRANSFORM = Affine(0.5, 0, 389_000, 0, -0.5, 5_819_000)  # 0.5 m pixels, UTM 33N
 DATA_FILES = ("instances.tif", "classes.tif", "gpkg", "geojson", "objects.csv", "quicklook.png")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny convolutions on a CPU shared with other jobs: one thread avoids OpenMP oversubscription, which
-    # slows these tests down by 10x or more.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _light_model(**kwargs):
-    # mobilenetv3-small, no dilation: a real SmallObjectNet that runs fast on a shared CPU.
-    defaults = dict(encoder_depth=5, encoder_output_stride=32, classes=2, decoder_pyramid_channels=32,
-                    decoder_segmentation_channels=32, refine_channels=(8, 8), max_distance_px=6, tile_size_px=64,
-                    input_scale=1 / 255, class_names=["car", "building"])
-    defaults.update(kwargs)
-    return build_model("tu-mobilenetv3_small_100", **defaults)
+# Tiny convolutions on a CPU shared with other jobs: one thread avoids OpenMP oversubscription, which slows these
+# tests down by 10x or more.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# mobilenetv3-small, no dilation (conftest's tiny "mobilenetv3"): a real SmallObjectNet, fast on a shared CPU.
+LIGHT = dict(classes=2, max_distance_px=6, tile_size_px=64, input_scale=1 / 255, class_names=["car", "building"])
 
 
 @pytest.fixture(scope="module")
-def random_model():
+def random_model(tiny_model):
     """Untrained centroid model, semantic head biased so that it finds (many) objects to stitch."""
-    torch.manual_seed(0)
-    m = _light_model(norm_mean=[0.45, 0.45, 0.45], norm_std=[0.25, 0.25, 0.25])
-    with torch.no_grad():
-        m.heads["semantic"].bias[:] = torch.tensor([-0.5, 1.0, 0.5])
-    return m.eval()
+    return tiny_model("mobilenetv3", semantic_bias=[-0.5, 1.0, 0.5], **LIGHT, norm_mean=[0.45, 0.45, 0.45],
+                      norm_std=[0.25, 0.25, 0.25])
 
 
 @pytest.fixture(scope="module")
-def local_model():
+def local_model(tiny_model):
     """A model whose output at a pixel depends only on that pixel: the decoder's contribution to the last
     full-resolution layer is zeroed and the semantic head reads one feature = sum of the bands. With
     connected-component decoding (no centroid head) it finds bright squares exactly, whatever the tiling,
     so whole-image and tiled predictions must agree object for object."""
-    m = _light_model(classes=1, class_names=["square"], heads=("semantic",), lfe=None)
+    m = tiny_model("mobilenetv3", seed=None, **{**LIGHT, "classes": 1, "class_names": ["square"]},
+                   heads=("semantic",), lfe=None)
     with torch.no_grad():
         fuse = m.refiner.to_full.fuse[0]
         fuse.weight.zero_()

@@ -9,12 +9,10 @@ import math
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
 from smallseg.io.medical import PRESETS, IntensityPreset, Volume, from_sitk
-from smallseg.models import build_model
 from smallseg.pipeline.volume import choose_preset, link_slices, predict_volume, write_objects_csv
 
 from medical_helpers import rotation  # tests/ is on sys.path under pytest
@@ -210,14 +208,10 @@ def test_link_slices_refuses_a_wrong_slice_count():
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = build_model("resnet18", encoder_depth=3, encoder_output_stride=8, classes=1, in_channels=1,
-                    decoder_pyramid_channels=32, decoder_segmentation_channels=32, refine_channels=(8, 8),
-                    max_distance_px=6, tile_size_px=128, class_names=["nodule"])
-    with torch.no_grad():  # lean the random model towards foreground so there are objects to link
-        m.heads["semantic"].bias[:] = torch.tensor([-1.0, 1.0])
-    return m.eval()
+def model(tiny_model):
+    # The semantic bias leans the random model towards foreground so there are objects to link.
+    return tiny_model("resnet18", semantic_bias=[-1.0, 1.0], classes=1, in_channels=1, max_distance_px=6,
+                      tile_size_px=128, class_names=["nodule"])
 
 
 def ct_volume(shape=(3, 32, 40), seed=0) -> Volume:

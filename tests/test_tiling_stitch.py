@@ -445,13 +445,12 @@ def test_blend_weights():
 
 def test_streamed_bands_written_to_geotiff_equal_ground_truth(tmp_path):
     # Reader geometry -> grid -> per-tile-row oracle -> RowStitcher -> label/class writers, band by band.
-    from pathlib import Path
-
     import rasterio
 
+    from conftest import RASTERIO_DATA
     from smallseg.io.geotiff import class_writer, label_writer, open_raster
 
-    src_path = Path(__file__).resolve().parents[2] / "shared" / "data" / "rasterio-cc0" / "RGB.byte.tif"
+    src_path = RASTERIO_DATA / "RGB.byte.tif"
     with open_raster(src_path) as src:
         geometry = src.geometry
     grid = tile_windows(geometry.height, geometry.width, 128, 24)

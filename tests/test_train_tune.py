@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from smallseg.models import build_model, load_checkpoint, save_checkpoint
+from smallseg.models import load_checkpoint, save_checkpoint
 from smallseg.pipeline.array import decode_config_for
 from smallseg.train.data import LabeledImage
 from smallseg.train.tune import pick_best, tune_decode, write_tuned_checkpoint
@@ -24,13 +24,8 @@ def _images():
 
 
 @pytest.fixture()
-def model():
-    torch.manual_seed(0)
-    m = build_model("resnet18", encoder_depth=3, encoder_output_stride=8, classes=1, decoder_pyramid_channels=32,
-                    decoder_segmentation_channels=32, refine_channels=(8, 8), max_distance_px=6, input_scale=1 / 255)
-    with torch.no_grad():
-        m.heads["semantic"].bias[:] = torch.tensor([-0.5, 0.5])
-    return m.eval()
+def model(tiny_model):
+    return tiny_model("resnet18", semantic_bias=[-0.5, 0.5], classes=1, max_distance_px=6, input_scale=1 / 255)
 
 
 def test_best_row_is_chosen_and_stored(model, tmp_path):
