@@ -1,4 +1,5 @@
-"""The project's own promises: CI runs the README's test command, the CLI answers --help/--version."""
+"""The project's own promises: CI runs the README's test command in a fresh clone, the tests read nothing outside
+the repository, the CLI answers --help/--version."""
 
 from pathlib import Path
 import subprocess
@@ -14,6 +15,25 @@ def test_ci_runs_the_readme_test_command_verbatim():
     readme_lines = [l.strip() for l in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()]
     test_cmd = next(l for l in ci_lines if "pytest" in l)
     assert test_cmd in readme_lines
+
+
+def test_ci_runs_the_tests_in_a_fresh_clone_with_nothing_beside_it():
+    lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    step = {key: next(i for i, l in enumerate(lines) if l.startswith(key)) for key in (
+        'tmp="$(mktemp -d)"', "trap 'rm -rf \"$tmp\"' EXIT", "git clone", 'cd "$tmp/smallseg"', "python3 -m venv")}
+    assert list(step.values()) == sorted(step.values())  # the test command runs in the clone, after it is made
+    assert "export NO_ALBUMENTATIONS_UPDATE=1" in lines
+
+
+def test_tests_read_no_file_from_outside_the_repository():
+    # Real test files live in tests/data (see its ORIGIN.md); ../shared exists only beside this project's checkout.
+    offenders = []
+    for path in sorted(set((ROOT / "tests").rglob("*.py")) - {Path(__file__).resolve()}):  # this file names them
+        text = path.read_text(encoding="utf-8")
+        for needle in ("parents[2]", '"shared"', "../shared", "/work/"):
+            if needle in text:
+                offenders.append(f"{path.relative_to(ROOT)}: {needle}")
+    assert offenders == []
 
 
 def test_version_matches_package_metadata():
