@@ -372,10 +372,12 @@ def test_truncated_or_tampered_safetensors_give_one_line(tmp_path, base):
 # ---- one model identity ------------------------------------------------------------------------------------
 
 
-def test_weights_fingerprint_changes_with_weights_or_config_and_not_with_device(tmp_path, base):
+def test_weights_fingerprint_changes_with_weights_or_config_only(tmp_path, base):
     model = load_checkpoint(_attack(tmp_path, base, lambda c: None))
     a = weights_fingerprint(model)
     assert len(a) == 64 and a == weights_fingerprint(load_checkpoint(tmp_path / "attack.safetensors"))
+    if torch.cuda.is_available():  # the same model on a GPU is the same model
+        assert weights_fingerprint(load_checkpoint(tmp_path / "attack.safetensors", device="cuda")) == a
     model.config.training = {**model.config.training, "decode": {"min_score": 0.5}}
     b = weights_fingerprint(model)
     with torch.no_grad():
