@@ -356,7 +356,9 @@ def test_pixel_size_in_metres_follows_the_crs_units():
     # NY state plane in US survey feet: a 10 ft pixel is 3.048006 m on a side (1 ftUS = 1200/3937 m)
     feet = RasterGeometry(10, 10, CRS.from_epsg(2263), from_origin(980_000, 200_000, 10.0, 10.0))
     assert feet.pixel_size_m == pytest.approx(10 * 1200 / 3937, rel=1e-9)
-    # degrees are not a length, and pixel units have no metric scale
+    # degrees are not a length unit, but a pixel has a ground size at its latitude (1e-5 deg at 52 N:
+    # 0.685 m x 1.113 m; tests/test_ground_units.py); pixel units have no metric scale
     wgs84 = RasterGeometry(10, 10, CRS.from_epsg(4326), from_origin(13.0, 52.0, 1e-5, 1e-5))
     plain = RasterGeometry(10, 10, None, from_origin(0, 0, 1, 1))
-    assert wgs84.pixel_area_m2 is None and wgs84.pixel_size_m is None and plain.metres_per_unit is None
+    assert wgs84.metres_per_unit is None and wgs84.pixel_size_m == pytest.approx(0.873, abs=0.002)
+    assert plain.metres_per_unit is None and plain.pixel_area_m2 is None

@@ -46,6 +46,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from smallseg.errors import SmallsegError, one_line
+from smallseg.io.geo import ground_units
 
 LABEL_DTYPE = "uint32"
 CLASS_DTYPE = "uint8"
@@ -93,15 +94,14 @@ class RasterGeometry:
 
     @property
     def pixel_area_m2(self) -> float | None:
-        """Area of one pixel in m², or None when the CRS gives no metric scale."""
-        metre = self.metres_per_unit
-        return None if metre is None else self.pixel_area * metre**2
+        """Ground area of one pixel at the scene centre in m² (:func:`smallseg.io.geo.ground_units`: map units
+        for UTM-like grids, the Earth's area element for Web Mercator or degrees), or None without a CRS."""
+        return ground_units(self.crs, self.transform, self.width, self.height).pixel_area_m2
 
     @property
     def pixel_size_m(self) -> float | None:
-        """Side of a square pixel of the same area, in m, or None when the CRS gives no metric scale."""
-        area = self.pixel_area_m2
-        return None if area is None else float(np.sqrt(area))
+        """Side of a square pixel of the same ground area, in m, or None without a CRS."""
+        return ground_units(self.crs, self.transform, self.width, self.height).pixel_size_m
 
     @property
     def linear_units(self) -> str:

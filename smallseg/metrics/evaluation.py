@@ -312,7 +312,11 @@ def _class_raster(value, what: str, like) -> np.ndarray:
     from smallseg.io.labels import check_same_grid
 
     raster = _raster(value, what, None)
-    check_same_grid(like, raster)
+    if isinstance(value, str | os.PathLike):
+        check_same_grid(like, raster)
+    elif raster.shape != like.shape:  # an in-memory array has no geometry to compare, only its shape
+        raise SmallsegError(f"{what}: shape {raster.shape[0]} x {raster.shape[1]} differs from {like.source} "
+                            f"({like.shape[0]} x {like.shape[1]})")
     return raster.array
 
 
@@ -344,6 +348,7 @@ def _objects_from_raster_side(
 
     # Object table: explicit path or mapping, else the table beside the raster (STEM.objects.csv beside
     # STEM.instances.tif, STEM_objects.csv beside the scene generator's STEM_instances.tif).
+    table_given = table is not None
     if table is None and isinstance(value, str | os.PathLike):
         candidate = default_object_table_path(value)
         if candidate.is_file():
@@ -392,7 +397,7 @@ def _objects_from_raster_side(
                  if isinstance(value, str | os.PathLike) else "none given")
         warnings.append(f"no scores for {raster.source} ({where}): every detection scores 1.0, so AP ranks them "
                         "by label id")
-    if parsed is not None and parsed.class_ids is not None and class_raster is not None:
+    if table_given and parsed is not None and parsed.class_ids is not None and class_raster is not None:
         warnings.append(f"{table_source}: class_id column ignored, the class raster is used")
     area, note = raster.pixel_area_m2, raster.pixel_area_note
     if pixel_size_m is not None and isinstance(value, str | os.PathLike):
