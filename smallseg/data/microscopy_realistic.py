@@ -79,11 +79,24 @@ def place_nuclei(rng: np.random.Generator, height: int, width: int, r_mean: floa
     def reach(s):  # between the mean and the long semi-axis: elongated nuclei keep their distance too
         return 0.5 * (math.sqrt(s[2] * s[3]) + max(s[2], s[3]))
 
+    # centres and reaches of the placed shapes, for a vectorised distance check (rows 0..len(shapes)-1)
+    placed_at = np.zeros((max(4 * nuclei_count, 16), 3))
+
     def fits(s, margin):
         r_s = math.sqrt(s[2] * s[3])
         if not (0.3 * r_s < s[0] < height - 0.3 * r_s and 0.3 * r_s < s[1] < width - 0.3 * r_s):
             return False
-        return all(math.hypot(s[0] - e[0], s[1] - e[1]) >= margin * (reach(s) + reach(e)) for e in shapes)
+        e = placed_at[:len(shapes)]
+        return bool(np.all(np.hypot(e[:, 0] - s[0], e[:, 1] - s[1]) >= margin * (reach(s) + e[:, 2])))
+
+    def add(new_shapes, kind_list):
+        nonlocal placed_at
+        if len(shapes) + len(new_shapes) > len(placed_at):
+            placed_at = np.concatenate([placed_at, np.zeros_like(placed_at)])
+        for s in new_shapes:
+            placed_at[len(shapes)] = (s[0], s[1], reach(s))
+            shapes.append(s)
+        kinds.extend(kind_list)
 
     # mitoses first (rare, so they must not be crowded out): condensed ones and anaphase pairs
     n_mitoses = int(rng.binomial(nuclei_count, MITOSIS_FRACTION))
@@ -92,8 +105,7 @@ def place_nuclei(rng: np.random.Generator, height: int, width: int, r_mean: floa
         if rng.random() < 0.6:
             s = new_shape(cy, cx, -1, MITOTIC)
             if fits(s, 1.0):
-                shapes.append(s)
-                kinds.append(MITOTIC)
+                add([s], [MITOTIC])
             continue
         first = new_shape(cy, cx, -1, ANAPHASE)
         ang, gap = first[4], r_mean * rng.uniform(0.6, 1.3)  # daughters move apart across the bars
@@ -101,8 +113,7 @@ def place_nuclei(rng: np.random.Generator, height: int, width: int, r_mean: floa
         pair = [first[:0] + (cy + dy, cx + dx) + first[2:],
                 new_shape(cy - dy, cx - dx, -1, ANAPHASE)[:4] + (ang + rng.normal(0, 0.15),) + first[5:]]
         if all(fits(p, 1.0) for p in pair) and math.hypot(2 * dy, 2 * dx) > pair[0][3] + pair[1][3] + 2:
-            shapes.extend(pair)
-            kinds.extend([ANAPHASE, ANAPHASE])
+            add(pair, [ANAPHASE, ANAPHASE])
 
     n_cluster = int(round(nuclei_count * cluster_fraction))
     cluster_id, placed, attempts = 0, 0, 0
@@ -126,8 +137,7 @@ def place_nuclei(rng: np.random.Generator, height: int, width: int, r_mean: floa
         kept = [m for m in kept if fits(m, 1.05)]
         if len(kept) < 2:
             continue
-        shapes.extend(kept)
-        kinds.extend([INTERPHASE] * len(kept))
+        add(kept, [INTERPHASE] * len(kept))
         placed += len(kept)
         cluster_id += 1
     attempts = 0
@@ -135,8 +145,7 @@ def place_nuclei(rng: np.random.Generator, height: int, width: int, r_mean: floa
         attempts += 1
         s = new_shape(rng.uniform(0, height), rng.uniform(0, width), -1)
         if fits(s, 1.15):
-            shapes.append(s)
-            kinds.append(INTERPHASE)
+            add([s], [INTERPHASE])
     return shapes, np.asarray(kinds, np.int64)
 
 
