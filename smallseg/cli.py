@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from smallseg import __version__
@@ -340,8 +341,11 @@ def _add_tile_and_predict(subparsers) -> None:
             "in the input CRS), STEM.geojson (RFC 7946: WGS 84 lon/lat), STEM.objects.csv, STEM.quicklook.png and "
             "STEM.run.json, written last as the 'finished' marker. A killed or interrupted run continues with "
             "--resume and gives the same bytes. An input without valid pixels gives empty outputs and a warning. "
-            "One line per input; exit code 2 if any input failed."
+            "One line per input. Each scene's outputs are locked while it runs (OUT/.STEM.lock): a second run on "
+            "the same scene is refused, naming the process that writes it."
         ),
+        epilog="exit status: 0 every input done (or already finished with --resume), 1 some inputs failed (the "
+               "others are done), 2 bad usage or no input done",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="raster file(s) or folder(s) (their *.tif, *.tiff, *.png files, not recursive)")
@@ -381,13 +385,37 @@ def _add_tile_and_predict(subparsers) -> None:
     p.set_defaults(run=_run_tile_and_predict)
 
 
+# Python option names in library messages -> tile-and-predict's flags.
+_TILE_AND_PREDICT_FLAGS = {
+    "tile_size_px": "--tile", "overlap_px": "--overlap", "batch_size": "--batch-size", "device": "--device",
+    "decode_workers": "--decode-workers", "bands": "--bands", "nodata": "--nodata", "min_score": "--min-score",
+    "min_area_px": "--min-area", "formats": "--formats", "cog": "--cog", "resume": "--resume",
+    "overwrite": "--overwrite",
+}
+# Phrases of library messages that name a keyword argument -> the flag.
+_TILE_AND_PREDICT_PHRASES = {"overwrite=True": "--overwrite", "resume=True": "--resume", "bands=[...]": "--bands"}
+
+
+def _as_flags(message: str) -> str:
+    """A library message with its Python option names spelled as tile-and-predict's flags."""
+    head, _, rest = message.partition(" ")
+    if head in _TILE_AND_PREDICT_FLAGS and rest:
+        message = f"{_TILE_AND_PREDICT_FLAGS[head]} {rest}"
+    for phrase, flag in _TILE_AND_PREDICT_PHRASES.items():
+        message = message.replace(phrase, flag)
+    for name, flag in _TILE_AND_PREDICT_FLAGS.items():
+        if "_" in name:  # identifiers, never English words: safe to replace anywhere in the text
+            message = re.sub(rf"\b{name}\b", flag, message)
+    return message
+
+
 def _run_tile_and_predict(args) -> int:
     import warnings
 
     # GDAL's block cache defaults to 5 % of RAM and fills up as a huge scene streams by; a few block rows
     # is all this pipeline reuses. Read once, at GDAL's first raster access, so set it before any.
     os.environ.setdefault("GDAL_CACHEMAX", "64")
-    from smallseg.pipeline.geotiff import find_inputs, predict_geotiff
+    from smallseg.pipeline.geotiff import GeoTiffOptions, PredictionResult, predict_geotiffs
 
     bands = None
     if args.bands:
@@ -395,40 +423,36 @@ def _run_tile_and_predict(args) -> int:
             bands = [int(b) for b in args.bands.split(",") if b.strip()]
         except ValueError:
             raise SmallsegError(f"--bands {args.bands}: use 1-based band numbers separated by commas, e.g. 1,2,3")
-    inputs = find_inputs(args.inputs)
     show = warnings.showwarning
 
     def one_line_warning(message, category, filename, lineno, file=None, line=None):
         print(f"smallseg {args.command}: warning: {message}", file=sys.stderr)
 
-    failed = 0
+    def report(path, outcome) -> None:
+        if isinstance(outcome, PredictionResult):
+            print(outcome.summary())
+        else:
+            hint = "; the run can be continued with --resume" if outcome.resumable else ""
+            print(f"smallseg {args.command}: error: {_as_flags(outcome.message)}{hint}", file=sys.stderr)
+
     warnings.showwarning = one_line_warning
     try:
-        for path in inputs:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("always", UserWarning)
-                    result = predict_geotiff(
-                        path, args.out, args.model, tile_size_px=args.tile, overlap_px=args.overlap,
-                        batch_size=args.batch_size, device=args.device, amp=args.amp,
-                        decode_workers=args.decode_workers, bands=bands,
-                        nodata=args.nodata, min_score=args.min_score, min_area_px=args.min_area,
-                        formats=args.formats, cog=args.cog, resume=args.resume, overwrite=args.overwrite,
-                        progress=not args.quiet,
-                    )
-                print(result.summary())
-            except SmallsegError as exc:
-                failed += 1
-                print(f"smallseg {args.command}: error: {exc}", file=sys.stderr)
-            except (OSError, RuntimeError, ValueError, MemoryError) as exc:  # one bad file must not stop the rest
-                failed += 1
-                print(f"smallseg {args.command}: error: {path}: {type(exc).__name__}: {' '.join(str(exc).split())}; "
-                      f"the run can be continued with --resume", file=sys.stderr)
+        options = GeoTiffOptions(
+            tile_size_px=args.tile, overlap_px=args.overlap, batch_size=args.batch_size, device=args.device,
+            amp=args.amp, decode_workers=args.decode_workers, bands=bands, nodata=args.nodata,
+            min_score=args.min_score, min_area_px=args.min_area, formats=args.formats, cog=args.cog,
+            resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", UserWarning)
+            batch = predict_geotiffs(args.inputs, args.out, model=args.model, options=options, on_done=report,
+                                     on_row_done=getattr(args, "on_row_done", None))
+    except SmallsegError as exc:
+        raise SmallsegError(_as_flags(str(exc))) from None
     finally:
         warnings.showwarning = show
-    if len(inputs) > 1:
-        print(f"{len(inputs) - failed} of {len(inputs)} inputs done, {failed} failed; outputs in {args.out}")
-    return 2 if failed else 0
+    if len(batch.inputs) > 1:
+        print(f"{batch.summary()}; outputs in {args.out}")
+    return batch.exit_code
 
 
 @_subcommand
@@ -523,9 +547,15 @@ def _run_tune_decode(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, on_row_done=None) -> int:
+    """Run the command line ``argv``; returns the exit status.
+
+    ``on_row_done`` (for embedding and tests): tile-and-predict calls it with (input path, n) each time tile rows
+    0..n-1 of that input are checkpointed.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.on_row_done = on_row_done
     if not getattr(args, "run", None):
         parser.print_help()
         return 0

@@ -258,7 +258,7 @@ def test_a_run_interrupted_under_another_checkpoint_format_is_refused_in_one_lin
     work.mkdir(parents=True)
     (work / "params.json").write_text(json.dumps({"format": 1}))
     (work / "progress.json").write_text(json.dumps({"next_tile_row": 1, "started": "2026-01-01T00:00:00Z"}))
-    with pytest.raises(SmallsegError, match=r"another smallseg version \(checkpoint format 1.*--overwrite"):
+    with pytest.raises(SmallsegError, match=r"another smallseg version \(checkpoint format 1.*overwrite=True"):
         predict_geotiff(src, tmp_path / "out", random_model, resume=True, progress=False)
     done = predict_geotiff(src, tmp_path / "out", random_model, resume=True, overwrite=True, formats="json",
                            progress=False)
@@ -300,15 +300,21 @@ def test_resume_after_a_real_sigkill_gives_the_same_bytes(tmp_path, random_model
     assert n_rows >= 6
 
     out = tmp_path / "out"
+    # The run kills itself (SIGKILL: no clean-up of any kind) as soon as 3 tile rows are checkpointed.
     script = textwrap.dedent(f"""
+        import os, signal
         from smallseg.pipeline.geotiff import predict_geotiff
-        predict_geotiff({str(src)!r}, {str(out)!r}, {str(ckpt)!r}, tile_size_px=64, overlap_px=16, progress=False)
+        def kill_at(n):
+            if n == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+        predict_geotiff({str(src)!r}, {str(out)!r}, {str(ckpt)!r}, tile_size_px=64, overlap_px=16, progress=False,
+                        on_row_done=kill_at)
     """)
-    env = dict(os.environ, SMALLSEG_TEST_KILL_AFTER_TILE_ROWS="3", OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == -9, proc.stderr
-    assert [p.name for p in out.iterdir()] == [".tall.resume"]  # nothing that looks finished
+    assert sorted(p.name for p in out.iterdir()) == [".tall.lock", ".tall.resume"]  # nothing that looks finished
     assert json.loads((out / ".tall.resume" / "progress.json").read_text())["next_tile_row"] == 3
 
     with pytest.raises(SmallsegError, match="interrupted run"):
@@ -319,7 +325,7 @@ def test_resume_after_a_real_sigkill_gives_the_same_bytes(tmp_path, random_model
     assert resumed.run["session"]["resumed_from_tile_row"] == 3
     assert _digests(out, "tall") == _digests(tmp_path / "ref", "tall")
     np.testing.assert_array_equal(resumed.objects.ids, reference.objects.ids)
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"tall.{k}" for k in DATA_FILES + ("run.json",))
+    assert sorted(p.name for p in out.iterdir()) == sorted([".tall.lock"] + [f"tall.{k}" for k in DATA_FILES + ("run.json",)])
 
 
 def test_killed_before_the_outputs_then_resumed(tmp_path, random_model):
@@ -329,12 +335,16 @@ def test_killed_before_the_outputs_then_resumed(tmp_path, random_model):
     ckpt = save_checkpoint(random_model, tmp_path / "model.safetensors")
     out = tmp_path / "out"
     script = textwrap.dedent(f"""
+        import os, signal
         from smallseg.pipeline.geotiff import predict_geotiff
-        predict_geotiff({str(src)!r}, {str(out)!r}, {str(ckpt)!r}, tile_size_px=64, progress=False)
+        def kill_at(n):
+            if n == 2:  # 100 rows, tile 64: 2 tile rows, so all of them
+                os.kill(os.getpid(), signal.SIGKILL)
+        predict_geotiff({str(src)!r}, {str(out)!r}, {str(ckpt)!r}, tile_size_px=64, progress=False, on_row_done=kill_at)
     """)
-    env = dict(os.environ, SMALLSEG_TEST_KILL_AFTER_TILE_ROWS="2", OMP_NUM_THREADS="1")  # 100 rows, tile 64: 2 tile rows
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     assert subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, timeout=300).returncode == -9
-    assert [p.name for p in out.iterdir()] == [".small.resume"]
+    assert sorted(p.name for p in out.iterdir()) == [".small.lock", ".small.resume"]
     resumed = predict_geotiff(src, out, ckpt, tile_size_px=64, resume=True, progress=False)
     assert resumed.run["session"]["resumed_from_tile_row"] == 2
     fresh = predict_geotiff(src, tmp_path / "fresh", ckpt, tile_size_px=64, progress=False)
@@ -353,7 +363,7 @@ def test_a_finished_run_is_refused_skipped_or_redone(tmp_path, random_model):
     src = _write_tif(tmp_path / "a.tif", rng.integers(0, 255, (3, 64, 64), dtype=np.uint8))
     first = predict_geotiff(src, tmp_path / "out", random_model, formats="tif,csv", progress=False)
     assert set(first.paths) == {"instances", "classes", "csv", "run"}
-    with pytest.raises(SmallsegError, match="finished run .* --overwrite"):
+    with pytest.raises(SmallsegError, match="finished run .* overwrite=True"):
         predict_geotiff(src, tmp_path / "out", random_model, progress=False)
     skipped = predict_geotiff(src, tmp_path / "out", random_model, resume=True, progress=False)
     assert skipped.skipped and skipped.n_objects == first.n_objects
@@ -361,7 +371,8 @@ def test_a_finished_run_is_refused_skipped_or_redone(tmp_path, random_model):
     redone = predict_geotiff(src, tmp_path / "out", random_model, overwrite=True, formats="tif", progress=False)
     assert not redone.skipped
     # The CSV of the first run must not pass for the second run's.
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.classes.tif", "a.instances.tif", "a.run.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".a.lock", "a.classes.tif", "a.instances.tif",
+                                                                    "a.run.json"]
 
 
 def test_plain_png_without_georeferencing_runs_in_pixel_units(tmp_path, random_model):
@@ -384,14 +395,14 @@ def test_plain_png_without_georeferencing_runs_in_pixel_units(tmp_path, random_m
 def test_bad_settings_fail_with_one_line_and_leave_nothing(tmp_path, random_model):
     rng = np.random.default_rng(9)
     src = _write_tif(tmp_path / "b.tif", rng.integers(0, 255, (3, 64, 64), dtype=np.uint8))
-    for kwargs, needle in (({"formats": "tif,shp"}, "--formats"), ({"bands": [1, 2]}, "model expects 3"),
-                           ({"bands": [1, 2, 5]}, "band 5 does not exist"), ({"nodata": -1}, "--nodata"),
-                           ({"tile_size_px": 64, "overlap_px": 64}, "overlap"), ({"min_score": 2}, "--min-score"),
-                           ({"decode_workers": 0}, "--decode-workers")):
+    for kwargs, needle in (({"formats": "tif,shp"}, "^formats tif,shp"), ({"bands": [1, 2]}, "model expects 3"),
+                           ({"bands": [1, 2, 5]}, "band 5 does not exist"), ({"nodata": -1}, "^nodata -1"),
+                           ({"tile_size_px": 64, "overlap_px": 64}, "^overlap_px 64"),
+                           ({"min_score": 2}, "^min_score 2"), ({"decode_workers": 0}, "^decode_workers 0")):
         with pytest.raises(SmallsegError, match=needle) as err:
             predict_geotiff(src, tmp_path / "out", random_model, progress=False, **kwargs)
         assert "\n" not in str(err.value)
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # refused before anything was written, the folder included
     with pytest.raises(SmallsegError, match="no such file"):
         predict_geotiff(tmp_path / "missing.tif", tmp_path / "out", random_model)
 

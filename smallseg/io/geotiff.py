@@ -20,8 +20,9 @@ Writing (:class:`RasterWriter`, via :func:`label_writer` / :func:`class_writer`)
             dst.write_rows(band.row0, band.labels)
 
 Rows arrive top to bottom in any band heights; they are buffered to whole block rows so every compressed
-block is written once. The file is written under ``<name>.partial`` and renamed to its final name only
-when every row was written and the file closed cleanly; an exception or Ctrl-C removes the partial file,
+block is written once. The file is written under a temporary name (:func:`smallseg.io.atomic.partial_path`:
+``.NAME.partial-XXXXXXXX.tif``) and renamed to its final name only when every row was written and the
+file closed cleanly; an exception or Ctrl-C removes the partial file,
 so a file with the final name is always complete. COG output is GDAL's ``COG`` driver (part of the GDAL
 in rasterio's wheels) copying the finished temporary GeoTIFF.
 """
@@ -46,7 +47,8 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from smallseg.errors import SmallsegError, one_line
-from smallseg.io.geo import ground_units
+from smallseg.io.atomic import partial_path
+from smallseg.io.geo import GroundUnits, ground_units
 
 LABEL_DTYPE = "uint32"
 CLASS_DTYPE = "uint8"
@@ -93,15 +95,21 @@ class RasterGeometry:
             return None
 
     @property
+    def ground(self) -> GroundUnits:
+        """Square metres of the Earth per pixel over this grid (:func:`smallseg.io.geo.ground_units`: the one
+        function behind every m² smallseg reports; cached per geometry)."""
+        return ground_units(self.crs, self.transform, self.width, self.height)
+
+    @property
     def pixel_area_m2(self) -> float | None:
         """Ground area of one pixel at the scene centre in m² (:func:`smallseg.io.geo.ground_units`: map units
         for UTM-like grids, the Earth's area element for Web Mercator or degrees), or None without a CRS."""
-        return ground_units(self.crs, self.transform, self.width, self.height).pixel_area_m2
+        return self.ground.pixel_area_m2
 
     @property
     def pixel_size_m(self) -> float | None:
         """Side of a square pixel of the same ground area, in m, or None without a CRS."""
-        return ground_units(self.crs, self.transform, self.width, self.height).pixel_size_m
+        return self.ground.pixel_size_m
 
     @property
     def linear_units(self) -> str:
@@ -213,7 +221,7 @@ class GeoTiffReader:
             info = np.iinfo(dtype)
             if not (value.is_integer() and info.min <= value <= info.max):
                 raise SmallsegError(
-                    f"--nodata {nodata:g}: does not fit the raster's {dtype.name} pixels "
+                    f"nodata {nodata:g}: does not fit the raster's {dtype.name} pixels "
                     f"({info.min}..{info.max}); pass a value of that type"
                 )
         self.nodata = value
@@ -246,7 +254,7 @@ class GeoTiffReader:
                 if not 1 <= b <= count:
                     raise SmallsegError(
                         f"{self.path}: band {b} does not exist (the file has {count} band"
-                        f"{'s' if count != 1 else ''}, numbered 1..{count}); fix the band selection (--bands)"
+                        f"{'s' if count != 1 else ''}, numbered 1..{count}); fix the band selection (bands=[...])"
                     )
         if expected_bands is not None and bands is None and count < expected_bands:
             raise SmallsegError(
@@ -257,7 +265,7 @@ class GeoTiffReader:
             raise SmallsegError(
                 f"{self.path}: {len(chosen)} band{'s' if len(chosen) != 1 else ''} "
                 f"{'selected' if bands is not None else 'in the file'}, but the model expects {expected_bands}; "
-                f"pass --bands with {expected_bands} band numbers out of 1..{count}"
+                f"pass bands=[...] with {expected_bands} band numbers out of 1..{count}"
             )
         dtypes = {ds.dtypes[b - 1] for b in chosen}
         if len(dtypes) > 1:
@@ -266,9 +274,19 @@ class GeoTiffReader:
         self.dtype = dtypes.pop()
         self.nodata = ds.nodata
         self.geometry = RasterGeometry(width=ds.width, height=ds.height, crs=ds.crs, transform=ds.transform)
+        # NaN is never a pixel value a model can use: in float bands it is nodata whatever the file says.
+        self._nan_is_nodata = np.dtype(self.dtype).kind == "f"
         if not self.geometry.georeferenced:
             warnings.warn(
                 f"{self.path}: no georeferencing (no CRS or transform); outputs will be in pixel units",
+                UserWarning,
+                stacklevel=4,
+            )
+        elif self.geometry.crs is None:
+            warnings.warn(
+                f"{self.path}: a geotransform but no CRS; outputs keep the transform's coordinates without "
+                f"naming a CRS, areas are not in m² and the GeoJSON is not WGS 84 - assign the CRS to the file "
+                f"(e.g. gdal_edit.py -a_srs EPSG:XXXX) for georeferenced outputs",
                 UserWarning,
                 stacklevel=4,
             )
@@ -345,12 +363,19 @@ class GeoTiffReader:
     def valid_mask(self, window: Window) -> np.ndarray:
         """Which pixels of ``window`` hold data.
 
-        A pixel is valid when it is inside the raster and (alpha band > 0 if the raster has one, else
-        GDAL's dataset mask: not nodata in at least one band, or set in an internal mask).
+        A pixel is valid when it is inside the raster, (alpha band > 0 if the raster has one, else GDAL's
+        dataset mask: not nodata in at least one band, or set in an internal mask) and, in float bands, not
+        NaN in any selected band (NaN counts as nodata even when the file declares none).
 
         Returns:
             (window.height, window.width) bool.
         """
+        if self._nan_is_nodata:
+            return self._read_with_mask(window)[1]
+        return self._mask(window)
+
+    def _mask(self, window: Window) -> np.ndarray:
+        """The mask of :meth:`valid_mask` without the NaN rule."""
         h, w = int(window.height), int(window.width)
         out = np.zeros((h, w), bool)
         inter = _intersect(window, self.width, self.height)
@@ -372,8 +397,15 @@ class GeoTiffReader:
         out[ro : ro + (r1 - r0), co : co + (c1 - c0)] = valid
         return out
 
-    def read_with_mask(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`read` and :meth:`valid_mask` of one window: ((C, h, w) pixels, (h, w) bool valid)."""
+    def read_with_mask(self, window: Window, *, nan_mask: bool = False):
+        """:meth:`read` and :meth:`valid_mask` of one window: ((C, h, w) pixels, (h, w) bool valid).
+
+        With ``nan_mask``, a third item: (h, w) bool, the pixels made invalid only because they are NaN (the
+        file's own mask calls them valid; worth a warning), or None for integer bands."""
+        data, valid, nan = self._read_with_mask(window)
+        return (data, valid, nan) if nan_mask else (data, valid)
+
+    def _read_with_mask(self, window: Window):
         if self._nodata_override:  # the mask comes from the pixels themselves: read them once
             data = self.read(window)
             valid = np.zeros(data.shape[1:], bool)
@@ -383,8 +415,13 @@ class GeoTiffReader:
                 ro, co = r0 - int(window.row_off), c0 - int(window.col_off)
                 inside = data[:, ro : ro + (r1 - r0), co : co + (c1 - c0)]
                 valid[ro : ro + (r1 - r0), co : co + (c1 - c0)] = self._valid_from_values(inside)
-            return data, valid
-        return self.read(window), self.valid_mask(window)
+        else:
+            data, valid = self.read(window), self._mask(window)
+        nan = None
+        if self._nan_is_nodata:
+            nan = np.isnan(data).any(axis=0) & valid
+            valid &= ~nan
+        return data, valid, nan
 
     def _valid_from_values(self, data: np.ndarray) -> np.ndarray:
         """(h, w) bool: some selected band differs from the (overriding) nodata value."""
@@ -453,7 +490,7 @@ class GeoTiffReader:
         hi = np.full(c, -np.inf)
         valid_px = sampled = 0
         for win in windows:
-            data, valid = self.read_with_mask(win)
+            data, valid, _ = self._read_with_mask(win)
             sampled += valid.size
             n = int(valid.sum())
             if n == 0:
@@ -502,10 +539,6 @@ def open_raster(
 
 
 # ---------------------------------------------------------------------------------------------- writer
-
-
-def _partial_path(path: Path, suffix: str = ".partial") -> Path:
-    return path.with_name(path.name + suffix)
 
 
 class RasterWriter:
@@ -558,7 +591,8 @@ class RasterWriter:
             raise SmallsegError(f"{self.path}: folder {self.path.parent} does not exist; create it first")
         if self.path.exists() and not overwrite:
             raise SmallsegError(f"{self.path}: exists; remove it or allow overwriting")
-        self.partial_path = _partial_path(self.path)
+        self.partial_path = partial_path(self.path)  # smallseg.io.atomic's one naming scheme
+        self._cog_path = partial_path(self.path)
         self.rows_written = 0
         self._ds = None
         self._buffer = None
@@ -600,7 +634,6 @@ class RasterWriter:
             profile["transform"] = g.transform
         if self.compress != "none" and np.dtype(self.dtype).kind in "iu":
             profile["predictor"] = 2  # horizontal differencing: label runs compress better
-        self.partial_path.unlink(missing_ok=True)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -674,7 +707,7 @@ class RasterWriter:
             self._ds.close()
             self._ds = None
             if self.cog:
-                cog_path = _partial_path(self.path, ".partial-cog")
+                cog_path = self._cog_path
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -709,7 +742,7 @@ class RasterWriter:
                 pass
             self._ds = None
         self.partial_path.unlink(missing_ok=True)
-        _partial_path(self.path, ".partial-cog").unlink(missing_ok=True)
+        self._cog_path.unlink(missing_ok=True)
 
 
 def label_writer(path: str | os.PathLike, geometry: RasterGeometry, **kwargs) -> RasterWriter:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from smallseg.io.atomic import atomic_path
+
 # Class colours (class id 1, 2, ...; repeats after the last): yellow, magenta, cyan, orange, lime, red.
 CLASS_COLOURS = np.array(
     [[255, 230, 0], [255, 0, 200], [0, 220, 255], [255, 140, 0], [120, 255, 0], [255, 40, 40]], np.uint8
@@ -288,9 +290,10 @@ def render_quicklook(grid: QuicklookGrid, parts: list[QuicklookPart], n_bands: i
 
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
-    """Write an (H, W, 3) uint8 array as PNG (deterministic bytes: no timestamps)."""
+    """Write an (H, W, 3) uint8 array as PNG (deterministic bytes: no timestamps), atomically."""
     from PIL import Image
 
     path = Path(path)
-    Image.fromarray(rgb, "RGB").save(path, format="PNG", compress_level=3)  # fast; the PNG stays small
+    with atomic_path(path) as tmp:
+        Image.fromarray(rgb, "RGB").save(tmp, format="PNG", compress_level=3)  # fast; the PNG stays small
     return path

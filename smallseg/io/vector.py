@@ -13,8 +13,9 @@ several pieces (possible after stitching gave contested pixels to a neighbour) i
   rounded to 1e-7 degree (about 1 cm); vertices are reprojected one by one (no densification: on
 pixel-sized edges the curvature is far below that rounding). That is what web maps and most GeoJSON tools assume; use the
   GeoPackage for exact pixel-edge geometry in the raster's own CRS. A raster without a CRS gives
-  coordinates in its pixel grid (x = column, y = row), which is not RFC 7946: the file says so in its
-  ``"smallseg_coordinates"`` member.
+  coordinates in its pixel grid (x = column, y = row) or its transform's map coordinates, and a CRS with no
+  conversion to WGS 84 (engineering / ``LOCAL_CS``) its own coordinates: not RFC 7946, and the file says so
+  in its ``"smallseg_coordinates"`` member (:func:`geojson_coordinates_note`).
 
 Fields of both: ``id`` (the object's value in the label raster), ``class_id``, ``class``, ``score``,
 ``area_px``, ``area_m2`` (null without a projected CRS).
@@ -177,28 +178,59 @@ class GeoPackageWriter:
         return self.path
 
 
+def geojson_coordinates_note(crs: CRS | None, transform: Affine | None = None) -> str:
+    """Why a GeoJSON of polygons in ``crs`` (and ``transform``) cannot be RFC 7946 WGS 84, or ``""`` when it can.
+
+    - No CRS, identity transform: pixel grid coordinates (the long-standing case, noted in the file).
+    - No CRS but a transform: the transform's map coordinates, in a CRS nobody named.
+    - A CRS PROJ cannot convert to WGS 84 (an engineering / ``LOCAL_CS`` site grid, say): the raster's own
+      coordinates. That is what a QGIS user can still use: the polygons line up with the raster once the
+      layer is given the raster's CRS (the GeoPackage records it and lines up at once), whereas leaving the
+      file out would break a batch that asked for it, and guessing a reprojection would put them somewhere
+      else on Earth.
+    """
+    if crs is None:
+        if transform is None or transform.is_identity:
+            return ""
+        return "map coordinates of the source raster's transform, which names no CRS (not WGS 84)"
+    try:
+        rasterio.warp.transform(crs, "EPSG:4326", [0.0], [0.0])
+    except Exception:  # noqa: BLE001 - PROJ/GDAL say "no coordinate operation" in several ways
+        return (f"coordinates in the source raster's own CRS ({crs.to_string()[:80]}), which cannot be converted "
+                f"to WGS 84 (not RFC 7946); the GeoPackage records that CRS")
+    return ""
+
+
 class GeoJSONWriter:
     """Stream object polygons into an RFC 7946 GeoJSON FeatureCollection (see module docstring).
 
     Args:
         path: the ``.geojson`` to create (replaced if it exists).
-        crs: the polygons' CRS; they are reprojected to WGS 84. None: written in pixel coordinates.
+        crs: the polygons' CRS; they are reprojected to WGS 84. None, or a CRS without a conversion to
+            WGS 84 (an engineering CRS): written as they are, and the file says so in its
+            ``"smallseg_coordinates"`` member (see :func:`geojson_coordinates_note`; also in :attr:`note`).
         class_names: name of class 1, 2, ...
         name: the collection's ``name`` member.
+        transform: the raster's transform (tells pixel grid coordinates from a transform's map coordinates
+            when there is no CRS).
 
     Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike, crs: CRS | None, class_names: Sequence[str], name: str = "objects"):
+    def __init__(self, path: str | os.PathLike, crs: CRS | None, class_names: Sequence[str], name: str = "objects",
+                 *, transform: Affine | None = None):
         self.path = Path(path)
         self.crs = crs
         self.class_names = list(class_names)
         self.count = 0
-        self._wgs84 = crs is not None and crs != CRS.from_epsg(4326)
+        self.note = geojson_coordinates_note(crs, transform)
+        self._wgs84 = crs is not None and not self.note and crs != CRS.from_epsg(4326)
         self._fh = open(self.path, "w", encoding="utf-8")
         head = {"type": "FeatureCollection", "name": name}
-        if crs is None:
+        if crs is None and (transform is None or transform.is_identity):
             head["smallseg_coordinates"] = "pixel grid of the source raster (x = column, y = row), not WGS 84"
+        elif self.note:
+            head["smallseg_coordinates"] = self.note
         self._fh.write(json.dumps(head)[:-1] + ', "features": [')
 
     def __enter__(self) -> "GeoJSONWriter":

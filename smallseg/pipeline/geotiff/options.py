@@ -1,0 +1,276 @@
+"""What a GeoTIFF prediction may be told: one frozen options object that validates itself at construction.
+
+:class:`GeoTiffOptions` holds every setting of :func:`~smallseg.pipeline.geotiff.predict_geotiff` except the
+input, the output folder and the model. A bad value is refused when the object is built - before a model is
+loaded or a raster opened - with an :class:`OptionError`: a one-line
+:class:`~smallseg.errors.SmallsegError` that names the option by its Python name (``overlap_px -5: must be
+>= 0 ...``); the command line translates the name to its flag (``--overlap``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from smallseg.decode.centroids import DecodeConfig
+from smallseg.errors import SmallsegError
+
+FORMATS = ("tif", "gpkg", "geojson", "csv", "png", "json")
+# Output kind -> file name suffix after STEM (in OUT).
+OUTPUT_SUFFIXES = {
+    "instances": ".instances.tif",
+    "classes": ".classes.tif",
+    "gpkg": ".gpkg",
+    "geojson": ".geojson",
+    "csv": ".objects.csv",
+    "quicklook": ".quicklook.png",
+    "run": ".run.json",
+}
+# Format (what a user asks for) -> the output kinds it produces.
+FORMAT_KINDS = {"tif": ("instances", "classes"), "gpkg": ("gpkg",), "geojson": ("geojson",), "csv": ("csv",),
+                "png": ("quicklook",), "json": ()}
+COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
+
+MIN_TILE_PX = 16
+# Pixels of one forward pass (tile_size_px² x batch_size) at most. Measured with the shipped model on a CPU:
+# 430-650 B of peak memory per input pixel (activations of every layer at full resolution), so this bound
+# is about 29-44 GB; a larger batch is a typo (``--tile 1000000000``), refused before anything is allocated.
+MAX_BATCH_PX = 2**26
+_BYTES_PER_PX = 430
+MAX_BATCH_SIZE = 4096
+MAX_DECODE_WORKERS = 256
+
+
+class OptionError(SmallsegError):
+    """A bad option value: ``"{option} {value}: {reason}"`` with the option's Python name.
+
+    Attributes:
+        option: the Python name (``"overlap_px"``); front ends map it to their spelling (``--overlap``).
+        value: the value as text.
+        reason: what is wrong and what to do.
+    """
+
+    def __init__(self, option: str, value, reason: str):
+        self.option = option
+        self.value = value if isinstance(value, str) else _text(value)
+        self.reason = reason
+        super().__init__(f"{option} {self.value}: {reason}")
+
+    def renamed(self, name: str) -> SmallsegError:
+        """The same message with the option spelled ``name`` (e.g. a CLI flag)."""
+        return SmallsegError(f"{name} {self.value}: {self.reason}")
+
+
+def _text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_batch_pixels(tile_size_px: int, batch_size: int) -> None:
+    """Refuse a forward pass of more than :data:`MAX_BATCH_PX` pixels (one line, nothing allocated)."""
+    pixels = int(tile_size_px) ** 2 * int(batch_size)
+    if pixels > MAX_BATCH_PX:
+        need_gb = pixels * _BYTES_PER_PX / 1e9
+        raise OptionError(
+            "tile_size_px", tile_size_px,
+            f"{batch_size} tile(s) of that size are {pixels:.3g} px per forward pass, about {need_gb:.3g} GB of "
+            f"model memory; at most {MAX_BATCH_PX:,} px (tile side² x tiles per pass) - use tiles of a few hundred "
+            f"to a few thousand px")
+
+
+@dataclass(frozen=True)
+class GeoTiffOptions:
+    """Settings of a GeoTIFF prediction (validated when built; see the module docstring).
+
+    Attributes:
+        tile_size_px: tile side in px (default None: the model's training tile); 16 or more.
+        overlap_px: tile overlap in px, >= 0 and < the tile (default None: from the model's largest object,
+            see :func:`~smallseg.pipeline.array.plan_tiling`).
+        batch_size: tiles per forward pass.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``; a model passed in loaded
+            stays on its device unless this names one (other than ``"auto"``).
+        amp: float16 autocast on CUDA.
+        decode_workers: threads decoding the model's outputs (1: the thread that also stitches and writes).
+            The decoder's loops release the GIL; on a GPU, whose forward pass outpaces one CPU decoder, use
+            about as many as there are free CPU cores. Outputs do not depend on it.
+        bands: 1-based band numbers in the model's order (default: the model's ``band_indices``, else all
+            bands, an alpha band dropped when that leaves the model's band count).
+        nodata: override the input's nodata value (pixels equal to it in every band are nodata); NaN allowed.
+        min_score: drop objects scoring lower, in [0, 1] (default: the model's decode setting).
+        min_area_px: drop objects with fewer pixels in their tile, >= 1 (default: the model's decode setting).
+        decode: further decoding overrides: a :class:`~smallseg.decode.centroids.DecodeConfig` (used as is)
+            or a mapping of some of its fields (stored as sorted ``(name, value)`` pairs).
+        formats: subset of :data:`FORMATS` (a sequence or a comma string); ``STEM.run.json`` is always written
+            (it marks the run finished).
+        cog: write the rasters as Cloud Optimized GeoTIFFs (with overviews).
+        compress: raster compression: ``"deflate"``, ``"zstd"``, ``"lzw"`` or ``"none"``.
+        resume: continue an interrupted run in the output folder; a finished one is returned as it is when
+            it was made from the same input, model and settings, else refused (see ``overwrite``).
+        overwrite: replace a finished or interrupted run (with ``resume``: continue an interrupted run when it
+            matches, else start over).
+        progress: show a progress bar (tiles, objects, megapixels/s, ETA).
+        duplicate_ios: stitching: share of the smaller object two objects must share to be duplicates, (0, 1].
+    """
+
+    tile_size_px: int | None = None
+    overlap_px: int | None = None
+    batch_size: int = 4
+    device: str | None = "auto"
+    amp: bool = False
+    decode_workers: int = 1
+    bands: tuple[int, ...] | None = None
+    nodata: float | None = None
+    min_score: float | None = None
+    min_area_px: int | None = None
+    decode: DecodeConfig | tuple | None = None
+    formats: tuple[str, ...] = FORMATS
+    cog: bool = False
+    compress: str = "deflate"
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    duplicate_ios: float = 0.5
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen: normalise once
+        for name in ("amp", "cog", "resume", "overwrite", "progress"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise OptionError(name, value, "must be True or False")
+            set_(name, bool(value))
+        if self.tile_size_px is not None:
+            if not _is_int(self.tile_size_px) or self.tile_size_px < MIN_TILE_PX:
+                raise OptionError("tile_size_px", self.tile_size_px, f"must be a whole number of at least {MIN_TILE_PX} px")
+            set_("tile_size_px", int(self.tile_size_px))
+        if self.overlap_px is not None:
+            if not _is_int(self.overlap_px) or self.overlap_px < 0:
+                raise OptionError("overlap_px", self.overlap_px,
+                                  "must be >= 0 (a whole number of px; 0 = tiles that only touch)")
+            set_("overlap_px", int(self.overlap_px))
+            if self.tile_size_px is not None and self.overlap_px >= self.tile_size_px:
+                raise OptionError("overlap_px", self.overlap_px,
+                                  f"must be smaller than tile_size_px {self.tile_size_px}; use a larger tile")
+        if not _is_int(self.batch_size) or not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise OptionError("batch_size", self.batch_size, f"must be a whole number from 1 to {MAX_BATCH_SIZE}")
+        set_("batch_size", int(self.batch_size))
+        if self.tile_size_px is not None:
+            check_batch_pixels(self.tile_size_px, self.batch_size)
+        set_("device", self._checked_device())
+        if not _is_int(self.decode_workers) or not 1 <= self.decode_workers <= MAX_DECODE_WORKERS:
+            raise OptionError("decode_workers", self.decode_workers,
+                              f"must be a whole number from 1 to {MAX_DECODE_WORKERS}")
+        set_("decode_workers", int(self.decode_workers))
+        if self.bands is not None:
+            bands = [self.bands] if _is_int(self.bands) else self.bands
+            if isinstance(bands, str) or not isinstance(bands, Sequence) or not bands or \
+                    not all(_is_int(b) and b >= 1 for b in bands):
+                raise OptionError("bands", self.bands, "use 1-based band numbers, e.g. (1, 2, 3)")
+            set_("bands", tuple(int(b) for b in bands))
+        if self.nodata is not None:
+            if not _is_real(self.nodata) or math.isinf(self.nodata):
+                raise OptionError("nodata", self.nodata, "must be a finite number or NaN")
+            set_("nodata", float(self.nodata))
+        if self.min_score is not None:
+            if not _is_real(self.min_score) or not 0 <= self.min_score <= 1:
+                raise OptionError("min_score", self.min_score, "must be between 0 and 1")
+            set_("min_score", float(self.min_score))
+        if self.min_area_px is not None:
+            if not _is_int(self.min_area_px) or self.min_area_px < 1:
+                raise OptionError("min_area_px", self.min_area_px, "must be a whole number of at least 1 px")
+            set_("min_area_px", int(self.min_area_px))
+        set_("decode", self._checked_decode())
+        set_("formats", self._checked_formats())
+        if not isinstance(self.compress, str) or self.compress.lower() not in COMPRESSIONS:
+            raise OptionError("compress", self.compress, f"use one of {', '.join(COMPRESSIONS)}")
+        set_("compress", self.compress.lower())
+        if not _is_real(self.duplicate_ios) or not 0 < self.duplicate_ios <= 1:
+            raise OptionError("duplicate_ios", self.duplicate_ios, "must be in (0, 1]")
+        set_("duplicate_ios", float(self.duplicate_ios))
+
+    def _checked_device(self) -> str | None:
+        device = self.device
+        if device is None:
+            return None
+        if isinstance(device, torch.device):
+            return str(device)
+        if not isinstance(device, str):
+            raise OptionError("device", device, "use auto, cpu, cuda or cuda:N")
+        if device == "auto":
+            return device
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError):
+            raise OptionError("device", device, "use auto, cpu, cuda or cuda:N") from None
+        return device
+
+    def _checked_decode(self):
+        decode = self.decode
+        if decode is None or isinstance(decode, DecodeConfig):
+            return decode
+        items = dict(decode) if isinstance(decode, (Mapping, tuple, list)) else None
+        if items is None:
+            raise OptionError("decode", type(decode).__name__, "use a DecodeConfig or a dict of its fields")
+        known = set(DecodeConfig.__dataclass_fields__)
+        unknown = sorted(set(items) - known)
+        if unknown:
+            raise OptionError("decode", ",".join(map(str, unknown)),
+                              f"unknown decode setting(s); known: {', '.join(sorted(known))}")
+        for key, value in items.items():
+            if not _is_real(value) or not math.isfinite(value):
+                raise OptionError(f"decode[{key!r}]", value, "must be a finite number")
+        return tuple(sorted(items.items()))
+
+    def _checked_formats(self) -> tuple[str, ...]:
+        formats = self.formats
+        given = formats
+        if isinstance(formats, str):
+            formats = [f for f in formats.split(",") if f.strip()]
+        if not isinstance(formats, Sequence) or not all(isinstance(f, str) for f in formats):
+            raise OptionError("formats", given, f"use a comma list of {','.join(FORMATS)}")
+        chosen = tuple(dict.fromkeys(f.strip().lower() for f in formats))
+        if not chosen or any(f not in FORMATS for f in chosen):
+            raise OptionError("formats", given, f"use a comma list of {','.join(FORMATS)}")
+        return chosen
+
+    # -- derived ----------------------------------------------------------------------------------------
+
+    @property
+    def output_kinds(self) -> frozenset[str]:
+        """The output kinds (keys of :data:`OUTPUT_SUFFIXES`, ``run`` aside) these formats produce."""
+        return frozenset(kind for f in self.formats for kind in FORMAT_KINDS[f])
+
+    def decode_overrides(self) -> dict:
+        """``decode`` as a dict of DecodeConfig fields (all of them for a DecodeConfig), with ``min_score`` /
+        ``min_area_px`` applied on top."""
+        if isinstance(self.decode, DecodeConfig):
+            overrides = dataclasses.asdict(self.decode)
+        else:
+            overrides = dict(self.decode or ())
+        if self.min_score is not None:
+            overrides["min_score"] = self.min_score
+        if self.min_area_px is not None:
+            overrides["min_area_px"] = self.min_area_px
+        return overrides
+
+    def replace(self, **changes) -> GeoTiffOptions:
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+OPTION_NAMES = tuple(f.name for f in dataclasses.fields(GeoTiffOptions))

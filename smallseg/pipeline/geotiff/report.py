@@ -1,0 +1,198 @@
+"""What a run reports: warnings and timings collected on the way, the input checks that only warn, and
+``STEM.run.json`` (parameters, counts, timings, warnings, versions; written last, it marks the run finished).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smallseg.io.geotiff import GeoTiffReader
+from smallseg.pipeline.geotiff.options import OUTPUT_SUFFIXES
+
+# Band statistics further than this many training standard deviations from the training mean get a warning.
+_STATS_WARN_Z = 3.0
+# Pixel sizes more than this factor outside the model's (augmented) training range get a warning.
+_PIXEL_SIZE_WARN_FACTOR = 2.0
+
+
+@dataclass
+class Session:
+    """Bookkeeping of one call (what goes into run.json besides the parameters)."""
+
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+    def add_time(self, name: str, seconds: float) -> None:
+        self.timings[name] = self.timings.get(name, 0.0) + seconds
+
+
+def now_iso() -> str:
+    """The current UTC time, ``2026-01-31T12:34:56.78Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+def mtime_iso(path: Path) -> str:
+    """A file's modification time, UTC, to the second."""
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def class_names(model) -> list[str]:
+    """Name of class 1, 2, ... of ``model`` (``class1``, ... when it has none)."""
+    names = model.config.class_names
+    return list(names) if names else [f"class{i}" for i in range(1, model.config.classes + 1)]
+
+
+# ------------------------------------------------------------------------------------------ input checks
+
+
+def check_band_stats(reader: GeoTiffReader, model, session: Session) -> dict | None:
+    """Compare the input's band statistics with the training ones; warn (never fail) when far apart."""
+    config = model.config
+    stats = reader.band_stats(max_windows=16, window_px=256, require_valid=False)  # ~1 MP: cheap for any scene
+    if stats.valid_px == 0:
+        return None
+    summary = {"mean": stats.mean.round(4).tolist(), "std": stats.std.round(4).tolist(),
+               "min": stats.min.tolist(), "max": stats.max.tolist(), "valid_px_sampled": stats.valid_px}
+    if config.norm_mean is None or config.norm_std is None:
+        return summary
+    scaled_mean = stats.mean * config.input_scale
+    z = (scaled_mean - np.asarray(config.norm_mean)) / np.asarray(config.norm_std)
+    summary["z_vs_training"] = z.round(2).tolist()
+    far = np.flatnonzero(np.abs(z) > _STATS_WARN_Z)
+    if len(far):
+        b = int(far[0])
+        train_mean = config.norm_mean[b] / config.input_scale
+        session.warn(
+            f"{reader.path}: band {reader.bands[b]} mean {stats.mean[b]:.4g} is {abs(z[b]):.1f} training standard "
+            f"deviations from the training mean {train_mean:.4g} (in this file's units); results may be poor - "
+            f"check --bands and that the data type/scaling matches the model's training data ({reader.dtype} here)"
+        )
+    return summary
+
+
+def check_pixel_size(reader: GeoTiffReader, model, session: Session) -> None:
+    """Warn (never fail) when the input's pixel size is far from the one the model was trained at: a
+    detector of 4 m cars finds nothing in a 30 m Landsat scene, and it should say why."""
+    trained = (model.config.training or {}).get("train_pixel_size_m")
+    size_m = reader.geometry.pixel_size_m
+    if not trained or size_m is None:
+        return
+    lo, hi = (float(v) for v in trained)
+    if lo / _PIXEL_SIZE_WARN_FACTOR <= size_m <= hi * _PIXEL_SIZE_WARN_FACTOR:
+        return
+    middle = float(np.sqrt(lo * hi))
+    factor = size_m / middle
+    session.warn(
+        f"{reader.path}: pixel size {size_m:.3g} m is far outside the {lo:.3g}-{hi:.3g} m the model was trained "
+        f"at (objects look ~{max(factor, 1 / factor):.0f}x {'smaller' if factor > 1 else 'larger'} than it "
+        f"expects); results may be poor - resample the input to about {middle:.2g} m or use a model trained "
+        f"at this resolution"
+    )
+
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def versions() -> dict[str, str]:
+    import rasterio
+
+    import smallseg
+
+    out = {"smallseg": smallseg.__version__, "python": platform.python_version(), "numpy": np.__version__,
+           "torch": torch.__version__, "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__}
+    for name in ("segmentation_models_pytorch", "timm", "pyogrio", "shapely"):
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                module = __import__(name)
+            except ImportError:
+                continue
+        out[name] = getattr(module, "__version__", "?")
+    return out
+
+
+def run_report(job, stats: dict | None, counts: dict, started: str, first_row: int) -> dict:
+    """The content of ``STEM.run.json`` for ``job`` (a :class:`~smallseg.pipeline.geotiff.run.SceneJob`)."""
+    path, outputs, reader, model, plan, grid = job.path, job.work, job.reader, job.model, job.plan, job.grid
+    params, session, options = job.params, job.session, job.options
+    config = model.config
+    geometry = reader.geometry
+    names = class_names(model)
+    per_class = counts["per_class"][1 : config.classes + 1]
+    return {
+        "smallseg_run": 1,
+        "finished": now_iso(),
+        "started": started,
+        "input": {
+            "path": str(path.resolve()),
+            "width": geometry.width,
+            "height": geometry.height,
+            "crs": geometry.crs.to_string() if geometry.crs is not None else None,
+            "transform": list(geometry.transform)[:6],
+            "georeferenced": geometry.georeferenced,
+            "linear_units": geometry.linear_units,
+            "pixel_area": geometry.pixel_area,
+            "pixel_area_m2": geometry.pixel_area_m2,
+            "pixel_size_m": geometry.pixel_size_m,
+            "bands": list(reader.bands),
+            "dtype": reader.dtype,
+            "nodata": reader.nodata,
+            "band_stats_sampled": stats,
+        },
+        "model": {
+            **job.model_info,
+            "sha256": params["model_sha256"],
+            "class_names": names,
+            "config": {k: getattr(config, k) for k in (
+                "encoder_name", "encoder_output_stride", "in_channels", "classes", "heads", "lfe",
+                "max_distance_px", "tile_size_px", "input_scale", "norm_mean", "norm_std", "band_indices")},
+        },
+        "parameters": {
+            "tile_size_px": plan.tile_size_px,
+            "overlap_px": plan.overlap_px,
+            "overlap_reason": plan.overlap_reason,
+            "batch_size": params["batch_size"],
+            "device": params["device_type"],
+            "amp": params["amp"],
+            "duplicate_ios": params["duplicate_ios"],
+            "decode": asdict(job.decode_config),
+            "formats": list(options.formats),
+            "cog": options.cog,
+            "compress": options.compress,
+        },
+        "tiling": {
+            "tile_rows": grid.n_rows,
+            "tile_cols": grid.n_cols,
+            "tiles": len(grid),
+            "tiles_predicted": counts["tiles_predicted"],
+            "tiles_skipped_nodata": counts["tiles_skipped_nodata"],
+            "max_pending_rows": grid.max_pending_rows(),
+        },
+        "counts": {
+            "objects": counts["objects"],
+            "objects_per_class": dict(zip(names, per_class.tolist())),
+            "objects_touching_tile_edge": counts["touching_tile_edge"],
+            "valid_px": counts["valid_px"],
+            "scene_px": geometry.width * geometry.height,
+        },
+        "session": {"resumed_from_tile_row": first_row if first_row else None},
+        "timings_s": {k: round(v, 3) for k, v in session.timings.items()},
+        "outputs": {kind: p.name for kind, p in
+                    ((k, outputs.final(k)) for k in OUTPUT_SUFFIXES if k != "run") if p.exists()},
+        "warnings": session.warnings,
+        "versions": versions(),
+        "resume_key": params,
+    }

@@ -1,0 +1,453 @@
+"""Running GeoTIFF predictions: one scene (:func:`predict_geotiff`) or a batch of files and folders
+(:func:`predict_geotiffs`, with the per-file error policy).
+
+One scene, in order: the options are validated (when the :class:`GeoTiffOptions` was built), the model is
+loaded, the raster opened and the tiling planned - every input or settings problem is raised here, before
+anything is written; then the output folder is created and the scene's lock taken (:func:`scene_lock`), and
+under the lock a finished run is returned, redone or refused, an interrupted one resumed, and the tile rows
+streamed (:mod:`~smallseg.pipeline.geotiff.stream`) into the sinks (:mod:`~smallseg.pipeline.geotiff.sinks`);
+the outputs are moved into ``OUT`` when all are complete and ``STEM.run.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smallseg.decode.centroids import DecodeConfig
+from smallseg.errors import SmallsegError, one_line
+from smallseg.io.geotiff import GeoTiffReader, open_raster
+from smallseg.io.quicklook import quicklook_grid, render_quicklook, write_png
+from smallseg.io.tables import ObjectTable, read_objects_csv
+from smallseg.models import prepare_model, weights_fingerprint
+from smallseg.pipeline.array import decode_config_for, plan_tiling, TilingPlan
+from smallseg.pipeline.geotiff.options import OUTPUT_SUFFIXES, GeoTiffOptions, OptionError, check_batch_pixels
+from smallseg.pipeline.geotiff.report import (
+    Session,
+    check_band_stats,
+    check_pixel_size,
+    class_names,
+    mtime_iso,
+    now_iso,
+    run_report,
+)
+from smallseg.pipeline.geotiff.sinks import Sink
+from smallseg.pipeline.geotiff.stream import stream_rows
+from smallseg.pipeline.geotiff.workdir import (
+    QUICKLOOK_MAX_SIDE_PX,
+    Checkpoint,
+    WorkDir,
+    finished_run,
+    load_band,
+    open_work,
+    run_params,
+    scene_lock,
+    write_json,
+)
+from smallseg.tiling.grid import TileGrid, tile_windows
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".png")
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class PredictionResult:
+    """What :func:`predict_geotiff` produced.
+
+    Attributes:
+        input_path: the input raster.
+        paths: output kind -> file in the output folder (``instances``, ``classes``, ``gpkg``, ``geojson``,
+            ``csv``, ``quicklook``, ``run``; only the requested ones).
+        objects: the stitched objects sorted by id (scene px; see
+            :class:`~smallseg.tiling.stitch.ObjectTable`). When ``STEM.objects.csv`` was written the table
+            is not kept in memory during the run (a continental scene has millions of objects): it is read
+            from the CSV on first access.
+        class_names: name of class 1, 2, ...
+        run: the content of ``STEM.run.json`` (parameters, counts, timings, warnings).
+        skipped: True when the folder already held this finished run (``resume=True``) and nothing ran.
+    """
+
+    input_path: Path
+    paths: dict[str, Path]
+    class_names: list[str]
+    run: dict
+    skipped: bool = False
+    table: ObjectTable | None = field(default=None, repr=False)
+
+    @property
+    def objects(self) -> ObjectTable:
+        if self.table is None:
+            csv_path = self.paths.get("csv")
+            self.table = read_objects_csv(csv_path) if csv_path is not None and csv_path.exists() \
+                else ObjectTable.empty()
+        return self.table
+
+    @property
+    def n_objects(self) -> int:
+        counted = self.run.get("counts", {}).get("objects")
+        return int(counted) if counted is not None else len(self.objects)
+
+    def summary(self) -> str:
+        """One line: input, object count per class, time, where the outputs are."""
+        per_name = self.run.get("counts", {}).get("objects_per_class")
+        if per_name is None:
+            per_name = dict(zip(self.class_names, np.bincount(
+                self.objects.class_ids, minlength=len(self.class_names) + 1)[1:].tolist()))
+        per_class = ", ".join(f"{per_name.get(name, 0)} {name}" for name in self.class_names)
+        state = "already finished" if self.skipped else f"{self.run.get('timings_s', {}).get('total', 0):.1f} s"
+        note = " (no valid pixels)" if self.run.get("counts", {}).get("valid_px", 1) == 0 else ""
+        where = self.paths["run"].parent
+        return f"{self.input_path}: {self.n_objects} objects ({per_class}){note}, {state} -> {where}"
+
+
+@dataclass(frozen=True)
+class InputFailure:
+    """One input of :func:`predict_geotiffs` that did not finish.
+
+    Attributes:
+        path: the input.
+        message: one line (starts with the input's path).
+        resumable: an interrupted run's checkpoints are in the output folder (``resume=True`` continues).
+    """
+
+    path: Path
+    message: str
+    resumable: bool = False
+
+
+@dataclass
+class BatchResult:
+    """What :func:`predict_geotiffs` did: per input a :class:`PredictionResult` or an :class:`InputFailure`.
+
+    Attributes:
+        inputs: every input, in order.
+        results: the finished ones (including finished runs returned as they were, ``skipped``).
+        failures: the others.
+    """
+
+    inputs: list[Path]
+    results: list[PredictionResult] = field(default_factory=list)
+    failures: list[InputFailure] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 every input done, 1 some failed, 2 none done (the command line's exit status)."""
+        if not self.failures:
+            return 0
+        return 1 if self.results else 2
+
+    def summary(self) -> str:
+        return f"{len(self.results)} of {len(self.inputs)} inputs done, {len(self.failures)} failed"
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders into the rasters to predict.
+
+    Args:
+        paths: files (kept as given, even if missing: the run reports them) and folders (their ``*.tif``,
+            ``*.tiff`` and ``*.png`` files, sorted, not recursive; hidden files and smallseg's own outputs
+            ``*.instances.tif`` / ``*.classes.tif`` / ``*.quicklook.png`` skipped).
+
+    Returns:
+        Paths in order, without duplicates. Two inputs with one stem would write the same output names:
+        that is a one-line error.
+    """
+    own = tuple(OUTPUT_SUFFIXES[k] for k in ("instances", "classes", "quicklook"))
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES
+                           and not f.name.startswith(".") and not f.name.endswith(own))
+            if not files:
+                raise SmallsegError(f"{p}: no *.tif, *.tiff or *.png files in this folder")
+            found.extend(files)
+        else:
+            found.append(p)
+    unique = list(dict.fromkeys(found))
+    by_stem: dict[str, Path] = {}
+    for p in unique:
+        if p.stem in by_stem:
+            raise SmallsegError(f"{by_stem[p.stem]} and {p}: both would write {p.stem}.* into the output folder; "
+                                f"predict them into different output folders")
+        by_stem[p.stem] = p
+    return unique
+
+
+# ------------------------------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class _Model:
+    """A loaded model, how run.json names it, and its fingerprint (resume markers)."""
+
+    module: torch.nn.Module
+    info: dict
+    sha256: str
+
+
+def _load_model(model, device) -> _Model:
+    module, source = prepare_model(model, device)
+    return _Model(module, source.to_dict(), weights_fingerprint(module))
+
+
+# ------------------------------------------------------------------------------------------------- a scene
+
+
+@dataclass
+class SceneJob:
+    """Everything one scene's run works with (built once the input and settings are known to be good)."""
+
+    path: Path
+    work: WorkDir
+    reader: GeoTiffReader
+    model: torch.nn.Module
+    model_info: dict
+    options: GeoTiffOptions
+    decode_config: DecodeConfig
+    plan: TilingPlan
+    grid: TileGrid
+    session: Session
+    params: dict = field(default_factory=dict)
+
+
+def _options(options: GeoTiffOptions | None, values: dict) -> GeoTiffOptions:
+    if options is None:
+        return GeoTiffOptions(**values)
+    if not isinstance(options, GeoTiffOptions):
+        raise TypeError(f"options must be a GeoTiffOptions, not {type(options).__name__}")
+    return options.replace(**values) if values else options
+
+
+def predict_geotiff(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    model: str | os.PathLike | torch.nn.Module = "remote-sensing",
+    *,
+    options: GeoTiffOptions | None = None,
+    on_row_done: Callable[[int], None] | None = None,
+    **option_values,
+) -> PredictionResult:
+    """Find the objects in a GeoTIFF of any size and write georeferenced outputs (see the package docstring).
+
+    Args:
+        path: input raster: GeoTIFF, or any raster GDAL reads (plain TIFF, PNG: pixel units, with a warning).
+        out_dir: output folder (created). Outputs are named after the input's stem: ``STEM.instances.tif``
+            (uint32 object ids, 0 = background), ``STEM.classes.tif`` (uint8 class, 0 = background,
+            255 = nodata), ``STEM.gpkg`` / ``STEM.geojson`` (one polygon per object), ``STEM.objects.csv``,
+            ``STEM.quicklook.png``, ``STEM.run.json`` (written last).
+        model: a built-in model name (``"remote-sensing"``), a checkpoint path, or a loaded SmallObjectNet.
+        options: a :class:`GeoTiffOptions`; ``option_values`` (its field names, e.g. ``tile_size_px=512``)
+            build one or change the given one.
+        on_row_done: called with ``n`` each time tile rows ``0..n-1`` are checkpointed (see
+            :func:`~smallseg.pipeline.geotiff.stream.stream_rows`).
+
+    Returns:
+        :class:`PredictionResult` (output paths, the object table, the run report).
+
+    Raises:
+        SmallsegError: bad input or settings (one line; nothing written), a finished or interrupted run in
+            ``out_dir`` without ``resume`` / ``overwrite``, or the scene's outputs in use by another process.
+    """
+    options = _options(options, option_values)
+    path = Path(path)
+    if not path.exists():
+        raise SmallsegError(f"{path}: no such file; check the path")
+    return _predict_scene(path, Path(out_dir), _load_model(model, options.device), options, on_row_done)
+
+
+def predict_geotiffs(
+    paths: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    model: str | os.PathLike | torch.nn.Module = "remote-sensing",
+    options: GeoTiffOptions | None = None,
+    on_error: str = "record",
+    on_done: Callable[[Path, PredictionResult | InputFailure], None] | None = None,
+    on_row_done: Callable[[Path, int], None] | None = None,
+) -> BatchResult:
+    """Predict every raster of ``paths`` (files and folders, see :func:`find_inputs`) into ``out_dir``.
+
+    The model is loaded once. A problem with the inputs as a whole (no rasters in a folder, two inputs with
+    one stem, an unknown model) raises before anything runs; a problem with one input does not stop the
+    others (``on_error="record"``): a :class:`SmallsegError` or an I/O / decoding error becomes an
+    :class:`InputFailure` with one line, and the batch goes on. ``on_error="raise"`` raises it instead.
+    Ctrl-C (KeyboardInterrupt) always stops the batch; the scene in progress can be resumed.
+
+    Args:
+        paths: raster files and folders.
+        out_dir: output folder for every input (each writes ``STEM.*``).
+        model: built-in model name, checkpoint path or loaded model.
+        options: :class:`GeoTiffOptions` for every input (default: the defaults).
+        on_error: ``"record"`` or ``"raise"``.
+        on_done: called after each input with its result or failure (e.g. to print a line per input).
+        on_row_done: called with (input, ``n``) each time tile rows ``0..n-1`` of that input are checkpointed.
+
+    Returns:
+        :class:`BatchResult`; its ``exit_code`` is 0 when every input is done, 1 when some failed, 2 when none
+        was done.
+    """
+    if on_error not in ("record", "raise"):
+        raise ValueError(f"on_error must be 'record' or 'raise', not {on_error!r}")
+    options = options if options is not None else GeoTiffOptions()
+    out_dir = Path(out_dir)
+    batch = BatchResult(inputs=find_inputs(paths))
+    loaded = _load_model(model, options.device)
+    for path in batch.inputs:
+        rows_done = None if on_row_done is None else (lambda n, p=path: on_row_done(p, n))
+        try:
+            if not path.exists():
+                raise SmallsegError(f"{path}: no such file; check the path")
+            outcome = _predict_scene(path, out_dir, loaded, options, rows_done)
+            batch.results.append(outcome)
+        except SmallsegError as exc:
+            if on_error == "raise":
+                raise
+            outcome = InputFailure(path, str(exc))
+        except (OSError, RuntimeError, ValueError, MemoryError) as exc:  # one bad file must not stop the rest
+            if on_error == "raise":
+                raise
+            outcome = InputFailure(path, f"{path}: {type(exc).__name__}: {one_line(exc)}",
+                                   resumable=WorkDir(path.stem, out_dir).resumable)
+        if isinstance(outcome, InputFailure):
+            batch.failures.append(outcome)
+        if on_done is not None:
+            on_done(path, outcome)
+    return batch
+
+
+def _open_reader(path: Path, model: torch.nn.Module, options: GeoTiffOptions, session: Session) -> GeoTiffReader:
+    """Open the input (its warnings go into the session: run.json lists them)."""
+    config = model.config
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        reader = open_raster(path, bands=options.bands if options.bands is not None else config.band_indices,
+                             expected_bands=config.in_channels, nodata=options.nodata)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            session.warn(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return reader
+
+
+def _plan(model: torch.nn.Module, reader: GeoTiffReader, options: GeoTiffOptions):
+    """Decoding settings, tiling plan and grid; settings that do not fit this model are refused here."""
+    decode_config = decode_config_for(model, options.decode_overrides())
+    tile = options.tile_size_px or int(model.config.tile_size_px)
+    if options.overlap_px is not None and options.overlap_px >= tile:
+        raise OptionError("overlap_px", options.overlap_px,
+                          f"must be smaller than the tile size {tile} px; use a larger tile_size_px")
+    check_batch_pixels(tile, options.batch_size)
+    plan = plan_tiling(model, options.tile_size_px, options.overlap_px, decode_config)
+    grid = tile_windows(reader.geometry.height, reader.geometry.width, plan.tile_size_px, plan.overlap_px)
+    return decode_config, plan, grid
+
+
+def _make_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SmallsegError(f"{out_dir}: cannot create the output folder ({exc.strerror})") from None
+
+
+def _predict_scene(path: Path, out_dir: Path, model: _Model, options: GeoTiffOptions,
+                   on_row_done: Callable[[int], None] | None) -> PredictionResult:
+    session = Session()
+    t_start = time.perf_counter()
+    reader = _open_reader(path, model.module, options, session)
+    try:
+        decode_config, plan, grid = _plan(model.module, reader, options)
+        t = time.perf_counter()
+        stats = check_band_stats(reader, model.module, session)  # the first pixels read: a damaged file fails here
+        session.add_time("band_stats", time.perf_counter() - t)
+        check_pixel_size(reader, model.module, session)
+        _make_out_dir(out_dir)
+        work = WorkDir(stem=path.stem, out_dir=out_dir)
+        job = SceneJob(path, work, reader, model.module, model.info, options, decode_config, plan, grid, session)
+        with scene_lock(work, path.name):
+            job.params = run_params(path, reader, model.sha256, plan, decode_config, options,
+                                    next(model.module.parameters()).device.type)
+            finished = finished_run(work, job.params, options)
+            if finished is not None:
+                return _finished_result(path, work, finished)
+            return _run_scene(job, stats, on_row_done, t_start)
+    finally:
+        reader.close()
+
+
+def _finished_result(path: Path, work: WorkDir, run: dict) -> PredictionResult:
+    paths = {kind: work.out_dir / name for kind, name in run.get("outputs", {}).items()}
+    paths["run"] = work.final("run")
+    return PredictionResult(input_path=path, paths=paths,
+                            class_names=list(run.get("model", {}).get("class_names", [])), run=run, skipped=True)
+
+
+def _run_scene(job: SceneJob, stats: dict | None, on_row_done, t_start: float) -> PredictionResult:
+    reader, session, work, options = job.reader, job.session, job.work, job.options
+    checkpoint = open_work(work, job.params, options, now_iso())
+    try:
+        table, counts, parts = _predict_and_write(job, checkpoint, on_row_done)
+        t = time.perf_counter()
+        if "png" in options.formats:
+            qgrid = quicklook_grid(job.grid.height, job.grid.width, QUICKLOOK_MAX_SIDE_PX)
+            write_png(work.staged("quicklook"), render_quicklook(qgrid, parts, reader.count))
+        session.add_time("csv_quicklook", time.perf_counter() - t)
+    except SmallsegError:
+        # Wrong input or options: resuming would fail the same way. Leave nothing behind.
+        shutil.rmtree(work.work, ignore_errors=True)
+        raise
+
+    if counts["valid_px"] == 0:
+        session.warn(f"{job.path}: no valid pixels (every pixel is nodata"
+                     f"{'' if reader.nodata is None else f' = {reader.nodata:g}'}); the outputs are empty")
+    if counts["nan_px"]:
+        session.warn(f"{job.path}: {counts['nan_px']} pixels are NaN in a band and were treated as nodata (the "
+                     f"file's nodata value or mask does not cover them)")
+
+    produced = options.output_kinds
+    paths = {}
+    for kind in OUTPUT_SUFFIXES:
+        if kind == "run":
+            continue
+        final = work.final(kind)
+        if kind in produced:
+            os.replace(work.staged(kind), final)
+            paths[kind] = final
+        else:
+            final.unlink(missing_ok=True)  # a stale file of an earlier run must not pass for this run's
+    session.add_time("total", time.perf_counter() - t_start)
+    run = run_report(job, stats, counts, checkpoint.started, checkpoint.first_row)
+    write_json(work.final("run"), run)
+    paths["run"] = work.final("run")
+    shutil.rmtree(work.work, ignore_errors=True)
+    return PredictionResult(input_path=job.path, paths=paths, class_names=class_names(job.model), run=run,
+                            table=table)
+
+
+def _predict_and_write(job: SceneJob, checkpoint: Checkpoint, on_row_done):
+    """Replay checkpointed bands (resumed run), stream the remaining tile rows, finish the staged rasters and
+    vectors. Returns (object table sorted by id, or None when it went to the CSV; counts; quick-look parts)."""
+    sink = Sink(job.work, job.grid, job.reader.geometry, class_names(job.model), job.options, job.session,
+                source_name=job.path.name, data_date=mtime_iso(job.path))
+    try:
+        for r in range(checkpoint.first_row):  # resumed: replay the finished bands into the outputs
+            sink.add_band(load_band(job.work.band(r)))
+        if checkpoint.first_row < job.grid.n_rows:
+            stream_rows(job, checkpoint, sink, on_row_done)
+    except BaseException:
+        sink.abort()
+        raise
+    return sink.close()
