@@ -218,25 +218,44 @@ def _add_dicom_batch(subparsers) -> None:
         "dicom-batch",
         help="find objects in every DICOM series under a folder",
         description=(
-            "Walk ROOT, group DICOM files into series, predict each image series slice by slice and link the "
-            "slices into 3-D objects. Writes OUT/<series UID>/labels.nii.gz (object ids, the series' geometry), "
-            "objects.csv (volume in mm3, diameter, LPS centroid, slice range per object) and done.json; "
-            "OUT/summary.csv lists every series and file with status ok, skipped (not DICOM, SEG/SR/RTSTRUCT) or "
-            "failed (one-line reason). Exit code 1 if any series failed."
+            "Walk ROOT, group DICOM files into series and split each series into stacks by slice orientation, "
+            "position and size (as dcm2niix does: a localizer, a 3-plane scout or a radial MR gives several "
+            "stacks; a radiograph or localizer is a 2-D image). Predict each stack slice by slice and link the "
+            "slices into 3-D objects. Writes OUT/<folder>/labels.nii.gz (object ids, the stack's geometry), "
+            "objects.csv (volume in mm3, or area in mm2 for projection images; diameter, LPS centroid, slice "
+            "range per object; a geometry_note column when a spacing had to be assumed) and done.json. The "
+            "folder is the Series Instance UID (a safe prefix plus a hash for UIDs that are not plain digits and "
+            "dots; _stackK for stack K). OUT/summary.csv has one row per stack and per non-image series or file "
+            "(columns series_uid, stack, path, status, modality, files, objects, seconds, message, folder): "
+            "status ok, skipped (not DICOM, SEG/SR/RTSTRUCT/DICOMDIR, no pixel data) or failed (one-line reason). "
+            "An unreadable file in a series is dropped with a note when the rest still forms a stack. OUT is "
+            "locked while the batch runs; an OUT holding an earlier batch needs --resume or --overwrite."
         ),
+        epilog="exit status: 0 every image stack done, 1 some inputs failed (a failed row, a dropped file, or a "
+               "full disk that stopped the batch) while others were done, 2 bad usage or nothing processed",
     )
     p.add_argument("root", metavar="ROOT", help="folder searched recursively for DICOM files")
-    p.add_argument("--out", required=True, help="output folder (one sub-folder per series, plus summary.csv)")
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per stack, plus summary.csv)")
     p.add_argument("--model", default="medical",
                    help="built-in model name or checkpoint path (.safetensors) (default: medical)")
+    p.add_argument("--series-uid", default=None, metavar="UID",
+                   help="process only the series with this Series Instance UID (all its stacks)")
+    p.add_argument("--modalities", default=None, metavar="LIST",
+                   help="process only these DICOM modalities, comma-separated, e.g. CT,MR (others are skipped "
+                        "with the reason; default: all). Stacks of a modality the model was not trained on get "
+                        "a note in their row and one line on the console")
     p.add_argument("--preset", default=None,
                    choices=["lung", "soft_tissue", "mediastinum", "bone", "brain", "percentile", "raw"],
                    help="intensity mapping before the model (default: the one stored in the checkpoint, else lung "
                         "for CT and percentile for other modalities; raw = no mapping)")
     p.add_argument("--resume", action="store_true",
-                   help="skip series whose outputs are complete for the same model, options and input files")
+                   help="keep stacks whose outputs are complete for the same model, options and input files; do "
+                        "the rest")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every stack when OUT holds an earlier batch (without --resume or --overwrite such "
+                        "an OUT is refused)")
     p.add_argument("--dicom-seg", action="store_true",
-                   help="also write OUT/<series UID>/seg.dcm, a DICOM Segmentation (needs highdicom)")
+                   help="also write OUT/<folder>/seg.dcm, a DICOM Segmentation (needs highdicom)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4)")
     p.add_argument("--tile", type=int, default=None,
@@ -253,20 +272,45 @@ def _add_dicom_batch(subparsers) -> None:
     p.set_defaults(run=_run_dicom_batch)
 
 
+# Phrases of dicom-batch's library messages that name a keyword argument -> the flag.
+_DICOM_BATCH_PHRASES = {"resume=True": "--resume", "overwrite=True": "--overwrite", "series_uid ": "--series-uid ",
+                        "modalities:": "--modalities:", "model '": "--model '", "device '": "--device '"}
+
+
+def _dicom_batch_flags(message: str) -> str:
+    for phrase, flag in _DICOM_BATCH_PHRASES.items():
+        message = message.replace(phrase, flag)
+    return message
+
+
 def _run_dicom_batch(args) -> int:
+    from tqdm.auto import tqdm
+
     from smallseg.pipeline.dicom_batch import run_dicom_batch
 
-    result = run_dicom_batch(args.root, args.out, args.model, resume=args.resume, progress=not args.quiet,
-                             preset=args.preset, device=args.device, batch_size=args.batch_size,
-                             tile_size_px=args.tile, min_score=args.min_score, min_slices=args.min_slices,
-                             link_min_overlap=args.link_overlap, dicom_seg=args.dicom_seg, max_gb=args.max_gb)
-    if not args.quiet:
-        for r in result.results:
-            if r.status != "ok" or r.message:
-                print(f"{r.status}: {r.series_uid or r.path}: {r.message}", file=sys.stderr)
-    print(f"{result.count('ok')} ok, {result.count('skipped')} skipped, {result.failed} failed; "
-          f"summary: {result.summary_path}")
-    return 1 if result.failed else 0
+    def report(row) -> None:  # one line per stack / non-image series, as it finishes
+        if not args.quiet:
+            tqdm.write(_dicom_batch_flags(row.line()), file=sys.stderr)
+
+    modalities = [m for m in args.modalities.split(",")] if args.modalities is not None else None
+    try:
+        result = run_dicom_batch(args.root, args.out, args.model, resume=args.resume, overwrite=args.overwrite,
+                                 progress=not args.quiet, series_uid=args.series_uid, modalities=modalities,
+                                 preset=args.preset, device=args.device, batch_size=args.batch_size,
+                                 tile_size_px=args.tile, min_score=args.min_score, min_slices=args.min_slices,
+                                 link_min_overlap=args.link_overlap, dicom_seg=args.dicom_seg,
+                                 max_gb=args.max_gb, on_result=report)
+    except SmallsegError as exc:
+        raise SmallsegError(_dicom_batch_flags(str(exc))) from None
+    for note in result.notes:
+        print(f"smallseg {args.command}: note: {note}", file=sys.stderr)
+    if result.stopped:
+        print(f"smallseg {args.command}: error: {_dicom_batch_flags(result.stopped)}", file=sys.stderr)
+    if not result.count("ok"):
+        print(f"smallseg {args.command}: error: no image stack was processed under {args.root} (see "
+              f"{result.summary_path})", file=sys.stderr)
+    print(result.summary())
+    return result.exit_code
 
 
 @_subcommand

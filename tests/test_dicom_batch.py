@@ -88,19 +88,20 @@ def tree(tmp_path) -> Path:
 def read_summary(out: Path) -> dict[str, dict[str, str]]:
     with (out / "summary.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert rows and list(rows[0]) == ["series_uid", "path", "status", "objects", "seconds", "message"]
+    assert rows and list(rows[0]) == ["series_uid", "stack", "path", "status", "modality", "files", "objects",
+                                      "seconds", "message", "folder"]
     return {os.path.basename(r["path"]): r for r in rows}
 
 
 def test_batch_statuses_outputs_and_exit_code(tree, tmp_path, checkpoint, capsys):
     out = tmp_path / "out"
     rc = main(["dicom-batch", str(tree), "--out", str(out), "--model", str(checkpoint), "--quiet"])
-    assert rc == 1  # the MR series has a truncated file
+    assert rc == 1  # the MR series has a truncated file: dropped, the good file beside it processed
     rows = read_summary(out)
     statuses = sorted((os.path.basename(r["path"]), r["status"]) for r in csv.DictReader((out / "summary.csv").open()))
-    assert statuses == [("CT_small.dcm", "ok"), ("liver_1frame.dcm", "skipped"), ("mixed", "ok"), ("mixed", "ok"),
-                        ("mr", "failed"), ("notes.txt", "skipped"), ("synth", "ok")]
-    assert "MR_truncated.dcm" in rows["mr"]["message"] and "truncated" in rows["mr"]["message"]
+    assert statuses == [("CT_small.dcm", "ok"), ("MR_small.dcm", "ok"), ("liver_1frame.dcm", "skipped"),
+                        ("mixed", "ok"), ("mixed", "ok"), ("notes.txt", "skipped"), ("synth", "ok")]
+    assert "MR_truncated.dcm" in rows["MR_small.dcm"]["message"] and "truncated" in rows["MR_small.dcm"]["message"]
     assert "Segmentation" in rows["liver_1frame.dcm"]["message"]
     assert "not DICOM" in rows["notes.txt"]["message"]
     mixed = [r for r in csv.DictReader((out / "summary.csv").open()) if r["series_uid"] in MIXED_UIDS]
@@ -120,7 +121,7 @@ def test_batch_statuses_outputs_and_exit_code(tree, tmp_path, checkpoint, capsys
         assert int(r["objects"]) == len(objects) == len(ids[ids > 0])
         assert [int(o["voxels"]) for o in objects] == list(np.bincount(labels.ravel())[1:])
         assert json.loads((folder / "done.json").read_text())["objects"] == len(objects)
-    assert "1 failed" in capsys.readouterr().out
+    assert "0 failed, 1 unreadable file(s) dropped" in capsys.readouterr().out
 
 
 def test_labels_keep_the_series_geometry(tree, tmp_path, checkpoint):

@@ -1,48 +1,59 @@
-"""Batch prediction over a tree of DICOM files: one output folder per series, a summary that is always consistent.
+"""Batch prediction over a tree of DICOM files: one output folder per image stack, a summary that is always consistent.
 
-:func:`run_dicom_batch` walks the tree once with :func:`~smallseg.io.medical.find_series` and maps
-:func:`process_series` over what it finds. ``process_series`` is a pure function of (series, model, options): it
-reads, predicts and writes ``OUT/<series_uid>/`` and returns a :class:`SeriesResult`, never raising for a bad
-series, so the same function can be handed to a distributed executor.
+:func:`run_dicom_batch` walks the tree once with :func:`~smallseg.io.dicom.find_series` (series split into stacks
+by orientation, position and size, as dcm2niix does) and maps :func:`process_series` over what it finds.
+``process_series`` is a pure function of (stack, model, options): it reads, predicts and writes
+``OUT/<folder>/`` and returns a :class:`SeriesResult`, never raising for a bad series, so the same function can
+be handed to a distributed executor.
 
-Per image series, in ``OUT/<series folder>/`` (every file written under a temporary name and renamed)::
+Per image stack, in ``OUT/<folder>/`` (:func:`series_folder_name`; every file written under a temporary name and
+renamed)::
 
-    labels.nii.gz   uint32 object ids on the series' grid (spacing, origin, direction kept)
-    objects.csv     one row per 3-D object (see smallseg.pipeline.volume.write_objects_csv)
-    seg.dcm         with --dicom-seg: DICOM Segmentation (highdicom), one segment per class
+    labels.nii.gz   uint32 object ids on the stack's grid (spacing, origin, direction kept)
+    objects.csv     one row per object (mm³; mm² for projection images); a last column geometry_note when the
+                    geometry had to be assumed (e.g. "pixel spacing missing: 1 mm assumed")
+    seg.dcm         with dicom_seg: DICOM Segmentation (highdicom), one segment per class
     done.json       written LAST: options hash, model fingerprint, input files' size/mtime, object count
 
-A series counts as complete only when ``done.json`` exists and matches the current options, model and input
-files; ``--resume`` skips exactly those, and anything else is redone (``done.json`` is removed before a series
-is rewritten, so a run killed half-way never leaves a folder that looks complete).
+A stack counts as complete only when ``done.json`` exists and matches the current options, model and input
+files; ``resume`` skips exactly those, and anything else is redone (``done.json`` is removed before a folder is
+rewritten, so a run killed half-way never leaves a folder that looks complete). An ``OUT`` holding an earlier
+batch is refused unless ``resume`` or ``overwrite``; ``OUT/.smallseg.lock`` is held for the run, so a second
+batch on the same ``OUT`` is refused in one line naming the process that writes there.
 
-``OUT/summary.csv`` (columns ``series_uid, path, status, objects, seconds, message``; status ``ok``, ``skipped``
-or ``failed``) is rewritten atomically after every series, so a killed batch leaves a summary of the series
-finished so far. Non-DICOM files and non-image DICOM objects (SEG, SR, RTSTRUCT...) are ``skipped`` with the
-reason; unreadable series ``failed`` with a one-line message; ok series carry reading warnings (missing slices,
-uneven spacing) in ``message``.
+``OUT/summary.csv`` (:data:`SUMMARY_COLUMNS`; status ``ok``, ``skipped`` or ``failed``; one row per image stack
+and one per non-image series or file) is rewritten atomically after every row, so a killed batch leaves a
+summary of the rows finished so far. Text cells go through :func:`~smallseg.io.atomic.csv_safe`. Non-DICOM
+files and non-image DICOM objects (SEG, SR, RTSTRUCT, DICOMDIR, data sets without pixel data...) are
+``skipped`` with the reason and their own UID; unreadable series ``failed`` with a one-line message; ok rows
+carry reading warnings, dropped files and assumed geometry in ``message``. When an output cannot be written
+(disk full, file size limit) the batch stops there: the summary still lists what was done.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import hashlib
 import io
 import json
 import os
 import re
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from smallseg.errors import SmallsegError, one_line
-from smallseg.io.medical import SeriesInfo, Volume, find_series, read_volume, write_labels_nifti
-from smallseg.pipeline.volume import RAW, _write_text_atomic, predict_volume, write_objects_csv
+from smallseg.io.atomic import OutputLock, atomic_path, csv_safe, remove_partials, write_text_atomic
+from smallseg.io.dicom import SeriesInfo, find_series
+from smallseg.io.medical import Volume, WriteError, read_volume, write_labels_nifti
+from smallseg.models.registry import prepare_model, resolve_device, weights_fingerprint
+from smallseg.pipeline.volume import RAW, predict_volume, trained_modalities, write_objects_csv
 
 __all__ = [
     "BatchOptions",
@@ -56,9 +67,13 @@ __all__ = [
     "series_folder_name",
 ]
 
-SUMMARY_COLUMNS = ("series_uid", "path", "status", "objects", "seconds", "message")
+SUMMARY_COLUMNS = ("series_uid", "stack", "path", "status", "modality", "files", "objects", "seconds", "message",
+                   "folder")
 DONE_MARKER = "done.json"
-_MARKER_VERSION = 1
+LOCK_FILE = ".smallseg.lock"
+_MARKER_VERSION = 2
+# errno values meaning "no output can be written here any more": the batch stops instead of failing every row.
+_OUTPUT_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,7 @@ class BatchOptions:
     """Everything ``process_series`` needs besides the series and the model. JSON-able.
 
     Attributes:
-        out_dir: output root; each series writes ``out_dir/<series folder>/``.
+        out_dir: output root; each image stack writes ``out_dir/<series folder>/``.
         preset: intensity preset name (``lung``, ``soft_tissue``, ..., ``percentile``, ``raw``) or ``None`` for
             the checkpoint's, else the modality default (see :mod:`smallseg.pipeline.volume`).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
@@ -77,7 +92,8 @@ class BatchOptions:
         link_min_overlap: slice-to-slice linking threshold (fraction of the smaller cross-section).
         dicom_seg: also write a DICOM Segmentation (needs highdicom).
         max_gb: fail series whose pixels would take more memory than this (GB); ``None`` = no limit.
-        model_fingerprint: identifies the model for ``done.json``; :func:`run_dicom_batch` fills it once,
+        model_fingerprint: identifies the model for ``done.json``
+            (:func:`~smallseg.models.registry.weights_fingerprint`); :func:`run_dicom_batch` fills it once,
             ``process_series`` computes it when empty.
     """
 
@@ -123,13 +139,18 @@ class SeriesResult:
     """Outcome of one entry of the tree (one row of ``summary.csv``).
 
     Attributes:
-        series_uid: DICOM Series Instance UID (``""`` for files without one).
-        path: the series' folder (or the single file).
+        series_uid: DICOM Series Instance UID (``""`` for files without one; a non-image object's own UID).
+        path: the stack's folder (or the single file).
         status: ``ok``, ``skipped`` or ``failed``.
-        objects: number of 3-D objects found (0 unless ok).
-        seconds: wall time spent on the series.
-        message: one line: the reason for skipped/failed, reading warnings for ok.
+        objects: number of objects found (0 unless ok).
+        seconds: wall time spent on the entry.
+        message: one line: the reason for skipped/failed; warnings, dropped files and assumed geometry for ok.
         output_dir: folder of the outputs (``""`` when none were written).
+        stack: ``"k/n"`` for stack k of a series split into n stacks, ``""`` otherwise.
+        modality: DICOM modality, or the short name of a non-image object (``SEG``, ``RTSTRUCT``, ``DICOMDIR``).
+        files: number of files in the entry.
+        dropped: unreadable files left out of this stack (named in ``message``).
+        output_failed: the failure was an output that could not be written (disk full...): the batch stops.
     """
 
     series_uid: str
@@ -139,18 +160,45 @@ class SeriesResult:
     seconds: float = 0.0
     message: str = ""
     output_dir: str = ""
+    stack: str = ""
+    modality: str = ""
+    files: int = 0
+    dropped: int = 0
+    output_failed: bool = False
 
     def row(self) -> dict[str, object]:
-        return {"series_uid": self.series_uid, "path": self.path, "status": self.status, "objects": self.objects,
-                "seconds": f"{self.seconds:.3f}", "message": self.message}
+        """The ``summary.csv`` row; text cells made safe for spreadsheets (:func:`csv_safe`)."""
+        return {"series_uid": csv_safe(self.series_uid), "stack": self.stack, "path": csv_safe(self.path),
+                "status": self.status, "modality": csv_safe(self.modality), "files": self.files,
+                "objects": self.objects, "seconds": f"{self.seconds:.3f}", "message": csv_safe(self.message),
+                "folder": csv_safe(os.path.basename(self.output_dir))}
+
+    def line(self) -> str:
+        """One console line: status, UID (stack), modality, file count, objects or reason."""
+        what = self.series_uid or self.path
+        stack = f" stack {self.stack}" if self.stack else ""
+        kind = f"{self.modality}, " if self.modality else ""
+        head = f"{self.status}: {what}{stack} ({kind}{self.files} file{'s' if self.files != 1 else ''})"
+        body = f"{self.objects} object(s)" if self.status == "ok" else ""
+        tail = "; ".join(t for t in (body, self.message) if t)
+        return f"{head}: {tail}" if tail else head
 
 
 @dataclass
 class BatchResult:
-    """All rows of a batch, in the order of :func:`find_series`, and where the summary is."""
+    """All rows of a batch, in the order of :func:`find_series`, and where the summary is.
+
+    Attributes:
+        results: one :class:`SeriesResult` per row of ``summary.csv``.
+        summary_path: ``OUT/summary.csv``.
+        notes: one line per modality the model was not trained on (and similar batch-level notes).
+        stopped: why the batch stopped early (an output could not be written), ``""`` when it ran to the end.
+    """
 
     results: list[SeriesResult]
     summary_path: Path
+    notes: list[str] = field(default_factory=list)
+    stopped: str = ""
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -159,68 +207,70 @@ class BatchResult:
     def failed(self) -> int:
         return self.count("failed")
 
+    @property
+    def dropped(self) -> int:
+        """Unreadable files left out of otherwise readable stacks."""
+        return sum(r.dropped for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        """0 every input done (skips of non-images are fine), 1 some inputs failed (a failed row, a dropped
+        file, a stopped batch) while others were done, 2 nothing was processed."""
+        if not self.count("ok"):
+            return 2
+        return 1 if (self.failed or self.dropped or self.stopped) else 0
+
+    def summary(self) -> str:
+        dropped = f", {self.dropped} unreadable file(s) dropped" if self.dropped else ""
+        return (f"{self.count('ok')} ok, {self.count('skipped')} skipped, {self.failed} failed{dropped}; "
+                f"summary: {self.summary_path}")
+
 
 # --------------------------------------------------------------------------------------------------------------
-# Model identity and loading
+# Model identity and loading (one implementation in smallseg.models.registry)
 # --------------------------------------------------------------------------------------------------------------
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 (16 hex digits) of a model's config JSON and weights: same model, same fingerprint."""
-    h = hashlib.sha256()
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_json"):
-        h.update(config.to_json().encode())
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; otherwise the named device, checked."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise SmallsegError(f"--device {device}: {one_line(exc)}; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SmallsegError(f"--device {device}: CUDA is not available here; use --device cpu")
-    return dev
+model_fingerprint = weights_fingerprint
 
 
 def load_batch_model(name_or_path: str | os.PathLike, device: str | torch.device | None = "cpu") -> torch.nn.Module:
-    """Load a model by shipped name (``smallseg.models.registry``) or checkpoint path, in eval mode.
-
-    Raises:
-        SmallsegError: no built-in model of that name and no file at that path, or a bad checkpoint.
-    """
-    from smallseg.models.checkpoint import load_checkpoint
-    from smallseg.models.registry import builtin_models, resolve_model
-
-    try:
-        path = resolve_model(name_or_path)
-    except SmallsegError:
-        shipped = ", ".join(builtin_models()) or "none in this installation"
-        raise SmallsegError(f"--model {name_or_path}: no built-in model named {str(name_or_path)!r} (built-in: "
-                            f"{shipped}) and no checkpoint file at that path; pass a checkpoint path "
-                            "(.safetensors)") from None
-    return load_checkpoint(path, device=resolve_device(device)).eval()
+    """Load a model by shipped name or checkpoint path, in eval mode
+    (:func:`~smallseg.models.registry.prepare_model`)."""
+    return prepare_model(name_or_path, device)[0]
 
 
 # --------------------------------------------------------------------------------------------------------------
 # One series
 # --------------------------------------------------------------------------------------------------------------
 
+_PLAIN_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+
 
 def series_folder_name(series: SeriesInfo) -> str:
-    """Output folder name: the Series Instance UID (made file-name safe), or a hash of the files' folder."""
-    uid = re.sub(r"[^0-9A-Za-z._-]", "_", series.series_uid).strip(".")
-    if uid:
-        return uid
-    folder = os.path.dirname(os.path.abspath(series.files[0])) if series.files else ""
-    return "nouid-" + hashlib.sha1(folder.encode()).hexdigest()[:12]
+    """Output folder name of an image stack: injective over (Series Instance UID, stack).
+
+    - A conforming UID (digits and dots, at most 64 characters) is its own name: ``1.2.840.113619.2.5``.
+    - Any other UID (``1.2.3/4``, ``.1.2.3_4``, ``summary.csv``) becomes a readable safe prefix (letters,
+      digits, dots; anything else ``_``), ``-`` and 12 hex digits of the SHA-256 of the exact UID, so UIDs
+      that differ only in unsafe characters still get different folders: ``1.2.3_4-5f0c...``.
+    - No UID: ``nouid-`` and a hash of the files' folder.
+    - Stack k of a series split into several: ``_stack{k}`` appended.
+
+    Conforming names hold no ``-`` or ``_``, hashed names exactly one ``-`` followed by the hash, and every base
+    name ends in a digit or a hex digit after its last ``-``: no two inputs share a folder, and no folder can be
+    named like ``summary.csv``.
+    """
+    uid = series.series_uid
+    if not uid:
+        folder = os.path.dirname(os.path.abspath(series.files[0])) if series.files else ""
+        base = "nouid-" + hashlib.sha256(("folder\0" + folder).encode()).hexdigest()[:12]
+    elif _PLAIN_UID.fullmatch(uid) and len(uid) <= 64:
+        base = uid
+    else:
+        prefix = re.sub(r"[^0-9A-Za-z.]", "_", uid).strip("._")[:40] or "uid"
+        base = f"{prefix}-{hashlib.sha256(('uid' + chr(0) + uid).encode()).hexdigest()[:12]}"
+    return f"{base}_stack{series.stack}" if series.n_stacks > 1 else base
 
 
 def series_path(series: SeriesInfo) -> str:
@@ -249,6 +299,20 @@ def _read_marker(folder: Path) -> dict | None:
         return None
 
 
+def _result(series: SeriesInfo, status: str, t0: float, message: str = "", **fields) -> SeriesResult:
+    return SeriesResult(series.series_uid, series_path(series) if series.files else "", status,
+                        seconds=time.perf_counter() - t0, message=message, stack=series.stack_label,
+                        modality=series.modality, files=len(series.files), **fields)
+
+
+def _dropped(series: SeriesInfo) -> int:
+    for note in series.notes:
+        m = re.match(r"dropped (\d+) unreadable file", note)
+        if m:
+            return int(m.group(1))
+    return 0
+
+
 def completed_result(series: SeriesInfo, options: BatchOptions) -> SeriesResult | None:
     """The earlier run's result if ``series`` has complete outputs for these options and this model, else None.
 
@@ -258,7 +322,7 @@ def completed_result(series: SeriesInfo, options: BatchOptions) -> SeriesResult 
         return None
     folder = Path(options.out_dir) / series_folder_name(series)
     marker = _read_marker(folder)
-    if not marker or marker.get("version") != _MARKER_VERSION:
+    if not marker or marker.get("version") != _MARKER_VERSION or marker.get("series_uid") != series.series_uid:
         return None
     try:
         inputs = _inputs_fingerprint(series)
@@ -272,29 +336,33 @@ def completed_result(series: SeriesInfo, options: BatchOptions) -> SeriesResult 
     note = "outputs of an earlier run (--resume)"
     message = f"{note}; {marker['message']}" if marker.get("message") else note
     return SeriesResult(series.series_uid, series_path(series), "ok", int(marker.get("objects", 0)),
-                        float(marker.get("seconds", 0.0)), message, str(folder))
+                        float(marker.get("seconds", 0.0)), message, str(folder), stack=series.stack_label,
+                        modality=series.modality, files=len(series.files), dropped=_dropped(series))
 
+
+def _output_full(exc: BaseException) -> bool:
+    return isinstance(exc, WriteError) or (isinstance(exc, OSError) and exc.errno in _OUTPUT_FULL)
 
 def process_series(series: SeriesInfo, model: torch.nn.Module | str | os.PathLike,
                    options: BatchOptions) -> SeriesResult:
-    """Read one series, predict, write its outputs; never raises for a bad series (returns ``failed``).
+    """Read one image stack, predict, write its outputs; never raises for a bad series (returns ``failed``).
 
     Args:
-        series: an entry of :func:`~smallseg.io.medical.find_series` (non-image entries come back ``skipped``,
+        series: an entry of :func:`~smallseg.io.dicom.find_series` (non-image entries come back ``skipped``,
             unreadable ones ``failed``, with their reason).
         model: a loaded SmallObjectNet, or a shipped model name / checkpoint path (loaded here; for workers).
         options: output folder and prediction settings.
 
     Returns:
         The :class:`SeriesResult` (one summary row). Outputs are in ``options.out_dir/<series folder>/``,
-        ``done.json`` last.
+        ``done.json`` last. ``output_failed`` is set when an output could not be written (disk full).
     """
     t0 = time.perf_counter()
-    path = series_path(series) if series.files else ""
     if not series.is_image:
         status = "failed" if series.kind == "unreadable" else "skipped"
-        return SeriesResult(series.series_uid, path, status, 0, time.perf_counter() - t0, one_line(series.reason))
+        return _result(series, status, t0, one_line(series.reason))
     folder = Path(options.out_dir) / series_folder_name(series)
+    dropped = _dropped(series)
     try:
         options.validate()
         if not isinstance(model, torch.nn.Module):
@@ -307,36 +375,47 @@ def process_series(series: SeriesInfo, model: torch.nn.Module | str | os.PathLik
                                     batch_size=options.batch_size, device=resolve_device(options.device),
                                     decode=decode, min_slices=options.min_slices,
                                     link_min_overlap=options.link_min_overlap)
+    except SmallsegError as exc:
+        return _result(series, "failed", t0, one_line(exc), dropped=dropped)
+    except (MemoryError, RuntimeError, ValueError, OSError) as exc:
+        # Not a user error we know of: still one line, and the batch goes on.
+        return _result(series, "failed", t0, f"{type(exc).__name__}: {one_line(exc)}"[:500], dropped=dropped)
+    geometry_note = "; ".join(volume.assumed)
+    notes = [*prediction.warnings, *volume.assumed]
+    try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / DONE_MARKER).unlink(missing_ok=True)  # from here on the folder is incomplete until the end
+        remove_partials(folder)  # leftovers of a killed run
         write_labels_nifti(prediction.labels, volume, folder / "labels.nii.gz")
-        write_objects_csv(prediction.objects, folder / "objects.csv")
+        write_objects_csv(prediction.objects, folder / "objects.csv", geometry_note=geometry_note)
         outputs = ["labels.nii.gz", "objects.csv"]
-        notes = list(prediction.warnings)
         if options.dicom_seg:
-            if len(prediction.objects):
+            if len(prediction.objects) and volume.ndim_spatial == 3:
                 write_dicom_seg(prediction.labels, prediction.objects.class_ids, volume, folder / "seg.dcm",
                                 class_names=model.config.class_names)
                 outputs.append("seg.dcm")
             else:
                 (folder / "seg.dcm").unlink(missing_ok=True)
-                notes.append("no objects, so no DICOM SEG (a SEG needs at least one segmented frame)")
+                notes.append("no objects, so no DICOM SEG (a SEG needs at least one segmented frame)"
+                             if volume.ndim_spatial == 3 else "a 2-D projection image: no DICOM SEG written")
         message = one_line("; ".join(notes)) if notes else ""
         seconds = time.perf_counter() - t0
-        marker = {"version": _MARKER_VERSION, "series_uid": series.series_uid, "options_hash": options.result_hash(),
+        marker = {"version": _MARKER_VERSION, "series_uid": series.series_uid, "stack": series.stack,
+                  "n_stacks": series.n_stacks, "options_hash": options.result_hash(),
                   "options": dataclasses.asdict(options), "model": fingerprint, "inputs": inputs,
                   "objects": len(prediction.objects), "seconds": round(seconds, 3), "message": message,
+                  "geometry_note": geometry_note,
                   "preset": prediction.window.to_dict() if prediction.window else RAW,
                   "preset_source": prediction.preset_source,
                   "decode": dataclasses.asdict(prediction.decode) if prediction.decode else None, "outputs": outputs}
-        _write_text_atomic(folder / DONE_MARKER, json.dumps(marker, indent=1))
-        return SeriesResult(series.series_uid, path, "ok", len(prediction.objects), seconds, message, str(folder))
-    except SmallsegError as exc:
-        return SeriesResult(series.series_uid, path, "failed", 0, time.perf_counter() - t0, one_line(exc))
-    except (MemoryError, RuntimeError, ValueError, OSError) as exc:
-        # Not a user error we know of: still one line, and the batch goes on.
-        return SeriesResult(series.series_uid, path, "failed", 0, time.perf_counter() - t0,
-                            f"{type(exc).__name__}: {one_line(exc)}"[:500])
+        write_text_atomic(folder / DONE_MARKER, json.dumps(marker, indent=1))
+    except (SmallsegError, OSError, RuntimeError, ValueError) as exc:
+        full = _output_full(exc)
+        text = one_line(exc) if isinstance(exc, SmallsegError) else f"{type(exc).__name__}: {one_line(exc)}"
+        return _result(series, "failed", t0, f"writing the outputs failed: {text}"[:500], dropped=dropped,
+                       output_failed=full)
+    return _result(series, "ok", t0, message, objects=len(prediction.objects), output_dir=str(folder),
+                   dropped=dropped)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -406,13 +485,8 @@ def write_dicom_seg(labels: np.ndarray, class_ids: np.ndarray, volume: Volume, p
             manufacturer_model_name="smallseg dicom-batch", software_versions=__version__, device_serial_number="0")
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise SmallsegError(f"{path}: highdicom cannot build a DICOM SEG for this series ({one_line(exc)})") from None
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         seg.save_as(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -428,7 +502,7 @@ def write_summary(results: Sequence[SeriesResult], path: str | os.PathLike) -> P
     writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(r.row() for r in results)
-    _write_text_atomic(path, buf.getvalue())
+    write_text_atomic(path, buf.getvalue())
     return path
 
 
@@ -439,29 +513,58 @@ def _under(path: str, folder: Path) -> bool:
         return False
 
 
+def _modality_note(modality: str, trained: set[str] | None) -> str:
+    """A line when the model was not trained on ``modality`` (``""`` when it was, or when it is unknown)."""
+    if trained is None or modality.upper() in trained:
+        return ""
+    shown = sorted(m for m in trained if m not in ("", "SM", "GM"))
+    if trained & {"", "SM", "GM"}:
+        shown.append("microscopy")
+    names = ", ".join(shown)
+    return f"the model was not trained on {modality or 'images without a modality'} images (trained on: {names})"
+
+
+def _earlier_batch(out: Path) -> bool:
+    """``out`` holds the results of an earlier batch: a summary or a series folder with a done marker."""
+    return (out / "summary.csv").exists() or any(out.glob(f"*/{DONE_MARKER}"))
+
+
 def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
                     model: torch.nn.Module | str | os.PathLike = "medical", *, resume: bool = False,
-                    progress: bool = True, preset: str | None = None, device: str = "cpu", batch_size: int = 4,
-                    tile_size_px: int | None = None, min_score: float | None = None, min_slices: int = 1,
-                    link_min_overlap: float = 0.5, dicom_seg: bool = False,
-                    max_gb: float | None = 4.0) -> BatchResult:
-    """Predict every DICOM image series under ``root``; one bad series never stops the batch.
+                    overwrite: bool = False, progress: bool = True, series_uid: str | None = None,
+                    modalities: Sequence[str] | None = None, preset: str | None = None, device: str = "cpu",
+                    batch_size: int = 4, tile_size_px: int | None = None, min_score: float | None = None,
+                    min_slices: int = 1, link_min_overlap: float = 0.5, dicom_seg: bool = False,
+                    max_gb: float | None = 4.0,
+                    on_result: Callable[[SeriesResult], None] | None = None) -> BatchResult:
+    """Predict every DICOM image stack under ``root``; one bad series never stops the batch.
 
     Args:
-        root: folder searched recursively (a folder of mixed series is fine: they are grouped by UID).
-        out_dir: output root (may be inside ``root``: its files are not taken as input).
+        root: folder searched recursively (a folder of mixed series is fine: they are grouped by UID and split
+            into stacks).
+        out_dir: output root (may be inside ``root``: its files are not taken as input). Locked for the run.
         model: a loaded SmallObjectNet, a shipped model name, or a checkpoint path.
-        resume: skip series whose outputs are complete for the same options, model and input files.
+        resume: keep stacks whose outputs are complete for the same options, model and input files; redo the
+            rest.
+        overwrite: redo every stack of an ``out_dir`` that holds an earlier batch (without ``resume`` or
+            ``overwrite`` such an ``out_dir`` is refused).
         progress: tqdm bar over the entries.
+        series_uid: process only this Series Instance UID (all its stacks); other entries are left out.
+        modalities: process only image stacks of these DICOM modalities (e.g. ``["CT", "MR"]``); others are
+            ``skipped`` with the reason.
         preset, device, batch_size, tile_size_px, min_score, min_slices, link_min_overlap, dicom_seg, max_gb:
             see :class:`BatchOptions`.
+        on_result: called with each row as it is finished (the CLI prints one line per row).
 
     Returns:
-        :class:`BatchResult`; ``out_dir/summary.csv`` holds the same rows.
+        :class:`BatchResult`; ``out_dir/summary.csv`` holds the same rows. ``stopped`` says why the batch
+        ended early when an output could not be written (disk full): the rows done so far are in the summary.
 
     Raises:
-        SmallsegError: ``root`` is not a folder or holds no file at all, bad options, model not found,
-            ``dicom_seg`` without highdicom. Problems of single series are rows, not exceptions.
+        SmallsegError: ``root`` is not a folder or holds no file at all, no entry with ``series_uid``, bad
+            options, model not found, ``dicom_seg`` without highdicom, ``out_dir`` in use by another process or
+            holding an earlier batch (without ``resume`` / ``overwrite``), ``summary.csv`` cannot be written.
+            Problems of single series are rows, not exceptions.
     """
     from tqdm.auto import tqdm
 
@@ -470,25 +573,75 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
                            tile_size_px=tile_size_px, min_score=min_score, min_slices=min_slices,
                            link_min_overlap=link_min_overlap, dicom_seg=dicom_seg, max_gb=max_gb)
     options.validate()
+    wanted = None
+    if modalities is not None:
+        wanted = {str(m).strip().upper() for m in modalities if str(m).strip()}
+        if not wanted:
+            raise SmallsegError("modalities: empty; name DICOM modalities such as CT,MR, or leave it out")
     if dicom_seg:
         _require_highdicom()
     entries = [e for e in find_series(root) if not all(_under(f, out) for f in e.files)]
     if not entries:
         raise SmallsegError(f"{root}: no files found (empty folder, or only hidden files); nothing to do")
-    if not isinstance(model, torch.nn.Module):
-        model = load_batch_model(model, device)
-    else:
-        model = model.to(resolve_device(device)).eval()
+    if series_uid is not None:
+        chosen = [e for e in entries if e.series_uid == series_uid]
+        if not chosen:
+            known = sorted({e.series_uid for e in entries if e.is_image})
+            listed = ", ".join(known[:5]) + (f" and {len(known) - 5} more" if len(known) > 5 else "")
+            raise SmallsegError(f"series_uid {series_uid}: no series with that UID under {root} (image series: "
+                                f"{listed or 'none'})")
+        entries = chosen
+    model, _ = prepare_model(model, device)
     options = dataclasses.replace(options, model_fingerprint=model_fingerprint(model))
-    out.mkdir(parents=True, exist_ok=True)
-    summary_path = out / "summary.csv"
-    results: list[SeriesResult] = []
-    bar = tqdm(entries, desc="series", unit="series", disable=not progress)
-    for entry in bar:
-        result = completed_result(entry, options) if resume else None
-        if result is None:
-            result = process_series(entry, model, options)
-        results.append(result)
-        write_summary(results, summary_path)  # after every series: a kill leaves a consistent summary
-        bar.set_postfix(ok=sum(r.status == "ok" for r in results), failed=sum(r.status == "failed" for r in results))
-    return BatchResult(results, summary_path)
+    trained = trained_modalities(model.config)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SmallsegError(f"{out}: cannot create the output folder ({one_line(exc)})") from None
+    with OutputLock(out / LOCK_FILE, what=str(out)):
+        if not (resume or overwrite) and _earlier_batch(out):
+            raise SmallsegError(f"{out} holds the results of an earlier dicom-batch; pass resume=True to keep "
+                                "the finished series and do the rest, or overwrite=True to redo everything")
+        return _run_entries(entries, model, options, resume=resume, wanted=wanted,
+                            trained=trained, summary_path=out / "summary.csv", progress=progress,
+                            on_result=on_result, bar=tqdm)
+
+
+def _run_entries(entries: list[SeriesInfo], model: torch.nn.Module, options: BatchOptions, *, resume: bool,
+                 wanted: set[str] | None, trained: set[str] | None, summary_path: Path, progress: bool,
+                 on_result, bar) -> BatchResult:
+    batch = BatchResult([], summary_path)
+    noted: set[str] = set()
+    progress_bar = bar(entries, desc="series", unit="series", disable=not progress)
+    for entry in progress_bar:
+        t0 = time.perf_counter()
+        modality = entry.modality.upper()
+        if entry.is_image and wanted is not None and modality not in wanted:
+            result = _result(entry, "skipped", t0, f"modality {entry.modality or '(none)'} not among the "
+                                                   f"modalities asked for ({', '.join(sorted(wanted))})")
+        else:
+            result = completed_result(entry, options) if resume else None
+            if result is None:
+                result = process_series(entry, model, options)
+            note = _modality_note(entry.modality, trained) if entry.is_image else ""
+            if note:
+                result.message = f"{result.message}; {note}" if result.message else note
+                if modality not in noted:
+                    noted.add(modality)
+                    batch.notes.append(note)
+        batch.results.append(result)
+        try:
+            write_summary(batch.results, summary_path)  # after every row: a kill leaves a consistent summary
+        except OSError as exc:
+            raise SmallsegError(f"{summary_path}: cannot write the summary ({one_line(exc)}); "
+                                f"{batch.count('ok')} series were done before") from None
+        if on_result is not None:
+            on_result(result)
+        progress_bar.set_postfix(ok=batch.count("ok"), failed=batch.failed)
+        if result.output_failed:
+            left = len(entries) - len(batch.results)
+            batch.stopped = (f"stopped: an output could not be written ({result.message}); {left} entr"
+                             f"{'y' if left == 1 else 'ies'} not processed; free space and rerun with "
+                             "resume=True")
+            break
+    return batch

@@ -37,9 +37,8 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +48,7 @@ from scipy import ndimage
 from smallseg.decode.centroids import DecodeConfig
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
+from smallseg.io.atomic import csv_safe, write_text_atomic
 from smallseg.io.medical import IntensityPreset, Volume, get_preset, index_to_lps_mm
 from smallseg.io.tables import VolumeObjects
 
@@ -58,7 +58,9 @@ __all__ = [
     "VolumePrediction",
     "choose_preset",
     "link_slices",
+    "modality_classes",
     "predict_volume",
+    "trained_modalities",
     "write_objects_csv",
 ]
 
@@ -345,7 +347,7 @@ def _slice_tile_size(model: torch.nn.Module, plane: tuple[int, int], tile_size_p
 def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityPreset | str | None = None,
                    tile_size_px: int | None = None, batch_size: int = 4, device: str | torch.device | None = None,
                    decode: DecodeConfig | dict | None = None, min_slices: int = 1, link_min_overlap: float = 0.5,
-                   progress: bool = False) -> VolumePrediction:
+                   progress: bool = False, by_modality: bool = True) -> VolumePrediction:
     """Find objects in a volume slice by slice (2-D model) and link them into 3-D objects.
 
     Args:
@@ -363,6 +365,9 @@ def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityP
         min_slices: drop 3-D objects seen in fewer slices.
         link_min_overlap: linking threshold, fraction of the smaller cross-section (see module docstring).
         progress: progress bar over slices.
+        by_modality: keep only the classes the model has for the volume's modality (:func:`modality_classes`:
+            CT objects of the shipped medical model are nodules, never nuclei); with a single such class every
+            object takes it, otherwise objects of other classes are dropped. ``False`` keeps every class.
 
     Returns:
         :class:`VolumePrediction`: uint32 labels on the volume's grid and the per-object table (mm, LPS).
@@ -398,11 +403,21 @@ def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityP
                 image = window.apply(raw)
                 if unscale != 1:
                     image *= unscale
-            yield predict_array(image, model, tile_size_px=tile, batch_size=batch_size, decode=decode)
+            found = predict_array(image, model, tile_size_px=tile, batch_size=batch_size, decode=decode)
+            yield found if allowed is None else _keep_classes(found, allowed, relabelled)
 
+    # Classes that do not exist in this modality (a "nucleus" in CT): the object is real foreground, its class
+    # head is confused by the other domain; with one class for the modality it takes that class.
+    allowed = modality_classes(config, volume.modality) if by_modality else None
+    relabelled = [0]
     labels, objects = link_slices(slice_instances(), volume, class_names=config.class_names,
                                   link_min_overlap=link_min_overlap, min_slices=min_slices)
     warnings = list(volume.warnings)
+    if relabelled[0]:
+        names = " or ".join(config.class_names[c - 1] for c in allowed)
+        action = f"relabelled {names}" if len(allowed) == 1 else "dropped"
+        warnings.append(f"{relabelled[0]} slice object(s) of another class {action} (the model's class for "
+                        f"{volume.modality or 'images without a modality'}: {names})")
     if min_slices > n_slices:
         warnings.append(f"{n_slices} slice(s), fewer than min_slices={min_slices}: no object can be kept")
     return VolumePrediction(labels=labels, objects=objects, volume=volume, window=window, preset_source=source,
@@ -410,23 +425,94 @@ def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityP
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Classes and modalities
+# --------------------------------------------------------------------------------------------------------------
+
+# The DICOM modalities a class name belongs to, for checkpoints whose training metadata does not say
+# (``training["classes_by_modality"]``). The shipped medical model was trained on synthetic CT (class "nodule")
+# and fluorescence microscopy (class "nucleus": TIFF/PNG without a modality, or DICOM SM / GM).
+CLASS_MODALITIES: dict[str, tuple[str, ...]] = {"nodule": ("CT",), "nucleus": ("", "SM", "GM")}
+
+
+def _modality_table(config) -> dict[str, list[str]] | None:
+    """{modality: class names} from the checkpoint, else from :data:`CLASS_MODALITIES`; None when unknown."""
+    training = getattr(config, "training", None) or {}
+    table = training.get("classes_by_modality") if isinstance(training, dict) else None
+    if isinstance(table, dict) and all(isinstance(v, list) for v in table.values()):
+        return {str(k).upper(): [str(n) for n in v] for k, v in table.items()}
+    names = list(getattr(config, "class_names", None) or [])
+    if len(names) < 2 or any(n.lower() not in CLASS_MODALITIES for n in names):
+        # Classes we know nothing about, or a single class (its name cannot tell which modality it was
+        # trained on): every class everywhere, and no claim about modalities.
+        return None
+    out: dict[str, list[str]] = {}
+    for n in names:
+        for modality in CLASS_MODALITIES[n.lower()]:
+            out.setdefault(modality, []).append(n)
+    return out
+
+
+def modality_classes(config, modality: str) -> list[int] | None:
+    """1-based ids of the classes a model has for images of ``modality`` (``"CT"``, ``""`` for non-DICOM), or
+    None when every class applies: the model does not say, or was not trained on that modality at all (then
+    nothing is known about which class fits; :func:`trained_modalities` tells the caller to say so)."""
+    table = _modality_table(config)
+    names = list(config.class_names)
+    ids = [names.index(n) + 1 for n in (table or {}).get((modality or "").upper(), []) if n in names]
+    return ids or None
+
+
+def trained_modalities(config) -> set[str] | None:
+    """DICOM modalities the model was trained on (``""`` = images without one), or None when unknown."""
+    table = _modality_table(config)
+    return None if table is None else set(table)
+
+
+def _keep_classes(found: Instances, allowed: Sequence[int], counter: list[int]) -> Instances:
+    """Objects of classes outside ``allowed`` take the single allowed class, or are dropped (several)."""
+    bad = ~np.isin(found.class_ids, np.asarray(allowed))
+    if not bad.any():
+        return found
+    counter[0] += int(bad.sum())
+    if len(allowed) == 1:
+        classes = found.class_ids.copy()
+        classes[bad] = allowed[0]
+        return replace(found, class_ids=classes)
+    labels = np.where(np.isin(found.labels, found.ids[bad]), 0, found.labels).astype(found.labels.dtype)
+    keep = ~bad
+    return replace(found, labels=labels, ids=found.ids[keep], class_ids=found.class_ids[keep],
+                   scores=found.scores[keep], centroids_yx=found.centroids_yx[keep])
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------------------------
 
 
-def write_objects_csv(objects: VolumeObjects, path: str | os.PathLike) -> Path:
+def write_objects_csv(objects: VolumeObjects, path: str | os.PathLike, *, geometry_note: str = "") -> Path:
     """Write the object table as CSV (header even when empty), atomically: :meth:`VolumeObjects.write_csv`
-    (columns in :class:`~smallseg.io.tables.VolumeObjects`)."""
-    return objects.write_csv(path)
+    (columns in :class:`~smallseg.io.tables.VolumeObjects`).
 
+    Args:
+        geometry_note: what the mm values rest on when the file did not say (``Volume.assumed`` joined, e.g.
+            ``"pixel spacing missing: 1 mm assumed"``). When given, every row carries it in a last column
+            ``geometry_note``, so the table says it wherever it is copied; without it the columns are the plain
+            table's.
+    """
+    if not geometry_note:
+        return objects.write_csv(path)
+    import csv
+    import io
 
-def _write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
     if not path.parent.is_dir():
         raise SmallsegError(f"{path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    header = [*objects.csv_header(), "geometry_note"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    note = csv_safe(geometry_note)
+    for row in zip(*objects.csv_cells()):
+        writer.writerow([csv_safe(v) if isinstance(v, str) else v for v in row] + [note])
+    write_text_atomic(path, buf.getvalue())
+    return path
