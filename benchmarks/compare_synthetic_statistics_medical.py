@@ -80,7 +80,8 @@ def image_statistics(image: np.ndarray, labels: np.ndarray) -> dict:
 
 def set_statistics(pairs) -> dict:
     """Pool / median the per-image statistics of ``pairs`` (iterable of (image, labels))."""
-    rows = [image_statistics(img, lab) for img, lab in pairs]
+    with np.errstate(invalid="ignore", divide="ignore"):  # nuclei too small to erode give NaN texture (skipped)
+        rows = [image_statistics(img, lab) for img, lab in pairs]
     pix = np.concatenate([r["pixels"] for r in rows])
     areas = np.concatenate([r["areas"] for r in rows])
     nn = np.concatenate([r["nn"] for r in rows])

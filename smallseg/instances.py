@@ -18,9 +18,13 @@ Conventions (everywhere in smallseg):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    from smallseg.io.tables import ObjectTable
 
 
 @dataclass
@@ -34,6 +38,9 @@ class Instances:
         class_ids: (N,) int32 class of each object, 1-based.
         scores: (N,) float32 confidence in [0, 1].
         centroids_yx: (N, 2) float64 object centre (row, col) in pixels.
+        objects: for a stitched scene (:func:`~smallseg.pipeline.array.predict_array`), the
+            :class:`~smallseg.io.tables.ObjectTable` of its objects in id order (areas, boxes, owning tiles;
+            ``objects[0]`` is one row, iterable); None for a tile or ground truth.
     """
 
     labels: np.ndarray
@@ -41,9 +48,12 @@ class Instances:
     class_ids: np.ndarray
     scores: np.ndarray
     centroids_yx: np.ndarray
+    objects: ObjectTable | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
+        if self.objects is not None and len(self.objects) != n:
+            raise ValueError(f"Instances.objects has {len(self.objects)} rows for {n} objects")
         if not (len(self.class_ids) == len(self.scores) == len(self.centroids_yx) == n):
             raise ValueError(
                 f"Instances columns differ in length: ids={n}, class_ids={len(self.class_ids)}, "

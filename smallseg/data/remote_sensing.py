@@ -34,16 +34,20 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from smallseg.data import landscape as _ls
+from smallseg.data import sensor as _sensor
 from smallseg.data.geometry import SpatialHash, convex_hull, inside_convex, rect_corners
 from smallseg.data.noise import fractal_noise, pixel_gaussian, salt_of, value_noise
 from smallseg.errors import SmallsegError
 from smallseg.io.tables import SceneObjects
 
-CLASS_NAMES = {1: "car", 2: "building"}
-CAR, BUILDING = 1, 2
+CLASS_NAMES = {1: "car", 2: "building", 3: "tree"}  # trees only in world "v2"
+CAR, BUILDING, TREE = 1, 2, _ls.TREE
+WORLDS = ("v1", "v2")
 
-# Land uses of a block.
+# Land uses of a block (FOREST and WATER only in world "v2").
 FIELD, PARK, RESIDENTIAL, PARKING, COMMERCIAL, FARM = range(6)
+FOREST, WATER = _ls.FOREST, _ls.WATER
 
 # Reflectance palettes, bands (R, G, B, NIR).
 _GRASS = np.array([0.075, 0.115, 0.050, 0.40], np.float32)
@@ -157,6 +161,12 @@ class SceneSettings:
         origin_xy: map coordinates of the scene's upper-left corner (metres).
         density: multiplies how built-up the scene is (0.3 sparse rural ... 1.5 dense urban); 1 = as drawn
             from the seed.
+        world: ``"v1"`` the classic world (cars and buildings; bit-identical to earlier releases) or ``"v2"``
+            (:mod:`smallseg.data.landscape`: trees as class 3, forests, water, snow, soil, roof detail,
+            occlusion by crowns, and :mod:`smallseg.data.sensor` effects: PSF, noise, haze, radiometric
+            jitter, JPEG).
+        landscape: v2 only: ``"auto"`` (drawn from the seed), ``"urban"``, ``"suburban"``, ``"rural"``, ``"forest"``.
+        season: v2 only: ``"auto"``, ``"summer"`` or ``"winter"`` (snow, low sun, leaf-off broadleaves).
     """
 
     height: int
@@ -169,14 +179,25 @@ class SceneSettings:
     crs: str = "EPSG:32633"
     origin_xy: tuple[float, float] = (389_000.0, 5_819_000.0)
     density: float = 1.0
+    world: str = "v1"
+    landscape: str = "auto"
+    season: str = "auto"
 
     def validate(self) -> None:
         if self.height < 16 or self.width < 16:
             raise SmallsegError(f"--size {self.height}x{self.width}: scenes must be at least 16x16 pixels")
         if not 0.1 <= self.pixel_size_m <= 2.0:
             raise SmallsegError(f"--pixel-size-m {self.pixel_size_m}: use 0.1 to 2 m (cars must span pixels)")
-        if self.bands not in (3, 4):
-            raise SmallsegError(f"--bands {self.bands}: use 3 (RGB) or 4 (RGB+NIR)")
+        if self.bands not in (1, 3, 4):
+            raise SmallsegError(f"--bands {self.bands}: use 1 (panchromatic), 3 (RGB) or 4 (RGB+NIR)")
+        if self.world not in WORLDS:
+            raise SmallsegError(f"world {self.world!r}: use one of {', '.join(WORLDS)}")
+        if self.landscape not in _ls.LANDSCAPES:
+            raise SmallsegError(f"landscape {self.landscape!r}: use one of {', '.join(_ls.LANDSCAPES)}")
+        if self.season not in _ls.SEASONS:
+            raise SmallsegError(f"season {self.season!r}: use one of {', '.join(_ls.SEASONS)}")
+        if self.world == "v1" and (self.landscape, self.season) != ("auto", "auto"):
+            raise SmallsegError("landscape and season choose parts of world 'v2'; pass world='v2' as well")
         if self.dtype not in ("uint8", "uint16"):
             raise SmallsegError(f"--dtype {self.dtype}: use uint8 or uint16")
         if not 0.0 <= self.density <= 3.0:
@@ -245,6 +266,11 @@ class _Plan:
     tree_r: np.ndarray = field(default_factory=lambda: np.zeros(0))
     tree_h: np.ndarray = field(default_factory=lambda: np.zeros(0))
     tree_tone: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # world "v2" only: scene-wide choices, field surfaces per block, unlabelled shrubs (x, y, r, h, colour)
+    world: "_ls.WorldParams | None" = None
+    block_kind: np.ndarray | None = None
+    shrubs: list = field(default_factory=list)
+    shrub_array: np.ndarray = field(default_factory=lambda: np.zeros((0, 8)))  # x, y, r, h, colour (4)
 
 
 def _road_positions(rng, lo, hi, spacing, drop_p):
@@ -261,6 +287,11 @@ def _plan_scene(s: SceneSettings) -> _Plan:
     rng = np.random.default_rng(np.random.SeedSequence([s.seed, 0x5CE7E]))
     W_m, H_m = s.width * s.pixel_size_m, s.height * s.pixel_size_m
     urban = float(np.clip(rng.beta(2.0, 1.6) * s.density, 0.0, 1.0))
+    world = block_kind = None
+    if s.world == "v2":  # v2 draws come from their own stream, so the classic world stays bit-identical
+        rng2 = np.random.default_rng(np.random.SeedSequence([s.seed, 0x1A2D5]))
+        world = _ls.draw_world(rng2, s.landscape, s.season, s.density)
+        urban = world.urban
     theta = rng.uniform(-math.pi / 4, math.pi / 4) if rng.random() < 0.85 else 0.0
     ct, st = math.cos(theta), math.sin(theta)
     corners = np.array([[0, 0], [W_m, 0], [0, H_m], [W_m, H_m]], float)
@@ -292,6 +323,10 @@ def _plan_scene(s: SceneSettings) -> _Plan:
     block_use = rng.choice(6, size=(nb_s, nb_t), p=p_use / p_use.sum())
     sun_az = rng.uniform(0, 2 * math.pi)
     zenith = math.radians(rng.uniform(25, 60))
+    if world is not None:
+        block_use, block_kind = _ls.reassign_blocks(block_use, world, rng2)
+        if world.winter:  # a low winter sun: long shadows
+            zenith = math.radians(rng2.uniform(50, 66))
     collar = None
     if s.nodata_collar:
         m = rng.uniform(0.01, 0.04, 4)
@@ -311,6 +346,7 @@ def _plan_scene(s: SceneSettings) -> _Plan:
         haze=float(rng.uniform(0.0, 0.22)), blur_px=float(rng.uniform(0.45, 0.85)),
         noise_level=float(rng.uniform(0.003, 0.012)), collar=collar,
     )
+    plan.world, plan.block_kind = world, block_kind
     _place_objects(plan, rng, W_m, H_m, urban)
     return plan
 
@@ -326,6 +362,8 @@ class _Placer:
         self.trees: list[tuple] = []
         ct, st = math.cos(plan.grid_angle), math.sin(plan.grid_angle)
         self.ct, self.st = ct, st
+        self.tree_context = "tree"  # v2: context of trees placed by the classic block functions
+        self.shrubs: list[tuple] = []
 
     def to_xy(self, s: float, t: float) -> tuple[float, float]:
         return s * self.ct - t * self.st, s * self.st + t * self.ct
@@ -389,7 +427,9 @@ class _Placer:
         self.clutter.append((x, y, length, width, self.plan.grid_angle + local_angle, colour, round_))
         return True
 
-    def add_tree(self, s, t, radius, height) -> bool:
+    def add_tree(self, s, t, radius, height, context=None) -> bool:
+        if self.plan.world is not None:
+            return self._add_tree_v2(s, t, radius, height, context or self.tree_context)
         x, y = self.to_xy(s, t)
         square = rect_corners(x, y, 2 * radius, 2 * radius, 0.0)
         if not self._inside_scene(square, 0.0) or self._on_road(square, 0.2):
@@ -398,6 +438,32 @@ class _Placer:
         if self.hash.overlaps(square, 0.0):
             return False
         self.trees.append((x, y, radius, height, self.rng.uniform(0.75, 1.25)))
+        return True
+
+    def _add_tree_v2(self, s, t, radius, height, context) -> bool:
+        """World v2: a crown may overhang roads, cars and roofs (the visible part of each is labelled, see
+        :func:`smallseg.data.landscape.finalize_trees`); its trunk stands on open ground. Crowns under
+        :data:`~smallseg.data.landscape.MIN_TREE_RADIUS_M` are shrubs: unlabelled, and kept off objects."""
+        x, y = self.to_xy(s, t)
+        shrub = radius < _ls.MIN_TREE_RADIUS_M
+        if not (0.0 <= x <= self.W and 0.0 <= y <= self.H):
+            return False
+        if self.plan.collar is not None and not inside_convex(self.plan.collar, np.array([x]), np.array([y]))[0]:
+            return False
+        foot = rect_corners(x, y, 2 * radius * _ls.CROWN_REACH if shrub else 0.8,
+                            2 * radius * _ls.CROWN_REACH if shrub else 0.8, 0.0)
+        if self._on_road(foot, 0.3) or self.hash.overlaps(foot, 0.0):
+            return False
+        rng = self.rng
+        style = _ls.tree_style(rng, self.plan.world)
+        tone = rng.uniform(0.75, 1.25)
+        if style == _ls.STYLE_CONIFER:
+            radius = max(radius * 0.8, _ls.MIN_TREE_RADIUS_M) if not shrub else radius
+        colour = _ls.tree_colour(style if not shrub else -1, tone, rng)
+        if shrub:
+            self.shrubs.append((x, y, radius, height, colour))
+        else:
+            self.trees.append((x, y, radius, height, style, colour, context))
         return True
 
 
@@ -439,6 +505,8 @@ def _place_objects(plan: _Plan, rng, W_m: float, H_m: float, urban: float) -> No
                 continue
             use = plan.block_use[i, j]
             box = (a_s, b_s, a_t, b_t)
+            if plan.world is not None:
+                P.tree_context = _V2_TREE_CONTEXT.get(int(use), "tree")
             if use == RESIDENTIAL:
                 _residential(P, rng, box)
             elif use == PARKING:
@@ -451,7 +519,15 @@ def _place_objects(plan: _Plan, rng, W_m: float, H_m: float, urban: float) -> No
                 _park(P, rng, box)
             elif use == FIELD:
                 _hedgerow(P, rng, box)
+            elif use == FOREST:
+                _ls.place_forest(P, rng, box, plan.world)
+            if plan.world is not None and use in (RESIDENTIAL, COMMERCIAL, PARKING):
+                _ls.place_street_trees(P, rng, box, sw)
+            if plan.world is not None and use in _V2_SCATTER:
+                _ls.place_scattered(P, rng, box, _V2_SCATTER[int(use)], P.tree_context)
     _road_cars(P, rng, urban, (s_lo, s_hi, t_lo, t_hi))
+    if plan.world is not None:
+        _finish_trees_v2(P)
 
     rows = P.rows
     n = len(rows)
@@ -473,8 +549,29 @@ def _place_objects(plan: _Plan, rng, W_m: float, H_m: float, urban: float) -> No
         plan.obj_cx + radius + np.maximum(sx, 0), plan.obj_cy + radius + np.maximum(sy, 0),
     ], 1).reshape(n, 4)
     plan.clutter = P.clutter
+    plan.shrubs = P.shrubs
+    plan.shrub_array = np.array([(x, y, r, h, *c) for x, y, r, h, c in P.shrubs], float).reshape(-1, 8)
     trees = np.array(P.trees, float).reshape(-1, 5)
     plan.tree_x, plan.tree_y, plan.tree_r, plan.tree_h, plan.tree_tone = trees.T
+
+
+# World v2: context of trees by the block they grow in, and isolated trees / shrubs per hectare.
+_V2_TREE_CONTEXT = {FIELD: "field", PARK: "park", RESIDENTIAL: "garden", PARKING: "street", COMMERCIAL: "street",
+                    FARM: "farm", FOREST: "forest"}
+_V2_SCATTER = {FIELD: 1.5, FARM: 3.0, PARK: 12.0, RESIDENTIAL: 6.0}
+
+
+def _finish_trees_v2(P: _Placer) -> None:
+    """Keep the crowns that leave every object visible (landscape.finalize_trees) and list them as class-3
+    objects after the cars and buildings, lowest first (the drawing order: a taller crown covers a lower)."""
+    plan = P.plan
+    rects = np.array([r[:5] for r in P.rows], float).reshape(-1, 5)
+    collar = plan.collar
+    valid_fn = None if collar is None else (lambda X, Y: inside_convex(collar, X, Y))
+    for x, y, r, h, style, colour, context in _ls.finalize_trees(P.trees, rects, plan.settings.pixel_size_m,
+                                                                  P.W, P.H, valid_fn):
+        P.rows.append((x, y, 2 * r, 2 * r, 0.0, h, TREE, style, colour, context))
+    P.trees = []
 
 
 def _residential(P: _Placer, rng, box) -> None:
@@ -694,7 +791,7 @@ def _render_window(plan: _Plan, row0: int, row1: int, col0: int, col1: int):
     ys = (rows + 0.5) * px
     xs = (cols + 0.5) * px
     h, w = len(rows), len(cols)
-    nb = s.bands
+    nb = 4 if s.bands == 1 else s.bands  # pan is rendered from R, G, B, NIR
     ct, st = math.cos(plan.grid_angle), math.sin(plan.grid_angle)
     # float32 grid coordinates: ~2 mm resolution at 20 km, plenty for textures and road edges
     S = xs.astype(np.float32)[None, :] * np.float32(ct) + ys.astype(np.float32)[:, None] * np.float32(st)
@@ -714,13 +811,15 @@ def _render_window(plan: _Plan, row0: int, row1: int, col0: int, col1: int):
     n_fine = value_noise(ys, xs, 1.3, salt_of(seed, "fine"))
     mix = np.clip(0.5 + 1.6 * n_large + 0.8 * n_mid, 0, 1)
     img = np.empty((nb, h, w), np.float32)
-    lo_pal = np.stack([_CROP, _GRASS, _GRASS, _ASPHALT * 1.3, _PAVING, _CROP])  # by land use
-    hi_pal = np.stack([_SOIL, _DRYGRASS, _PAVING, _ASPHALT * 1.6, _CONCRETE, _DRYGRASS])
+    # by land use (FOREST and WATER, v2 only, are repainted by landscape.ground)
+    lo_pal = np.stack([_CROP, _GRASS, _GRASS, _ASPHALT * 1.3, _PAVING, _CROP, _SHRUB, _ASPHALT])
+    hi_pal = np.stack([_SOIL, _DRYGRASS, _PAVING, _ASPHALT * 1.6, _CONCRETE, _DRYGRASS, _SOIL, _ASPHALT])
     for b in range(nb):
         lo_b, hi_b = lo_pal[:, b][use], hi_pal[:, b][use]
         img[b] = lo_b + (hi_b - lo_b) * mix
     # crop stripes in fields and farms
     field_mask = (use == FIELD) | (use == FARM)
+    phase = None
     if field_mask.any():
         ang = plan.block_angle.ravel().astype(np.float32)[block]
         period = plan.block_period.ravel().astype(np.float32)[block]
@@ -728,12 +827,17 @@ def _render_window(plan: _Plan, row0: int, row1: int, col0: int, col1: int):
         stripe = np.where(field_mask, 0.8 + 0.35 * (0.5 + 0.5 * np.cos(np.float32(2 * np.pi) * phase)), 1)
         img *= stripe.astype(np.float32)
     # vegetation patches (shrubs, hedges, unkempt grass)
-    veg_thr = np.array([0.35, 0.12, 0.22, 0.6, 0.5, 0.3], np.float32)[use]
+    veg_thr = np.array([0.35, 0.12, 0.22, 0.6, 0.5, 0.3, 0.15, 9.0], np.float32)[use]
     n_veg = fractal_noise(ys, xs, 25.0, salt_of(seed, "veg"), octaves=4)
     veg = np.clip((n_veg - veg_thr) * 8.0, 0, 1)
     texture = (1.0 + 0.16 * n_mid + 0.10 * n_fine) * tone
     for b in range(nb):
         img[b] = (img[b] * (1 - veg) + _SHRUB[b] * (0.8 + 0.4 * n_fine) * veg) * texture
+
+    if plan.world is not None:  # forest floor, water, ploughed and bare fields
+        edge_m = np.minimum(np.abs(dist_s - half_s), np.abs(dist_t - half_t))
+        kind = plan.block_kind.ravel()[block]
+        _ls.ground(img, use, kind, phase, edge_m, n_large, n_mid, n_fine, ys, xs, seed)
 
     # --- roads, kerbs/sidewalks, markings
     road = (dist_s < half_s) | (dist_t < half_t)
@@ -763,6 +867,8 @@ def _render_window(plan: _Plan, row0: int, row1: int, col0: int, col1: int):
         mark = np.maximum(mark, np.where(lot & in_rows, slot_cov * 0.8, 0).astype(np.float32))
     for b in range(nb):
         img[b] += (_MARKING[b] - img[b]) * mark
+    if plan.world is not None and plan.world.winter:
+        _ls.snow(img, road, use, edge_m, plan.world.snow_cover, n_fine, ys, xs, seed)
 
     # --- objects, clutter, shadows
     instances = np.zeros((h, w), np.uint32)
@@ -787,7 +893,7 @@ def _render_window(plan: _Plan, row0: int, row1: int, col0: int, col1: int):
 
     # shadows of objects (on ground and on cars; roofs and crowns are drawn over them)
     for k in sel:
-        if plan.obj_class[k] == CAR:
+        if plan.obj_class[k] != BUILDING:  # cars: short shadows below; trees (v2): crown shadows below
             continue
         corners = rect_corners(plan.obj_cx[k], plan.obj_cy[k], plan.obj_len[k], plan.obj_wid[k], plan.obj_ang[k])
         hull = convex_hull(np.concatenate([corners, corners + off_per_m * plan.obj_height[k]]))
@@ -809,6 +915,10 @@ def _render_window(plan: _Plan, row0: int, row1: int, col0: int, col1: int):
         tt = np.clip(((X - tx) * dx + (Y - ty) * dy) / max(dx * dx + dy * dy, 1e-9), 0, 1)
         d = np.hypot(X - (tx + tt * dx), Y - (ty + tt * dy))
         shadow[r0:r1, c0:c1][d < tr * 0.9] *= 0.5
+    veg = _vegetation_in_window(plan, sel, x_lo, x_hi, y_lo, y_hi)
+    if veg is not None:
+        outline, leaf = n_fine, _ls.crown_noise(ys, xs, px, seed)
+        _ls.crown_shadows(shadow, veg, off_per_m, xs, ys, outline)
     ground_shadow = shadow.copy()
     for k in sel:  # car shadows (short) on the ground only
         if plan.obj_class[k] != CAR:
@@ -845,6 +955,8 @@ def _render_window(plan: _Plan, row0: int, row1: int, col0: int, col1: int):
 
     # labelled objects, in table order (first listed wins a shared edge pixel)
     for k in sel:
+        if plan.obj_class[k] == TREE:  # v2 crowns: painted over everything below
+            continue
         cx, cy, L, Wd, ang = plan.obj_cx[k], plan.obj_cy[k], plan.obj_len[k], plan.obj_wid[k], plan.obj_ang[k]
         rad = 0.5 * math.hypot(L, Wd) + px
         r0, r1 = sub_range(cy - rad, cy + rad, ys)
@@ -887,8 +999,15 @@ def _render_window(plan: _Plan, row0: int, row1: int, col0: int, col1: int):
             light = (0.85 + 0.35 * (n_x * sun[0] + n_y * sun[1])).astype(np.float32)
             rim = np.where(sd < 0.35, 0.75, 1.0).astype(np.float32)
             grain = 1 + 0.06 * n_fine[r0:r1, c0:c1]
+            roof_snow = None
+            if plan.world is not None:  # ridge lines / rooftop units, snow on roofs in winter
+                grain = grain * _ls.roof_details(u, v, L, Wd, int(style), int(k), seed, px)
+                if plan.world.winter:
+                    roof_snow = _ls.roof_snow(n_x, n_y, sun, plan.world.snow_cover)
             for b in range(nb):
                 val = colour[b] * light * rim * grain
+                if roof_snow is not None:
+                    val = val + (_ls.SNOW[b] * light * grain - val) * roof_snow
                 img[b, r0:r1, c0:c1] += (val - img[b, r0:r1, c0:c1]) * alpha
 
     # tree crowns: irregular, sun-lit spheres with clumpy texture
@@ -910,20 +1029,67 @@ def _render_window(plan: _Plan, row0: int, row1: int, col0: int, col1: int):
         for b in range(nb):
             img[b, r0:r1, c0:c1] += (_TREE[b] * lit - img[b, r0:r1, c0:c1]) * alpha
 
+    # v2 vegetation: shrubs (unlabelled), then crowns lowest first, each labelling its visible pixels
+    if veg is not None:
+        _ls.paint_crowns(img, instances, veg, xs, ys, px, _sensor.sun_vector(sun, plan.shadow_per_m), outline, leaf)
+
     # --- atmosphere, optics, sensor
-    if plan.haze > 0:
-        hz = (plan.haze * (0.6 + 0.4 * value_noise(ys, xs, 600.0, salt_of(seed, "haze")))).astype(np.float32)
+    if plan.world is not None:
+        if s.bands == 1:
+            img = _sensor.to_pan(img)
+        img = _sensor.apply_optics(img, plan.world.sensor, ys, xs, rows, cols, seed)
+    else:
+        if plan.haze > 0:
+            hz = (plan.haze * (0.6 + 0.4 * value_noise(ys, xs, 600.0, salt_of(seed, "haze")))).astype(np.float32)
+            for b in range(nb):
+                img[b] += (_HAZE[b] - img[b]) * hz
         for b in range(nb):
-            img[b] += (_HAZE[b] - img[b]) * hz
-    for b in range(nb):
-        img[b] = ndimage.gaussian_filter(img[b], plan.blur_px, truncate=4.0, mode="nearest")
-        sigma = np.sqrt(plan.noise_level**2 + 0.004 * np.clip(img[b], 0, None) * plan.noise_level)
-        img[b] += sigma * pixel_gaussian(rows, cols, salt_of(seed, "sensor", b))
+            img[b] = ndimage.gaussian_filter(img[b], plan.blur_px, truncate=4.0, mode="nearest")
+            sigma = np.sqrt(plan.noise_level**2 + 0.004 * np.clip(img[b], 0, None) * plan.noise_level)
+            img[b] += sigma * pixel_gaussian(rows, cols, salt_of(seed, "sensor", b))
+        if s.bands == 1:
+            img = _sensor.to_pan(img)
 
     valid = None
     if plan.collar is not None:
         valid = inside_convex(plan.collar, xs[None, :], ys[:, None])[halo:-halo, halo:-halo]
     return img[: s.bands, halo:-halo, halo:-halo], instances[halo:-halo, halo:-halo], valid
+
+
+def _vegetation_in_window(plan: _Plan, sel: np.ndarray, x_lo: float, x_hi: float, y_lo: float, y_hi: float):
+    """v2: the shrubs near the window, then the trees among ``sel`` (table order: lowest first), as
+    :class:`smallseg.data.landscape.Crowns` (shrubs with label 0); None when there are none."""
+    if plan.world is None:
+        return None
+    sh = plan.shrub_array
+    margin = sh[:, 2] * _ls.CROWN_REACH + sh[:, 3] * plan.shadow_per_m
+    near = ((sh[:, 0] + margin >= x_lo) & (sh[:, 0] - margin <= x_hi) & (sh[:, 1] + margin >= y_lo)
+            & (sh[:, 1] - margin <= y_hi))
+    k = sel[plan.obj_class[sel] == TREE]
+    if not near.any() and not len(k):
+        return None
+    sh = sh[near]
+    return _ls.Crowns(
+        x=np.concatenate([sh[:, 0], plan.obj_cx[k]]), y=np.concatenate([sh[:, 1], plan.obj_cy[k]]),
+        radius=np.concatenate([sh[:, 2], plan.obj_len[k] / 2]), height=np.concatenate([sh[:, 3], plan.obj_height[k]]),
+        style=np.concatenate([np.full(len(sh), -1), plan.obj_style[k]]).astype(np.int64),
+        colour=np.concatenate([sh[:, 4:8], plan.obj_colour[k]]).astype(np.float32),
+        label=np.concatenate([np.zeros(len(sh), np.int64), k + 1]).astype(np.uint32),
+    )
+
+
+def _finish_window(plan: _Plan, reflectance: np.ndarray, valid: np.ndarray | None, row0: int, col0: int):
+    """Rendered reflectance of the window at (row0, col0) -> image counts (B, h, w) in the scene's dtype."""
+    s = plan.settings
+    if plan.world is None:
+        return _to_dtype(reflectance, s.dtype, valid)
+    sp = plan.world.sensor
+    out = _sensor.to_counts(reflectance, sp, s.dtype)
+    if sp.jpeg_quality and s.dtype == "uint8" and s.bands in (1, 3):
+        out = _sensor.jpeg_roundtrip(out, sp.jpeg_quality, row0, col0)
+    if valid is not None:
+        out[:, ~valid] = 0
+    return out
 
 
 def _to_dtype(reflectance: np.ndarray, dtype: str, valid: np.ndarray | None) -> np.ndarray:
@@ -943,9 +1109,11 @@ def _to_dtype(reflectance: np.ndarray, dtype: str, valid: np.ndarray | None) -> 
 # Public API
 
 
-def _settings(height, width, seed, pixel_size_m, bands, dtype, nodata_collar, crs, origin_xy, density):
+def _settings(height, width, seed, pixel_size_m, bands, dtype, nodata_collar, crs, origin_xy, density,
+              world="v1", landscape="auto", season="auto"):
     s = SceneSettings(int(height), int(width), int(seed), float(pixel_size_m), int(bands), str(dtype),
-                      bool(nodata_collar), str(crs), (float(origin_xy[0]), float(origin_xy[1])), float(density))
+                      bool(nodata_collar), str(crs), (float(origin_xy[0]), float(origin_xy[1])), float(density),
+                      str(world), str(landscape), str(season))
     s.validate()
     return s
 
@@ -1000,6 +1168,9 @@ def make_remote_sensing_scene(
     crs: str = "EPSG:32633",
     origin_xy: tuple[float, float] = (389_000.0, 5_819_000.0),
     density: float = 1.0,
+    world: str = "v1",
+    landscape: str = "auto",
+    season: str = "auto",
 ) -> RemoteSensingScene:
     """Render a whole scene in memory.
 
@@ -1009,12 +1180,16 @@ def make_remote_sensing_scene(
         seed: any int; equal arguments give bit-identical output.
         pixel_size_m: ground sampling distance in metres (0.1-2; cars 3.6-4.9 m and buildings 6-20 m
             keep their physical size, so they span fewer pixels at coarser resolution).
-        bands: 3 (R, G, B) or 4 (R, G, B, NIR).
+        bands: 1 (panchromatic), 3 (R, G, B) or 4 (R, G, B, NIR).
         dtype: ``"uint8"`` (display stretch) or ``"uint16"`` (linear 12-bit).
         nodata_collar: surround the valid area with a nodata (0) collar, as in orthorectified scenes.
         crs: projected CRS (metre units) written to the GeoTIFF.
         origin_xy: map coordinates (m) of the upper-left corner.
         density: scales how built-up the scene is (1 = as drawn from the seed).
+        world: ``"v1"`` (classic: cars and buildings) or ``"v2"`` (adds trees as class 3, forests, water, snow,
+            soils, roof detail, occlusion by crowns and sensor effects; see :class:`SceneSettings`).
+        landscape, season: v2 only, ``"auto"`` or a choice (:data:`smallseg.data.landscape.LANDSCAPES`,
+            :data:`~smallseg.data.landscape.SEASONS`).
 
     Returns:
         :class:`RemoteSensingScene` with image (bands, H, W), instances (H, W) uint32, classes (H, W) uint8,
@@ -1022,10 +1197,11 @@ def make_remote_sensing_scene(
     """
     import rasterio.crs
 
-    s = _settings(height, width, seed, pixel_size_m, bands, dtype, nodata_collar, crs, origin_xy, density)
+    s = _settings(height, width, seed, pixel_size_m, bands, dtype, nodata_collar, crs, origin_xy, density,
+                  world, landscape, season)
     plan = _plan_scene(s)
     refl, instances, valid = _render_window(plan, 0, s.height, 0, s.width)
-    image = _to_dtype(refl, s.dtype, valid)
+    image = _finish_window(plan, refl, valid, 0, 0)
     n = len(plan.obj_cx)
     area_px = np.zeros(n, np.int64)
     bbox_px = np.full((n, 4), -1, np.int64)
@@ -1089,6 +1265,9 @@ def write_remote_sensing_scene(
     crs: str = "EPSG:32633",
     origin_xy: tuple[float, float] = (389_000.0, 5_819_000.0),
     density: float = 1.0,
+    world: str = "v1",
+    landscape: str = "auto",
+    season: str = "auto",
     window_px: int = 1024,
 ) -> RemoteSensingScenePaths:
     """Render and write a scene window by window, in memory bounded by ``window_px`` (not the scene size).
@@ -1112,7 +1291,8 @@ def write_remote_sensing_scene(
 
     if window_px < 16 or window_px % 16:
         raise SmallsegError(f"--window-px {window_px}: use a positive multiple of 16 (e.g. 1024)")
-    s = _settings(height, width, seed, pixel_size_m, bands, dtype, nodata_collar, crs, origin_xy, density)
+    s = _settings(height, width, seed, pixel_size_m, bands, dtype, nodata_collar, crs, origin_xy, density,
+                  world, landscape, season)
     paths = RemoteSensingScenePaths.from_stem(path_stem)
     paths.image.parent.mkdir(parents=True, exist_ok=True)
     plan = _plan_scene(s)
@@ -1135,7 +1315,7 @@ def write_remote_sensing_scene(
                     col1 = min(col0 + window_px, s.width)
                     refl, instances, valid = _render_window(plan, row0, row1, col0, col1)
                     win = Window(col0, row0, col1 - col0, row1 - row0)
-                    d_img.write(_to_dtype(refl, s.dtype, valid), window=win)
+                    d_img.write(_finish_window(plan, refl, valid, row0, col0), window=win)
                     d_ins.write(instances[None], window=win)
                     d_cls.write(lut[instances][None], window=win)
                     _accumulate_objects(instances, row0, col0, area_px, bbox_px)

@@ -12,6 +12,7 @@ runs it over a whole in-memory image.
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from smallseg.decode.components import decode_outputs
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
 from smallseg.tiling.grid import Tile, TileGrid, overlap_for, tile_windows
-from smallseg.tiling.stitch import ObjectTable, stitch_instances
+from smallseg.tiling.stitch import stitch_instances
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ def predict_array(
     decode_workers: int = 1,
     progress: bool = False,
     return_table: bool = False,
-) -> Instances | tuple[Instances, ObjectTable]:
+) -> Instances:
     """Find the objects in one in-memory 2D image, tile by tile, stitched exactly.
 
     The model runs in the calling thread; decoding runs on one worker thread, one batch behind, so on a
@@ -273,11 +274,13 @@ def predict_array(
             the GIL, so threads decode tiles in parallel: on a GPU, whose forward pass outpaces one CPU
             decoder, use about as many as there are free CPU cores. The result does not depend on it.
         progress: show a progress bar over tile rows.
-        return_table: also return the stitched :class:`~smallseg.tiling.stitch.ObjectTable`.
+        return_table: deprecated (it changed the return type): the table is ``result.objects``. When True,
+            ``(instances, instances.objects)`` is returned, with a DeprecationWarning.
 
     Returns:
-        Scene :class:`Instances`: (H, W) uint32 labels with unique global ids, per-object class, score,
-        centroid in scene px; with ``return_table``, ``(instances, table)`` (areas and boxes per object).
+        Scene :class:`Instances`: (H, W) uint32 labels with unique global ids, per-object ``class_ids``,
+        ``scores``, ``centroids_yx`` in scene px, and ``objects``: the
+        :class:`~smallseg.io.tables.ObjectTable` (areas, boxes, owning tiles; ``objects[0]`` is one row).
     """
     from tqdm.auto import tqdm
 
@@ -314,5 +317,9 @@ def predict_array(
     # Worker threads decode batch b while the model runs batch b + 1 (results collected in submission
     # order: the same objects as decoding in line).
     with ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="smallseg-decode") as worker:
-        scene, table = stitch_instances(grid, tile_rows(worker))
-    return (scene, table) if return_table else scene
+        scene, _ = stitch_instances(grid, tile_rows(worker))
+    if return_table:
+        warnings.warn("predict_array(return_table=True) is deprecated: the object table is result.objects",
+                      DeprecationWarning, stacklevel=2)
+        return scene, scene.objects
+    return scene

@@ -452,7 +452,7 @@ def stitch_instances(
 
     Returns:
         (scene Instances with (H, W) uint32 labels, global ids (ascending, maybe with gaps), centroids in
-        scene px; the object table sorted by id).
+        scene px and ``objects`` = the object table; the object table sorted by id).
     """
     stitcher = RowStitcher(grid, emit_early=False, **kwargs)
     bands = [stitcher.add_tile_row(r, row) for r, row in enumerate(tile_rows)]
@@ -466,6 +466,7 @@ def stitch_instances(
         class_ids=table.class_ids.copy(),
         scores=table.scores.copy(),
         centroids_yx=table.centroids_yx.copy(),
+        objects=table,
     )
     return scene, table
 
