@@ -58,6 +58,7 @@ from scipy import ndimage
 
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
+from smallseg.io.atomic import atomic_path
 from smallseg.io.tables import ObjectTable
 from smallseg.tiling.grid import Tile, TileGrid
 
@@ -139,8 +140,7 @@ class StitchState:
         for name in ("centroid_yx", "tile_rc", "paste_box", "bbox_emitted"):
             width = {"centroid_yx": 2, "tile_rc": 2}.get(name, 4)
             cols[f"live_{name}"] = cols[f"live_{name}"].reshape(len(live), width)
-        tmp = path.with_name(path.name + ".partial")
-        with open(tmp, "wb") as fh:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(
                 fh,
                 version=_STATE_VERSION,
@@ -149,7 +149,6 @@ class StitchState:
                 pending_labels=self.pending_labels,
                 **cols,
             )
-        os.replace(tmp, path)
         return path
 
     @classmethod
