@@ -127,3 +127,50 @@ def _labels(path: Path) -> np.ndarray:
 
     with rasterio.open(path) as src:
         return src.read(1)
+
+
+def test_coco_class_agnostic_equals_pycocotools_with_one_category(tmp_path):
+    import contextlib
+    import io
+
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    from test_metrics_coco import perturbed_prediction, planted_scene
+
+    rng = np.random.default_rng(11)
+    gt, gt_cls = planted_scene(rng, (64, 80), 14)
+    pred, pred_cls, scores = perturbed_prediction(rng, gt, gt_cls)
+    pred_cls = 3 - pred_cls  # every class swapped: per class nothing matches, class-agnostic all does
+
+    def rle(mask):
+        r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        return {"size": r["size"], "counts": r["counts"].decode()}
+
+    annotations = [{"id": int(k), "image_id": 1, "category_id": int(gt_cls[gt == k][0]), "segmentation": rle(gt == k),
+                    "area": float((gt == k).sum()), "iscrowd": 0} for k in np.unique(gt)[1:]]
+    results = [{"image_id": 1, "category_id": int(pred_cls[pred == k][0]), "segmentation": rle(pred == k),
+                "score": float(scores[n])} for n, k in enumerate(np.unique(pred)[1:])]
+    gt_json, res_json = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_json.write_text(json.dumps({"images": [{"id": 1, "height": 64, "width": 80}], "annotations": annotations,
+                                   "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}))
+    res_json.write_text(json.dumps(results))
+    per_class = evaluate(gt_json, res_json)
+    agnostic = evaluate(gt_json, res_json, class_agnostic=True)
+    assert agnostic.settings["classes"]["mode"] == "class-agnostic" and per_class.metrics["AP"] < 0.05
+    # Reference: pycocotools on the same files with every category set to one.
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "gt.json").write_text(json.dumps({"images": [{"id": 1, "height": 64, "width": 80}],
+                                             "annotations": [{**a, "category_id": 1} for a in annotations],
+                                             "categories": [{"id": 1, "name": "object"}]}))
+    (one / "res.json").write_text(json.dumps([{**r, "category_id": 1} for r in results]))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(one / "gt.json"))
+        ev = COCOeval(coco_gt, coco_gt.loadRes(str(one / "res.json")), iouType="segm")
+        ev.params.maxDets = [agnostic.settings["maxDets"]]
+        ev.evaluate()
+        ev.accumulate()
+    p = ev.eval["precision"][:, :, 0, 0, -1]
+    assert agnostic.metrics["AP"] == pytest.approx(float(p[p > -1].mean()), abs=1e-12)
+    assert agnostic.metrics["AP"] > per_class.metrics["AP"] + 0.05
