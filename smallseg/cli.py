@@ -529,9 +529,12 @@ def _run_demo(args) -> int:
 
     if args.size < 64:
         raise SmallsegError(f"--size {args.size}: use at least 64 px")
-    result = run_demo(args.out, size_px=args.size, seed=args.seed, pixel_size_m=args.pixel_size_m, model=args.model,
-                      device=args.device, batch_size=args.batch_size, overwrite=args.overwrite,
-                      progress=not args.quiet)
+    try:
+        result = run_demo(args.out, size_px=args.size, seed=args.seed, pixel_size_m=args.pixel_size_m,
+                          model=args.model, device=args.device, batch_size=args.batch_size,
+                          overwrite=args.overwrite, progress=not args.quiet)
+    except SmallsegError as exc:  # same flag names as tile-and-predict
+        raise SmallsegError(_as_flags(str(exc))) from None
     print(result.table)
     print(f"scene:       {result.scene_image} (ground truth beside it)")
     print(f"prediction:  {result.prediction_dir}/ (open the .gpkg over the scene in QGIS; quick-look PNG inside)")

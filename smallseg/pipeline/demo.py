@@ -60,15 +60,16 @@ def run_demo(
     """
     from smallseg.data.remote_sensing import write_remote_sensing_scene
     from smallseg.metrics import evaluate
-    from smallseg.pipeline.geotiff import predict_geotiff
+    from smallseg.pipeline.geotiff import GeoTiffOptions, predict_geotiff
 
+    # Settings first: a bad one is refused before the scene is generated.
+    options = GeoTiffOptions(device=device, batch_size=batch_size, overwrite=True, progress=progress)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SmallsegError(f"{out}: folder is not empty; pass --overwrite or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     scene = write_remote_sensing_scene(out / "scene", size_px, size_px, seed=seed, pixel_size_m=pixel_size_m)
-    prediction = predict_geotiff(scene.image, out / "prediction", model=model, device=device,
-                                 batch_size=batch_size, overwrite=True, progress=progress)
+    prediction = predict_geotiff(scene.image, out / "prediction", model=model, options=options)
     # The prediction's classes and scores come from its object table (STEM.objects.csv).
     report = evaluate(scene.instances, prediction.paths["instances"], gt_classes=scene.classes,
                       pred_objects=prediction.paths["csv"])
