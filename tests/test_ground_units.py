@@ -119,3 +119,21 @@ def test_utm_areas_are_the_map_units_unchanged(tmp_path):
 def test_no_crs_has_no_metric_area(tmp_path):
     units = ground_units(None, from_origin(0, 0, 1, -1), 10, 10)
     assert units.kind == "none" and units.pixel_area_m2 is None and units.area_m2([3], [[1.0, 1.0]]) is None
+
+
+def test_m2_size_buckets_hold_for_each_object_where_the_scale_varies_over_the_scene(tmp_path):
+    # A Web Mercator scene from 40 N to about 58 N (2 km map pixels): the same pixel count covers ~1.7x
+    # more ground in the south than in the north, so two equal 3 x 3 px objects fall into different buckets.
+    x, y = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(10.0, 58.0)
+    crs, transform = CRS.from_epsg(3857), from_origin(x, y, 2000.0, 2000.0)
+    labels = np.zeros((900, 20), np.uint32)
+    labels[2:5, 5:8] = 1  # north
+    labels[895:898, 5:8] = 2  # south
+    gt = write_raster(tmp_path / "tall.tif", labels, crs, transform)
+    north = geodesic_area_m2(crs, transform, (2, 5, 5, 8))
+    south = geodesic_area_m2(crs, transform, (895, 5, 898, 8))
+    assert south / north > 1.5
+    edge = (north * south) ** 0.5  # between the two ground areas
+    report = evaluate(gt, gt, size_buckets=f"{edge:.6g},{10 * south:.6g}m2")
+    assert report.metrics["AR_small"] == pytest.approx(1.0) and report.metrics["AR_medium"] == pytest.approx(1.0)
+    assert "ground area at the object's position" in report.settings["size_buckets"]["area_definition"]

@@ -35,6 +35,7 @@ import numpy as np
 from smallseg.errors import SmallsegError, one_line
 from smallseg.instances import Instances
 from smallseg.io.atomic import write_text_atomic
+from smallseg.io.geo import ground_units
 from smallseg.io.tables import ObjectAttributes, default_object_table_path, read_object_table
 from smallseg.metrics.objects import objects_from_labels
 
@@ -441,6 +442,16 @@ def _class_mode(gt: _Side, pred: _Side, class_agnostic: bool, coco: bool) -> tup
     return False, f"per class: ground truth from {gt.class_source}, prediction from {pred.class_source}", notes
 
 
+def _ground_area_px(objects, units):
+    """The same objects with ``area_px`` = ground area in scene-centre pixels (box centre's pixel area)."""
+    if not len(objects):
+        return objects
+    boxes = objects.boxes.astype(np.float64)
+    rows, cols = (boxes[:, 0] + boxes[:, 2] - 1) / 2, (boxes[:, 1] + boxes[:, 3] - 1) / 2
+    factor = units.pixel_area_at(rows, cols) / units.pixel_area_m2
+    return dataclasses.replace(objects, area_px=objects.area_px * factor)
+
+
 def _one_class(objects):
     """The same objects, all of class 1 (class-agnostic scoring)."""
     return dataclasses.replace(objects, class_ids=np.ones_like(objects.class_ids))
@@ -652,6 +663,14 @@ def evaluate(
     pixel_note = gt_side.pixel_area_note if gt_side.pixel_area_m2 is not None else pred_side.pixel_area_note
     area_ranges = buckets.ranges_px(pixel_area)
     widths = {i: boundary_setting.width_px(shape, pixel_area) for i, shape in image_shapes.items()}
+    ground_scaled = False
+    if buckets.unit == "m2" and gt_side.raster is not None and gt_side.raster.crs is not None and pixel_size_m is None:
+        # A pixel's ground area varies over a Web Mercator / degree grid: each object's COCO area becomes its
+        # ground area in centre pixels, so the m2 buckets hold for every object, not only near the centre.
+        units = ground_units(gt_side.raster.crs, gt_side.raster.transform, *gt_side.raster.shape[::-1])
+        if units.kind in ("projected", "geographic") and units.pixel_area_m2 == pixel_area:
+            gt_objs, dt_all = _ground_area_px(gt_objs, units), _ground_area_px(dt_all, units)
+            ground_scaled = True
 
     largest = _largest_list(dt_all, floor=0)
     if max_dets is None:
@@ -715,9 +734,11 @@ def evaluate(
             "pixel_area": None if buckets.unit == "px" else pixel_area / _AREA_UNITS_M2[buckets.unit],
             "pixel_area_m2": pixel_area,
             "pixel_area_source": pixel_note,
-            "area_definition": "mask pixel count (COCO 'area'); bucket edges converted to pixels; "
-                               "small: area < small_max, medium: small_max <= area < medium_max (pycocotools' "
-                               "closed ranges [lo, hi])",
+            "area_definition": "mask pixel count (COCO 'area')"
+                               + (", as the ground area at the object's position in scene-centre pixels (the "
+                                  "CRS's scale varies over the scene)" if ground_scaled else "")
+                               + "; bucket edges converted to pixels; small: area < small_max, medium: small_max "
+                                 "<= area < medium_max (pycocotools' closed ranges [lo, hi])",
         },
         "boundary": {
             "mode": boundary_setting.mode,
