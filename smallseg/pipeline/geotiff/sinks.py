@@ -2,7 +2,7 @@
 
 :class:`Sink` takes the bands in order (live from the stream or replayed from checkpoints on resume) and
 writes every output incrementally; each is staged in the work folder and moved into ``OUT`` by the run when
-all are complete. One writer per output format, each in :mod:`smallseg.io` (rasters: ``io.geotiff``,
+all are complete. One writer per output format, each in :mod:`smallseg.io` (rasters: ``io.raster_writer``,
 vectors: ``io.vector``, the object table: ``io.tables``).
 """
 
@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from smallseg.io.geotiff import RasterGeometry, class_writer, label_writer
+from smallseg.io.geotiff import RasterGeometry
 from smallseg.io.quicklook import QuicklookPart
+from smallseg.io.raster_writer import class_writer, label_writer
 from smallseg.io.tables import ObjectTable, objects_csv_writer
 from smallseg.io.vector import GeoJSONWriter, GeoPackageWriter, object_polygons
 from smallseg.pipeline.geotiff.options import GeoTiffOptions
