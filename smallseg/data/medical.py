@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -31,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from smallseg.errors import SmallsegError
+from smallseg.io.atomic import atomic_path, partial_path, write_text_atomic
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -420,8 +422,27 @@ def write_dicom_series(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise SmallsegError(f"{out_dir}: folder exists and is not empty; choose a new folder")
-    tmp_dir = out_dir.with_name(out_dir.name + ".partial")
-    tmp_dir.mkdir(parents=True, exist_ok=True)
+    # The whole folder is written under a temporary hidden name (io.atomic's scheme) and renamed when complete.
+    tmp_dir = partial_path(out_dir)
+    tmp_dir.mkdir(parents=True)
+    try:
+        paths = _write_slices(image, tmp_dir, out_dir, seed, series_description, patient_id)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp_dir, out_dir)
+    finally:
+        if tmp_dir.exists():
+            import shutil
+
+            shutil.rmtree(tmp_dir)
+    return paths
+
+
+def _write_slices(image, tmp_dir: Path, out_dir: Path, seed: int, series_description: str,
+                  patient_id: str) -> list[Path]:
+    """The slice files of :func:`write_dicom_series` into ``tmp_dir``; returns their final paths."""
+    import SimpleITK as sitk
+
     direction = image.GetDirection()
     iop = "\\".join(f"{v:.6f}" for v in (direction[0], direction[3], direction[6],
                                           direction[1], direction[4], direction[7]))
@@ -466,9 +487,6 @@ def write_dicom_series(
         writer.SetFileName(str(path))
         writer.Execute(sl)
         paths.append(out_dir / path.name)
-    if out_dir.exists():
-        out_dir.rmdir()
-    os.replace(tmp_dir, out_dir)
     return paths
 
 
@@ -495,17 +513,16 @@ def write_ct_ground_truth(volume: CTVolume, out_dir: str | os.PathLike) -> dict[
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"labels": out_dir / "labels.nii.gz", "json": out_dir / "nodules.json", "csv": out_dir / "nodules.csv"}
-    tmp = paths["labels"].with_name("labels.partial.nii.gz")
-    sitk.WriteImage(volume.labels, str(tmp), useCompression=True)
-    os.replace(tmp, paths["labels"])
+    with atomic_path(paths["labels"]) as tmp:
+        sitk.WriteImage(volume.labels, str(tmp), useCompression=True)
     image = volume.image
     meta = {
         "spacing_mm": list(image.GetSpacing()), "origin_lps_mm": list(image.GetOrigin()),
         "direction": list(image.GetDirection()), "size_xyz": list(image.GetSize()),
         "nodules": [asdict(n) for n in volume.nodules],
     }
-    paths["json"].write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    with open(paths["csv"], "w", newline="", encoding="utf-8") as fh:
+    write_text_atomic(paths["json"], json.dumps(meta, indent=1))
+    with io.StringIO(newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "center_x_mm", "center_y_mm", "center_z_mm", "diameter_mm", "volume_mm3",
                     "volume_voxels", "volume_voxels_mm3", "hu", "kind", "shape"])
@@ -513,6 +530,7 @@ def write_ct_ground_truth(volume: CTVolume, out_dir: str | os.PathLike) -> dict[
             w.writerow([n.id, *(f"{v:.4f}" for v in n.center_lps_mm), f"{n.diameter_mm:.4f}",
                         f"{n.volume_mm3:.4f}", n.volume_voxels, f"{n.volume_voxels_mm3:.4f}", f"{n.hu:.1f}",
                         n.kind, n.shape])
+        write_text_atomic(paths["csv"], fh.getvalue())
     return paths
 
 
