@@ -13,10 +13,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
 
 from smallseg.errors import SmallsegError, one_line
 from smallseg.io.geo import ground_units
@@ -128,11 +131,6 @@ def read_label_raster(path: str | os.PathLike) -> LabelRaster:
 
 
 def _read_rasterio(path: str) -> LabelRaster:
-    import warnings
-
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

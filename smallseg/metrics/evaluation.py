@@ -22,6 +22,8 @@ ground truth is empty. They are never silently 0 or -1.
 from __future__ import annotations
 
 import dataclasses
+import contextlib
+import io
 import json
 import math
 import os
@@ -31,13 +33,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pycocotools
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
 
 from smallseg.errors import SmallsegError, one_line
 from smallseg.instances import Instances
 from smallseg.io.atomic import write_text_atomic
 from smallseg.io.geo import ground_units
+from smallseg.io.labels import check_same_grid, label_raster_from_array, read_label_raster
 from smallseg.io.tables import ObjectAttributes, default_object_table_path, read_object_table
-from smallseg.metrics.objects import objects_from_labels
+from smallseg.metrics.boundary import boundary_rles, reference_boundary_width_px
+from smallseg.metrics.coco import DEFAULT_IOU_THRESHOLDS, _largest_list, cap_detections, coco_evaluate, summarize
+from smallseg.metrics.counting import count_error, detection_counts, matched_pairs
+from smallseg.metrics.objects import ObjectSet, crop_from_rle, objects_from_labels, overlap_components
 
 __all__ = [
     "SizeBuckets",
@@ -102,8 +111,6 @@ class BoundaryWidth:
 
     def width_px(self, image_shape: tuple[int, int], pixel_area_m2: float | None) -> int:
         """``d`` in pixels for one image (at least 1)."""
-        from smallseg.metrics.boundary import reference_boundary_width_px
-
         if self.mode == "reference":
             return reference_boundary_width_px(image_shape)
         if self.unit == "px":
@@ -302,16 +309,12 @@ def _load_json(path, what: str):
 
 
 def _raster(value, what: str, pixel_size_m: float | None):
-    from smallseg.io.labels import label_raster_from_array, read_label_raster
-
     if isinstance(value, str | os.PathLike):
         return read_label_raster(value)
     return label_raster_from_array(value, f"<{what} array>", pixel_size_m=pixel_size_m)
 
 
 def _class_raster(value, what: str, like) -> np.ndarray:
-    from smallseg.io.labels import check_same_grid
-
     raster = _raster(value, what, None)
     if isinstance(value, str | os.PathLike):
         check_same_grid(like, raster)
@@ -459,13 +462,6 @@ def _one_class(objects):
 
 def _objects_from_coco(gt_value, pred_value, warnings: list[str]):
     """GT dataset + results list -> (gt ObjectSet, dt ObjectSet, category ids), as pycocotools loads them."""
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-
-    from smallseg.metrics.objects import ObjectSet, crop_from_rle
-
     gt_source = os.fspath(gt_value) if isinstance(gt_value, str | os.PathLike) else "<gt COCO dataset>"
     pred_source = os.fspath(pred_value) if isinstance(pred_value, str | os.PathLike) else "<pred COCO results>"
     gt_data = _load_json(gt_value, "COCO dataset") if isinstance(gt_value, str | os.PathLike) else gt_value
@@ -612,14 +608,6 @@ def evaluate(
         SmallsegError: unreadable or missing inputs, GT and prediction on different grids (shape, CRS,
             transform, spacing), non-integer label rasters, object tables missing ids, bad options.
     """
-    import pycocotools
-
-    from smallseg.io.labels import check_same_grid
-    from smallseg.metrics.boundary import boundary_rles
-    from smallseg.metrics.coco import DEFAULT_IOU_THRESHOLDS, _largest_list, cap_detections, coco_evaluate, summarize
-    from smallseg.metrics.counting import count_error, detection_counts, matched_pairs
-    from smallseg.metrics.objects import overlap_components
-
     buckets = parse_size_buckets(size_buckets)
     boundary_setting = parse_boundary_width(boundary, boundary_width)
     pixel_size_m = None
@@ -784,8 +772,6 @@ def _describe(value) -> str:
 
 
 def _mean_boundary_iou(pairs, gt, dt, gt_b, dt_b) -> tuple[float | None, int]:
-    from pycocotools import mask as mask_utils
-
     dt_ids, gt_ids = pairs
     if len(dt_ids) == 0:
         return None, 0

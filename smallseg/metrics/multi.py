@@ -13,6 +13,7 @@ import numpy as np
 
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
+from smallseg.metrics.evaluation import evaluate
 
 
 def evaluate_images(
@@ -30,8 +31,6 @@ def evaluate_images(
     Returns:
         The :class:`~smallseg.metrics.evaluation.Evaluation` over all images.
     """
-    from smallseg.metrics.evaluation import evaluate
-
     if not items:
         raise SmallsegError("evaluate_images: no images to score")
     if evaluate_kwargs.get("boundary") == "reference":

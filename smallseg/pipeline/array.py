@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from smallseg.decode.centroids import DecodeConfig
 from smallseg.decode.components import decode_outputs
@@ -282,8 +283,6 @@ def predict_array(
         ``scores``, ``centroids_yx`` in scene px, and ``objects``: the
         :class:`~smallseg.io.tables.ObjectTable` (areas, boxes, owning tiles; ``objects[0]`` is one row).
     """
-    from tqdm.auto import tqdm
-
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[None]
