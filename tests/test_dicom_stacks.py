@@ -223,3 +223,25 @@ def test_a_4d_nifti_is_one_line(tmp_path):
     with pytest.raises(ValueError):  # a Volume cannot hold one either
         Volume(array=np.zeros((3, 4, 5, 6, 7)), spacing_zyx_mm=(1, 1, 1), origin_lps_mm=(0, 0, 0),
                direction_lps=tuple(np.eye(3).ravel()))
+
+
+def test_two_echoes_at_the_same_positions_are_two_stacks(tmp_path):
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    rng = np.random.default_rng(5)
+    for echo in (1, 2):
+        for k in range(3):
+            image = sitk.GetImageFromArray(rng.integers(0, 900, (12, 12)).astype(np.int16))
+            image.SetSpacing((1.0, 1.0))
+            for key, value in {"0008|0060": "MR", "0020|000e": "1.2.826.0.1.3680043.9.7.95",
+                               "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
+                               "0008|0018": f"1.2.826.0.1.3680043.9.7.95.{echo}.{k}",
+                               "0018|0086": str(echo), "0020|0013": str(3 * (echo - 1) + k + 1),
+                               "0020|0032": f"0\\0\\{3.0 * k}", "0020|0037": "1\\0\\0\\0\\1\\0"}.items():
+                image.SetMetaData(key, value)
+            writer.SetFileName(str(tmp_path / f"e{echo}_{k}.dcm"))
+            writer.Execute(image)
+    entries = find_series(tmp_path)
+    assert [(e.kind, e.stack_label, len(e.files)) for e in entries] == [("image", "1/2", 3), ("image", "2/2", 3)]
+    assert {Path(f).name[:2] for f in entries[0].files} == {"e1"}  # one echo per stack
+    assert read_volume(entries[1]).array.shape == (3, 12, 12)

@@ -11,7 +11,9 @@ often holds several things that are not one 3-D grid:
    localizer gives three stacks;
 4. within one orientation, files are sorted along the slice normal and split where the step exceeds
    :data:`SPLIT_GAP_FACTOR` times the usual one (a lone slice 200 mm from a contiguous block is its own stack;
-   one or two missing slices only give a warning).
+   one or two missing slices only give a warning); slices sharing positions are split by EchoNumbers,
+   TemporalPositionIdentifier and AcquisitionNumber (one stack per echo or time point) when those tell them
+   apart, else the group is not processed, with the reason.
 
 A file of the series that cannot be read (truncated, corrupt) is dropped with a note when the remaining files
 still form a stack. Everything that is not an image stack (SEG, SR, RTSTRUCT, presentation states, pixel-less
@@ -194,6 +196,8 @@ def _stacks_of_series(members: list[FileInfo], broken: list[FileInfo]) -> list[S
             for group in _orientation_groups(rest):
                 result = _split_along_normal(group)
                 if isinstance(result, str):
+                    result = _split_by_acquisition(group) or result
+                if isinstance(result, str):
                     problems.append(SeriesInfo(kind="unreadable", files=tuple(m.path for m in group),
                                                reason=result, **common))
                 else:
@@ -207,7 +211,7 @@ def _stacks_of_series(members: list[FileInfo], broken: list[FileInfo]) -> list[S
         notes.append(f"series split by slice size or pixel type ({sizes})")
     stacks.sort(key=lambda s: (s[0][0].path, s[2][:1]))
     if len(stacks) > 1:
-        notes.append(f"series split into {len(stacks)} stacks (by slice orientation, position and size, as "
+        notes.append(f"series split into {len(stacks)} stacks (by slice orientation, position, size and echo, as "
                      "dcm2niix does)")
     out = []
     for k, (files, geometry, positions) in enumerate(stacks, start=1):
@@ -256,6 +260,27 @@ def _split_along_normal(members: list[FileInfo]) -> list[tuple[list[FileInfo], s
         cuts += [i + 1 for i in np.nonzero(steps > SPLIT_GAP_FACTOR * median)[0]]
     cuts.append(len(members))
     return [(members[a:b], "volume", tuple(float(p) for p in positions[a:b])) for a, b in zip(cuts, cuts[1:])]
+
+
+# Tags that tell apart acquisitions sharing slice positions in one series (echoes, time points, repeats).
+_ACQUISITION_TAGS = ("EchoNumbers", "TemporalPositionIdentifier", "AcquisitionNumber")
+
+
+def _split_by_acquisition(members: list[FileInfo]) -> list[tuple[list[FileInfo], str, tuple[float, ...]]] | None:
+    """Slices sharing positions: one stack per echo / time point / acquisition when those tags separate them
+    into groups without shared positions, else None."""
+    groups: dict[tuple[str, ...], list[FileInfo]] = {}
+    for m in members:
+        groups.setdefault(tuple(m.tags.get(t, "") for t in _ACQUISITION_TAGS), []).append(m)
+    if len(groups) < 2:
+        return None
+    out = []
+    for key in sorted(groups, key=lambda k: tuple((len(v), v) for v in k)):
+        result = _split_along_normal(groups[key])
+        if isinstance(result, str):
+            return None
+        out.extend(result)
+    return out
 
 
 def find_series(root: str | os.PathLike) -> list[SeriesInfo]:
