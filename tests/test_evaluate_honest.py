@@ -28,14 +28,16 @@ def demo(tmp_path_factory, one_torch_thread):
     return {"out": out, "gt": out / "scene_instances.tif", "gt_table": out / "scene_objects.csv",
             "pred": out / "prediction" / "scene_image.instances.tif",
             "pred_table": out / "prediction" / "scene_image.objects.csv",
-            "report": json.loads((out / "evaluation.json").read_text())}
+            "report": json.loads((out / "evaluation.json").read_text(encoding="utf-8"))}
 
 
 def readme_evaluate_args(gt: Path, pred: Path, json_out: Path) -> list[str]:
     """The README's `smallseg evaluate GT PRED OPTIONS...` line with the demo's files substituted."""
-    line = next(ln for ln in README.read_text().splitlines() if ln.strip().startswith("smallseg evaluate "))
+    lines = README.read_text(encoding="utf-8").splitlines()
+    line = next(ln for ln in lines if ln.strip().startswith("smallseg evaluate "))
     words = line.split("#")[0].split()[2:]
-    positional = [i for i, w in enumerate(words) if not w.startswith("-") and (i == 0 or not words[i - 1].startswith("--"))]
+    positional = [i for i, w in enumerate(words)
+                  if not w.startswith("-") and (i == 0 or not words[i - 1].startswith("--"))]
     assert len(positional) >= 2, line
     words[positional[0]], words[positional[1]] = str(gt), str(pred)
     if "--json" in words:
@@ -48,7 +50,7 @@ def test_readme_evaluate_example_on_the_demo_files_gives_the_demos_ap(demo, tmp_
     args = readme_evaluate_args(demo["gt"], demo["pred"], tmp_path / "scores.json")
     assert main(["evaluate", *args]) == 0
     printed = capsys.readouterr().out
-    scores = json.loads((tmp_path / "scores.json").read_text())
+    scores = json.loads((tmp_path / "scores.json").read_text(encoding="utf-8"))
     for key in ("AP", "AP50", "F1", "count_gt", "count_pred"):
         assert scores[key] == pytest.approx(demo["report"][key], abs=1e-12), key
     classes = scores["settings"]["classes"]
@@ -65,7 +67,7 @@ def test_gt_without_any_classes_is_scored_class_agnostic_and_says_so(demo, tmp_p
     shutil.copy(demo["gt"], bare)
     assert main(["evaluate", str(bare), str(demo["pred"]), "--json", str(tmp_path / "a.json")]) == 0
     printed = capsys.readouterr().out
-    report = json.loads((tmp_path / "a.json").read_text())
+    report = json.loads((tmp_path / "a.json").read_text(encoding="utf-8"))
     assert report["settings"]["classes"]["mode"] == "class-agnostic"
     assert "class-agnostic: the ground truth has no classes" in printed
     forced = evaluate(demo["gt"], demo["pred"], class_agnostic=True)
@@ -75,7 +77,8 @@ def test_gt_without_any_classes_is_scored_class_agnostic_and_says_so(demo, tmp_p
     # --class-agnostic on the CLI is the same switch.
     assert main(["evaluate", str(demo["gt"]), str(demo["pred"]), "--class-agnostic", "--json",
                  str(tmp_path / "b.json")]) == 0
-    assert json.loads((tmp_path / "b.json").read_text())["AP"] == pytest.approx(forced.metrics["AP"], abs=1e-12)
+    forced_cli = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
+    assert forced_cli["AP"] == pytest.approx(forced.metrics["AP"], abs=1e-12)
 
 
 def test_gt_classes_given_as_a_table_equal_the_table_found_beside_the_raster(demo, tmp_path):
@@ -94,12 +97,12 @@ def test_class_names_that_differ_between_gt_and_prediction_are_reported_in_one_l
     pred_dir = tmp_path / "pred"
     pred_dir.mkdir()
     shutil.copy(demo["pred"], pred_dir / "scene_image.instances.tif")
-    rows = list(csv.reader(demo["pred_table"].open(newline="")))
+    rows = list(csv.reader(demo["pred_table"].open(newline="", encoding="utf-8")))
     k = rows[0].index("class")
     swap = {"car": "building", "building": "car"}
     for row in rows[1:]:
         row[k] = swap[row[k]]
-    with (pred_dir / "scene_image.objects.csv").open("w", newline="") as fh:
+    with (pred_dir / "scene_image.objects.csv").open("w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows(rows)
     report = evaluate(demo["gt"], pred_dir / "scene_image.instances.tif")
     lines = [w for w in report.warnings if "class names differ" in w]
@@ -111,8 +114,8 @@ def test_prediction_without_classes_is_scored_class_agnostic(demo, tmp_path):
     pred_dir = tmp_path / "pred"
     pred_dir.mkdir()
     shutil.copy(demo["pred"], pred_dir / "p.tif")
-    rows = list(csv.DictReader(demo["pred_table"].open(newline="")))
-    with (pred_dir / "p.csv").open("w", newline="") as fh:
+    rows = list(csv.DictReader(demo["pred_table"].open(newline="", encoding="utf-8")))
+    with (pred_dir / "p.csv").open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "score"])
         w.writerows([r["id"], r["score"]] for r in rows)

@@ -73,7 +73,7 @@ def test_object_areas_in_the_table_are_geodesic_within_1_percent(tmp_path, scene
     _, table = labels_and_table()
     geometry = RasterGeometry(SHAPE[1], SHAPE[0], crs, transform)
     path = write_objects_csv(tmp_path / "s.objects.csv", table, ["car", "building"], geometry)
-    area_m2 = np.array([float(r["area_m2"]) for r in csv.DictReader(path.open(newline=""))])
+    area_m2 = np.array([float(r["area_m2"]) for r in csv.DictReader(path.open(newline="", encoding="utf-8"))])
     truth = np.array([geodesic_area_m2(crs, transform, box) for box in BOXES])
     np.testing.assert_allclose(area_m2, truth, rtol=0.01)
     # The same numbers from the one function, and the table reads back.
@@ -111,7 +111,7 @@ def test_utm_areas_are_the_map_units_unchanged(tmp_path):
     _, table = labels_and_table()
     path = write_objects_csv(tmp_path / "u.objects.csv", table, ["car", "building"],
                              RasterGeometry(SHAPE[1], SHAPE[0], crs, transform))
-    cells = [r["area_m2"] for r in csv.DictReader(path.open(newline=""))]
+    cells = [r["area_m2"] for r in csv.DictReader(path.open(newline="", encoding="utf-8"))]
     assert cells == [repr(float(a) * 0.25) for a in table.area_px]  # exactly |det| x area_px, as before
     assert RasterGeometry(SHAPE[1], SHAPE[0], crs, transform).pixel_size_m == 0.5
 

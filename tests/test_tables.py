@@ -179,13 +179,13 @@ def test_one_class_per_role_everywhere():
 def test_text_cells_cannot_run_as_formulas_and_read_back_unchanged(tmp_path):
     names = ["=HYPERLINK(\"http://x\")", "+cmd|' /C calc'!A0"]
     path = write_objects_csv(tmp_path / "f.csv", prediction_table(), names, UTM)
-    cells = [row[2] for row in csv.reader(path.open(newline=""))][1:]
+    cells = [row[2] for row in csv.reader(path.open(newline="", encoding="utf-8"))][1:]
     assert cells == ["'" + names[0], "'" + names[1], "'" + names[1]]  # a spreadsheet shows them as text
     attrs = read_object_table(path, require=("id", "score"))
     assert attrs.class_names == [names[0], names[1], names[1]]
     assert attrs.class_name_map() == {1: names[0], 2: names[1]}
     volume = VolumeObjects.read_csv(volume_table(2, names=("@SUM(1)", "ok")).write_csv(tmp_path / "v.csv"))
-    assert volume.class_names == ["@SUM(1)", "ok"] and "'@SUM(1)" in (tmp_path / "v.csv").read_text()
+    assert volume.class_names == ["@SUM(1)", "ok"] and "'@SUM(1)" in (tmp_path / "v.csv").read_text(encoding="utf-8")
 
 
 def test_the_evaluate_reader_takes_any_table_and_rejects_broken_ones(tmp_path):
