@@ -78,3 +78,40 @@ def test_mosaic_quadrants_are_crops_of_the_inputs():
 def test_unknown_option_is_rejected():
     with pytest.raises(ValueError, match="unknown augment option"):
         AugmentConfig.from_dict({"crop_sise": 64})
+
+
+@pytest.mark.parametrize("bands", [1, 3, 4])
+def test_domain_randomisation_keeps_labels_exact_for_any_band_count(bands):
+    image, instances, classes = _sample(2, size=96, n=20)
+    image = np.repeat(image[:, :, :1], bands, axis=2) * np.linspace(0.6, 1.0, bands, dtype=np.float32)
+    config = AugmentConfig(crop_size=64, scale_range=(0.8, 1.25), mosaic_p=0, rotate_p=1.0, blur_p=1.0,
+                           blur_sigma=(0.5, 1.5), jpeg_p=1.0, jpeg_quality=(30, 60), band_gain=0.2,
+                           downscale_p=1.0, noise_std=0.03)
+    a = augment_sample(build_augment(config, seed=4), image, instances, classes)
+    b = augment_sample(build_augment(config, seed=4), image, instances, classes)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    out_img, out_inst, out_cls = a
+    assert out_img.shape == (64, 64, bands) and 0 <= out_img.min() and out_img.max() <= 1
+    assert set(np.unique(out_inst)) <= set(np.unique(instances))
+    original_class = {k: int(classes[instances == k][0]) for k in np.unique(instances) if k}
+    for k in np.unique(out_inst):
+        if k:
+            assert set(np.unique(out_cls[out_inst == k])) == {original_class[k]}
+    assert np.all((out_inst == 0) == (out_cls == 0))
+    # the photometric part really changed the pixels (not a pure rearrangement)
+    assert not np.array_equal(np.sort(out_img.ravel()), np.sort(image[:64, :64].ravel()))
+
+
+def test_grey_makes_bands_equal_and_bad_domain_options_are_refused():
+    image, instances, classes = _sample(3, size=64)
+    config = AugmentConfig(crop_size=64, scale_range=(1.0, 1.0), mosaic_p=0, grey_p=1.0, brightness=0,
+                           contrast=0, gamma_range=(100.0, 100.0), noise_std=0, blur_p=0)
+    out_img, _, _ = augment_sample(build_augment(config, seed=1), image, instances, classes)
+    assert np.allclose(out_img[..., 0], out_img[..., 1]) and np.allclose(out_img[..., 1], out_img[..., 2])
+    with pytest.raises(ValueError, match="jpeg_p"):
+        AugmentConfig(jpeg_p=1.5)
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        AugmentConfig.from_dict({"jpeg_quality": [90, 20]})
+    with pytest.raises(ValueError, match="unknown augment"):
+        AugmentConfig.from_dict({"jpg_p": 0.5})

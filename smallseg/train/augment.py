@@ -23,6 +23,16 @@ import albumentations as A  # noqa: E402  (env var above must be set before impo
 import cv2  # noqa: E402
 
 
+class _BandMean(A.ImageOnlyTransform):
+    """Every band replaced by the mean of all bands (any band count; albumentations' ToGray needs 3)."""
+
+    def apply(self, img, **params):
+        return np.repeat(img.mean(axis=-1, keepdims=True), img.shape[-1], axis=-1).astype(img.dtype)
+
+    def get_transform_init_args_names(self):
+        return ()
+
+
 @dataclass
 class AugmentConfig:
     """What the training augmentation does; stored in training configs (YAML ``augment:`` section).
@@ -39,6 +49,16 @@ class AugmentConfig:
         blur_p: probability of a slight Gaussian blur (defocus, resampling).
         mosaic_p: probability that a training sample is a Mosaic of four crops instead of one crop.
         hue_saturation: colour jitter; only meaningful for 3-band RGB imagery, off for CT / fluorescence.
+
+    Domain randomisation (all off by default, so existing configs train as before; see
+    ``configs/remote-sensing-v2.yaml``):
+        rotate_p: probability of a rotation by any angle (objects seen from above have no preferred
+            heading; corners outside the source become background), applied before the crop.
+        blur_sigma: (min, max) Gaussian blur sigma, px, of the ``blur_p`` blur (sensor PSF, defocus).
+        jpeg_p: probability of JPEG compression at a quality in ``jpeg_quality`` (min, max).
+        grey_p: probability that every band is replaced by the band mean (panchromatic-like input).
+        band_gain: max relative per-band gain change (radiometric calibration, white balance).
+        downscale_p: probability of a down- then up-sampling by a factor in (0.5, 0.9) (resampled imagery).
     """
 
     crop_size: int = 256
@@ -52,7 +72,28 @@ class AugmentConfig:
     blur_p: float = 0.1
     mosaic_p: float = 0.5
     hue_saturation: bool = False
+    rotate_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.3, 1.0)
+    jpeg_p: float = 0.0
+    jpeg_quality: tuple[float, float] = (40.0, 95.0)
+    grey_p: float = 0.0
+    band_gain: float = 0.0
+    downscale_p: float = 0.0
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("rotate_p", "blur_p", "jpeg_p", "grey_p", "downscale_p", "mosaic_p"):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"augment {name}={value}: a probability, use 0 to 1")
+        lo, hi = self.jpeg_quality
+        if not 1 <= lo <= hi <= 100:
+            raise ValueError(f"augment jpeg_quality={list(self.jpeg_quality)}: use [min, max] within 1-100")
+        lo, hi = self.blur_sigma
+        if not 0 < lo <= hi:
+            raise ValueError(f"augment blur_sigma={list(self.blur_sigma)}: use [min, max] with 0 < min <= max (px)")
+        if not 0.0 <= self.band_gain < 1.0:
+            raise ValueError(f"augment band_gain={self.band_gain}: use 0 (off) to below 1")
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "AugmentConfig":
@@ -62,7 +103,7 @@ class AugmentConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown augment option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        for key in ("scale_range", "gamma_range"):
+        for key in ("scale_range", "gamma_range", "blur_sigma", "jpeg_quality"):
             if key in values:
                 values[key] = tuple(float(v) for v in values[key])
         return cls(**values)
@@ -85,6 +126,11 @@ def build_augment(config: AugmentConfig, *, seed: int | None = None) -> A.Compos
         # RandomScale's limit is relative to 1.0.
         A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), interpolation=cv2.INTER_LINEAR,
                       mask_interpolation=cv2.INTER_NEAREST, p=1.0 if (lo, hi) != (1.0, 1.0) else 0.0),
+    ]
+    if config.rotate_p > 0:
+        geometric.append(A.Rotate(limit=180, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST,
+                                  border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=config.rotate_p))
+    geometric += [
         A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
         A.RandomCrop(height=size, width=size),
     ]
@@ -100,10 +146,24 @@ def build_augment(config: AugmentConfig, *, seed: int | None = None) -> A.Compos
         photometric.append(A.RandomGamma(gamma_limit=config.gamma_range, p=0.5))
     if config.hue_saturation:
         photometric.append(A.HueSaturationValue(hue_shift_limit=8, sat_shift_limit=15, val_shift_limit=0, p=0.5))
+    if config.band_gain > 0:
+        g = float(config.band_gain)
+        photometric.append(A.MultiplicativeNoise(multiplier=(1 - g, 1 + g), per_channel=True, elementwise=False,
+                                                 p=0.5))
+    if config.grey_p > 0:
+        photometric.append(_BandMean(p=config.grey_p))
+    if config.downscale_p > 0:
+        photometric.append(A.Downscale(scale_range=(0.5, 0.9), p=config.downscale_p))
     if config.blur_p > 0:
-        photometric.append(A.GaussianBlur(blur_limit=(3, 3), sigma_limit=(0.3, 1.0), p=config.blur_p))
+        s_lo, s_hi = (float(v) for v in config.blur_sigma)
+        kernel = 2 * int(np.ceil(3 * s_hi)) + 1  # odd, covers +-3 sigma
+        blur_limit = (3, 3) if config.blur_sigma == (0.3, 1.0) else (3, max(3, kernel))
+        photometric.append(A.GaussianBlur(blur_limit=blur_limit, sigma_limit=(s_lo, s_hi), p=config.blur_p))
     if config.noise_std > 0:
         photometric.append(A.GaussNoise(std_range=(0.0, float(config.noise_std)), p=0.5))
+    if config.jpeg_p > 0:  # last, as a camera or an archive would apply it
+        q_lo, q_hi = (int(v) for v in config.jpeg_quality)
+        photometric.append(A.ImageCompression(quality_range=(q_lo, q_hi), p=config.jpeg_p))
     return A.Compose(geometric + photometric, seed=seed)
 
 
