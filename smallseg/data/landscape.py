@@ -93,7 +93,7 @@ def draw_world(rng: np.random.Generator, landscape: str, season: str, density: f
     urban = float(np.clip(rng.uniform(lo, hi) * density, 0.0, 1.0))
     p_winter = 0.4 if landscape == "forest" else 0.25
     winter = bool(rng.random() < p_winter) if season == "auto" else season == "winter"
-    forest_p = {"forest": 0.8, "rural": 0.25, "suburban": 0.08, "urban": 0.03}[landscape]
+    forest_p = {"forest": 0.6, "rural": 0.25, "suburban": 0.08, "urban": 0.03}[landscape]
     water_p = 0.04 if landscape in ("forest", "rural") else 0.02
     conifer = float(rng.uniform(0.3, 0.95) if landscape == "forest" else rng.uniform(0.05, 0.5))
     return WorldParams(

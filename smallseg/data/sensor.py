@@ -44,8 +44,8 @@ class SensorParams:
     """How one scene was imaged; drawn per scene by :func:`draw_sensor`.
 
     Attributes:
-        blur_px: Gaussian PSF sigma, pixels (0.35-1.3).
-        read_noise: read-noise std in reflectance units (0.002-0.012).
+        blur_px: Gaussian PSF sigma, pixels (drawn 0.35-0.85; at most 1.4).
+        read_noise: read-noise std in reflectance units (drawn 0.003-0.012).
         shot_gain: shot-noise variance per unit reflectance (variance = read² + shot_gain * reflectance).
         haze: mean haze fraction (0-0.3): reflectance -> (1 - h) * reflectance + h * haze colour.
         gain, offset, gamma: (4,) per-band radiometric jitter (R, G, B, NIR); counts come from
@@ -86,7 +86,7 @@ def draw_sensor(rng: np.random.Generator, *, winter: bool) -> SensorParams:
     # their white point somewhere between bright roofs and concrete.
     white = float(rng.uniform(0.75, 0.95) if winter else rng.uniform(0.42, 0.62))
     params = SensorParams(
-        blur_px=float(rng.uniform(0.4, 1.1)), read_noise=float(rng.uniform(0.002, 0.010)),
+        blur_px=float(rng.uniform(0.35, 0.85)), read_noise=float(rng.uniform(0.003, 0.012)),
         shot_gain=float(rng.uniform(0.00002, 0.00015)), haze=float(rng.uniform(0.0, 0.22)),
         gain=gain, offset=offset, gamma=gamma, white=white, top=float(rng.uniform(238.0, 255.0)),
         jpeg_quality=int(rng.integers(40, 92)) if rng.random() < 0.4 else 0,
