@@ -571,7 +571,7 @@ def _add_tune_decode(subparsers) -> None:
 
 
 def _run_tune_decode(args) -> int:
-    from smallseg.train.loop import load_source, load_train_config
+    from smallseg.train.loop import class_mapping, load_source, load_train_config
     from smallseg.train.tune import write_tuned_checkpoint
 
     config = load_train_config(args.config)
@@ -582,7 +582,7 @@ def _run_tune_decode(args) -> int:
         if not specs:
             raise SmallsegError(f"{args.config}: no data.val entry is marked 'modality: {args.modality}'; mark "
                                 f"the validation images of that modality to tune on them")
-    images = [im for spec in specs for im in load_source(spec, config.source_dir)]
+    images = [im for spec in specs for im in load_source(spec, config.source_dir, class_mapping(config.model))]
     if not images:
         raise SmallsegError(f"{args.config}: data.val lists no validation images to tune on")
     path, best, rows = write_tuned_checkpoint(args.checkpoint, images, args.out, metric=args.metric,

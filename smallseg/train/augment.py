@@ -4,7 +4,7 @@ All functions work on one sample at a time:
 
 - ``image``: (H, W, C) float32, intensities scaled to [0, 1] (before per-band mean/std normalisation, so
   photometric jitter means the same thing for uint8, uint16 and CT input).
-- ``instances``: (H, W) int32 instance ids, 0 = background.
+- ``instances``: (H, W) int32 instance ids, 0 = background, -1 = not labelled (ignored by the losses).
 - ``classes``: (H, W) int32 class ids, 0 = background.
 
 Label rasters are resampled with nearest neighbour, so ids stay ids; head targets (centroid vectors,
@@ -191,7 +191,8 @@ def mosaic(
         rng: the random generator (the caller's, for reproducibility).
 
     Returns:
-        (image (size, size, C) float32, instances (size, size) int32 with ids 1..N, classes (size, size) int32).
+        (image (size, size, C) float32, instances (size, size) int32 with ids 1..N (-1 where a sample was not
+        labelled), classes (size, size) int32).
     """
     if len(samples) != 4:
         raise ValueError(f"mosaic needs 4 samples, got {len(samples)}")
@@ -219,8 +220,9 @@ def mosaic(
         present, inverse = np.unique(crop_inst, return_inverse=True)
         inverse = inverse.reshape(crop_inst.shape)
         new_ids = np.zeros(len(present), np.int32)
-        nonzero = present != 0
+        nonzero = present > 0
         new_ids[nonzero] = np.arange(next_id, next_id + int(nonzero.sum()), dtype=np.int32)
+        new_ids[present < 0] = -1  # not labelled stays not labelled (it is no object)
         next_id += int(nonzero.sum())
         instances[y0:y0 + ch, x0:x0 + cw] = new_ids[inverse]
         classes[y0:y0 + ch, x0:x0 + cw] = np.where(crop_inst != 0, crop_cls, 0)

@@ -1,8 +1,10 @@
 """Training data: labelled images from files or generators, cut into augmented, target-encoded crops.
 
-A :class:`LabeledImage` is one image with its instance (and class) labels, in memory. Sources that make
+A :class:`LabeledImage` (defined in :mod:`smallseg.data.labels.common`) is one image with its instance (and
+class) labels, in memory; instance id -1 marks pixels that are not labelled (no loss there). Sources that make
 them: :func:`read_geotiff_pair` (image GeoTIFF + instance-id GeoTIFF + optional class GeoTIFF),
-:func:`read_coco` (images + COCO JSON), and the synthetic generators of :mod:`smallseg.data`.
+:func:`read_coco` (images + COCO JSON), the label sources of :mod:`smallseg.data.labels` (vector files, boxes,
+label images, label volumes, with a labelled area) and the synthetic generators of :mod:`smallseg.data`.
 :class:`CropDataset` turns a list of them into a torch ``Dataset`` of ``(image tensor, targets)`` pairs;
 each sample is a pure function of ``(seed, epoch, index)``, so runs are reproducible with any number of
 workers and a resumed run sees the same samples as an uninterrupted one.
@@ -24,38 +26,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from smallseg.data.labels.common import LabeledImage  # noqa: F401  (defined with the label sources; re-exported)
 from smallseg.errors import SmallsegError, one_line
 from smallseg.models.config import ModelConfig
 from smallseg.normalize import CT_WINDOWS, MICROSCOPY, Normalization, NormStats, normalization_for
 from smallseg.train.augment import AugmentConfig, augment_sample, build_augment, mosaic
 from smallseg.train.targets import encode_targets
-
-
-@dataclass
-class LabeledImage:
-    """One training/validation image with exact labels.
-
-    Attributes:
-        image: (H, W, C) raw pixel values (any numeric dtype, as read from the file).
-        instances: (H, W) int32 instance ids, 0 = background, < 0 = ignore.
-        classes: (H, W) int32 class ids (1-based on objects), or None for a single class.
-        name: where it came from (file name or generator + seed), for messages and logs.
-        pixel_area: area of one pixel in physical units (``pixel_unit``²), or None if unknown.
-        pixel_unit: ``"m"`` (map imagery) or ``"mm"`` (medical), None if unknown.
-        modality: upper-case DICOM modality code (``"CT"``) when the image is one, else ``""``; a model's
-            ``normalization_by_modality`` entry for it applies.
-        normalization: how this source's raw values are meant to be mapped when neither the training config
-            nor the model says (synthetic nuclei: per-image percentiles; synthetic CT: the lung window), or None.
-    """
-
-    image: np.ndarray
-    instances: np.ndarray
-    classes: np.ndarray | None
-    name: str
-    pixel_area: float | None = None
-    pixel_unit: str | None = None
-    modality: str = ""
-    normalization: Normalization | None = None
 
 
 def read_geotiff_pair(
@@ -365,7 +341,12 @@ class CropDataset(Dataset):
         self.epoch = 0
         self._pipeline = build_augment(augment, seed=seed)
         # Sample images in proportion to their area, so a big scene is not seen as often as a tiny one.
-        areas = np.array([item.image.shape[0] * item.image.shape[1] for item in images], np.float64)
+        # Crops are cut within the box around each image's labelled pixels (a labelled corner of a big scene
+        # is where the learning is), and images are drawn in proportion to that box's area.
+        self._bounds = [_labelled_bounds(item.instances) for item in images]
+        areas = np.array([(b[1] - b[0]) * (b[3] - b[2]) for b in self._bounds], np.float64)
+        if not areas.sum():
+            raise SmallsegError("training data: no labelled pixel in any image (all outside the labelled area)")
         self._p = areas / areas.sum()
 
     def set_epoch(self, epoch: int) -> None:
@@ -380,9 +361,10 @@ class CropDataset(Dataset):
         # Cut a window big enough for the largest rescale before augmenting, instead of rescaling the
         # whole scene.
         size = int(np.ceil(self.augment.crop_size / min(self.augment.scale_range))) + 2
+        r0, r1, c0, c1 = self._bounds[k]
         h, w = item.instances.shape
-        y0 = int(rng.integers(0, max(h - size, 0) + 1))
-        x0 = int(rng.integers(0, max(w - size, 0) + 1))
+        y0 = _window_start(rng, r0, r1, h, size)
+        x0 = _window_start(rng, c0, c1, w, size)
         window = (slice(y0, y0 + size), slice(x0, x0 + size))
         unit = self.normalizations[k].map_unit(np.moveaxis(item.image[window], -1, 0), self.stats[k])
         image = np.ascontiguousarray(np.moveaxis(unit, 0, -1))
@@ -400,6 +382,27 @@ class CropDataset(Dataset):
         targets = encode_targets(instances, classes, self.config.max_distance_px)
         x = self.normalizations[0].standardise(np.ascontiguousarray(np.moveaxis(image, -1, 0), dtype=np.float32))
         return torch.from_numpy(np.ascontiguousarray(x)), targets
+
+
+def _window_start(rng: np.random.Generator, lo: int, hi: int, extent: int, size: int) -> int:
+    """Start of a ``size`` window on an axis of ``extent`` px: inside the labelled span [lo, hi) when it is longer
+    than the window, else covering all of it; always inside the image where the image is larger than ``size``."""
+    if hi - lo >= size:
+        first, last = lo, hi - size
+    else:
+        first, last = hi - size, lo
+    top = max(extent - size, 0)
+    first, last = min(max(first, 0), top), min(max(last, 0), top)
+    return int(rng.integers(first, last + 1))
+
+
+def _labelled_bounds(instances: np.ndarray) -> tuple[int, int, int, int]:
+    """(row0, row1, col0, col1) half-open box around the labelled pixels (``instances >= 0``); empty: zeros."""
+    labelled = instances >= 0
+    rows, cols = np.nonzero(labelled.any(1))[0], np.nonzero(labelled.any(0))[0]
+    if not len(rows):
+        return 0, 0, 0, 0
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def collate(batch):

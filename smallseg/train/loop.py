@@ -24,6 +24,21 @@ A ``<source>`` is one of::
     {synthetic: remote-sensing | nuclei | ct, count: N, size: S, seed: K, options: {...}}
     {geotiff: {image: a.tif, instances: a.instances.tif, classes: a.classes.tif}}
     {coco: {annotations: train.json, images: images/}}
+    {vector: {image: a.tif, labels: a.gpkg, class_field: cls, class_map: {bldg: building}, layer: L, area: area.gpkg}}
+    {label_image: {image: cells.png, labels: cells_masks.png, classes: cells_classes.png, class_name: nucleus}}
+    {boxes: {labels: crowns.csv | train.json | voc/, images: images/, class_map: {Tree: tree}}}
+    {nifti: {image: ct.nii.gz, labels: lesions.nii.gz, class_name: nodule, modality: CT}}   # or volume:
+
+The label sources (:mod:`smallseg.data.labels`): ``vector`` polygons (GPKG / GeoJSON / Shapefile / FlatGeobuf)
+are reprojected to the image's CRS and rasterised, one object per feature, the smaller on top where they
+overlap; their class is the ``class_field`` attribute, mapped by name to ``model.class_names`` (``class_map``
+renames). ``boxes`` (COCO bbox, DeepForest CSV, Pascal VOC XML) train the centroid head inside each box's
+inscribed ellipse and the semantic head on its core, nothing else (:mod:`smallseg.data.labels.boxes`).
+``label_image`` and ``nifti`` take an instance label image / volume on the image's grid (``nifti``: slices
+with objects plus as many without); sources without classes give every object ``class_name`` (default: the
+model's only class). Every source but ``synthetic`` may add ``area:`` (a pixel box ``rows=0:256``, a mask
+raster or a vector file): pixels outside it that belong to no labelled object are not labelled, and add
+nothing to any loss or to validation scores.
 
 Any source may add ``modality: CT`` (a DICOM modality): ``smallseg tune-decode --modality CT`` tunes decode
 settings for that modality on the val sources so marked, and ``normalize_by_modality`` entries apply to its
@@ -170,24 +185,99 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
     )
 
 
-def load_source(spec: dict[str, Any], base_dir: Path) -> list[LabeledImage]:
-    """Materialise one data source of a training config as labelled images (see module docstring)."""
-    if not isinstance(spec, dict) or len({"synthetic", "geotiff", "coco"} & set(spec)) != 1:
-        raise SmallsegError(f"data source {spec!r}: give exactly one of synthetic:, geotiff:, coco:")
-    if "synthetic" in spec:
+SOURCE_KINDS = ("synthetic", "geotiff", "coco", "vector", "label_image", "boxes", "nifti", "volume")
+_SOURCE_KEYS = {
+    "geotiff": ("image", "instances", "classes", "bands", "area"),
+    "coco": ("annotations", "images", "area"),
+    "vector": ("image", "labels", "class_field", "class_map", "class_name", "layer", "area", "bands"),
+    "label_image": ("image", "labels", "classes", "class_name", "area", "bands"),
+    "boxes": ("labels", "images", "image", "class_map", "class_name", "area"),
+    "nifti": ("image", "labels", "class_name", "area", "modality", "empty_slices"),
+}
+_SOURCE_KEYS["volume"] = _SOURCE_KEYS["nifti"]
+
+
+def class_mapping(model: dict[str, Any] | ModelConfig, renames: dict | None = None,
+                  default: str | None = None):
+    """The :class:`~smallseg.data.labels.ClassMapping` of a config's ``model:`` section (or a ModelConfig)."""
+    from smallseg.data.labels import ClassMapping
+
+    if isinstance(model, ModelConfig):
+        return ClassMapping.of(model.class_names, model.classes, renames, default)
+    return ClassMapping.of(model.get("class_names"), int(model.get("classes", 1)), renames, default)
+
+
+def load_source(spec: dict[str, Any], base_dir: Path, classes=None) -> list[LabeledImage]:
+    """Materialise one data source of a training config as labelled images (see module docstring).
+
+    Args:
+        spec: one entry of ``data.train`` / ``data.val``.
+        base_dir: relative paths in it are relative to this folder.
+        classes: the model's :class:`~smallseg.data.labels.ClassMapping` (class names of the label files are
+            mapped onto it); None: a one-class model.
+    """
+    from smallseg.data import labels as label_sources
+
+    kinds = [k for k in SOURCE_KINDS if isinstance(spec, dict) and k in spec]
+    if len(kinds) != 1:
+        raise SmallsegError(f"data source {spec!r}: give exactly one of {', '.join(k + ':' for k in SOURCE_KINDS)}")
+    kind = kinds[0]
+    if kind != "synthetic":
+        if not isinstance(spec[kind], dict):
+            raise SmallsegError(f"data source {kind}: expected a mapping of {', '.join(_SOURCE_KEYS[kind])}")
+        unknown = sorted(set(spec[kind]) - set(_SOURCE_KEYS[kind]))
+        if unknown:
+            raise SmallsegError(f"data source {kind}: unknown key(s) {unknown}; known: {', '.join(_SOURCE_KEYS[kind])}")
+    resolve = lambda p: None if p is None else (base_dir / p)  # noqa: E731
+
+    def area_of(g: dict[str, Any]):
+        area = g.get("area")
+        if area is None or label_sources.area.is_pixel_box(area):
+            return area
+        return resolve(area)
+
+    def mapping(g: dict[str, Any]):
+        base = classes if classes is not None else label_sources.ClassMapping.of(None, 1)
+        return label_sources.ClassMapping(base.names, {**base.renames, **dict(g.get("class_map") or {})},
+                                          g.get("class_name", base.default))
+
+    if kind == "synthetic":
         # raw: the model's normalisation maps them, as it maps every input at inference
         images = synthetic_images(
             str(spec["synthetic"]), count=int(spec.get("count", 8)), size=int(spec.get("size", 512)),
             seed=int(spec.get("seed", 0)), raw=True, **dict(spec.get("options") or {}),
         )
-    elif "geotiff" in spec:
-        g = spec["geotiff"]
-        resolve = lambda p: None if p is None else (base_dir / p)  # noqa: E731
-        images = [read_geotiff_pair(resolve(g["image"]), resolve(g["instances"]), resolve(g.get("classes")),
-                                    bands=g.get("bands"))]
     else:
-        c = spec["coco"]
-        images = read_coco(base_dir / c["annotations"], base_dir / c["images"])
+        g = spec[kind]
+        missing = [k for k in {"geotiff": ("image", "instances"), "coco": ("annotations", "images"),
+                               "boxes": ("labels",)}.get(kind, ("image", "labels")) if g.get(k) is None]
+        if missing:
+            raise SmallsegError(f"data source {kind}: missing {', '.join(missing)}")
+        if kind == "geotiff":
+            images = [read_geotiff_pair(resolve(g["image"]), resolve(g["instances"]), resolve(g.get("classes")),
+                                        bands=g.get("bands"))]
+        elif kind == "coco":
+            images = read_coco(resolve(g["annotations"]), resolve(g["images"]))
+        elif kind == "vector":
+            images = [label_sources.read_vector_labels(
+                resolve(g["image"]), resolve(g["labels"]), classes=mapping(g), class_field=g.get("class_field"),
+                layer=g.get("layer"), area=area_of(g), bands=g.get("bands"))]
+        elif kind == "label_image":
+            images = [label_sources.read_label_image(resolve(g["image"]), resolve(g["labels"]), classes=mapping(g),
+                                                     class_labels=resolve(g.get("classes")), area=area_of(g),
+                                                     bands=g.get("bands"))]
+        elif kind == "boxes":
+            images = label_sources.read_boxes(resolve(g["labels"]), classes=mapping(g), images=resolve(g.get("images")),
+                                              area=area_of(g), image=resolve(g.get("image")))
+        else:
+            images = label_sources.read_label_volume(resolve(g["image"]), resolve(g["labels"]), classes=mapping(g),
+                                                     area=area_of(g), modality=str(g.get("modality") or ""),
+                                                     empty_slices=bool(g.get("empty_slices", True)))
+        if kind in ("geotiff", "coco") and g.get("area") is not None:
+            geo = label_sources.common.read_image_file(resolve(g["image"]))[1] if kind == "geotiff" else None
+            for item in images:
+                mask = label_sources.labelled_area(area_of(g), item.instances.shape, geo, where=f"area {g['area']}")
+                item.instances = label_sources.apply_area(item.instances, mask)
     modality = str(spec.get("modality", "") or "").strip().upper()
     if modality:
         for item in images:
@@ -203,6 +293,7 @@ class TrainResult:
     best_checkpoint: Path
     last_checkpoint: Path
     history: list[dict[str, Any]]
+    stopped: str = "epochs"  # why it ended: "epochs", "early stopping", "time budget", "slice" (stop_after_epochs)
 
 
 def train(
@@ -213,6 +304,11 @@ def train(
     device: str | None = None,
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    train_images: list[LabeledImage] | None = None,
+    val_images: list[LabeledImage] | None = None,
+    time_budget_s: float | None = None,
+    patience: int | None = None,
+    on_epoch=None,
 ) -> TrainResult:
     """Train a model as ``config`` says, writing checkpoints into ``run_dir`` after every epoch.
 
@@ -225,6 +321,12 @@ def train(
         progress: show a progress bar with loss and throughput.
         stop_after_epochs: finish at most this many epochs in this call, keeping the schedule of the full
             run (for time-sliced jobs: call again with ``resume=True`` to go on).
+        train_images, val_images: labelled images to use instead of the config's ``data.train`` / ``data.val``
+            (``smallseg finetune`` splits its own).
+        time_budget_s: wall-clock seconds for this call: no epoch is started that would, at the last epoch's
+            pace, end after it (the decode tuning at the end is not counted).
+        patience: stop after this many epochs without a better validation ``select_metric`` (early stopping).
+        on_epoch: called with each epoch's history record (progress displays).
 
     Returns:
         TrainResult with the checkpoint paths and the per-epoch history.
@@ -237,8 +339,12 @@ def train(
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
 
-    train_images = [im for spec in config.data.get("train", []) for im in load_source(spec, config.source_dir)]
-    val_images = [im for spec in config.data.get("val", []) for im in load_source(spec, config.source_dir)]
+    started = time.perf_counter()
+    classes = class_mapping(config.model)
+    if train_images is None:
+        train_images = [im for spec in config.data.get("train", []) for im in load_source(spec, config.source_dir, classes)]
+    if val_images is None:
+        val_images = [im for spec in config.data.get("val", []) for im in load_source(spec, config.source_dir, classes)]
     if not train_images:
         raise SmallsegError("training config: data.train lists no images")
 
@@ -291,7 +397,21 @@ def train(
     end_epoch = config.optim.epochs
     if stop_after_epochs is not None:
         end_epoch = min(end_epoch, start_epoch + int(stop_after_epochs))
+    stopped = "epochs" if end_epoch == config.optim.epochs else "slice"
+    since_best = 0
+    for record in history:  # a resumed run counts the epochs since its best as an unbroken one would
+        score = record.get(f"val_{config.select_metric}", -record.get("loss_total", 0.0))
+        since_best = 0 if score >= best else since_best + 1
+    last_epoch_s = 0.0
     for epoch in range(start_epoch, end_epoch):
+        if patience is not None and since_best >= patience:
+            stopped = "early stopping"
+            break
+        if time_budget_s is not None and epoch > start_epoch and \
+                time.perf_counter() - started + last_epoch_s > time_budget_s:
+            stopped = "time budget"
+            break
+        epoch_started = time.perf_counter()
         dataset.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=config.optim.batch_size, shuffle=False, num_workers=config.workers,
@@ -332,7 +452,10 @@ def train(
         save_checkpoint(model, last_path, storage_dtype="float32")
         if score > best:
             best = score
+            since_best = 0
             save_checkpoint(model, best_path, storage_dtype=config.storage_dtype)
+        else:
+            since_best += 1
         torch.save({"epoch": epoch, "best": best, "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                     "torch_rng": torch.get_rng_state()}, state_path)
@@ -343,7 +466,10 @@ def train(
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()
                      if k.startswith(("loss_total", "val_AP", "val_boundary_AP", "val_F1"))}
             tqdm.write(f"epoch {epoch + 1}: {shown}")
-    if val_images and config.tune_decode and end_epoch == config.optim.epochs and best_path.exists():
+        if on_epoch is not None:
+            on_epoch(record)
+        last_epoch_s = time.perf_counter() - epoch_started
+    if val_images and config.tune_decode and stopped != "slice" and best_path.exists():
         # The heads' calibration is a product of training: choose the decoding thresholds for it.
         from smallseg.train.tune import write_tuned_checkpoint
 
@@ -351,31 +477,32 @@ def train(
                                               storage_dtype=config.storage_dtype)
         if progress:
             tqdm.write(f"decode settings tuned on validation ({config.select_metric}): {chosen}")
-    return TrainResult(run_dir=run_dir, best_checkpoint=best_path, last_checkpoint=last_path, history=history)
+    return TrainResult(run_dir=run_dir, best_checkpoint=best_path, last_checkpoint=last_path, history=history,
+                       stopped=stopped)
 
 
 def validate(model: torch.nn.Module, images: list[LabeledImage], decode: dict[str, Any]) -> dict[str, float]:
     """Predict each validation image whole, decode, and score them together with
-    :func:`smallseg.metrics.multi.evaluate_images`.
+    :func:`smallseg.train.scoring.score_predictions` (labelled areas respected, box labels at box level).
 
-    Returns the scorer's numeric metrics (``AP``, ``AP_small``, ``boundary_AP``, ``F1``, ...).
+    Returns the scorer's numeric metrics (``AP``, ``AP_small``, ``boundary_AP``, ``F1``, ``box_F1``, ...).
     """
     from smallseg.decode.centroids import DecodeConfig
     from smallseg.decode.components import decode_outputs
-    from smallseg.metrics.multi import evaluate_images
+    from smallseg.train.scoring import score_predictions
 
     config: ModelConfig = model.config
     decode_config = DecodeConfig(**{"max_distance_px": config.max_distance_px, **decode})
     model.eval()
     device = next(model.parameters()).device
-    items = []
+    predictions = []
     with torch.inference_mode():
         for item in images:
             x = torch.from_numpy(normalized_input(item, config))[None].to(device)
-            items.append((item.instances, item.classes, decode_outputs(model(x), decode_config)[0]))
-    report = evaluate_images(items)
+            predictions.append(decode_outputs(model(x), decode_config)[0])
+    metrics = score_predictions(images, predictions)
     model.train()
-    return {k: float(v) for k, v in report.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return metrics
 
 
 def _mapping_of(spec: dict[str, Any], *, scale: float | None) -> Normalization:

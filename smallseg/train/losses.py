@@ -1,5 +1,10 @@
 """Losses of the three heads (CentroidNetV2: cross-entropy + Euclidean-distance loss, plus the border map).
 
+Ignored pixels (``targets["ignore"]``: not labelled, outside a labelled area) contribute nothing to any term: the
+semantic and distance means run over the other pixels only, the centroid mean over ``centroid_mask`` (object
+pixels that are labelled). Box labels add centroid-only pixels (in ``centroid_mask`` but ``ignore``d by the
+semantic term) and ``distance_ignore`` (the distance term skips boxed objects whole).
+
 - ``semantic``: cross-entropy over ``1 + classes`` channels, ignored pixels excluded.
 - ``centroid``: mean over object pixels of the Euclidean norm ``||v_pred - v_target||_2`` (not squared). Its
   gradient has unit length whatever the error, so sub-pixel errors on small objects keep pulling as hard as
@@ -58,12 +63,13 @@ def head_losses(
 
     if "centroid" in outputs:
         pred = outputs["centroid"]
-        mask = targets["centroid_mask"].bool() & valid
+        mask = targets["centroid_mask"].bool()  # labelled object pixels (incl. centroid-only ones)
         error = torch.sqrt(((pred - targets["centroid"]) ** 2).sum(dim=1) + _EPS)  # (B, H, W)
         parts["centroid"] = error[mask].mean() if mask.any() else pred.sum() * 0.0
 
     if "distance" in outputs:
         logits = outputs["distance"][:, 0]
+        valid = ~targets.get("distance_ignore", targets["ignore"]).bool()
         if valid.any():
             per_pixel = F.binary_cross_entropy_with_logits(logits, targets["distance"].float(), reduction="none")
             parts["distance"] = per_pixel[valid].mean()

@@ -10,8 +10,14 @@ Per pixel:
   the image edge), divided by the object's own maximum: 1 at its most interior pixel, ``1/max`` on its
   border, 0 on background. Per-object normalisation gives tiny and large objects the same range, and two
   touching objects are each low along their shared border, which is what separates them.
-- ``ignore``: pixels excluded from every loss (negative instance ids or negative classes, e.g. -1 for
-  "unlabelled" regions).
+- ``ignore``: pixels excluded from the semantic loss (negative instance ids or negative classes, e.g. -1 for
+  "unlabelled" regions, and centroid-only pixels).
+- ``distance_ignore``: pixels excluded from the distance loss: ``ignore`` plus every pixel of an object that
+  has centroid-only pixels (a box label says nothing about the object's shape).
+
+Centroid-only pixels (box labels, :mod:`smallseg.data.labels.boxes`): object pixels whose class is
+``<= WEAK_CLASS_OFFSET`` (class ``WEAK_CLASS_OFFSET - c``). They get centroid vectors (to the centre of mass of
+all the object's pixels) and nothing else.
 
 Objects cut by the tile edge get the centre of their visible part, consistent with decoding a tile.
 """
@@ -24,7 +30,8 @@ from scipy import ndimage
 
 from smallseg.errors import SmallsegError
 
-TARGET_KEYS = ("semantic", "centroid", "centroid_mask", "distance", "ignore")
+TARGET_KEYS = ("semantic", "centroid", "centroid_mask", "distance", "ignore", "distance_ignore")
+WEAK_CLASS_OFFSET = -1000  # as smallseg.data.labels.common.WEAK_CLASS_OFFSET
 
 
 def encode_targets(
@@ -45,7 +52,7 @@ def encode_targets(
         dict of numpy arrays:
         ``semantic`` (H, W) int64; ``centroid`` (2, H, W) float32 (dy, dx) / max_distance_px;
         ``centroid_mask`` (H, W) bool (object pixels, not ignored); ``distance`` (H, W) float32 in [0, 1];
-        ``ignore`` (H, W) bool.
+        ``ignore`` (H, W) bool; ``distance_ignore`` (H, W) bool.
     """
     instances = np.asarray(instances)
     if instances.ndim != 2 or not np.issubdtype(instances.dtype, np.integer):
@@ -55,15 +62,17 @@ def encode_targets(
     h, w = instances.shape
     ignore = instances < 0
     objects = instances > 0
+    weak = np.zeros((h, w), bool)
     if classes is None:
         semantic = objects.astype(np.int64)
     else:
         classes = np.asarray(classes)
         if classes.shape != instances.shape:
             raise SmallsegError(f"classes: shape {classes.shape} differs from instances {instances.shape}")
-        ignore |= classes < 0
-        semantic = np.where(objects, classes, 0).astype(np.int64)
-        unclassed = objects & (semantic == 0)
+        weak = objects & (classes <= WEAK_CLASS_OFFSET)
+        ignore |= (classes < 0) & ~weak
+        semantic = np.where(objects & ~weak, classes, 0).astype(np.int64)
+        unclassed = objects & ~weak & ~ignore & (semantic == 0)
         if unclassed.any():
             raise SmallsegError(
                 f"classes: {int(unclassed.sum())} object pixels have class 0; give every object pixel a class >= 1"
@@ -98,14 +107,23 @@ def encode_targets(
             distance[box][inside] = (edt[inside] / edt.max()).astype(np.float32)
 
     centroid_mask = objects & ~ignore
+    distance_ignore = ignore.copy()
+    if weak.any():
+        # Objects known only by a box: the whole object is out of the distance loss, its ring out of the
+        # semantic loss; its vectors are learnt everywhere on it.
+        boxed = np.unique(dense[weak])
+        distance_ignore |= np.isin(dense, boxed[boxed > 0])
+        ignore |= weak
+        semantic[weak] = 0
     centroid[:, ~centroid_mask] = 0.0
-    distance[ignore] = 0.0
+    distance[distance_ignore] = 0.0
     return {
         "semantic": semantic,
         "centroid": centroid,
         "centroid_mask": centroid_mask,
         "distance": distance,
         "ignore": ignore,
+        "distance_ignore": distance_ignore,
     }
 
 
@@ -113,7 +131,7 @@ def collate_targets(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Ten
     """Stack per-image targets from :func:`encode_targets` into a batch of tensors.
 
     Returns: ``semantic`` (B, H, W) int64, ``centroid`` (B, 2, H, W) float32, ``centroid_mask`` (B, H, W)
-    bool, ``distance`` (B, H, W) float32, ``ignore`` (B, H, W) bool.
+    bool, ``distance`` (B, H, W) float32, ``ignore`` (B, H, W) bool, ``distance_ignore`` (B, H, W) bool.
     """
     if not samples:
         raise SmallsegError("collate_targets: empty batch")

@@ -74,8 +74,8 @@ def tune_decode(
     """
     from smallseg.decode.centroids import DecodeConfig
     from smallseg.decode.components import decode_outputs
-    from smallseg.metrics.multi import evaluate_images
     from smallseg.pipeline.array import decode_config_for
+    from smallseg.train.scoring import score_predictions
 
     if not images:
         raise SmallsegError("tune-decode: no validation images")
@@ -102,8 +102,8 @@ def tune_decode(
     def scored(settings: dict[str, Any]) -> dict[str, Any]:
         """Decode every image with ``settings`` on top of the model's own; the settings and their metrics."""
         config = dataclasses.replace(base, **settings)
-        items = [(item.instances, item.classes, decode_outputs(out, config)[0]) for item, out in zip(images, outputs)]
-        metrics = evaluate_images(items).metrics
+        # labelled areas and box labels are scored as validation scores them (smallseg.train.scoring)
+        metrics = score_predictions(images, [decode_outputs(out, config)[0] for out in outputs])
         if metrics.get(metric) is None:
             raise SmallsegError(f"tune-decode: the scorer has no metric {metric!r} for these images")
         return {**settings, **{k: metrics[k] for k in _REPORTED if k in metrics}}
