@@ -64,6 +64,7 @@ def read_polygons(path: str | os.PathLike, geo: Any, shape: tuple[int, int], *, 
             ``class_field`` (the fields are listed), or no feature overlapping the raster (both extents given).
     """
     import pyogrio
+    import pyogrio.raw
     import shapely
 
     path = Path(path)
@@ -80,7 +81,7 @@ def read_polygons(path: str | os.PathLike, geo: Any, shape: tuple[int, int], *, 
                                 f"{', '.join(fields) or 'no attributes'}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            meta, _fids, wkb, field_data = pyogrio.read(path, layer=layer, columns=[class_field] if class_field else [])
+            meta, _fids, wkb, field_data = pyogrio.raw.read(path, layer=layer, columns=[class_field] if class_field else [])
     except SmallsegError:
         raise
     except Exception as exc:  # pyogrio/GDAL raise their own types for every kind of bad file
@@ -124,7 +125,7 @@ def read_polygons(path: str | os.PathLike, geo: Any, shape: tuple[int, int], *, 
             geometries = shapely.make_valid(geometries)
     h, w = int(shape[0]), int(shape[1])
     transform = _transform_of(geo)
-    corners = [transform * (0, 0), transform * (w, 0), transform * (w, h), transform * (0, h)]
+    corners = [transform @ (0, 0), transform @ (w, 0), transform @ (w, h), transform @ (0, h)]
     extent = shapely.Polygon(corners)
     inside = shapely.intersects(geometries, extent)
     if not inside.any():
