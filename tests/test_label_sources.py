@@ -163,3 +163,17 @@ def test_ignored_pixels_contribute_nothing_to_any_loss():
     a, b = head_losses(outputs, targets), head_losses(changed, targets)
     for key in ("semantic", "centroid", "distance", "total"):
         assert torch.allclose(a[key], b[key]), key
+
+
+def test_training_config_sources_read_vector_labels_with_an_area(tmp_path):
+    from smallseg.train.loop import class_mapping, load_source
+
+    image, instances, classes = _scene(tmp_path)
+    geoms, _, names = _polygons(instances, classes)
+    _write(tmp_path / "labels.fgb", geoms, names, CRS, "FlatGeobuf")
+    spec = {"vector": {"image": "scene.tif", "labels": "labels.fgb", "class_field": "cls", "area": "rows=0:30"}}
+    (item,) = load_source(spec, tmp_path, class_mapping({"classes": 2, "class_names": ["car", "building"]}))
+    _same_partition(np.where(item.instances > 0, item.instances, 0), instances)
+    assert ((item.instances == -1) == ((np.arange(64)[:, None] >= 30) & (instances == 0))).all()
+    with pytest.raises(SmallsegError, match="unknown key"):
+        load_source({"vector": {"image": "scene.tif", "labels": "labels.fgb", "classfield": "cls"}}, tmp_path)
