@@ -191,20 +191,9 @@ def _open_checkpoint(path: str | os.PathLike, *, read_tensors: bool):
     return config, tensors, path
 
 
-def checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """Raw metadata strings of a checkpoint (format, config JSON, storage dtype)."""
-    path = check_safetensors_file(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as exc:  # noqa: BLE001
-        raise SmallsegError(f"{path}: not a readable safetensors file ({one_line(exc)})") from None
-
-
 __all__ = [
     "FORMAT_VERSION",
     "check_safetensors_file",
-    "checkpoint_metadata",
     "load_checkpoint",
     "load_encoder_weights",
     "load_weights",
