@@ -1,5 +1,7 @@
 """Helpers shared by the medical tests."""
 
+import csv
+
 import numpy as np
 
 
@@ -10,3 +12,9 @@ def rotation(ax: float, ay: float, az: float) -> np.ndarray:
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     return rz @ ry @ rx
+
+
+def summary_rows(out) -> list[dict[str, str]]:
+    """The rows of a dicom-batch ``OUT/summary.csv`` as dicts."""
+    with (out / "summary.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from medical_helpers import summary_rows  # tests/ is on sys.path under pytest
 import SimpleITK as sitk
 
 from smallseg.cli import main
@@ -34,10 +35,6 @@ def checkpoint(tmp_path_factory, tiny_model) -> Path:
     return save_checkpoint(m, tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
-def rows_of(out: Path) -> list[dict[str, str]]:
-    with (out / "summary.csv").open(newline="") as fh:
-        return list(csv.DictReader(fh))
-
 
 def folder_of(path: str) -> str:
     return Path(path).relative_to(DICOMDIRTESTS).as_posix()
@@ -57,7 +54,7 @@ def dicomdir_batch(tmp_path_factory, checkpoint):
     err, std = io.StringIO(), io.StringIO()
     with redirect_stderr(err), redirect_stdout(std):
         rc = main(["dicom-batch", str(DICOMDIRTESTS), "--out", str(out), "--model", str(checkpoint)])
-    return rc, out, rows_of(out), err.getvalue()
+    return rc, out, summary_rows(out), err.getvalue()
 
 
 def test_dicomdirtests_every_stack_processed_or_skipped_with_its_own_reason(dicomdir_batch):

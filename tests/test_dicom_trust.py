@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from medical_helpers import summary_rows  # tests/ is on sys.path under pytest
 import SimpleITK as sitk
 
 from smallseg.cli import build_parser, main
@@ -56,10 +57,6 @@ def checkpoint(tmp_path_factory, tiny_model) -> Path:
                    tile_size_px=128, class_names=["=HYPERLINK(\"http://x\")"])
     return save_checkpoint(m, tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
-
-def summary_rows(out: Path) -> list[dict[str, str]]:
-    with (out / "summary.csv").open(newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 # ---------------------------------------------------------------------------------------------------------------
