@@ -12,10 +12,8 @@ from scipy import ndimage
 from smallseg.instances import Instances
 from smallseg.tiling.grid import max_extent_from_centroid_px, tile_windows
 from smallseg.tiling.stitch import (
-    RowBlender,
     RowStitcher,
     StitchState,
-    blend_weights,
     stitch_instances,
 )
 
@@ -382,62 +380,6 @@ def test_rows_must_come_in_order():
         stitcher.add_tile_row(1, empty)
     with pytest.raises(ValueError):
         stitcher.add_tile_row(0, empty[:-1])
-
-
-# -------------------------------------------------------------------------------------------- blending
-
-
-def _blend(grid, scene_maps, mode):
-    """Cut (C, H, W) maps into tiles (zero padded), blend them back, return (C, H, W)."""
-    c = scene_maps.shape[0]
-    blender = RowBlender(grid, c, mode=mode)
-    out = []
-    for r, trow in enumerate(grid.tile_rows()):
-        tiles = []
-        for t in trow:
-            r0, c0 = t.offset_yx
-            p = np.zeros((c, grid.tile_h, grid.tile_w), np.float32)
-            part = scene_maps[:, r0 : r0 + grid.tile_h, c0 : c0 + grid.tile_w]
-            p[:, : part.shape[1], : part.shape[2]] = part
-            tiles.append(p)
-        band = blender.add_tile_row(r, tiles)
-        assert (band.row0, band.row1) == grid.final_rows(r)
-        out.append(band.probs)
-    return np.concatenate(out, axis=1)
-
-
-@pytest.mark.parametrize("mode", ["constant", "gaussian"])
-@pytest.mark.parametrize("h,w,tile,overlap", COMBOS[:4] + [(20, 50, 32, 8)])
-def test_blending_returns_constant_and_ramp_unchanged(mode, h, w, tile, overlap):
-    grid = tile_windows(h, w, tile, overlap)
-    const = np.full((2, h, w), 0.37, np.float32)
-    np.testing.assert_allclose(_blend(grid, const, mode), const, rtol=1e-5)
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    ramp = np.stack([yy / h, 0.5 * xx / w + 0.1])
-    np.testing.assert_allclose(_blend(grid, ramp, mode), ramp, rtol=1e-5, atol=1e-6)
-
-
-def test_gaussian_blend_trusts_the_tile_whose_centre_is_nearer():
-    grid = tile_windows(32, 56, 32, 8)  # two tiles, overlap cols 24..31
-    blender = RowBlender(grid, 1, mode="gaussian")
-    left, right = np.zeros((1, 32, 32), np.float32), np.ones((1, 32, 32), np.float32)
-    probs = blender.add_tile_row(0, [left, right]).probs[0]
-    row = probs[16]
-    assert (row[:24] == 0).all() and (row[32:] == 1).all()
-    seam = row[24:32]
-    assert (np.diff(seam) > 0).all()  # from the left tile's value towards the right tile's
-    assert seam[0] < 0.5 < seam[-1]
-    flat = RowBlender(grid, 1, mode="constant").add_tile_row(0, [left, right]).probs[0]
-    np.testing.assert_allclose(flat[16, 24:32], 0.5)
-
-
-def test_blend_weights():
-    w = blend_weights((32, 48), "gaussian")
-    assert w.shape == (32, 48) and w.dtype == np.float32
-    assert w.max() <= 1 and w.min() >= 1e-3
-    np.testing.assert_allclose(w, w[::-1, ::-1])  # symmetric about the tile centre
-    assert w[16, 24] > w[0, 0]
-    assert (blend_weights((8, 8), "constant") == 1).all()
 
 
 # ------------------------------------------------------------------------------- composed with the writer

@@ -1,4 +1,4 @@
-"""Tile results -> one scene, streamed one tile row at a time: instance ownership and probability blending.
+"""Tile results -> one scene, streamed one tile row at a time: instance ownership.
 
 Instances (:class:`RowStitcher`)
 --------------------------------
@@ -39,11 +39,6 @@ pending band and its objects). :meth:`StitchState.save` writes it atomically to 
 with ``state=StitchState.load(path)`` continues at ``state.next_tile_row`` and produces the same bands and
 ids as an uninterrupted run. The pending band cannot be recomputed from the previous tile row alone (with
 a large overlap several tile rows reach it), hence it is saved rather than recomputed.
-
-Probabilities (:class:`RowBlender`)
------------------------------------
-Weighted average of overlapping tiles' per-class probabilities, with a constant or Gaussian window
-(MONAI ``sliding_window_inference`` modes), streamed in the same bands.
 """
 
 from __future__ import annotations
@@ -468,107 +463,3 @@ def stitch_instances(
         objects=table,
     )
     return scene, table
-
-
-# -------------------------------------------------------------------------------------------- blending
-
-
-def blend_weights(tile_shape: tuple[int, int], mode: str = "gaussian", sigma_scale: float = 0.125) -> np.ndarray:
-    """Per-pixel weight of a tile's prediction when overlapping tiles are averaged.
-
-    Args:
-        tile_shape: (tile_h, tile_w) in px.
-        mode: ``"constant"`` (plain mean) or ``"gaussian"`` (centre pixels, which saw more context, count
-            more; as MONAI's ``sliding_window_inference``).
-        sigma_scale: Gaussian sigma as a fraction of the tile side.
-
-    Returns:
-        (tile_h, tile_w) float32 weights, max 1, clipped below at 1e-3 so that every pixel has weight.
-    """
-    h, w = tile_shape
-    if mode == "constant":
-        return np.ones((h, w), np.float32)
-    if mode != "gaussian":
-        raise SmallsegError(f"blend mode {mode!r}: use 'constant' or 'gaussian'")
-    gy = np.exp(-0.5 * ((np.arange(h) - (h - 1) / 2) / (sigma_scale * h)) ** 2)
-    gx = np.exp(-0.5 * ((np.arange(w) - (w - 1) / 2) / (sigma_scale * w)) ** 2)
-    return np.maximum(np.outer(gy, gx), 1e-3).astype(np.float32)
-
-
-@dataclass
-class BlendedBand:
-    """Finished rows ``[row0, row1)`` of blended probabilities: ``probs`` (C, row1 - row0, W) float32."""
-
-    row0: int
-    row1: int
-    probs: np.ndarray
-
-
-class RowBlender:
-    """Weighted average of overlapping tiles' class probabilities, one tile row at a time.
-
-    Args:
-        grid: the tile grid.
-        n_channels: channels per tile (e.g. classes incl. background).
-        mode, sigma_scale: the window, see :func:`blend_weights`.
-
-    Memory: (C + 1) float32 rows of the scene width, at most ``tile_h`` rows.
-    """
-
-    def __init__(self, grid: TileGrid, n_channels: int, mode: str = "gaussian", sigma_scale: float = 0.125):
-        self.grid = grid
-        self.n_channels = int(n_channels)
-        self.weights = blend_weights((grid.tile_h, grid.tile_w), mode, sigma_scale)
-        self.next_tile_row = 0
-        self.pending_row0 = 0
-        self._sum = np.zeros((self.n_channels, 0, grid.width), np.float32)
-        self._wsum = np.zeros((0, grid.width), np.float32)
-
-    def add_tile_row(self, tile_row: int, probs: Sequence[np.ndarray] | np.ndarray) -> BlendedBand:
-        """Add one tile row's maps and return the finished rows.
-
-        Args:
-            tile_row: must be the next tile row (top to bottom).
-            probs: per tile, left to right, (C, tile_h, tile_w) float maps (or one (n_cols, C, h, w) array).
-
-        Returns:
-            :class:`BlendedBand` for ``grid.final_rows(tile_row)``.
-        """
-        grid = self.grid
-        if tile_row >= grid.n_rows:
-            raise ValueError(f"tile row {tile_row} added, but the grid has only {grid.n_rows} tile rows")
-        if tile_row != self.next_tile_row:
-            raise ValueError(f"tile row {tile_row} added, but the blender expects tile row {self.next_tile_row}")
-        if len(probs) != grid.n_cols:
-            raise ValueError(f"tile row {tile_row}: {len(probs)} tiles given, the grid has {grid.n_cols}")
-        line = grid.row_starts[tile_row]
-        bottom = min(grid.height, line + grid.tile_h)
-        have = self.pending_row0 + self._wsum.shape[0]
-        if bottom > have:
-            self._sum = np.concatenate(
-                [self._sum, np.zeros((self.n_channels, bottom - have, grid.width), np.float32)], axis=1
-            )
-            self._wsum = np.concatenate([self._wsum, np.zeros((bottom - have, grid.width), np.float32)])
-        h = bottom - line
-        for col, p in enumerate(probs):
-            p = np.asarray(p, np.float32)
-            if p.shape != (self.n_channels, grid.tile_h, grid.tile_w):
-                raise ValueError(
-                    f"tile ({tile_row}, {col}): maps {p.shape}, expected "
-                    f"{(self.n_channels, grid.tile_h, grid.tile_w)}"
-                )
-            c0 = grid.col_starts[col]
-            c1 = min(grid.width, c0 + grid.tile_w)
-            w = self.weights[:h, : c1 - c0]
-            r = line - self.pending_row0
-            self._sum[:, r : r + h, c0:c1] += p[:, :h, : c1 - c0] * w
-            self._wsum[r : r + h, c0:c1] += w
-        self.next_tile_row += 1
-        row1 = grid.final_rows(tile_row)[1]
-        n = row1 - self.pending_row0
-        out = self._sum[:, :n] / np.maximum(self._wsum[:n], np.float32(1e-12))
-        band = BlendedBand(row0=self.pending_row0, row1=row1, probs=out.astype(np.float32, copy=False))
-        self._sum = self._sum[:, n:].copy()
-        self._wsum = self._wsum[n:].copy()
-        self.pending_row0 = row1
-        return band
