@@ -221,6 +221,8 @@ class SceneJob:
     grid: TileGrid
     session: Session
     params: dict = field(default_factory=dict)
+    # A split scene (smallseg.pipeline.geotiff.split): (job, first tile row) -> stream_rows' row_source.
+    row_source_factory: Callable | None = None
 
 
 def _options(options: GeoTiffOptions | None, values: dict) -> GeoTiffOptions:
@@ -277,6 +279,8 @@ def predict_geotiffs(
     on_error: str = "record",
     on_done: Callable[[Path, PredictionResult | InputFailure], None] | None = None,
     on_row_done: Callable[[Path, int], None] | None = None,
+    client=None,
+    split_rows: int | str | None = "auto",
 ) -> BatchResult:
     """Predict every raster of ``paths`` (files and folders, see :func:`find_inputs`) into ``out_dir``.
 
@@ -294,6 +298,9 @@ def predict_geotiffs(
         on_error: ``"record"`` or ``"raise"``.
         on_done: called after each input with its result or failure (e.g. to print a line per input).
         on_row_done: called with (input, ``n``) each time tile rows ``0..n-1`` of that input are checkpointed.
+        client: a ``dask.distributed.Client``: one task per scene on its workers, huge scenes split into bands
+            of ``split_rows`` tile rows (``"auto"``, an int, or 0 = never); same bytes as without
+            (:func:`smallseg.cluster.scenes.predict_geotiffs_on_cluster`). None: this process, no Dask.
 
     Returns:
         :class:`BatchResult`; its ``exit_code`` is 0 when every input is done, 1 when some failed, 2 when none
@@ -302,6 +309,11 @@ def predict_geotiffs(
     if on_error not in ("record", "raise"):
         raise ValueError(f"on_error must be 'record' or 'raise', not {on_error!r}")
     options = options if options is not None else GeoTiffOptions()
+    if client is not None:
+        from smallseg.cluster.scenes import predict_geotiffs_on_cluster
+
+        return predict_geotiffs_on_cluster(client, paths, out_dir, model=model, options=options, on_error=on_error,
+                                           on_done=on_done, split_rows=split_rows)
     out_dir = Path(out_dir)
     batch = BatchResult(inputs=find_inputs(paths))
     loaded = _load_model(model, options.device)
@@ -364,7 +376,7 @@ def _make_out_dir(out_dir: Path) -> None:
 
 
 def _predict_scene(path: Path, out_dir: Path, model: _Model, options: GeoTiffOptions,
-                   on_row_done: Callable[[int], None] | None) -> PredictionResult:
+                   on_row_done: Callable[[int], None] | None, row_source_factory=None) -> PredictionResult:
     session = Session()
     t_start = time.perf_counter()
     reader = _open_reader(path, model.module, options, session)
@@ -376,7 +388,8 @@ def _predict_scene(path: Path, out_dir: Path, model: _Model, options: GeoTiffOpt
         check_pixel_size(reader, model.module, session)
         _make_out_dir(out_dir)
         work = WorkDir(stem=path.stem, out_dir=out_dir)
-        job = SceneJob(path, work, reader, model.module, model.info, options, decode_config, plan, grid, session)
+        job = SceneJob(path, work, reader, model.module, model.info, options, decode_config, plan, grid, session,
+                       row_source_factory=row_source_factory)
         with scene_lock(work, path.name):
             job.params = run_params(path, reader, model.sha256, plan, decode_config, options,
                                     next(model.module.parameters()).device.type)
@@ -446,7 +459,8 @@ def _predict_and_write(job: SceneJob, checkpoint: Checkpoint, on_row_done):
         for r in range(checkpoint.first_row):  # resumed: replay the finished bands into the outputs
             sink.add_band(load_band(job.work.band(r)))
         if checkpoint.first_row < job.grid.n_rows:
-            stream_rows(job, checkpoint, sink, on_row_done)
+            source = None if job.row_source_factory is None else job.row_source_factory(job, checkpoint.first_row)
+            stream_rows(job, checkpoint, sink, on_row_done, row_source=source)
     except BaseException:
         sink.abort()
         raise

@@ -127,7 +127,53 @@ class _RowFinisher:
         self.bar.update(n_tiles)
 
 
-def stream_rows(job, checkpoint: Checkpoint, sink, on_row_done: Callable[[int], None] | None = None) -> None:
+def read_and_predict_row(job, r: int, qgrid, decode_executor) -> tuple[np.ndarray, QuicklookPart, list, tuple[int, int]]:
+    """Read tile row ``r`` of ``job``'s scene and run the model on it: what :class:`_RowFinisher` needs.
+
+    Returns:
+        (valid mask of the row's final rows ``grid.final_rows(r)``, (rows, width) bool; the rows' quick-look
+        share; one decoded :class:`Instances` per tile of the row, left to right, tile px; (tiles predicted,
+        pixels made nodata for being NaN)). A pure function of the scene, the model and the settings: the
+        split-scene tasks (:mod:`smallseg.pipeline.geotiff.split`) call it on Dask workers.
+    """
+    reader, grid, options, session = job.reader, job.grid, job.options, job.session
+    width = grid.width
+    t = time.perf_counter()
+    band, valid, nan = reader.read_with_mask(grid.row_window(r), nan_mask=True)
+    session.add_time("read", time.perf_counter() - t)
+
+    t = time.perf_counter()
+    tiles = grid.tile_row(r)
+    all_valid = bool(valid.all())
+    # Tiles without a single valid pixel (nodata collars) are not worth a forward pass.
+    keep = [i for i, tile in enumerate(tiles)
+            if all_valid or valid[:, tile.window.col_off:tile.window.col_off + grid.tile_w].any()]
+    found = [Instances.empty((grid.tile_h, grid.tile_w))] * len(tiles)
+    if keep:
+        # No other reference to the decoded tiles: the worker frees them once they are stitched.
+        for i, inst in zip(keep, predict_tile_row(
+                band, None if all_valid else valid, [tiles[i] for i in keep], grid.row_starts[r],
+                job.model, job.decode_config, batch_size=options.batch_size, amp=options.amp,
+                decode_executor=decode_executor)):
+            found[i] = inst
+    session.add_time("predict", time.perf_counter() - t)
+
+    # What the worker needs of the read window: the band's rows of the valid mask and the band's
+    # quick-look share. The pixels are dropped here, before the next tile row is read, so only
+    # one read window is in memory at a time.
+    t = time.perf_counter()
+    row0, row1 = grid.final_rows(r)
+    wr0 = grid.row_starts[r]
+    rows_valid = valid[row0 - wr0 : row1 - wr0, :width].copy()
+    image_rows_part = image_part(qgrid, row0, band[:, row0 - wr0 : row1 - wr0, :width], rows_valid)
+    n_nan = 0 if nan is None else int(np.count_nonzero(nan[row0 - wr0 : row1 - wr0, :width]))
+    del band, valid, nan
+    session.add_time("quicklook", time.perf_counter() - t)
+    return rows_valid, image_rows_part, found, (len(keep), n_nan)
+
+
+def stream_rows(job, checkpoint: Checkpoint, sink, on_row_done: Callable[[int], None] | None = None,
+                row_source: Callable[[int], tuple] | None = None) -> None:
     """Tile rows ``checkpoint.first_row..`` of ``job`` (a :class:`~smallseg.pipeline.geotiff.run.SceneJob`):
     read and run the model here; decoding, stitching, checkpoints and outputs in one worker thread (decoding
     in ``decode_workers`` threads of its own when more than 1).
@@ -166,41 +212,15 @@ def stream_rows(job, checkpoint: Checkpoint, sink, on_row_done: Callable[[int], 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="smallseg-stitch") as worker, decoders as pool:
             decode_executor = worker if pool is None else pool
             for r in range(first_row, grid.n_rows):
-                t = time.perf_counter()
-                band, valid, nan = reader.read_with_mask(grid.row_window(r), nan_mask=True)
-                session.add_time("read", time.perf_counter() - t)
-
-                t = time.perf_counter()
-                tiles = grid.tile_row(r)
-                all_valid = bool(valid.all())
-                # Tiles without a single valid pixel (nodata collars) are not worth a forward pass.
-                keep = [i for i, tile in enumerate(tiles)
-                        if all_valid or valid[:, tile.window.col_off:tile.window.col_off + grid.tile_w].any()]
-                found = [Instances.empty((grid.tile_h, grid.tile_w))] * len(tiles)
-                if keep:
-                    # No other reference to the decoded tiles: the worker frees them once they are stitched.
-                    for i, inst in zip(keep, predict_tile_row(
-                            band, None if all_valid else valid, [tiles[i] for i in keep], grid.row_starts[r],
-                            job.model, job.decode_config, batch_size=options.batch_size, amp=options.amp,
-                            decode_executor=decode_executor)):
-                        found[i] = inst
-                session.add_time("predict", time.perf_counter() - t)
-
-                # What the worker needs of the read window: the band's rows of the valid mask and the band's
-                # quick-look share. The pixels are dropped here, before the next tile row is read, so only
-                # one read window is in memory at a time.
-                t = time.perf_counter()
-                row0, row1 = grid.final_rows(r)
-                wr0 = grid.row_starts[r]
-                rows_valid = valid[row0 - wr0 : row1 - wr0, :width].copy()
-                image_rows_part = image_part(qgrid, row0, band[:, row0 - wr0 : row1 - wr0, :width], rows_valid)
-                n_nan = 0 if nan is None else int(np.count_nonzero(nan[row0 - wr0 : row1 - wr0, :width]))
-                del band, valid, nan
-                session.add_time("quicklook", time.perf_counter() - t)
-
+                if row_source is None:
+                    rows_valid, image_rows_part, found, counts = read_and_predict_row(job, r, qgrid, decode_executor)
+                else:  # computed elsewhere (a Dask worker's band of tile rows): the same four values
+                    t = time.perf_counter()
+                    rows_valid, image_rows_part, found, counts = row_source(r)
+                    session.add_time("wait_for_parts", time.perf_counter() - t)
                 if pending is not None:
                     wait_for(pending, r)
-                pending = worker.submit(finish_row, r, rows_valid, image_rows_part, found, (len(keep), n_nan))
+                pending = worker.submit(finish_row, r, rows_valid, image_rows_part, found, counts)
                 del found, rows_valid, image_rows_part
             if pending is not None:
                 wait_for(pending, grid.n_rows)
