@@ -17,11 +17,10 @@ import SimpleITK as sitk
 from smallseg.cli import main
 from smallseg.errors import SmallsegError
 from smallseg.io.medical import find_series
-from smallseg.models import save_checkpoint
 from smallseg.pipeline.dicom_batch import BatchOptions, process_series, run_dicom_batch, series_folder_name
 
 from conftest import PYDICOM_DATA as DATA  # tests/ is on sys.path under pytest
-from medical_helpers import rotation
+from medical_helpers import random_hu, rotation, save_tiny_ct_model, write_series
 
 SYNTH_UID = "1.2.826.0.1.3680043.9.7.11"
 MIXED_UIDS = ("1.2.826.0.1.3680043.9.7.12", "1.2.826.0.1.3680043.9.7.13")
@@ -29,46 +28,16 @@ MIXED_UIDS = ("1.2.826.0.1.3680043.9.7.12", "1.2.826.0.1.3680043.9.7.13")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def write_series(folder: Path, array_zyx: np.ndarray, uid: str, *, spacing_xyz=(0.7, 0.9, 2.5),
-                 origin=(-10.0, 20.0, 30.0), direction=np.eye(3), z_offsets=None, prefix="s") -> None:
-    """One CT slice per file with SimpleITK/GDCM, geometry in Image Position/Orientation (Patient)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    d = np.asarray(direction, float)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(array_zyx.shape[0]):
-        z = z_offsets[k] if z_offsets is not None else k * spacing_xyz[2]
-        pos = np.asarray(origin) + d[:, 2] * z
-        image = sitk.GetImageFromArray(array_zyx[k])
-        image.SetSpacing(spacing_xyz[:2])
-        for key, value in {
-            "0008|0060": "CT", "0020|000e": uid, "0020|000d": uid + ".0", "0020|0052": uid + ".9",
-            "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0008|0018": f"{uid}.{k + 1}", "0020|0013": str(k + 1),
-            "0010|0020": "PHANTOM", "0020|0032": "\\".join(f"{v:.10g}" for v in pos),
-            "0020|0037": "\\".join(f"{v:.10g}" for v in [*d[:, 0], *d[:, 1]]), "0018|0050": f"{spacing_xyz[2]:g}",
-        }.items():
-            image.SetMetaData(key, value)
-        writer.SetFileName(str(folder / f"{prefix}{k:03d}.dcm"))
-        writer.Execute(image)
-
-
-def ct(shape, seed):
-    return np.random.default_rng(seed).integers(-1000, 500, shape).astype(np.int16)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_model) -> Path:
-    # The semantic bias leans the random model towards foreground so outputs are not empty.
-    m = tiny_model("resnet18", semantic_bias=[-1.0, 1.0], classes=1, in_channels=1, max_distance_px=6,
-                   tile_size_px=128, class_names=["nodule"])
-    return save_checkpoint(m, tmp_path_factory.mktemp("model") / "tiny.safetensors")
+    return save_tiny_ct_model(tiny_model, tmp_path_factory.mktemp("model"))
 
 
 def write_synthetic_series(root: Path) -> None:
     """An oblique series and a folder mixing two series, one of them with a missing slice."""
-    write_series(root / "synth", ct((4, 24, 32), 0), SYNTH_UID, direction=rotation(0.2, -0.1, 0.3))
-    write_series(root / "mixed", ct((3, 24, 24), 1), MIXED_UIDS[0], prefix="b")
-    write_series(root / "mixed", ct((4, 24, 24), 2), MIXED_UIDS[1], prefix="c", z_offsets=[0, 2.5, 7.5, 10])
+    write_series(root / "synth", random_hu((4, 24, 32), 0), SYNTH_UID, direction=rotation(0.2, -0.1, 0.3))
+    write_series(root / "mixed", random_hu((3, 24, 24), 1), MIXED_UIDS[0], prefix="b")
+    write_series(root / "mixed", random_hu((4, 24, 24), 2), MIXED_UIDS[1], prefix="c", z_offsets=[0, 2.5, 7.5, 10])
 
 
 @pytest.fixture()
@@ -213,7 +182,7 @@ def test_dicom_seg_output_references_the_series(tree, tmp_path, checkpoint):
     frames = int(seg.NumberOfFrames)
     assert frames == int((labels > 0).any(axis=(1, 2)).sum())  # empty frames omitted, one segment
     masks = seg.pixel_array.reshape(frames, *labels.shape[1:]).astype(bool)
-    # Each frame names its source slice (SOP Instance UID "<series uid>.<k + 1>" as written above).
+    # Each frame names its source slice (SOP Instance UID "<series uid>.<k + 1>": medical_helpers.write_series).
     for mask, group in zip(masks, seg.PerFrameFunctionalGroupsSequence):
         sop = group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
         z = int(sop.rsplit(".", 1)[1]) - 1
@@ -223,7 +192,7 @@ def test_dicom_seg_output_references_the_series(tree, tmp_path, checkpoint):
 
 
 def test_dicom_seg_without_highdicom_is_one_clear_error(tmp_path, checkpoint, monkeypatch):
-    write_series(tmp_path / "in", ct((2, 16, 16), 3), SYNTH_UID)
+    write_series(tmp_path / "in", random_hu((2, 16, 16), 3), SYNTH_UID)
     monkeypatch.setitem(sys.modules, "highdicom", None)  # import highdicom now raises ImportError
     with pytest.raises(SmallsegError, match="--dicom-seg needs the highdicom package"):
         run_dicom_batch(tmp_path / "in", tmp_path / "out", checkpoint, progress=False, dicom_seg=True)
@@ -236,7 +205,7 @@ def test_bad_input_is_one_line(tmp_path, checkpoint, capsys):
                  str(checkpoint)]) == 2
     err = capsys.readouterr().err.strip()
     assert "no files found" in err and "\n" not in err
-    write_series(tmp_path / "in", ct((3, 16, 16), 4), SYNTH_UID)
+    write_series(tmp_path / "in", random_hu((3, 16, 16), 4), SYNTH_UID)
     assert main(["dicom-batch", str(tmp_path / "in"), "--out", str(tmp_path / "o2"), "--model", "no-such-model"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no-such-model" in err and "\n" not in err
@@ -250,7 +219,7 @@ def test_bad_input_is_one_line(tmp_path, checkpoint, capsys):
 
 
 def test_process_series_is_a_pure_function_of_its_arguments(tmp_path, checkpoint):
-    write_series(tmp_path / "in", ct((3, 20, 24), 5), SYNTH_UID)
+    write_series(tmp_path / "in", random_hu((3, 20, 24), 5), SYNTH_UID)
     series = find_series(tmp_path / "in")[0]
     a = process_series(series, str(checkpoint), BatchOptions(out_dir=str(tmp_path / "a")))
     b = process_series(series, str(checkpoint), BatchOptions(out_dir=str(tmp_path / "b")))

@@ -12,16 +12,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
-from medical_helpers import summary_rows  # tests/ is on sys.path under pytest
-import SimpleITK as sitk
+import medical_helpers  # tests/ is on sys.path under pytest
+from medical_helpers import random_hu, save_tiny_ct_model, summary_rows
 
 from smallseg.cli import build_parser, main
 from smallseg.errors import SmallsegError
 from smallseg.io.atomic import OutputLock
 from smallseg.io.dicom import SeriesInfo
-from smallseg.models import save_checkpoint
 from smallseg.pipeline.dicom_batch import SUMMARY_COLUMNS, run_dicom_batch, series_folder_name
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,33 +28,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def write_series(folder: Path, uid: str, shape=(3, 24, 24), seed=0, prefix="s", modality="CT") -> list[Path]:
-    """One slice per file (SimpleITK/GDCM), axial, 2.5 mm apart, random HU."""
-    folder.mkdir(parents=True, exist_ok=True)
-    array = np.random.default_rng(seed).integers(-1000, 500, shape).astype(np.int16)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    paths = []
-    for k in range(shape[0]):
-        image = sitk.GetImageFromArray(array[k])
-        image.SetSpacing((0.8, 0.8))
-        for key, value in {"0008|0060": modality, "0020|000e": uid, "0020|000d": "1.2.826.0.1.3680043.9.7.0",
-                           "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0008|0018": f"1.2.826.0.1.3680043.9.8.{seed}.{k}",
-                           "0020|0013": str(k + 1), "0020|0032": f"0\\0\\{2.5 * k}", "0020|0037": "1\\0\\0\\0\\1\\0",
-                           "0018|0050": "2.5"}.items():
-            image.SetMetaData(key, value)
-        path = folder / f"{prefix}{k:03d}.dcm"
-        writer.SetFileName(str(path))
-        writer.Execute(image)
-        paths.append(path)
-    return paths
+    """An axial series of random HU, 0.8 mm pixels, slices 2.5 mm apart; its SOP Instance UIDs do not derive
+    from ``uid`` (which may be anything, e.g. ``=1+2``)."""
+    return medical_helpers.write_series(folder, random_hu(shape, seed), uid, study_uid="1.2.826.0.1.3680043.9.7.0",
+                                        instance_uid_root=f"1.2.826.0.1.3680043.9.8.{seed}", modality=modality,
+                                        spacing_xyz=(0.8, 0.8, 2.5), origin=(0.0, 0.0, 0.0), prefix=prefix)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_model) -> Path:
-    m = tiny_model("resnet18", semantic_bias=[-1.0, 1.0], classes=1, in_channels=1, max_distance_px=6,
-                   tile_size_px=128, class_names=["=HYPERLINK(\"http://x\")"])
-    return save_checkpoint(m, tmp_path_factory.mktemp("model") / "tiny.safetensors")
-
+    return save_tiny_ct_model(tiny_model, tmp_path_factory.mktemp("model"), class_names=["=HYPERLINK(\"http://x\")"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from smallseg.io.medical import (
     write_volume,
 )
 from conftest import PYDICOM_DATA as DATA  # tests/ is on sys.path under pytest
-from medical_helpers import rotation
+from medical_helpers import random_hu, rotation, write_series
 
 CT_SMALL = DATA / "CT_small.dcm"
 MR_SMALL = DATA / "MR_small.dcm"
@@ -38,7 +38,7 @@ NO_META = DATA / "no_meta.dcm"
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# independent helpers: raw DICOM bytes and a synthetic series writer
+# independent helpers: raw DICOM bytes (the series writer is medical_helpers.write_series)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -56,47 +56,6 @@ def raw_element(path: Path, group: int, elem: int) -> bytes:
 
 def raw_floats(path: Path, group: int, elem: int) -> list[float]:
     return [float(v) for v in raw_element(path, group, elem).decode().strip(" \x00").split("\\")]
-
-
-def write_series(folder: Path, array_zyx: np.ndarray, *, spacing_xyz=(0.7, 0.9, 2.5), origin=(-10.0, 20.0, 30.0),
-                 direction=np.eye(3), series_uid="1.2.826.0.1.3680043.9.7.1", study_uid="1.2.826.0.1.3680043.9.7",
-                 modality="CT", prefix="s", skip=(), z_offsets=None, shift_per_slice=(0.0, 0.0, 0.0)) -> list[Path]:
-    """Write one 2-D DICOM file per slice with SimpleITK/GDCM, geometry in the standard tags.
-
-    Slice k is placed at origin + direction[:, 2] * (z_offsets[k] or k * spacing_z) + k * shift_per_slice.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    d = np.asarray(direction, dtype=float).reshape(3, 3)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    paths = []
-    for k in range(array_zyx.shape[0]):
-        if k in skip:
-            continue
-        z = z_offsets[k] if z_offsets is not None else k * spacing_xyz[2]
-        pos = np.asarray(origin) + d[:, 2] * z + k * np.asarray(shift_per_slice)
-        image = sitk.GetImageFromArray(array_zyx[k])
-        image.SetSpacing((spacing_xyz[0], spacing_xyz[1]))  # GDCM writes Pixel Spacing from the image
-        tags = {
-            "0008|0060": modality, "0020|000e": series_uid, "0020|000d": study_uid,
-            "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0008|0018": f"{series_uid}.{k + 1}",
-            "0020|0013": str(k + 1), "0008|103e": f"synthetic {prefix}",
-            "0020|0032": "\\".join(f"{v:.10g}" for v in pos),
-            "0020|0037": "\\".join(f"{v:.10g}" for v in [*d[:, 0], *d[:, 1]]),
-            "0018|0050": f"{spacing_xyz[2]:g}",
-        }
-        for key, value in tags.items():
-            image.SetMetaData(key, value)
-        path = folder / f"{prefix}{k:03d}.dcm"
-        writer.SetFileName(str(path))
-        writer.Execute(image)
-        paths.append(path)
-    return paths
-
-
-def ramp(shape_zyx, seed=0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(-1000, 2000, size=shape_zyx).astype(np.int16)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -184,9 +143,9 @@ def test_seg_is_skipped_by_find_series_and_refused_by_read_volume(tmp_path):
 def test_find_series_in_a_mixed_tree(tmp_path):
     uid_a, uid_b = "1.2.826.0.1.3680043.9.7.101", "1.2.826.0.1.3680043.9.7.202"
     mixed = tmp_path / "mixed"
-    files_a = write_series(mixed, ramp((5, 12, 10), 1), series_uid=uid_a, prefix="a")
+    files_a = write_series(mixed, random_hu((5, 12, 10), 1), series_uid=uid_a, prefix="a")
     # series B in the same folder, file names in reverse slice order so sorting by name would be wrong
-    files_b = write_series(mixed, ramp((4, 8, 9), 2), series_uid=uid_b, prefix="b",
+    files_b = write_series(mixed, random_hu((4, 8, 9), 2), series_uid=uid_b, prefix="b",
                            direction=rotation(0.0, 0.0, 0.3), spacing_xyz=(0.5, 0.5, 3.0))
     for k, p in enumerate(reversed(files_b)):
         p.rename(p.with_name(f"b_{k}.dcm"))
@@ -222,7 +181,7 @@ def test_find_series_in_a_mixed_tree(tmp_path):
         read_volume(tmp_path)
     vol = read_volume(tmp_path, series_uid=uid_b)
     assert vol.array.shape == (4, 8, 9) and vol.series_uid == uid_b
-    np.testing.assert_array_equal(vol.array, ramp((4, 8, 9), 2))
+    np.testing.assert_array_equal(vol.array, random_hu((4, 8, 9), 2))
     # a SeriesInfo and an explicit (shuffled) file list read the same
     np.testing.assert_array_equal(read_volume(images[uid_b]).array, vol.array)
     np.testing.assert_array_equal(read_volume(list(reversed(images[uid_b].files))).array, vol.array)
@@ -236,7 +195,7 @@ def test_empty_folder_is_a_clear_error(tmp_path):
 
 
 def test_truncated_slice_inside_a_series_names_the_file(tmp_path):
-    files = write_series(tmp_path, ramp((5, 16, 16)))
+    files = write_series(tmp_path, random_hu((5, 16, 16)))
     data = files[2].read_bytes()
     files[2].write_bytes(data[:-100])
     # The other four still form a stack: the truncated file is dropped, named in a warning (and the gap noted).
@@ -248,8 +207,8 @@ def test_truncated_slice_inside_a_series_names_the_file(tmp_path):
 
 
 def test_duplicate_positions_are_not_stacked(tmp_path):
-    write_series(tmp_path, ramp((3, 8, 8), 1), prefix="e1_")
-    write_series(tmp_path, ramp((3, 8, 8), 2), prefix="e2_")  # same UID and positions: a second echo
+    write_series(tmp_path, random_hu((3, 8, 8), 1), prefix="e1_")
+    write_series(tmp_path, random_hu((3, 8, 8), 2), prefix="e2_")  # same UID and positions: a second echo
     (entry,) = find_series(tmp_path)
     assert entry.kind == "unreadable" and "share a position" in entry.reason
 
@@ -262,7 +221,7 @@ def test_duplicate_positions_are_not_stacked(tmp_path):
 def test_oblique_anisotropic_series_geometry_round_trip(tmp_path):
     direction = rotation(0.35, -0.2, 0.5)
     spacing_xyz, origin = (0.7, 0.9, 2.5), (-120.5, 33.25, 410.0)
-    array = ramp((6, 20, 24), 3)
+    array = random_hu((6, 20, 24), 3)
     files = write_series(tmp_path / "dcm", array, spacing_xyz=spacing_xyz, origin=origin, direction=direction)
 
     vol = read_volume(tmp_path / "dcm")
@@ -308,7 +267,7 @@ def test_oblique_anisotropic_series_geometry_round_trip(tmp_path):
 
 
 def test_to_sitk_from_sitk_is_exact():
-    image = sitk.GetImageFromArray(ramp((3, 5, 7)))
+    image = sitk.GetImageFromArray(random_hu((3, 5, 7)))
     image.SetSpacing((0.3, 0.45, 1.7))
     image.SetOrigin((1.1, -2.2, 3.3))
     image.SetDirection(tuple(rotation(0.1, 0.2, 0.3).ravel()))
@@ -356,7 +315,7 @@ def test_writers_refuse_bad_input(tmp_path):
 
 
 def test_missing_slice_warns_and_continues(tmp_path):
-    array = ramp((8, 10, 10))
+    array = random_hu((8, 10, 10))
     write_series(tmp_path, array, skip=(4,), spacing_xyz=(1.0, 1.0, 2.0))
     vol = read_volume(tmp_path)
     assert vol.array.shape == (7, 10, 10)
@@ -366,19 +325,19 @@ def test_missing_slice_warns_and_continues(tmp_path):
 
 
 def test_uneven_spacing_warns(tmp_path):
-    write_series(tmp_path, ramp((5, 10, 10)), z_offsets=[0.0, 2.0, 4.0, 6.6, 8.6])
+    write_series(tmp_path, random_hu((5, 10, 10)), z_offsets=[0.0, 2.0, 4.0, 6.6, 8.6])
     vol = read_volume(tmp_path)
     assert any("spacing varies from 2 to 2.6 mm" in w for w in vol.warnings), vol.warnings
 
 
 def test_gantry_tilt_warns(tmp_path):
-    write_series(tmp_path, ramp((4, 10, 10)), spacing_xyz=(1.0, 1.0, 2.0), shift_per_slice=(0.0, 0.5, 0.0))
+    write_series(tmp_path, random_hu((4, 10, 10)), spacing_xyz=(1.0, 1.0, 2.0), shift_per_slice=(0.0, 0.5, 0.0))
     vol = read_volume(tmp_path)
     assert any("gantry tilt" in w for w in vol.warnings), vol.warnings
 
 
 def test_size_check_states_gb_before_reading(tmp_path):
-    write_series(tmp_path, ramp((3, 64, 64)))
+    write_series(tmp_path, random_hu((3, 64, 64)))
     with pytest.raises(SmallsegError) as err:
         read_volume(tmp_path, max_gb=1e-5)
     # 3 * 64 * 64 int16 voxels = 24,576 bytes = 0.0 GB; the message gives GB, voxel count and the way out
@@ -389,7 +348,7 @@ def test_size_check_states_gb_before_reading(tmp_path):
 @pytest.mark.parametrize("ext", [".nii.gz", ".nii", ".mha", ".nrrd"])
 def test_truncated_volume_file_is_a_clear_error(tmp_path, ext):
     # ITK's NIfTI reader alone would zero-fill the missing half without complaint.
-    vol = Volume(array=ramp((4, 30, 30)), spacing_zyx_mm=(1, 1, 1), origin_lps_mm=(0, 0, 0),
+    vol = Volume(array=random_hu((4, 30, 30)), spacing_zyx_mm=(1, 1, 1), origin_lps_mm=(0, 0, 0),
                  direction_lps=tuple(np.eye(3).ravel()))
     good = write_volume(vol, tmp_path / f"v{ext}")
     np.testing.assert_array_equal(read_volume(good).array, vol.array)
