@@ -20,7 +20,8 @@ def _image(h=150, w=170, seed=0):
 
 
 def test_scene_labels_agree_with_the_object_columns(model):
-    scene, table = predict_array(_image(), model, batch_size=3, return_table=True)
+    scene = predict_array(_image(), model, batch_size=3)
+    table = scene.objects
     assert scene.labels.shape == (150, 170)
     present = np.unique(scene.labels)
     present = present[present != 0]

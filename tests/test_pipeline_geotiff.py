@@ -138,7 +138,8 @@ def test_geotiff_stream_equals_predict_array_and_every_output_agrees(tmp_path, r
     image = rng.integers(0, 255, (3, 150, 170), dtype=np.uint8)
     src = _write_tif(tmp_path / "scene.tif", image)
     result = predict_geotiff(src, tmp_path / "out", random_model, tile_size_px=64, batch_size=3, progress=False)
-    scene, table = predict_array(image, random_model, tile_size_px=64, batch_size=3, return_table=True)
+    scene = predict_array(image, random_model, tile_size_px=64, batch_size=3)
+    table = scene.objects
     assert len(table) > 20
     # Default overlap: 2 x (max_distance_px 6 + centroid vote error 2 px), for both pipelines.
     assert result.run["parameters"]["overlap_px"] == 16 and "vote error" in result.run["parameters"]["overlap_reason"]
