@@ -185,12 +185,7 @@ def _render_classic(rng, labels, shapes, r_mean, out_of_focus_fraction, dtype, p
     chromatin /= max(float(chromatin.std()), 1e-6)
     sharp = np.zeros((height, width), np.float32)
     blurred = np.zeros((height, width), np.float32)
-    for k, sl in enumerate(ndimage.find_objects(labels)):
-        if sl is None:
-            continue
-        cy, cx, a, b, ang, harmonics, _ = shapes[k]
-        mask = labels[sl] == k + 1
-        rho = _normalised_radius(ys[sl] - cy, xs[sl] - cx, a, b, ang, harmonics)
+    for k, sl, mask, rho in _nucleus_crops(labels, shapes, ys, xs):
         dome = np.sqrt(np.clip(1 - rho**2, 0, 1)) ** 0.5  # brighter in the middle
         value = brightness[k] * (0.55 + 0.45 * dome) * (1 + 0.18 * chromatin[sl])
         target = sharp if in_focus[k] else blurred
@@ -255,6 +250,18 @@ def rasterise_shapes(shapes, height: int, width: int) -> tuple[np.ndarray, np.nd
     remap[present] = np.arange(1, len(present) + 1)
     labels = remap[labels].astype(np.uint16)
     return labels, (present - 1).astype(np.int64)
+
+
+def _nucleus_crops(labels: np.ndarray, shapes: list, ys: np.ndarray, xs: np.ndarray):
+    """Per nucleus (label ``k + 1``, shape ``shapes[k]``), in label order: ``(k, sl, mask, rho)`` with ``sl`` its
+    bounding slices in ``labels``, ``mask`` its (h, w) bool pixels there and ``rho`` the (h, w) float32
+    :func:`_normalised_radius` of every pixel of the crop (< 1 inside). ``ys``, ``xs``: (H, W) pixel coordinates.
+    Nuclei without a pixel are skipped."""
+    for k, sl in enumerate(ndimage.find_objects(labels)):
+        if sl is None:
+            continue
+        cy, cx, a, b, ang, harmonics, _ = shapes[k]
+        yield k, sl, labels[sl] == k + 1, _normalised_radius(ys[sl] - cy, xs[sl] - cx, a, b, ang, harmonics)
 
 
 def _normalised_radius(dy, dx, a, b, angle, harmonics):

@@ -32,7 +32,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from smallseg.data.microscopy import _normalised_radius
+from smallseg.data.microscopy import _nucleus_crops
 
 #: kinds of nuclei (the ``kinds`` array of :func:`place_nuclei`)
 INTERPHASE, MITOTIC, ANAPHASE = 0, 1, 2
@@ -234,12 +234,7 @@ def render_nuclei(rng: np.random.Generator, labels: np.ndarray, shapes: list, ki
 
     sharp = np.zeros(shape2, np.float32)
     defocused = np.zeros(shape2, np.float32)
-    for k, sl in enumerate(ndimage.find_objects(labels)):
-        if sl is None:
-            continue
-        cy, cx, a, b, ang, harmonics, _ = shapes[k]
-        mask = labels[sl] == k + 1
-        rho = _normalised_radius(ys[sl] - cy, xs[sl] - cx, a, b, ang, harmonics)
+    for k, sl, mask, rho in _nucleus_crops(labels, shapes, ys, xs):
         dome = np.clip(1 - rho**2, 0, 1) ** (0.5 * dome_power)
         if kinds[k] == INTERPHASE:
             value = (0.5 + 0.5 * dome + rim * (rho > 0.8)) * np.clip(

@@ -170,6 +170,19 @@ def _render_window(plan: _Plan, row0: int, row1: int, col0: int, col1: int):
         b_ = int(np.searchsorted(coords, hi_m, side="right"))
         return a, b_
 
+    def rect_crop(cx, cy, length, width, angle):
+        """The window's crop around a rotated rectangle (its circumcircle plus one pixel) as (r0, r1, c0, c1),
+        and the crop's (h, w) coordinates along (u) and across (v) the rectangle's long side, metres from its
+        centre; None when the crop is empty."""
+        rad = 0.5 * math.hypot(length, width) + px
+        r0, r1 = sub_range(cy - rad, cy + rad, ys)
+        c0, c1 = sub_range(cx - rad, cx + rad, xs)
+        if r1 <= r0 or c1 <= c0:
+            return None
+        X, Y = xs[None, c0:c1] - cx, ys[r0:r1, None] - cy
+        ca, sa = math.cos(angle), math.sin(angle)
+        return r0, r1, c0, c1, X * ca + Y * sa, -X * sa + Y * ca
+
     # shadows of objects (on ground and on cars; roofs and crowns are drawn over them)
     for k in sel:
         if plan.obj_class[k] != BUILDING:  # cars: short shadows below; trees (v2): crown shadows below
@@ -215,14 +228,10 @@ def _render_window(plan: _Plan, row0: int, row1: int, col0: int, col1: int):
 
     # clutter (unlabelled): pools, sheds, tarps
     for cx, cy, cl, cw, ca, colour, round_ in plan.clutter:
-        rad = 0.5 * math.hypot(cl, cw) + px
-        r0, r1 = sub_range(cy - rad, cy + rad, ys)
-        c0, c1 = sub_range(cx - rad, cx + rad, xs)
-        if r1 <= r0 or c1 <= c0:
+        crop = rect_crop(cx, cy, cl, cw, ca)
+        if crop is None:
             continue
-        X, Y = xs[None, c0:c1] - cx, ys[r0:r1, None] - cy
-        u = X * math.cos(ca) + Y * math.sin(ca)
-        v = -X * math.sin(ca) + Y * math.cos(ca)
+        r0, r1, c0, c1, u, v = crop
         if round_:
             sd = (0.5 * cw - np.hypot(u * cw / cl, v))
         else:
@@ -237,15 +246,11 @@ def _render_window(plan: _Plan, row0: int, row1: int, col0: int, col1: int):
         if plan.obj_class[k] == TREE:  # v2 crowns: painted over everything below
             continue
         cx, cy, L, Wd, ang = plan.obj_cx[k], plan.obj_cy[k], plan.obj_len[k], plan.obj_wid[k], plan.obj_ang[k]
-        rad = 0.5 * math.hypot(L, Wd) + px
-        r0, r1 = sub_range(cy - rad, cy + rad, ys)
-        c0, c1 = sub_range(cx - rad, cx + rad, xs)
-        if r1 <= r0 or c1 <= c0:
+        crop = rect_crop(cx, cy, L, Wd, ang)
+        if crop is None:
             continue
-        X, Y = xs[None, c0:c1] - cx, ys[r0:r1, None] - cy
+        r0, r1, c0, c1, u, v = crop
         ca_, sa_ = math.cos(ang), math.sin(ang)
-        u = X * ca_ + Y * sa_
-        v = -X * sa_ + Y * ca_
         sd = np.minimum(L / 2 - np.abs(u), Wd / 2 - np.abs(v))
         inside = sd >= 0
         sub = instances[r0:r1, c0:c1]
