@@ -58,6 +58,15 @@ def raw_floats(path: Path, group: int, elem: int) -> list[float]:
     return [float(v) for v in raw_element(path, group, elem).decode().strip(" \x00").split("\\")]
 
 
+def read_volume_error(*args, **kwargs) -> str:
+    """The message of the SmallsegError that ``read_volume(*args, **kwargs)`` raises, checked to be one line."""
+    with pytest.raises(SmallsegError) as err:
+        read_volume(*args, **kwargs)
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # real files
 # ---------------------------------------------------------------------------------------------------------------
@@ -94,10 +103,8 @@ def test_mr_small_reads_raw_values():
 
 def test_no_meta_file_gives_one_clear_error_but_a_clean_headerless_dataset_reads(tmp_path):
     # The shared no_meta.dcm starts with a stray byte before its first element: GDCM cannot parse it.
-    with pytest.raises(SmallsegError) as err:
-        read_volume(NO_META)
-    msg = str(err.value)
-    assert "no_meta.dcm" in msg and "DICM" in msg and "\n" not in msg
+    msg = read_volume_error(NO_META)
+    assert "no_meta.dcm" in msg and "DICM" in msg
     # A well-formed data set without the Part-10 header (CT_small minus preamble + file meta) is read by GDCM.
     data = CT_SMALL.read_bytes()
     (meta_len,) = struct.unpack_from("<I", data, 132 + 8)  # (0002,0000) group length value
@@ -113,10 +120,8 @@ def test_no_meta_file_gives_one_clear_error_but_a_clean_headerless_dataset_reads
 
 
 def test_truncated_file_is_one_clear_error_naming_it(tmp_path):
-    with pytest.raises(SmallsegError) as err:
-        read_volume(TRUNCATED)
-    msg = str(err.value)
-    assert "MR_truncated.dcm" in msg and "truncated" in msg and "\n" not in msg
+    msg = read_volume_error(TRUNCATED)
+    assert "MR_truncated.dcm" in msg and "truncated" in msg
     # the declared vs available byte counts are the file's real ones
     data = TRUNCATED.read_bytes()
     i = data.find(b"\xe0\x7f\x10\x00")
@@ -173,9 +178,8 @@ def test_find_series_in_a_mixed_tree(tmp_path):
     assert others["notes.txt"].kind == "not_dicom"
 
     # two series in one folder: a clear error listing both UIDs and how to pick
-    with pytest.raises(SmallsegError) as err:
-        read_volume(mixed)
-    assert uid_a in str(err.value) and uid_b in str(err.value) and "series_uid=" in str(err.value)
+    msg = read_volume_error(mixed)
+    assert uid_a in msg and uid_b in msg and "series_uid=" in msg
     # the whole tree also holds a broken file: refuse to guess, name it
     with pytest.raises(SmallsegError, match="mr_cut.dcm"):
         read_volume(tmp_path)
@@ -338,10 +342,9 @@ def test_gantry_tilt_warns(tmp_path):
 
 def test_size_check_states_gb_before_reading(tmp_path):
     write_series(tmp_path, random_hu((3, 64, 64)))
-    with pytest.raises(SmallsegError) as err:
-        read_volume(tmp_path, max_gb=1e-5)
+    msg = read_volume_error(tmp_path, max_gb=1e-5)
     # 3 * 64 * 64 int16 voxels = 24,576 bytes = 0.0 GB; the message gives GB, voxel count and the way out
-    assert "GB in memory (12,288 voxels" in str(err.value) and "max_gb=None" in str(err.value)
+    assert "GB in memory (12,288 voxels" in msg and "max_gb=None" in msg
     assert read_volume(tmp_path, max_gb=None).array.shape == (3, 64, 64)
 
 
@@ -354,11 +357,10 @@ def test_truncated_volume_file_is_a_clear_error(tmp_path, ext):
     np.testing.assert_array_equal(read_volume(good).array, vol.array)
     bad = tmp_path / f"cut{ext}"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(SmallsegError) as err:
-        read_volume(bad)
-    assert f"cut{ext}" in str(err.value) and "\n" not in str(err.value)
+    msg = read_volume_error(bad)
+    assert f"cut{ext}" in msg
     if ext.startswith(".nii"):
-        assert f"describes {4 * 30 * 30 * 2 + 352:,} bytes" in str(err.value)  # 352-byte header + int16 voxels
+        assert f"describes {4 * 30 * 30 * 2 + 352:,} bytes" in msg  # 352-byte header + int16 voxels
 
 
 # ---------------------------------------------------------------------------------------------------------------
