@@ -19,24 +19,33 @@ def _sample(seed=0, size=96, n=12):
     return image, instances, classes
 
 
-def test_same_seed_same_output_and_labels_stay_labels():
-    image, instances, classes = _sample()
-    config = AugmentConfig(crop_size=64, scale_range=(0.6, 1.6), mosaic_p=0)
-    a = augment_sample(build_augment(config, seed=3), image, instances, classes)
-    b = augment_sample(build_augment(config, seed=3), image, instances, classes)
+def _augment_twice(config, seed, image, instances, classes):
+    """``augment_sample`` through two pipelines built with the same seed: both outputs must be equal."""
+    a = augment_sample(build_augment(config, seed=seed), image, instances, classes)
+    b = augment_sample(build_augment(config, seed=seed), image, instances, classes)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
-    out_img, out_inst, out_cls = a
-    assert out_img.shape == (64, 64, 3) and out_img.dtype == np.float32
-    assert out_img.min() >= 0 and out_img.max() <= 1
-    # Nearest-neighbour resampling: no id or class is invented.
+    return a
+
+
+def _assert_labels_exact(instances, classes, out_inst, out_cls):
+    """Nearest-neighbour resampling: no id or class is invented, every surviving object has exactly the class
+    it had, and background stays background in both label images."""
     assert set(np.unique(out_inst)) <= set(np.unique(instances))
-    # Every surviving object has exactly the class it had.
     original_class = {k: int(classes[instances == k][0]) for k in np.unique(instances) if k}
     for k in np.unique(out_inst):
         if k:
             assert set(np.unique(out_cls[out_inst == k])) == {original_class[k]}
     assert np.all((out_inst == 0) == (out_cls == 0))
+
+
+def test_same_seed_same_output_and_labels_stay_labels():
+    image, instances, classes = _sample()
+    config = AugmentConfig(crop_size=64, scale_range=(0.6, 1.6), mosaic_p=0)
+    out_img, out_inst, out_cls = _augment_twice(config, 3, image, instances, classes)
+    assert out_img.shape == (64, 64, 3) and out_img.dtype == np.float32
+    assert out_img.min() >= 0 and out_img.max() <= 1
+    _assert_labels_exact(instances, classes, out_inst, out_cls)
 
 
 def test_geometry_only_pipeline_is_a_pure_rearrangement():
@@ -87,18 +96,9 @@ def test_domain_randomisation_keeps_labels_exact_for_any_band_count(bands):
     config = AugmentConfig(crop_size=64, scale_range=(0.8, 1.25), mosaic_p=0, rotate_p=1.0, blur_p=1.0,
                            blur_sigma=(0.5, 1.5), jpeg_p=1.0, jpeg_quality=(30, 60), band_gain=0.2,
                            downscale_p=1.0, noise_std=0.03)
-    a = augment_sample(build_augment(config, seed=4), image, instances, classes)
-    b = augment_sample(build_augment(config, seed=4), image, instances, classes)
-    for x, y in zip(a, b):
-        np.testing.assert_array_equal(x, y)
-    out_img, out_inst, out_cls = a
+    out_img, out_inst, out_cls = _augment_twice(config, 4, image, instances, classes)
     assert out_img.shape == (64, 64, bands) and 0 <= out_img.min() and out_img.max() <= 1
-    assert set(np.unique(out_inst)) <= set(np.unique(instances))
-    original_class = {k: int(classes[instances == k][0]) for k in np.unique(instances) if k}
-    for k in np.unique(out_inst):
-        if k:
-            assert set(np.unique(out_cls[out_inst == k])) == {original_class[k]}
-    assert np.all((out_inst == 0) == (out_cls == 0))
+    _assert_labels_exact(instances, classes, out_inst, out_cls)
     # the photometric part really changed the pixels (not a pure rearrangement)
     assert not np.array_equal(np.sort(out_img.ravel()), np.sort(image[:64, :64].ravel()))
 
