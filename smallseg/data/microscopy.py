@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from smallseg.errors import SmallsegError
+from smallseg.io.atomic import atomic_path
 from smallseg.io.tables import NucleiTable
 
 
@@ -299,8 +300,7 @@ def write_nuclei_image(nuclei: NucleiImage, path_stem: str | os.PathLike) -> dic
     paths = {"image": stem.with_name(stem.name + "_image.tif"), "labels": stem.with_name(stem.name + "_labels.tif"),
              "csv": stem.with_name(stem.name + "_nuclei.csv")}
     for key, data in (("image", nuclei.image), ("labels", nuclei.labels)):
-        tmp = paths[key].with_name(paths[key].name + ".partial")
-        tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack")
-        os.replace(tmp, paths[key])
+        with atomic_path(paths[key]) as tmp:
+            tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack")
     nuclei.nuclei.write_csv(paths["csv"])
     return paths

@@ -30,6 +30,7 @@ the plan :mod:`smallseg.data.remote_sensing_render`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ from smallseg.data.remote_sensing_plan import (  # noqa: F401 - re-exported: the
 )
 from smallseg.data.remote_sensing_render import _finish_window, _render_window
 from smallseg.errors import SmallsegError
+from smallseg.io.atomic import atomic_path
 from smallseg.io.tables import SceneObjects
 
 WORLDS = ("v1", "v2")
@@ -347,8 +349,8 @@ def write_remote_sensing_scene(
     Writes ``<stem>_image.tif`` (bands, dtype, nodata), ``<stem>_instances.tif`` (uint32) and
     ``<stem>_classes.tif`` (uint8) with one profile (CRS, transform, size; tiled 512 blocks, deflate), and
     ``<stem>_objects.csv`` (:class:`SceneObjects`). Output is identical to :func:`make_remote_sensing_scene`
-    with the same arguments, whatever ``window_px``. Files are written under temporary names and renamed
-    only when complete.
+    with the same arguments, whatever ``window_px``. Files are written under temporary names
+    (:func:`smallseg.io.atomic.atomic_path`) and renamed only when complete.
 
     Args:
         path_stem: output path without suffix; its folder is created.
@@ -373,11 +375,12 @@ def write_remote_sensing_scene(
     bbox_px = np.full((n, 4), -1, np.int64)
     lut = np.concatenate([[0], plan.obj_class]).astype(np.uint8)
     p_img, p_ins, p_cls = geotiff_profiles(s)
-    tmp = {k: p.with_name(p.name + ".partial") for k, p in
-           (("image", paths.image), ("instances", paths.instances), ("classes", paths.classes))}
     from rasterio.windows import Window
 
-    try:
+    # The three rasters are renamed to their final names together, once all are complete (io.atomic names).
+    with contextlib.ExitStack() as staged:
+        tmp = {key: staged.enter_context(atomic_path(final)) for key, final in
+               (("image", paths.image), ("instances", paths.instances), ("classes", paths.classes))}
         with rasterio.open(tmp["image"], "w", **p_img) as d_img, \
                 rasterio.open(tmp["instances"], "w", **p_ins) as d_ins, \
                 rasterio.open(tmp["classes"], "w", **p_cls) as d_cls:
@@ -391,13 +394,7 @@ def write_remote_sensing_scene(
                     d_ins.write(instances[None], window=win)
                     d_cls.write(lut[instances][None], window=win)
                     _accumulate_objects(instances, row0, col0, area_px, bbox_px)
-        for key, final in (("image", paths.image), ("instances", paths.instances), ("classes", paths.classes)):
-            os.replace(tmp[key], final)
-        _object_table(plan, area_px, bbox_px).write_csv(paths.objects_csv, class_names=CLASS_NAMES)
-    finally:
-        for t in tmp.values():
-            if t.exists():
-                t.unlink()
+    _object_table(plan, area_px, bbox_px).write_csv(paths.objects_csv, class_names=CLASS_NAMES)
     return paths
 
 
@@ -414,9 +411,7 @@ def save_remote_sensing_scene(scene: RemoteSensingScene, path_stem: str | os.Pat
     p_img, p_ins, p_cls = geotiff_profiles(settings)
     for profile, data, final in ((p_img, scene.image, paths.image), (p_ins, scene.instances[None], paths.instances),
                                  (p_cls, scene.classes[None], paths.classes)):
-        tmp = final.with_name(final.name + ".partial")
-        with rasterio.open(tmp, "w", **profile) as dst:
+        with atomic_path(final) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data)
-        os.replace(tmp, final)
     scene.objects.write_csv(paths.objects_csv, class_names=CLASS_NAMES)
     return paths
