@@ -236,3 +236,44 @@ def test_a_worker_killed_mid_scene_loses_only_that_task(tmp_path, client, model_
     assert _digests(out, "long") == _digests(tmp_path / "ref", "long")
     client.wait_for_workers(2, timeout=120)  # the nanny restarted the killed one
     assert pid not in client.run(os.getpid).values()
+
+
+def test_dicom_batch_on_two_workers_gives_the_same_labels_and_csvs(tmp_path, client, tiny_model):
+    import csv
+    import shutil
+
+    from conftest import PYDICOM_DATA
+    from medical_helpers import random_hu, save_tiny_ct_model, write_series
+    from smallseg.pipeline.dicom_batch import run_dicom_batch
+
+    root = tmp_path / "in"
+    (root / "ct").mkdir(parents=True)
+    shutil.copy(PYDICOM_DATA / "CT_small.dcm", root / "ct" / "CT_small.dcm")
+    (root / "mr").mkdir()
+    shutil.copy(PYDICOM_DATA / "MR_truncated.dcm", root / "mr" / "MR_truncated.dcm")  # a failed row
+    (root / "notes.txt").write_text("not an image\n")  # a skipped row
+    for k in range(3):
+        write_series(root / f"s{k}", random_hu((3, 24, 28), k), f"1.2.826.0.1.3680043.9.7.2{k}", prefix=f"p{k}")
+    ckpt = save_tiny_ct_model(tiny_model, tmp_path / "model")
+    ref = run_dicom_batch(root, tmp_path / "ref", ckpt, progress=False)
+    rows = []
+    out = run_dicom_batch(root, tmp_path / "dask", ckpt, progress=False, client=client, on_result=rows.append)
+    assert out.exit_code == ref.exit_code == 1 and ref.count("ok") >= 4 and ref.failed == 1
+    assert len(rows) == len(ref.results)
+
+    def summary(folder):
+        with (folder / "summary.csv").open(newline="") as fh:
+            return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)]
+
+    assert summary(tmp_path / "dask") == summary(tmp_path / "ref")  # same rows, same order
+    folders = sorted(p.name for p in (tmp_path / "ref").iterdir() if p.is_dir())
+    assert folders == sorted(p.name for p in (tmp_path / "dask").iterdir() if p.is_dir()) and len(folders) >= 4
+    for name in folders:
+        for f in ("labels.nii.gz", "objects.csv"):
+            assert (tmp_path / "dask" / name / f).read_bytes() == (tmp_path / "ref" / name / f).read_bytes(), (name, f)
+        done = [json.loads((tmp_path / d / name / "done.json").read_text()) for d in ("ref", "dask")]
+        for d in done:
+            d.pop("seconds")
+            d["options"].pop("out_dir")
+        assert done[0] == done[1]
+    assert sum(int(r["objects"]) for r in summary(tmp_path / "ref")) > 0

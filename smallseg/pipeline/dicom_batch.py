@@ -536,7 +536,7 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
                     batch_size: int = 4, tile_size_px: int | None = None, min_score: float | None = None,
                     min_slices: int = 1, link_min_overlap: float = 0.5, dicom_seg: bool = False,
                     max_gb: float | None = 4.0,
-                    on_result: Callable[[SeriesResult], None] | None = None) -> BatchResult:
+                    on_result: Callable[[SeriesResult], None] | None = None, client=None) -> BatchResult:
     """Predict every DICOM image stack under ``root``; one bad series never stops the batch.
 
     Args:
@@ -555,6 +555,9 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
         preset, device, batch_size, tile_size_px, min_score, min_slices, link_min_overlap, dicom_seg, max_gb:
             see :class:`BatchOptions`.
         on_result: called with each row as it is finished (the CLI prints one line per row).
+        client: a ``dask.distributed.Client``: one task per image stack on its workers (model loaded once per
+            worker; :func:`smallseg.cluster.dicom.run_entries_on_cluster`); labels, objects.csv and done.json
+            are the same bytes, summary.csv the same rows in the same order (``seconds`` apart). None: here.
 
     Returns:
         :class:`BatchResult`; ``out_dir/summary.csv`` holds the same rows. ``stopped`` says why the batch
@@ -591,7 +594,8 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
             raise SmallsegError(f"series_uid {series_uid}: no series with that UID under {root} (image series: "
                                 f"{listed or 'none'})")
         entries = chosen
-    model, _ = prepare_model(model, device)
+    given = model
+    model, source = prepare_model(model, device)
     options = dataclasses.replace(options, model_fingerprint=model_fingerprint(model))
     trained = trained_modalities(model.config)
     try:
@@ -602,9 +606,49 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
         if not (resume or overwrite) and _earlier_batch(out):
             raise SmallsegError(f"{out} holds the results of an earlier dicom-batch; pass resume=True to keep "
                                 "the finished series and do the rest, or overwrite=True to redo everything")
+        if client is not None:
+            from smallseg.cluster.dicom import run_entries_on_cluster
+
+            return run_entries_on_cluster(client, entries, given, model, source.to_dict(), options, resume=resume,
+                                          wanted=wanted, trained=trained, summary_path=out / "summary.csv",
+                                          progress=progress, on_result=on_result)
         return _run_entries(entries, model, options, resume=resume, wanted=wanted,
                             trained=trained, summary_path=out / "summary.csv", progress=progress,
                             on_result=on_result, bar=tqdm)
+
+
+def decided_result(entry: SeriesInfo, options: BatchOptions, *, resume: bool,
+                   wanted: set[str] | None) -> SeriesResult | None:
+    """The row of an entry that needs no prediction (modality not asked for; finished earlier with
+    ``resume``), or None when it is to be processed."""
+    t0 = time.perf_counter()
+    if entry.is_image and wanted is not None and entry.modality.upper() not in wanted:
+        return _result(entry, "skipped", t0, f"modality {entry.modality or '(none)'} not among the "
+                                             f"modalities asked for ({', '.join(sorted(wanted))})")
+    return completed_result(entry, options) if resume else None
+
+
+def add_modality_note(batch: BatchResult, noted: set[str], entry: SeriesInfo, result: SeriesResult,
+                      wanted: set[str] | None, trained: set[str] | None) -> None:
+    """Append the not-trained-on note to a processed image row's message (and, once per modality, to the
+    batch's notes)."""
+    if not entry.is_image or (wanted is not None and entry.modality.upper() not in wanted):
+        return
+    note = _modality_note(entry.modality, trained)
+    if note:
+        result.message = f"{result.message}; {note}" if result.message else note
+        if entry.modality.upper() not in noted:
+            noted.add(entry.modality.upper())
+            batch.notes.append(note)
+
+
+def write_batch_summary(batch: BatchResult, rows: Sequence[SeriesResult], summary_path: Path) -> None:
+    """``summary.csv`` of ``rows``; a summary that cannot be written stops the batch in one line."""
+    try:
+        write_summary(rows, summary_path)
+    except OSError as exc:
+        raise SmallsegError(f"{summary_path}: cannot write the summary ({one_line(exc)}); "
+                            f"{batch.count('ok')} series were done before") from None
 
 
 def _run_entries(entries: list[SeriesInfo], model: torch.nn.Module, options: BatchOptions, *, resume: bool,
@@ -614,27 +658,12 @@ def _run_entries(entries: list[SeriesInfo], model: torch.nn.Module, options: Bat
     noted: set[str] = set()
     progress_bar = bar(entries, desc="series", unit="series", disable=not progress)
     for entry in progress_bar:
-        t0 = time.perf_counter()
-        modality = entry.modality.upper()
-        if entry.is_image and wanted is not None and modality not in wanted:
-            result = _result(entry, "skipped", t0, f"modality {entry.modality or '(none)'} not among the "
-                                                   f"modalities asked for ({', '.join(sorted(wanted))})")
-        else:
-            result = completed_result(entry, options) if resume else None
-            if result is None:
-                result = process_series(entry, model, options)
-            note = _modality_note(entry.modality, trained) if entry.is_image else ""
-            if note:
-                result.message = f"{result.message}; {note}" if result.message else note
-                if modality not in noted:
-                    noted.add(modality)
-                    batch.notes.append(note)
+        result = decided_result(entry, options, resume=resume, wanted=wanted)
+        if result is None:
+            result = process_series(entry, model, options)
+        add_modality_note(batch, noted, entry, result, wanted, trained)
         batch.results.append(result)
-        try:
-            write_summary(batch.results, summary_path)  # after every row: a kill leaves a consistent summary
-        except OSError as exc:
-            raise SmallsegError(f"{summary_path}: cannot write the summary ({one_line(exc)}); "
-                                f"{batch.count('ok')} series were done before") from None
+        write_batch_summary(batch, batch.results, summary_path)  # after every row: a kill leaves a consistent summary
         if on_result is not None:
             on_result(result)
         progress_bar.set_postfix(ok=batch.count("ok"), failed=batch.failed)
