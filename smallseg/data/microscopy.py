@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from scipy import ndimage
 
 from smallseg.errors import SmallsegError
+from smallseg.instances import Instances
 from smallseg.io.atomic import atomic_path
 from smallseg.io.tables import NucleiTable
 
@@ -43,8 +45,6 @@ class NucleiImage:
 
     def to_instances(self):
         """Labels as :class:`smallseg.instances.Instances` (one class, ids as in the table)."""
-        from smallseg.instances import Instances
-
         return Instances.from_labels(self.labels)
 
 
@@ -101,7 +101,7 @@ def make_nuclei_image(
     if style == "classic":
         shapes = _place_classic(rng, height, width, r_mean, nuclei_count, cluster_fraction)
     else:
-        from smallseg.data.microscopy_realistic import place_nuclei, render_nuclei
+        from smallseg.data.microscopy_realistic import place_nuclei, render_nuclei  # it imports this module
 
         shapes, kinds = place_nuclei(rng, height, width, r_mean, nuclei_count, cluster_fraction,
                                      vary_density=auto_count)
@@ -293,8 +293,6 @@ def write_nuclei_image(nuclei: NucleiImage, path_stem: str | os.PathLike) -> dic
     Returns:
         ``{"image": ..., "labels": ..., "csv": ...}`` paths.
     """
-    import tifffile
-
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = {"image": stem.with_name(stem.name + "_image.tif"), "labels": stem.with_name(stem.name + "_labels.tif"),

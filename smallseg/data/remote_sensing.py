@@ -36,6 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
+import rasterio.crs
+import rasterio.errors
+from rasterio.transform import Affine
+from rasterio.windows import Window
 from scipy import ndimage
 
 from smallseg.data import landscape as _ls
@@ -57,6 +62,7 @@ from smallseg.data.remote_sensing_plan import (  # noqa: F401 - re-exported: the
 )
 from smallseg.data.remote_sensing_render import _finish_window, _render_window
 from smallseg.errors import SmallsegError
+from smallseg.instances import Instances
 from smallseg.io.atomic import atomic_path
 from smallseg.io.tables import SceneObjects
 
@@ -89,8 +95,6 @@ class RemoteSensingScene:
 
     def to_instances(self):
         """Ground truth as :class:`smallseg.instances.Instances` (ids = table ids, class_ids 1 car / 2 building)."""
-        from smallseg.instances import Instances
-
         present = self.objects.area_px > 0
         ids = self.objects.id[present].astype(np.int64)
         centroids = np.zeros((len(ids), 2))
@@ -157,9 +161,6 @@ class SceneSettings:
             raise SmallsegError(f"--dtype {self.dtype}: use uint8 or uint16")
         if not 0.0 <= self.density <= 3.0:
             raise SmallsegError(f"--density {self.density}: use 0 to 3")
-        import rasterio.crs
-        import rasterio.errors
-
         try:
             crs = rasterio.crs.CRS.from_user_input(self.crs)
         except rasterio.errors.CRSError:
@@ -169,8 +170,6 @@ class SceneSettings:
 
     @property
     def transform(self):
-        from rasterio.transform import Affine
-
         x0, y0 = self.origin_xy
         return Affine(self.pixel_size_m, 0.0, x0, 0.0, -self.pixel_size_m, y0)
 
@@ -269,8 +268,6 @@ def make_remote_sensing_scene(
         :class:`RemoteSensingScene` with image (bands, H, W), instances (H, W) uint32, classes (H, W) uint8,
         transform, crs, nodata and the object table (areas counted from the rendered raster).
     """
-    import rasterio.crs
-
     s = _settings(height, width, seed, pixel_size_m, bands, dtype, nodata_collar, crs, origin_xy, density,
                   world, landscape, season)
     plan = _plan_scene(s)
@@ -310,8 +307,6 @@ def _block_size(n: int) -> int:
 
 def geotiff_profiles(settings: SceneSettings) -> tuple[dict, dict, dict]:
     """rasterio profiles (image, instances, classes): same CRS, transform and size; tiled, deflate."""
-    import rasterio.crs
-
     s = settings
     common = dict(
         driver="GTiff", height=s.height, width=s.width, crs=rasterio.crs.CRS.from_user_input(s.crs),
@@ -361,8 +356,6 @@ def write_remote_sensing_scene(
     Returns:
         :class:`RemoteSensingScenePaths` of the four files.
     """
-    import rasterio
-
     if window_px < 16 or window_px % 16:
         raise SmallsegError(f"--window-px {window_px}: use a positive multiple of 16 (e.g. 1024)")
     s = _settings(height, width, seed, pixel_size_m, bands, dtype, nodata_collar, crs, origin_xy, density,
@@ -375,8 +368,6 @@ def write_remote_sensing_scene(
     bbox_px = np.full((n, 4), -1, np.int64)
     lut = np.concatenate([[0], plan.obj_class]).astype(np.uint8)
     p_img, p_ins, p_cls = geotiff_profiles(s)
-    from rasterio.windows import Window
-
     # The three rasters are renamed to their final names together, once all are complete (io.atomic names).
     with contextlib.ExitStack() as staged:
         tmp = {key: staged.enter_context(atomic_path(final)) for key, final in
@@ -400,8 +391,6 @@ def write_remote_sensing_scene(
 
 def save_remote_sensing_scene(scene: RemoteSensingScene, path_stem: str | os.PathLike) -> RemoteSensingScenePaths:
     """Write an in-memory scene to the same four files as :func:`write_remote_sensing_scene`."""
-    import rasterio
-
     paths = RemoteSensingScenePaths.from_stem(path_stem)
     paths.image.parent.mkdir(parents=True, exist_ok=True)
     bands, height, width = scene.image.shape
