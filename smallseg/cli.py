@@ -13,6 +13,7 @@ import re
 import sys
 
 from smallseg import __version__
+from smallseg.cluster.cli import add_cluster_args, open_cluster, split_rows
 from smallseg.errors import SmallsegError
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -269,6 +270,7 @@ def _add_dicom_batch(subparsers) -> None:
     p.add_argument("--max-gb", type=float, default=4.0,
                    help="fail series whose pixels would need more memory than this many GB (default: 4)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-series lines")
+    add_cluster_args(p, unit="image stack")
     p.set_defaults(run=_run_dicom_batch)
 
 
@@ -294,12 +296,13 @@ def _run_dicom_batch(args) -> int:
 
     modalities = [m for m in args.modalities.split(",")] if args.modalities is not None else None
     try:
-        result = run_dicom_batch(args.root, args.out, args.model, resume=args.resume, overwrite=args.overwrite,
-                                 progress=not args.quiet, series_uid=args.series_uid, modalities=modalities,
-                                 preset=args.preset, device=args.device, batch_size=args.batch_size,
-                                 tile_size_px=args.tile, min_score=args.min_score, min_slices=args.min_slices,
-                                 link_min_overlap=args.link_overlap, dicom_seg=args.dicom_seg,
-                                 max_gb=args.max_gb, on_result=report)
+        with open_cluster(args) as client:
+            result = run_dicom_batch(args.root, args.out, args.model, resume=args.resume, overwrite=args.overwrite,
+                                     progress=not args.quiet, series_uid=args.series_uid, modalities=modalities,
+                                     preset=args.preset, device=args.device, batch_size=args.batch_size,
+                                     tile_size_px=args.tile, min_score=args.min_score, min_slices=args.min_slices,
+                                     link_min_overlap=args.link_overlap, dicom_seg=args.dicom_seg,
+                                     max_gb=args.max_gb, on_result=report, client=client)
     except SmallsegError as exc:
         raise SmallsegError(_dicom_batch_flags(str(exc))) from None
     for note in result.notes:
@@ -408,8 +411,25 @@ def _add_tile_and_predict(subparsers) -> None:
                         "the model outpaces one decoder: use about as many as there are free CPU cores. Outputs "
                         "do not depend on it")
     p.add_argument("--bands", default=None,
-                   help="1-based band numbers in the model's order, comma separated, e.g. 3,2,1 (default: the "
-                        "model's stored bands, else all bands with an alpha band dropped)")
+                   help="file bands in the model's order, comma separated: 1-based numbers (3,2,1; 1,1,1 feeds one "
+                        "band to all three) or colour names (red,green,blue: the band whose colour interpretation "
+                        "says so). Default: by colour interpretation (a B,G,R,alpha file is read as R,G,B with the "
+                        "alpha as the valid mask; a 1-band image is replicated to an RGB model, with a note), else "
+                        "file order")
+    p.add_argument("--normalize", default="model", choices=["model", "percentile", "fixed", "none"],
+                   help="how pixel values become model input. model (default): what the checkpoint declares (the "
+                        "medical model: per-image percentiles; the remote-sensing model: x/255, or per-band "
+                        "percentiles for data that is not 8-bit); percentile: per band, the --percentiles of the "
+                        "scene's valid pixels map to 0 and 1 (any data type: 11/12/16-bit satellite data, "
+                        "microscopy); fixed: the checkpoint's input_scale, mean and std (behaviour before "
+                        "normalisations were declared); none: raw values. The values applied go into run.json")
+    p.add_argument("--percentiles", default=None, metavar="LO,HI",
+                   help="percentiles (0-100) for --normalize percentile, e.g. 2,98 (default: 1,99.8; implies "
+                        "--normalize percentile)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse inputs the model cannot be trusted on (a constant or empty band, a pixel size more "
+                        "than 10x outside the training range) instead of writing a result marked "
+                        "\"reliable\": false in run.json")
     p.add_argument("--nodata", type=float, default=None,
                    help="treat this value as nodata (pixels equal to it in every band), overriding the file's")
     p.add_argument("--min-score", type=float, default=None,
@@ -426,6 +446,7 @@ def _add_tile_and_predict(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a finished (or interrupted) run in --out instead of refusing")
     p.add_argument("--quiet", action="store_true", help="no progress bar (for batch jobs); one line per input stays")
+    add_cluster_args(p, unit="scene", split=True)
     p.set_defaults(run=_run_tile_and_predict)
 
 
@@ -434,7 +455,7 @@ _TILE_AND_PREDICT_FLAGS = {
     "tile_size_px": "--tile", "overlap_px": "--overlap", "batch_size": "--batch-size", "device": "--device",
     "decode_workers": "--decode-workers", "bands": "--bands", "nodata": "--nodata", "min_score": "--min-score",
     "min_area_px": "--min-area", "formats": "--formats", "cog": "--cog", "resume": "--resume",
-    "overwrite": "--overwrite",
+    "overwrite": "--overwrite", "normalize": "--normalize", "percentiles": "--percentiles", "strict": "--strict",
 }
 # Phrases of library messages that name a keyword argument -> the flag.
 _TILE_AND_PREDICT_PHRASES = {"overwrite=True": "--overwrite", "resume=True": "--resume", "bands=[...]": "--bands"}
@@ -447,6 +468,10 @@ def _as_flags(message: str) -> str:
         message = f"{_TILE_AND_PREDICT_FLAGS[head]} {rest}"
     for phrase, flag in _TILE_AND_PREDICT_PHRASES.items():
         message = message.replace(phrase, flag)
+    # bands=(3, 2, 1) in smallseg.bands' messages -> --bands 3,2,1
+    message = re.sub(r"\bbands=\(([0-9, ]+)\)", lambda m: "--bands " + m.group(1).replace(" ", "").rstrip(","),
+                     message)
+    message = message.replace("normalize='fixed'", "--normalize fixed")
     for name, flag in _TILE_AND_PREDICT_FLAGS.items():
         if "_" in name:  # identifiers, never English words: safe to replace anywhere in the text
             message = re.sub(rf"\b{name}\b", flag, message)
@@ -461,12 +486,15 @@ def _run_tile_and_predict(args) -> int:
     os.environ.setdefault("GDAL_CACHEMAX", "64")
     from smallseg.pipeline.geotiff import GeoTiffOptions, PredictionResult, predict_geotiffs
 
-    bands = None
-    if args.bands:
+    bands = args.bands or None  # numbers and/or colour names, checked by GeoTiffOptions
+    percentiles = None
+    if args.percentiles is not None:
         try:
-            bands = [int(b) for b in args.bands.split(",") if b.strip()]
+            percentiles = tuple(float(v) for v in args.percentiles.split(","))
         except ValueError:
-            raise SmallsegError(f"--bands {args.bands}: use 1-based band numbers separated by commas, e.g. 1,2,3")
+            percentiles = None
+        if percentiles is None or len(percentiles) != 2:
+            raise SmallsegError(f"--percentiles {args.percentiles}: give LO,HI in 0-100, e.g. 1,99.8")
     show = warnings.showwarning
 
     def one_line_warning(message, category, filename, lineno, file=None, line=None):
@@ -474,6 +502,9 @@ def _run_tile_and_predict(args) -> int:
 
     def report(path, outcome) -> None:
         if isinstance(outcome, PredictionResult):
+            if not outcome.skipped:
+                for note in outcome.run.get("notes", []):
+                    print(f"smallseg {args.command}: note: {_as_flags(note)}", file=sys.stderr)
             print(outcome.summary())
         else:
             hint = "; the run can be continued with --resume" if outcome.resumable else ""
@@ -485,11 +516,14 @@ def _run_tile_and_predict(args) -> int:
             tile_size_px=args.tile, overlap_px=args.overlap, batch_size=args.batch_size, device=args.device,
             amp=args.amp, decode_workers=args.decode_workers, bands=bands, nodata=args.nodata,
             min_score=args.min_score, min_area_px=args.min_area, formats=args.formats, cog=args.cog,
-            resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
-        with warnings.catch_warnings():
+            resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, normalize=args.normalize,
+            percentiles=percentiles, strict=args.strict)
+        split = split_rows(args)  # checked before a cluster is started
+        with warnings.catch_warnings(), open_cluster(args) as client:
             warnings.simplefilter("always", UserWarning)
             batch = predict_geotiffs(args.inputs, args.out, model=args.model, options=options, on_done=report,
-                                     on_row_done=getattr(args, "on_row_done", None))
+                                     on_row_done=getattr(args, "on_row_done", None), client=client,
+                                     split_rows=split)
     except SmallsegError as exc:
         raise SmallsegError(_as_flags(str(exc))) from None
     finally:

@@ -277,3 +277,21 @@ def test_dicom_batch_on_two_workers_gives_the_same_labels_and_csvs(tmp_path, cli
             d["options"].pop("out_dir")
         assert done[0] == done[1]
     assert sum(int(r["objects"]) for r in summary(tmp_path / "ref")) > 0
+
+
+def test_cli_cluster_flag_gives_the_same_bytes_and_bad_specs_are_one_line(tmp_path, scenes, model_file, capsys):
+    from smallseg.cli import main
+
+    common = [str(scenes), "--model", str(model_file), "--tile", "64", "--device", "cpu", "--quiet"]
+    assert main(["tile-and-predict", *common, "--out", str(tmp_path / "ref")]) == 0
+    assert main(["tile-and-predict", *common, "--out", str(tmp_path / "dask"), "--cluster", "local:2",
+                 "--split-scene", "2"]) == 0
+    for stem in ("s0", "s1", "s2"):
+        assert _digests(tmp_path / "dask", stem) == _digests(tmp_path / "ref", stem), stem
+    capsys.readouterr()
+    assert main(["tile-and-predict", *common, "--out", str(tmp_path / "x"), "--cluster", "local:two"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--cluster local:two: use local:N" in err
+    assert main(["tile-and-predict", *common, "--out", str(tmp_path / "x"), "--cluster", "local:1",
+                 "--split-scene", "many"]) == 2
+    assert "--split-scene many" in capsys.readouterr().err
