@@ -1,4 +1,4 @@
-"""One object-table module (smallseg.io.tables): every table indexes, slices and iterates the same way, each
+"""One object-table package (smallseg.io.tables): every table indexes, slices and iterates the same way, each
 CSV format is written and read by one implementation, byte-identical to the writers it replaced, and text
 cells cannot run as spreadsheet formulas."""
 
