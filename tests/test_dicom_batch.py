@@ -20,7 +20,7 @@ from smallseg.io.medical import find_series
 from smallseg.pipeline.dicom_batch import BatchOptions, process_series, run_dicom_batch, series_folder_name
 
 from conftest import PYDICOM_DATA as DATA  # tests/ is on sys.path under pytest
-from medical_helpers import random_hu, rotation, save_tiny_ct_model, write_series
+from medical_helpers import random_hu, rotation, save_tiny_ct_model, summary_rows, write_series
 
 SYNTH_UID = "1.2.826.0.1.3680043.9.7.11"
 MIXED_UIDS = ("1.2.826.0.1.3680043.9.7.12", "1.2.826.0.1.3680043.9.7.13")
@@ -55,8 +55,8 @@ def tree(tmp_path) -> Path:
 
 
 def read_summary(out: Path) -> dict[str, dict[str, str]]:
-    with (out / "summary.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
+    """summary.csv's rows by the base name of their path, its header checked."""
+    rows = summary_rows(out)
     assert rows and list(rows[0]) == ["series_uid", "stack", "path", "status", "modality", "files", "objects",
                                       "seconds", "message", "folder"]
     return {os.path.basename(r["path"]): r for r in rows}
@@ -67,19 +67,19 @@ def test_batch_statuses_outputs_and_exit_code(tree, tmp_path, checkpoint, capsys
     rc = main(["dicom-batch", str(tree), "--out", str(out), "--model", str(checkpoint), "--quiet"])
     assert rc == 1  # the MR series has a truncated file: dropped, the good file beside it processed
     rows = read_summary(out)
-    statuses = sorted((os.path.basename(r["path"]), r["status"]) for r in csv.DictReader((out / "summary.csv").open()))
+    statuses = sorted((os.path.basename(r["path"]), r["status"]) for r in summary_rows(out))
     assert statuses == [("CT_small.dcm", "ok"), ("MR_small.dcm", "ok"), ("liver_1frame.dcm", "skipped"),
                         ("mixed", "ok"), ("mixed", "ok"), ("notes.txt", "skipped"), ("synth", "ok")]
     assert "MR_truncated.dcm" in rows["MR_small.dcm"]["message"] and "truncated" in rows["MR_small.dcm"]["message"]
     assert "Segmentation" in rows["liver_1frame.dcm"]["message"]
     assert "not DICOM" in rows["notes.txt"]["message"]
-    mixed = [r for r in csv.DictReader((out / "summary.csv").open()) if r["series_uid"] in MIXED_UIDS]
+    mixed = [r for r in summary_rows(out) if r["series_uid"] in MIXED_UIDS]
     assert len(mixed) == 2
     gap = next(r for r in mixed if r["series_uid"] == MIXED_UIDS[1])
     assert "missing slice" in gap["message"]
     assert "\n" not in "".join(r["message"] for r in rows.values())
     # Every ok series: complete outputs whose object counts agree with each other and with the summary.
-    for r in csv.DictReader((out / "summary.csv").open()):
+    for r in summary_rows(out):
         folder = out / r["series_uid"]
         if r["status"] != "ok":
             assert not (folder / "done.json").exists()
@@ -163,7 +163,7 @@ def test_interrupted_batch_leaves_a_consistent_summary(tree, tmp_path, checkpoin
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         run_dicom_batch(tree, out, model, progress=False)
-    rows = list(csv.DictReader((out / "summary.csv").open()))
+    rows = summary_rows(out)
     assert [r["status"] for r in rows] == ["ok"] and rows[0]["path"].endswith("CT_small.dcm")
     assert len(list(out.glob("*/done.json"))) == 1
     assert not list(out.rglob(".*partial*"))
