@@ -31,7 +31,7 @@ from typing import Any
 
 from smallseg.errors import SmallsegError
 
-__all__ = ["BandPlan", "resolve_bands", "plan_for_dataset", "model_band_names", "BAND_NAMES"]
+__all__ = ["BandPlan", "resolve_bands", "plan_for_dataset", "model_band_names", "band_numbers", "BAND_NAMES"]
 
 # Model band names and the GDAL colour interpretations that mean them (rasterio ColorInterp names).
 BAND_NAMES: dict[str, tuple[str, ...]] = {
@@ -197,7 +197,7 @@ def resolve_bands(model_bands: Sequence[str] | None, colorinterp: Sequence[Any],
         return BandPlan(tuple(data), alpha, False,
                         _describe(data, interps, names) + f" (file order: {how})" + alpha_note)
 
-    have = ", ".join(f"{i} ({interps[i - 1]})" for i in range(1, n + 1))
+    have = ", ".join(f"{i} ({interps[i - 1]})" for i in range(1, min(n, 8) + 1)) + (f", ... {n}" if n > 8 else "")
     suggestion = tuple(data[:k]) if len(data) >= k else tuple((data * k)[:k])
     raise SmallsegError(f"the raster has {len(data)} data band(s) [{have}], the model takes {k} ({shown}); "
                         f"choose them with bands={suggestion}")
@@ -208,3 +208,30 @@ def plan_for_dataset(dataset: Any, model_bands: Sequence[str] | None, *, bands: 
     """:func:`resolve_bands` for an open rasterio dataset (its ``colorinterp``)."""
     return resolve_bands(model_bands, dataset.colorinterp, bands=bands, replicate_grey=replicate_grey,
                          n_model_bands=n_model_bands)
+
+
+def band_numbers(dataset: Any, bands: Sequence[int | str]) -> tuple[int, ...]:
+    """1-based file bands for a user's selection of numbers and/or names (``("red", "green", "blue")``,
+    ``(4, "red", "green")``): a name picks the one band whose colour interpretation means it.
+
+    Raises:
+        SmallsegError: a name no band (or more than one) of the file carries, naming the file's bands.
+    """
+    interps = [_interp_name(c) for c in dataset.colorinterp]
+    out = []
+    for b in bands:
+        if not isinstance(b, str):
+            out.append(int(b))
+            continue
+        name = _model_name(b)
+        meanings = BAND_NAMES.get(name, (name,))
+        if len(interps) > 1:
+            meanings = tuple(m for m in meanings if m not in _UNINFORMATIVE) or meanings
+        hits = [i + 1 for i, c in enumerate(interps) if c in meanings]
+        if len(hits) != 1:
+            have = ", ".join(f"{i + 1} ({c})" for i, c in enumerate(interps))
+            why = "no band" if not hits else f"{len(hits)} bands"
+            raise SmallsegError(f"bands {b!r}: {why} of the file has that colour interpretation (its bands: {have}); "
+                                f"give band numbers instead, e.g. bands=({', '.join(str(i + 1) for i in range(min(3, len(interps))))})")
+        out.append(hits[0])
+    return tuple(out)

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"smallseg {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # The everyday jobs first, then scoring and data, then model making.
-    order = ["demo", "tile_and_predict", "dicom_batch", "evaluate", "synth", "train", "tune_decode"]
+    order = ["demo", "tile_and_predict", "dicom_batch", "evaluate", "synth", "train", "finetune", "tune_decode"]
     rank = {f"_add_{name}": i for i, name in enumerate(order)}
     for add in sorted(_SUBCOMMANDS, key=lambda fn: rank.get(fn.__name__, len(order))):
         add(subparsers)
@@ -249,6 +249,13 @@ def _add_dicom_batch(subparsers) -> None:
                    choices=["lung", "soft_tissue", "mediastinum", "bone", "brain", "percentile", "raw"],
                    help="intensity mapping before the model (default: the one stored in the checkpoint, else lung "
                         "for CT and percentile for other modalities; raw = no mapping)")
+    p.add_argument("--normalize", default="model", choices=["model", "percentile", "fixed", "none"],
+                   help="how voxel values become model input, fitted once per stack: model (default: what the "
+                        "checkpoint declares, e.g. the lung window for CT and per-volume percentiles otherwise); "
+                        "percentile: the --percentiles of the stack's voxels map to 0 and 1; fixed: the "
+                        "checkpoint's input_scale/mean/std on raw values; none: raw values. Not with --preset")
+    p.add_argument("--percentiles", default=None, metavar="LO,HI",
+                   help="percentiles (0-100) for --normalize percentile, e.g. 1,99.5 (implies --normalize percentile)")
     p.add_argument("--resume", action="store_true",
                    help="keep stacks whose outputs are complete for the same model, options and input files; do "
                         "the rest")
@@ -285,6 +292,19 @@ def _dicom_batch_flags(message: str) -> str:
     return message
 
 
+def _percentiles_flag(text: str | None) -> tuple[float, float] | None:
+    """``--percentiles LO,HI`` -> (lo, hi); a malformed value is one line."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 2:
+        raise SmallsegError(f"--percentiles {text}: give LO,HI in 0-100, e.g. 1,99.8")
+    return values
+
+
 def _run_dicom_batch(args) -> int:
     from tqdm.auto import tqdm
 
@@ -302,7 +322,8 @@ def _run_dicom_batch(args) -> int:
                                      preset=args.preset, device=args.device, batch_size=args.batch_size,
                                      tile_size_px=args.tile, min_score=args.min_score, min_slices=args.min_slices,
                                      link_min_overlap=args.link_overlap, dicom_seg=args.dicom_seg,
-                                     max_gb=args.max_gb, on_result=report, client=client)
+                                     max_gb=args.max_gb, on_result=report, client=client,
+                                     normalize=args.normalize, percentiles=_percentiles_flag(args.percentiles))
     except SmallsegError as exc:
         raise SmallsegError(_dicom_batch_flags(str(exc))) from None
     for note in result.notes:
@@ -487,14 +508,7 @@ def _run_tile_and_predict(args) -> int:
     from smallseg.pipeline.geotiff import GeoTiffOptions, PredictionResult, predict_geotiffs
 
     bands = args.bands or None  # numbers and/or colour names, checked by GeoTiffOptions
-    percentiles = None
-    if args.percentiles is not None:
-        try:
-            percentiles = tuple(float(v) for v in args.percentiles.split(","))
-        except ValueError:
-            percentiles = None
-        if percentiles is None or len(percentiles) != 2:
-            raise SmallsegError(f"--percentiles {args.percentiles}: give LO,HI in 0-100, e.g. 1,99.8")
+    percentiles = _percentiles_flag(args.percentiles)
     show = warnings.showwarning
 
     def one_line_warning(message, category, filename, lineno, file=None, line=None):
@@ -574,6 +588,13 @@ def _run_demo(args) -> int:
     print(f"prediction:  {result.prediction_dir}/ (open the .gpkg over the scene in QGIS; quick-look PNG inside)")
     print(f"scores:      {result.evaluation_json}")
     return 0
+
+
+@_subcommand
+def _add_finetune(subparsers) -> None:  # smallseg/train/finetune_cli.py (#15)
+    from smallseg.train.finetune_cli import add_finetune
+
+    add_finetune(subparsers)
 
 
 @_subcommand

@@ -122,14 +122,21 @@ def test_all_nodata_gives_empty_outputs_and_a_warning(tmp_path, checkpoint, caps
     assert json.loads((out / "all-nodata.geojson").read_text())["features"] == []
 
 
-def test_rgba_uint16_drops_alpha_and_warns_about_statistics(tmp_path, checkpoint, capsys):
+def test_rgba_uint16_bands_by_meaning_and_constant_bands_are_unreliable(tmp_path, checkpoint, capsys):
+    # The file's bands are blue, green, red, alpha, and every valid pixel is 10000 in every band.
     out = tmp_path / "out"
     assert _cli(DATA / "RGBA.uint16.tif", "--out", out, "--model", checkpoint, "--tile", 256) == 0
     err = capsys.readouterr().err
-    assert "warning" in err and "training standard deviations" in err and "uint16" in err
+    assert "warning" in err and "not reliable" in err and "constant" in err
     run = json.loads((out / "RGBA.uint16.run.json").read_text())
-    assert run["input"]["bands"] == [1, 2, 3] and run["input"]["dtype"] == "uint16"
-    assert any("training" in w for w in run["warnings"])
+    assert run["input"]["bands"] == [3, 2, 1] and run["input"]["dtype"] == "uint16"
+    assert run["input"]["band_plan"]["alpha_index"] == 4
+    assert run["reliable"] is False and "constant" in run["reliable_reason"]
+    # --strict: an error in one line, and nothing that looks like a finished run.
+    assert _cli(DATA / "RGBA.uint16.tif", "--out", tmp_path / "strict", "--model", checkpoint, "--strict") != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "constant" in err and "strict" in err
+    assert not (tmp_path / "strict" / "RGBA.uint16.run.json").exists()
     # Selecting a band count the model does not take is a one-line error.
     assert _cli(DATA / "RGBA.uint16.tif", "--out", tmp_path / "two", "--model", checkpoint, "--bands", "1,2") == 2
     err = capsys.readouterr().err.strip()
@@ -143,20 +150,24 @@ def test_folder_with_a_bad_file_processes_the_rest(tmp_path, checkpoint, capsys)
     folder.mkdir()
     _small_tif(folder / "a_small.tif")
     shutil.copy(DATA / "corrupt.tif", folder / "b_corrupt.tif")
-    shutil.copy(DATA / "rgb1_fake_nir_epsg3857.tif", folder / "c_single_band.tif")  # 1 band: wrong for the model
+    shutil.copy(DATA / "rgb1_fake_nir_epsg3857.tif", folder / "c_single_band.tif")  # 1 band to an RGB model
     (folder / "notes.txt").write_text("not a raster")
     out = tmp_path / "out"
     assert _cli(folder, "--out", out, "--model", checkpoint, "--tile", 256) == 1  # some inputs failed
     captured = capsys.readouterr()
-    assert captured.out.count("objects (") == 1 and "a_small.tif" in captured.out
-    assert "b_corrupt.tif" in captured.err and "c_single_band.tif" in captured.err
-    assert "1 band, but the model expects 3" in captured.err
-    assert "1 of 3 inputs done, 2 failed" in captured.out
+    assert captured.out.count("objects (") == 2 and "a_small.tif" in captured.out
+    assert "b_corrupt.tif" in captured.err
+    # The single band is replicated to red, green, blue, said in one note.
+    assert "note: c_single_band.tif: bands: 1-band image: band 1 replicated to red, green, blue" in captured.err
+    assert "2 of 3 inputs done, 1 failed" in captured.out
     assert (out / "a_small.run.json").exists()
     assert not any(p.name.startswith("b_corrupt") or p.name.startswith(".b_corrupt") for p in out.iterdir())
-    # The single band read three times fits the model.
-    assert _cli(folder / "c_single_band.tif", "--out", out, "--model", checkpoint, "--bands", "1,1,1") == 0
-    assert (out / "c_single_band.run.json").exists()
+    # The same as reading the single band three times.
+    assert _cli(folder / "c_single_band.tif", "--out", tmp_path / "111", "--model", checkpoint, "--tile", 256,
+                "--bands", "1,1,1") == 0
+    with rasterio.open(out / "c_single_band.instances.tif") as a, \
+            rasterio.open(tmp_path / "111" / "c_single_band.instances.tif") as b:
+        assert np.array_equal(a.read(1), b.read(1))
 
 
 def test_finished_output_folder_is_refused_unless_overwrite_or_resume(tmp_path, checkpoint, capsys):

@@ -381,16 +381,16 @@ def test_plain_png_without_georeferencing_runs_in_pixel_units(tmp_path, random_m
 
     rng = np.random.default_rng(8)
     Image.fromarray(rng.integers(0, 255, (90, 100, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
-    with pytest.warns(UserWarning, match="no georeferencing"):
-        result = predict_geotiff(tmp_path / "photo.png", tmp_path / "out", random_model, tile_size_px=64,
-                                 formats="tif,csv,gpkg,geojson", progress=False)
+    # A plain image (microscopy, a photo) is normal input: pixel units are said in a note, not a warning.
+    result = predict_geotiff(tmp_path / "photo.png", tmp_path / "out", random_model, tile_size_px=64,
+                             formats="tif,csv,gpkg,geojson", progress=False)
     rows = list(__import__("csv").DictReader(open(result.paths["csv"])))
     assert rows and all(r["area_m2"] == "" for r in rows)
     assert float(rows[0]["centroid_x"]) == pytest.approx(float(rows[0]["centroid_col"]) + 0.5)
     assert pyogrio.read_info(result.paths["gpkg"])["crs"] is None
     doc = json.loads(result.paths["geojson"].read_text())
     assert "pixel" in doc["smallseg_coordinates"] and doc["features"][0]["properties"]["area_m2"] is None
-    assert result.run["input"]["crs"] is None and result.run["warnings"]
+    assert result.run["input"]["crs"] is None and any("no georeferencing" in n for n in result.run["notes"])
 
 
 def test_bad_settings_fail_with_one_line_and_leave_nothing(tmp_path, random_model):

@@ -185,10 +185,17 @@ class GeoTiffReader:
         bands: Sequence[int] | None = None,
         expected_bands: int | None = None,
         nodata: float | None = None,
+        choose_bands=None,
     ):
         self.path = Path(path)
+        # How a pipeline prepares this raster's pixels (smallseg.pipeline.geotiff.run.InputPlan), or None.
+        self.input_plan = None
         self._ds = _open_dataset(self.path)
         try:
+            if choose_bands is not None and bands is None:
+                # By meaning (colour interpretation, alpha, grey replication): smallseg.bands decides from
+                # the open dataset; its errors are one line naming the fix.
+                bands = tuple(choose_bands(self._ds))
             self._setup(bands, expected_bands)
             if nodata is not None:
                 self._override_nodata(nodata)
@@ -441,6 +448,43 @@ class GeoTiffReader:
 
     # -- statistics -------------------------------------------------------------------------------------
 
+    def sample(self, max_pixels: int = 1_048_576) -> tuple[np.ndarray, np.ndarray]:
+        """A decimated read of the whole raster (selected bands) and its valid mask, for fitting a
+        normalisation once per scene.
+
+        The read is nearest-neighbour to at most ``max_pixels`` pixels (GDAL uses overviews when the file
+        has them), so it costs about one tile row of a big scene. Validity follows :meth:`valid_mask`
+        (alpha, nodata or its override, internal mask, NaN).
+
+        Returns:
+            ((C, h, w) array of the raster's dtype, (h, w) bool valid).
+        """
+        from rasterio.enums import Resampling
+
+        h, w = self.height, self.width
+        step = max(1.0, math.sqrt(h * w / max_pixels))
+        shape = (max(1, int(round(h / step))), max(1, int(round(w / step))))
+        whole = Window(0, 0, w, h)
+        unique = sorted(set(self.bands))
+
+        def read(indexes):
+            return self._ds.read(indexes, out_shape=(len(indexes), *shape), resampling=Resampling.nearest)
+
+        data = self._read(lambda: read(unique), whole, "pixels")
+        sample = np.stack([data[unique.index(b)] for b in self.bands])
+        if self._all_valid:
+            valid = np.ones(shape, bool)
+        elif self._nodata_override:
+            valid = self._valid_from_values(sample)
+        elif self._alpha_band is not None:
+            valid = self._read(lambda: read([self._alpha_band])[0], whole, "alpha band") > 0
+        else:
+            valid = self._read(lambda: self._ds.dataset_mask(out_shape=shape, resampling=Resampling.nearest),
+                               whole, "nodata mask") > 0
+        if self._nan_is_nodata:
+            valid &= ~np.isnan(sample).any(axis=0)
+        return sample, valid
+
     def band_stats(self, max_windows: int = 16, window_px: int = 512, require_valid: bool = True) -> BandStats:
         """Mean / std / min / max per selected band over valid pixels, from a sample of windows.
 
@@ -505,6 +549,7 @@ def open_raster(
     bands: Sequence[int] | None = None,
     expected_bands: int | None = None,
     nodata: float | None = None,
+    choose_bands=None,
 ) -> GeoTiffReader:
     """Open a raster for windowed reading and validate the band selection.
 
@@ -515,11 +560,13 @@ def open_raster(
         expected_bands: number of bands the model takes; a different count is a one-line error.
         nodata: override the file's nodata value (and its mask / alpha band): pixels where every selected
             band equals it are invalid, and boundless reads fill with it. Must fit the pixel dtype.
+        choose_bands: when ``bands`` is None, a function of the open rasterio dataset returning the band
+            numbers (e.g. a :func:`smallseg.bands.plan_for_dataset` closure: bands by colour interpretation).
 
     Returns:
         An open :class:`GeoTiffReader` (use ``with``).
     """
-    return GeoTiffReader(path, bands=bands, expected_bands=expected_bands, nodata=nodata)
+    return GeoTiffReader(path, bands=bands, expected_bands=expected_bands, nodata=nodata, choose_bands=choose_bands)
 
 
 # The writers live in their own module; they are re-exported here, where callers have always found them.

@@ -24,6 +24,7 @@ from smallseg.decode.centroids import DecodeConfig
 from smallseg.decode.components import decode_outputs
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
+from smallseg.normalize import Normalization, NormStats, choose_normalization
 from smallseg.tiling.grid import Tile, TileGrid, overlap_for, tile_windows
 from smallseg.tiling.stitch import stitch_instances
 
@@ -114,6 +115,8 @@ def predict_tile_row(
     batch_size: int = 4,
     amp: bool = False,
     decode_executor: Executor | None = None,
+    norm: Normalization | None = None,
+    norm_stats: NormStats | None = None,
 ) -> list[Instances]:
     """Predict and decode the tiles of one tile row.
 
@@ -130,6 +133,9 @@ def predict_tile_row(
         amp: float16 autocast (CUDA only).
         decode_executor: decode each batch there (e.g. a one-thread ``ThreadPoolExecutor``) while the next
             batch goes through the model; same results, the model waits less. None: decode in line.
+        norm, norm_stats: the scene's :class:`~smallseg.normalize.Normalization` and the stats it was fitted
+            to on the *whole* scene (every tile row gets the same ones, so tiling stays exact). None: the
+            checkpoint's legacy ``config.normalise`` (``input_scale``, ``norm_mean``, ``norm_std``).
 
     Returns:
         One Instances per tile, in tile pixel coordinates; labels uint8 or uint16 when the tile's ids fit
@@ -142,7 +148,7 @@ def predict_tile_row(
         r0 = int(tile.window.row_off) - band_row0
         c0 = int(tile.window.col_off)
         raw = band[:, r0:r0 + int(tile.window.height), c0:c0 + int(tile.window.width)]
-        x = config.normalise(raw)
+        x = config.normalise(raw) if norm is None else norm.apply(raw, norm_stats)
         if band_valid is not None:
             # Nodata/padding becomes the training mean (0 after normalisation): no made-up edges.
             valid = band_valid[r0:r0 + x.shape[1], c0:c0 + x.shape[2]]
@@ -239,6 +245,43 @@ def cut_band(image: np.ndarray, grid: TileGrid, tile_row: int) -> tuple[np.ndarr
     return band, valid
 
 
+def fit_normalization(
+    image: np.ndarray,
+    model: torch.nn.Module,
+    normalize: str | Normalization | None = "model",
+    *,
+    percentiles: tuple[float, float] | None = None,
+    valid: np.ndarray | None = None,
+    modality: str | None = None,
+    stats: NormStats | None = None,
+    legacy_preset=None,
+) -> tuple[Normalization, NormStats]:
+    """The normalisation ``predict_array`` applies to ``image`` and its stats, fitted on the whole image.
+
+    Args:
+        image: (C, H, W) raw values (C = the model's input bands, or 1 band for several CT windows).
+        model: a SmallObjectNet (``model.config`` declares the normalisation).
+        normalize, percentiles, modality, legacy_preset: see :func:`~smallseg.normalize.choose_normalization`.
+        valid: (H, W) bool or None: only True pixels count for the stats.
+        stats: already fitted stats (used as they are; checked against the band count).
+
+    Returns:
+        (Normalization, NormStats); ``stats.reliable`` is False for a constant or empty band.
+    """
+    config = model.config
+    norm = choose_normalization(config, normalize, percentiles=percentiles, modality=modality,
+                                legacy_preset=legacy_preset)
+    c = image.shape[0]
+    if norm.out_channels(c) != config.in_channels:
+        after = "" if norm.out_channels(c) == c else f" ({norm.describe()} gives {norm.out_channels(c)} channels)"
+        raise SmallsegError(f"image has {c} bands, the model expects {config.in_channels}{after}; select bands first")
+    if stats is None:
+        stats = norm.fit(image, valid)
+    elif stats.lo is not None and len(stats.lo) != c:
+        raise SmallsegError(f"norm_stats are for {len(stats.lo)} bands, the image has {c}")
+    return norm, stats
+
+
 def predict_array(
     image: np.ndarray,
     model: torch.nn.Module,
@@ -253,6 +296,10 @@ def predict_array(
     decode_workers: int = 1,
     progress: bool = False,
     return_table: bool = False,
+    normalize: str | Normalization | None = "model",
+    percentiles: tuple[float, float] | None = None,
+    norm_stats: NormStats | None = None,
+    modality: str | None = None,
 ) -> Instances:
     """Find the objects in one in-memory 2D image, tile by tile, stitched exactly.
 
@@ -260,8 +307,8 @@ def predict_array(
     machine with a free core (or a GPU) it costs little wall time. The result does not depend on timing.
 
     Args:
-        image: (C, H, W) or (H, W) raw pixel values (the dtype and range the model was trained on; the
-            model's config normalises them).
+        image: (C, H, W) or (H, W) raw pixel values, any real dtype (uint8, uint16 incl. 11/12-bit data,
+            int16, float32); ``normalize`` says how they become model input.
         model: a SmallObjectNet, e.g. from :func:`smallseg.models.load_checkpoint`.
         tile_size_px: tile side (default: the model's training tile).
         overlap_px: tile overlap (default: twice the model's ``max_distance_px`` plus the decoder's centroid
@@ -277,6 +324,16 @@ def predict_array(
         progress: show a progress bar over tile rows.
         return_table: deprecated (it changed the return type): the table is ``result.objects``. When True,
             ``(instances, instances.objects)`` is returned, with a DeprecationWarning.
+        normalize: ``"model"`` (default: what the checkpoint declares, e.g. per-image percentiles for the
+            medical model's microscopy; old checkpoints: their ``input_scale``/``norm_mean``/``norm_std``),
+            ``"percentile"``, ``"fixed"``, ``"none"`` or a :class:`~smallseg.normalize.Normalization` (see
+            :func:`~smallseg.normalize.choose_normalization`). It is fitted once on the whole image (valid
+            pixels only) and the same mapping is applied to every tile.
+        percentiles: (lo, hi) in 0-100 for percentile normalisation.
+        norm_stats: stats already fitted on a larger whole (a volume's slices share the volume's); None: fit
+            on ``image``.
+        modality: the image's DICOM modality (``"CT"``...) for a model that declares one normalisation per
+            modality; None for ordinary images.
 
     Returns:
         Scene :class:`Instances`: (H, W) uint32 labels with unique global ids, per-object ``class_ids``,
@@ -288,14 +345,14 @@ def predict_array(
         image = image[None]
     if image.ndim != 3:
         raise SmallsegError(f"image: expected (C, H, W) or (H, W), got shape {image.shape}")
-    if image.shape[0] != model.config.in_channels:
-        raise SmallsegError(
-            f"image has {image.shape[0]} bands, the model expects {model.config.in_channels}; select bands first"
-        )
     _, h, w = image.shape
     check_decode_workers(decode_workers)
     if valid_mask is not None and valid_mask.shape != (h, w):
         raise SmallsegError(f"valid_mask: shape {valid_mask.shape} differs from the image's {(h, w)}")
+    norm, stats = fit_normalization(image, model, normalize, percentiles=percentiles, valid=valid_mask,
+                                    modality=modality, stats=norm_stats)
+    if not stats.reliable:
+        warnings.warn(f"predict_array: the result is not reliable: {stats.reason}", UserWarning, stacklevel=2)
     if device is not None:
         model = model.to(device)
     model.eval()
@@ -311,7 +368,8 @@ def predict_array(
                 mask_band = cut_band(valid_mask[None], grid, r)[0][0].astype(bool)
                 band_valid = mask_band if band_valid is None else (band_valid & mask_band)
             yield predict_tile_row(band, band_valid, grid.tile_row(r), grid.row_starts[r], model,
-                                   decode_config, batch_size=batch_size, amp=amp, decode_executor=worker)
+                                   decode_config, batch_size=batch_size, amp=amp, decode_executor=worker,
+                                   norm=norm, norm_stats=stats)
 
     # Worker threads decode batch b while the model runs batch b + 1 (results collected in submission
     # order: the same objects as decoding in line).

@@ -53,7 +53,8 @@ from smallseg.io.atomic import OutputLock, atomic_path, csv_safe, remove_partial
 from smallseg.io.dicom import SeriesInfo, find_series
 from smallseg.io.medical import Volume, WriteError, read_volume, write_labels_nifti
 from smallseg.models.registry import prepare_model, resolve_device, weights_fingerprint
-from smallseg.pipeline.volume import RAW, predict_volume, trained_modalities, write_objects_csv
+from smallseg.pipeline.volume import (RAW, check_normalize_choice, normalization_record, predict_volume,
+                                     trained_modalities, write_objects_csv)
 
 __all__ = [
     "BatchOptions",
@@ -108,6 +109,8 @@ class BatchOptions:
     dicom_seg: bool = False
     max_gb: float | None = 4.0
     model_fingerprint: str = ""
+    normalize: str = "model"  # or percentile / fixed / none (smallseg.normalize.choose_normalization; #13)
+    percentiles: tuple[float, float] | None = None
 
     def validate(self) -> None:
         """Raise :class:`SmallsegError` naming the first bad option (CLI spelling)."""
@@ -115,6 +118,7 @@ class BatchOptions:
 
         if self.preset is not None and self.preset != RAW and self.preset not in PRESETS:
             raise SmallsegError(f"--preset {self.preset}: unknown; choose one of {', '.join([*PRESETS, RAW])}")
+        check_normalize_choice(self.normalize, self.percentiles, self.preset)
         if self.batch_size < 1:
             raise SmallsegError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.min_slices < 1:
@@ -374,7 +378,8 @@ def process_series(series: SeriesInfo, model: torch.nn.Module | str | os.PathLik
         prediction = predict_volume(volume, model, preset=options.preset, tile_size_px=options.tile_size_px,
                                     batch_size=options.batch_size, device=resolve_device(options.device),
                                     decode=decode, min_slices=options.min_slices,
-                                    link_min_overlap=options.link_min_overlap)
+                                    link_min_overlap=options.link_min_overlap, normalize=options.normalize,
+                                    percentiles=options.percentiles)
     except SmallsegError as exc:
         return _result(series, "failed", t0, one_line(exc), dropped=dropped)
     except (MemoryError, RuntimeError, ValueError, OSError) as exc:
@@ -407,6 +412,7 @@ def process_series(series: SeriesInfo, model: torch.nn.Module | str | os.PathLik
                   "geometry_note": geometry_note,
                   "preset": prediction.window.to_dict() if prediction.window else RAW,
                   "preset_source": prediction.preset_source,
+                  "normalization": normalization_record(prediction),
                   "decode": dataclasses.asdict(prediction.decode) if prediction.decode else None, "outputs": outputs}
         write_text_atomic(folder / DONE_MARKER, json.dumps(marker, indent=1))
     except (SmallsegError, OSError, RuntimeError, ValueError) as exc:
@@ -536,7 +542,8 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
                     batch_size: int = 4, tile_size_px: int | None = None, min_score: float | None = None,
                     min_slices: int = 1, link_min_overlap: float = 0.5, dicom_seg: bool = False,
                     max_gb: float | None = 4.0,
-                    on_result: Callable[[SeriesResult], None] | None = None, client=None) -> BatchResult:
+                    on_result: Callable[[SeriesResult], None] | None = None, client=None, normalize: str = "model",
+                    percentiles: tuple[float, float] | None = None) -> BatchResult:
     """Predict every DICOM image stack under ``root``; one bad series never stops the batch.
 
     Args:
@@ -574,7 +581,8 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
     out = Path(out_dir).resolve()
     options = BatchOptions(out_dir=str(out), preset=preset, device=device, batch_size=batch_size,
                            tile_size_px=tile_size_px, min_score=min_score, min_slices=min_slices,
-                           link_min_overlap=link_min_overlap, dicom_seg=dicom_seg, max_gb=max_gb)
+                           link_min_overlap=link_min_overlap, dicom_seg=dicom_seg, max_gb=max_gb,
+                           normalize=normalize, percentiles=None if percentiles is None else tuple(percentiles))
     options.validate()
     wanted = None
     if modalities is not None:

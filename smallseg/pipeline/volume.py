@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings as _warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,12 +52,16 @@ from smallseg.instances import Instances
 from smallseg.io.atomic import csv_safe, write_text_atomic
 from smallseg.io.medical import IntensityPreset, Volume, get_preset, index_to_lps_mm
 from smallseg.io.tables import VolumeObjects
+from smallseg.normalize import Normalization, NormStats, choose_normalization, normalizations_of
 
 __all__ = [
     "RAW",
     "VolumeObjects",
     "VolumePrediction",
     "choose_preset",
+    "choose_volume_normalization",
+    "check_normalize_choice",
+    "normalization_record",
     "link_slices",
     "modality_classes",
     "predict_volume",
@@ -86,6 +91,9 @@ class VolumePrediction:
         preset_source: where the preset came from (``"argument"``, ``"checkpoint"``, ``"default for CT"``...).
         warnings: the volume's reading warnings (missing slices, uneven spacing...).
         decode: the decoding settings used (the model's, for the volume's modality, plus overrides).
+        normalization: the :class:`~smallseg.normalize.Normalization` every slice was given to the model with.
+        norm_stats: its stats, fitted once on the whole volume (``norm_stats.reliable`` is False for a
+            constant or empty volume).
     """
 
     labels: np.ndarray
@@ -95,6 +103,8 @@ class VolumePrediction:
     preset_source: str
     warnings: list[str] = field(default_factory=list)
     decode: DecodeConfig | None = None
+    normalization: Normalization | None = None
+    norm_stats: NormStats | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -325,6 +335,80 @@ def link_slices(slices: Iterable[Instances], like: Volume, *, class_names: list[
     return labels_out, table
 
 
+def choose_volume_normalization(volume: Volume, model: torch.nn.Module, preset: IntensityPreset | str | None = None,
+                                normalize: str | Normalization | None = "model",
+                                percentiles: tuple[float, float] | None = None
+                                ) -> tuple[Normalization, NormStats, IntensityPreset | None, str]:
+    """The normalisation of ``volume`` for ``model``, fitted once on the whole volume.
+
+    First that applies: an explicit ``preset`` (the legacy presets, with the model's mean/std after them); a
+    ``normalize`` other than ``"model"`` or ``percentiles`` (:func:`~smallseg.normalize.choose_normalization`);
+    what the checkpoint declares for the volume's modality, else its default; else (a checkpoint that declares
+    nothing) the legacy preset of :func:`choose_preset` in front of ``input_scale``/``norm_mean``/``norm_std``.
+
+    Returns:
+        (normalisation, its stats on the volume, the equivalent resolved window for reports or None, where the
+        choice came from).
+    """
+    config = model.config
+    modality = volume.modality or None
+    declared_default, declared_by = normalizations_of(config)
+    declared = declared_default is not None or (modality or "").upper() in declared_by
+    if preset is None and declared and normalize in (None, "model") and percentiles is None:
+        norm, source = choose_normalization(config, "model", modality=modality), "checkpoint"
+    elif preset is None and (normalize not in (None, "model") or percentiles is not None):
+        choice = "percentile" if normalize in (None, "model") else normalize
+        norm, source = choose_normalization(config, choice, percentiles=percentiles, modality=modality), "argument"
+    else:  # an explicit preset, or a checkpoint that declares nothing: the presets as they always were
+        window, source = choose_preset(volume, model, preset)
+        if window is None:  # raw
+            norm = choose_normalization(config, "fixed")
+        else:
+            mean_std = choose_normalization(config, "fixed")
+            norm = Normalization.from_legacy_config(config.input_scale, mean_std.mean, mean_std.std, preset=window)
+    array = volume.array
+    if array.ndim == volume.ndim_spatial + 1:  # trailing channel axis
+        array = np.moveaxis(array, -1, 0)
+    else:
+        array = array[None]
+    # Once, on the whole volume: neighbouring slices and tiles share one mapping.
+    stats = norm.fit(array)
+    window = None
+    if norm.kind == "percentile" and stats.lo is not None and len(stats.lo) == 1 and stats.hi[0] > stats.lo[0]:
+        window = IntensityPreset.window(stats.lo[0], stats.hi[0], name=norm.name)
+    elif norm.kind == "window" and len(norm.windows) == 1:
+        c, w = norm.windows[0]
+        window = IntensityPreset.window(c - w / 2.0, c + w / 2.0, name=norm.name)
+    return norm, stats, window, source
+
+
+def check_normalize_choice(normalize, percentiles, preset=None) -> None:
+    """Refuse a bad ``normalize`` / ``percentiles`` (dicom-batch's options) in one line, CLI spelling."""
+    from smallseg.normalize import CHOICES
+
+    if not isinstance(normalize, Normalization) and normalize not in CHOICES:
+        raise SmallsegError(f"--normalize {normalize}: choose one of {', '.join(CHOICES)}")
+    if percentiles is not None:
+        p = tuple(percentiles)
+        if len(p) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in p) \
+                or not 0 <= p[0] < p[1] <= 100:
+            raise SmallsegError(f"--percentiles {','.join(map(str, p))}: give LO,HI with 0 <= LO < HI <= 100")
+        if normalize not in ("model", "percentile"):
+            raise SmallsegError(f"--percentiles: apply to --normalize percentile, not {normalize}")
+    if preset is not None and (normalize != "model" or percentiles is not None):
+        raise SmallsegError("--preset and --normalize/--percentiles: give one of them")
+
+
+def normalization_record(prediction: "VolumePrediction") -> dict | None:
+    """What a volume was normalised with, JSON-able (``done.json``): the normalisation, its fitted stats."""
+    if prediction.normalization is None:
+        return None
+    stats = prediction.norm_stats
+    return {"applied": prediction.normalization.to_dict(), "described": prediction.normalization.describe(),
+            "stats": stats.to_dict() if stats is not None else None,
+            "reliable": stats.reliable if stats is not None else True}
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Prediction
 # --------------------------------------------------------------------------------------------------------------
@@ -347,7 +431,8 @@ def _slice_tile_size(model: torch.nn.Module, plane: tuple[int, int], tile_size_p
 def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityPreset | str | None = None,
                    tile_size_px: int | None = None, batch_size: int = 4, device: str | torch.device | None = None,
                    decode: DecodeConfig | dict | None = None, min_slices: int = 1, link_min_overlap: float = 0.5,
-                   progress: bool = False, by_modality: bool = True) -> VolumePrediction:
+                   progress: bool = False, by_modality: bool = True, normalize: str | Normalization | None = "model",
+                   percentiles: tuple[float, float] | None = None) -> VolumePrediction:
     """Find objects in a volume slice by slice (2-D model) and link them into 3-D objects.
 
     Args:
@@ -355,7 +440,10 @@ def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityP
             trailing channel axis; e.g. from :func:`smallseg.io.medical.read_volume`.
         model: a SmallObjectNet whose ``config.in_channels`` equals the volume's channels (1 for CT/MR).
         preset: intensity mapping (see the module docstring): an IntensityPreset, a preset name, ``"raw"``, or
-            ``None`` for the checkpoint's preset, else ``lung`` for CT and ``percentile`` otherwise.
+            ``None`` for what the checkpoint declares (:mod:`smallseg.normalize`), else its preset, else
+            ``lung`` for CT and ``percentile`` otherwise.
+        normalize, percentiles: ``"percentile"`` / ``"fixed"`` / ``"none"`` / a Normalization instead of the
+            model's (see :func:`choose_volume_normalization`); fitted once on the whole volume.
         tile_size_px: tile side for :func:`~smallseg.pipeline.array.predict_array` (default: the model's
             training tile, or one tile of the slice's size when the slice is smaller).
         batch_size: tiles per forward pass.
@@ -382,7 +470,7 @@ def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityP
         where = f"series {volume.series_uid}" if volume.series_uid else "volume"
         raise SmallsegError(f"{where}: {channels} channel(s) but the model expects {config.in_channels}; use a "
                             f"model trained on {channels}-channel images")
-    window, source = choose_preset(volume, model, preset)
+    norm, stats, window, source = choose_volume_normalization(volume, model, preset, normalize, percentiles)
     decode = decode_config_for(model, decode, modality=volume.modality or None)
     if device is not None:
         model = model.to(device)
@@ -390,20 +478,16 @@ def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityP
     n_slices = 1 if is_2d else volume.spatial_shape[0]
     plane = volume.spatial_shape[-2:]
     tile = _slice_tile_size(model, plane, tile_size_px)
-    # normalise() multiplies by input_scale first: divide here so the model sees the [0, 1] mapped image.
-    unscale = np.float32(1.0 / config.input_scale)
 
     def slice_instances():
         for z in tqdm(range(n_slices), desc="slices", disable=not progress, leave=False):
             raw = volume.array if is_2d else volume.array[z]
             raw = np.moveaxis(raw, -1, 0) if raw.ndim == 3 else raw[None]  # (C, Y, X) for predict_array
-            if window is None:
-                image = raw
-            else:
-                image = window.apply(raw)
-                if unscale != 1:
-                    image *= unscale
-            found = predict_array(image, model, tile_size_px=tile, batch_size=batch_size, decode=decode)
+            # The volume's normalisation and stats for every slice (a slice is never re-fitted on itself).
+            with _warnings.catch_warnings():
+                _warnings.simplefilter("ignore", UserWarning)  # reliability is said once, below
+                found = predict_array(raw, model, tile_size_px=tile, batch_size=batch_size, decode=decode,
+                                      normalize=norm, norm_stats=stats)
             yield found if allowed is None else _keep_classes(found, allowed, relabelled)
 
     # Classes that do not exist in this modality (a "nucleus" in CT): the object is real foreground, its class
@@ -420,8 +504,10 @@ def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityP
                         f"{volume.modality or 'images without a modality'}: {names})")
     if min_slices > n_slices:
         warnings.append(f"{n_slices} slice(s), fewer than min_slices={min_slices}: no object can be kept")
+    if not stats.reliable:
+        warnings.append(f"not reliable: {stats.reason}")
     return VolumePrediction(labels=labels, objects=objects, volume=volume, window=window, preset_source=source,
-                            warnings=warnings, decode=decode)
+                            warnings=warnings, decode=decode, normalization=norm, norm_stats=stats)
 
 
 # --------------------------------------------------------------------------------------------------------------

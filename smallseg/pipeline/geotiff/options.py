@@ -19,6 +19,8 @@ import torch
 
 from smallseg.decode.centroids import DecodeConfig
 from smallseg.errors import SmallsegError
+from smallseg.normalize import CHOICES as NORMALIZE_CHOICES
+from smallseg.normalize import Normalization
 
 FORMATS = ("tif", "gpkg", "geojson", "csv", "png", "json")
 # Output kind -> file name suffix after STEM (in OUT).
@@ -109,8 +111,10 @@ class GeoTiffOptions:
         decode_workers: threads decoding the model's outputs (1: the thread that also stitches and writes).
             The decoder's loops release the GIL; on a GPU, whose forward pass outpaces one CPU decoder, use
             about as many as there are free CPU cores. Outputs do not depend on it.
-        bands: 1-based band numbers in the model's order (default: the model's ``band_indices``, else all
-            bands, an alpha band dropped when that leaves the model's band count).
+        bands: file bands in the model's order: 1-based numbers and/or colour names (``("red", "green",
+            "blue")``: the band whose colour interpretation says so). Default: the model's ``band_indices``,
+            else by meaning (:mod:`smallseg.bands`: colour interpretation, alpha as the valid mask, one grey
+            band replicated to a colour model with a note).
         nodata: override the input's nodata value (pixels equal to it in every band are nodata); NaN allowed.
         min_score: drop objects scoring lower, in [0, 1] (default: the model's decode setting).
         min_area_px: drop objects with fewer pixels in their tile, >= 1 (default: the model's decode setting).
@@ -126,6 +130,15 @@ class GeoTiffOptions:
             matches, else start over).
         progress: show a progress bar (tiles, objects, megapixels/s, ETA).
         duplicate_ios: stitching: share of the smaller object two objects must share to be duplicates, (0, 1].
+        normalize: how raw pixels become model input: ``"model"`` (what the checkpoint declares; a model
+            trained on 8-bit data given other data types gets per-band percentiles, with a note),
+            ``"percentile"`` (per-band ``percentiles`` of the scene, fitted once on a decimated read of the
+            valid pixels), ``"fixed"`` (the checkpoint's ``input_scale`` / ``norm_mean`` / ``norm_std``),
+            ``"none"`` (raw values), or a :class:`~smallseg.normalize.Normalization`.
+        percentiles: (lo, hi), 0 <= lo < hi <= 100, for ``normalize="percentile"`` (default 1, 99.8).
+        strict: an input the model cannot be trusted on (a constant or empty band, a pixel size more than 10x
+            outside the training range) is an error instead of a result marked ``"reliable": false``.
+        replicate_grey: feed a 1-band image to every band of a colour model (with a note); False refuses.
     """
 
     tile_size_px: int | None = None
@@ -146,10 +159,14 @@ class GeoTiffOptions:
     overwrite: bool = False
     progress: bool = True
     duplicate_ios: float = 0.5
+    normalize: str | Normalization = "model"
+    percentiles: tuple[float, float] | None = None
+    strict: bool = False
+    replicate_grey: bool = True
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen: normalise once
-        for name in ("amp", "cog", "resume", "overwrite", "progress"):
+        for name in ("amp", "cog", "resume", "overwrite", "progress", "strict", "replicate_grey"):
             value = getattr(self, name)
             if not isinstance(value, (bool, np.bool_)):
                 raise OptionError(name, value, "must be True or False")
@@ -178,10 +195,15 @@ class GeoTiffOptions:
         set_("decode_workers", int(self.decode_workers))
         if self.bands is not None:
             bands = [self.bands] if _is_int(self.bands) else self.bands
-            if isinstance(bands, str) or not isinstance(bands, Sequence) or not bands or \
-                    not all(_is_int(b) and b >= 1 for b in bands):
-                raise OptionError("bands", self.bands, "use 1-based band numbers, e.g. (1, 2, 3)")
-            set_("bands", tuple(int(b) for b in bands))
+            if isinstance(bands, str):
+                bands = [b.strip() for b in bands.split(",") if b.strip()]
+                bands = [int(b) if b.isdigit() else b for b in bands]
+            names = ("red", "green", "blue", "grey", "gray", "nir", "pan", "alpha", "rededge", "swir", "coastal")
+            if not isinstance(bands, Sequence) or not bands or \
+                    not all((_is_int(b) and b >= 1) or (isinstance(b, str) and b.lower() in names) for b in bands):
+                raise OptionError("bands", self.bands, "use 1-based band numbers, e.g. (1, 2, 3), or colour names "
+                                                       "(red, green, blue, grey, nir, alpha)")
+            set_("bands", tuple(b.lower() if isinstance(b, str) else int(b) for b in bands))
         if self.nodata is not None:
             if not _is_real(self.nodata) or math.isinf(self.nodata):
                 raise OptionError("nodata", self.nodata, "must be a finite number or NaN")
@@ -202,6 +224,17 @@ class GeoTiffOptions:
         if not _is_real(self.duplicate_ios) or not 0 < self.duplicate_ios <= 1:
             raise OptionError("duplicate_ios", self.duplicate_ios, "must be in (0, 1]")
         set_("duplicate_ios", float(self.duplicate_ios))
+        if not isinstance(self.normalize, Normalization) and self.normalize not in NORMALIZE_CHOICES:
+            raise OptionError("normalize", self.normalize, f"use one of {', '.join(NORMALIZE_CHOICES)}")
+        if self.percentiles is not None:
+            p = self.percentiles
+            if isinstance(p, str) or not isinstance(p, Sequence) or len(p) != 2 or not all(map(_is_real, p)) \
+                    or not 0 <= p[0] < p[1] <= 100:
+                raise OptionError("percentiles", p, "give two numbers LO,HI with 0 <= LO < HI <= 100, e.g. 1,99.8")
+            if self.normalize not in ("percentile", "model"):
+                raise OptionError("percentiles", p, f"apply to percentile normalisation, not normalize="
+                                                    f"{self.normalize if isinstance(self.normalize, str) else 'given'}")
+            set_("percentiles", (float(p[0]), float(p[1])))
 
     def _checked_device(self) -> str | None:
         device = self.device

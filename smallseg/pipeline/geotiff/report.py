@@ -29,10 +29,16 @@ class Session:
 
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         warnings.warn(message, UserWarning, stacklevel=3)
+
+    def note(self, message: str) -> None:
+        """Information, not a problem (which file band feeds which model band...): run.json ``notes``."""
+        if message not in self.notes:
+            self.notes.append(message)
 
     def add_time(self, name: str, seconds: float) -> None:
         self.timings[name] = self.timings.get(name, 0.0) + seconds
@@ -59,25 +65,24 @@ def class_names(model) -> list[str]:
 
 def check_band_stats(reader: GeoTiffReader, model, session: Session) -> dict | None:
     """Compare the input's band statistics with the training ones; warn (never fail) when far apart."""
-    config = model.config
     stats = reader.band_stats(max_windows=16, window_px=256, require_valid=False)  # ~1 MP: cheap for any scene
     if stats.valid_px == 0:
         return None
     summary = {"mean": stats.mean.round(4).tolist(), "std": stats.std.round(4).tolist(),
                "min": stats.min.tolist(), "max": stats.max.tolist(), "valid_px_sampled": stats.valid_px}
-    if config.norm_mean is None or config.norm_std is None:
+    prep = getattr(reader, "input_plan", None)
+    if prep is None or prep.z_vs_training is None:
         return summary
-    scaled_mean = stats.mean * config.input_scale
-    z = (scaled_mean - np.asarray(config.norm_mean)) / np.asarray(config.norm_std)
-    summary["z_vs_training"] = z.round(2).tolist()
+    # In model-input units (after the normalisation this run applies), where training data has mean 0, std 1.
+    z = np.asarray(prep.z_vs_training)
+    summary["z_vs_training"] = z.tolist()
     far = np.flatnonzero(np.abs(z) > _STATS_WARN_Z)
     if len(far):
         b = int(far[0])
-        train_mean = config.norm_mean[b] / config.input_scale
         session.warn(
-            f"{reader.path}: band {reader.bands[b]} mean {stats.mean[b]:.4g} is {abs(z[b]):.1f} training standard "
-            f"deviations from the training mean {train_mean:.4g} (in this file's units); results may be poor - "
-            f"check --bands and that the data type/scaling matches the model's training data ({reader.dtype} here)"
+            f"{reader.path}: band {reader.bands[b]} mean is {abs(z[b]):.1f} training standard deviations from the "
+            f"training mean after {prep.norm.describe()}; results may be poor - check --bands and --normalize "
+            f"({reader.dtype} here)"
         )
     return summary
 
@@ -94,13 +99,31 @@ def check_pixel_size(reader: GeoTiffReader, model, session: Session) -> None:
         return
     middle = float(np.sqrt(lo * hi))
     factor = size_m / middle
+    verdict = "the result is not reliable" if pixel_size_verdict(reader, model) else "results may be poor"
     session.warn(
         f"{reader.path}: pixel size {size_m:.3g} m is far outside the {lo:.3g}-{hi:.3g} m the model was trained "
         f"at (objects look ~{max(factor, 1 / factor):.0f}x {'smaller' if factor > 1 else 'larger'} than it "
-        f"expects); results may be poor - resample the input to about {middle:.2g} m or use a model trained "
+        f"expects); {verdict} - resample the input to about {middle:.2g} m or use a model trained "
         f"at this resolution"
     )
 
+
+# Pixel sizes more than this factor outside the training range make a result "reliable": false.
+_PIXEL_SIZE_UNRELIABLE_FACTOR = 10.0
+
+
+def pixel_size_verdict(reader: GeoTiffReader, model) -> str:
+    """"" or one line when the input's pixel size is more than 10x outside the model's training range (a
+    0.5 m car detector on a 300 m scene): such a result is reported as ``"reliable": false``."""
+    trained = (model.config.training or {}).get("train_pixel_size_m")
+    size_m = reader.geometry.pixel_size_m
+    if not trained or size_m is None:
+        return ""
+    lo, hi = (float(v) for v in trained)
+    if lo / _PIXEL_SIZE_UNRELIABLE_FACTOR <= size_m <= hi * _PIXEL_SIZE_UNRELIABLE_FACTOR:
+        return ""
+    return (f"pixel size {size_m:.3g} m is more than {_PIXEL_SIZE_UNRELIABLE_FACTOR:g}x outside the "
+            f"{lo:.3g}-{hi:.3g} m the model was trained at")
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -132,6 +155,7 @@ def run_report(job, stats: dict | None, counts: dict, started: str, first_row: i
     geometry = reader.geometry
     names = class_names(model)
     per_class = counts["per_class"][1 : config.classes + 1]
+    prep = getattr(reader, "input_plan", None)
     return {
         "smallseg_run": 1,
         "finished": now_iso(),
@@ -151,7 +175,11 @@ def run_report(job, stats: dict | None, counts: dict, started: str, first_row: i
             "dtype": reader.dtype,
             "nodata": reader.nodata,
             "band_stats_sampled": stats,
+            "band_plan": prep.bands.to_dict() if prep is not None else None,
+            "normalization": prep.to_dict() if prep is not None else None,
         },
+        "reliable": prep.reliable if prep is not None else True,
+        "reliable_reason": prep.reason if prep is not None else "",
         "model": {
             **job.model_info,
             "sha256": params["model_sha256"],
@@ -193,6 +221,7 @@ def run_report(job, stats: dict | None, counts: dict, started: str, first_row: i
         "outputs": {kind: p.name for kind, p in
                     ((k, outputs.final(k)) for k in OUTPUT_SUFFIXES if k != "run") if p.exists()},
         "warnings": session.warnings,
+        "notes": session.notes,
         "versions": versions(),
         "resume_key": params,
     }

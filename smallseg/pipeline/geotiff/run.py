@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from smallseg.bands import BandPlan, band_numbers, model_band_names, plan_for_dataset
 from smallseg.decode.centroids import DecodeConfig
 from smallseg.errors import SmallsegError, one_line
 from smallseg.io.geotiff import GeoTiffReader, open_raster
+from smallseg.normalize import Normalization, NormStats, choose_normalization, normalization_for
 from smallseg.io.quicklook import quicklook_grid, render_quicklook, write_png
 from smallseg.io.tables import ObjectTable, read_objects_csv
 from smallseg.models import prepare_model, weights_fingerprint
@@ -34,6 +36,7 @@ from smallseg.pipeline.geotiff.report import (
     Session,
     check_band_stats,
     check_pixel_size,
+    pixel_size_verdict,
     class_names,
     mtime_iso,
     now_iso,
@@ -54,7 +57,7 @@ from smallseg.pipeline.geotiff.workdir import (
 )
 from smallseg.tiling.grid import TileGrid, tile_windows
 
-RASTER_SUFFIXES = (".tif", ".tiff", ".png")
+RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
 # ----------------------------------------------------------------------------------------------- results
@@ -106,6 +109,8 @@ class PredictionResult:
         per_class = ", ".join(f"{per_name.get(name, 0)} {name}" for name in self.class_names)
         state = "already finished" if self.skipped else f"{self.run.get('timings_s', {}).get('total', 0):.1f} s"
         note = " (no valid pixels)" if self.run.get("counts", {}).get("valid_px", 1) == 0 else ""
+        if self.run.get("reliable") is False:
+            note += f" [NOT RELIABLE: {self.run.get('reliable_reason', '')}]"
         where = self.paths["run"].parent
         return f"{self.input_path}: {self.n_objects} objects ({per_class}){note}, {state} -> {where}"
 
@@ -158,7 +163,7 @@ def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
     Args:
         paths: files (kept as given, even if missing: the run reports them) and folders (their ``*.tif``,
-            ``*.tiff`` and ``*.png`` files, sorted, not recursive; hidden files and smallseg's own outputs
+            ``*.tiff``, ``*.png``, ``*.jpg`` and ``*.jpeg`` files, sorted, not recursive; hidden files and smallseg's own outputs
             ``*.instances.tif`` / ``*.classes.tif`` / ``*.quicklook.png`` skipped).
 
     Returns:
@@ -172,7 +177,7 @@ def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
             files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES
                            and not f.name.startswith(".") and not f.name.endswith(own))
             if not files:
-                raise SmallsegError(f"{p}: no *.tif, *.tiff or *.png files in this folder")
+                raise SmallsegError(f"{p}: no *.tif, *.tiff, *.png or *.jpg files in this folder")
             found.extend(files)
         else:
             found.append(p)
@@ -340,18 +345,146 @@ def predict_geotiffs(
     return batch
 
 
-def _open_reader(path: Path, model: torch.nn.Module, options: GeoTiffOptions, session: Session) -> GeoTiffReader:
-    """Open the input (its warnings go into the session: run.json lists them)."""
+@dataclass(frozen=True)
+class InputPlan:
+    """How one scene's pixels reach the model: which file bands, which normalisation, fitted how.
+
+    Attributes:
+        bands: the :class:`~smallseg.bands.BandPlan` (file band -> model band, alpha as the valid mask).
+        norm: the :class:`~smallseg.normalize.Normalization` applied to every tile.
+        stats: its :class:`~smallseg.normalize.NormStats`, fitted once on a decimated read of the whole scene
+            (valid pixels only): every tile row gets the same mapping, so tiling stays exact.
+        requested: what was asked for (``"model"``, ``"percentile"``, ``"fixed"``, ``"none"``, ``"given"``).
+        note: one line when the model's own normalisation was replaced (e.g. uint16 data to an 8-bit model).
+        z_vs_training: per model band, the mean of the sampled model input in training standard deviations
+            (0 = the training mean; None without a declared mean/std or valid pixels).
+        reason: "" when the input is fit for the model, else one line why the result is not reliable
+            (a constant or empty band, a pixel size far outside the training range).
+    """
+
+    bands: BandPlan
+    norm: Normalization
+    stats: NormStats
+    requested: str
+    note: str = ""
+    z_vs_training: tuple[float, ...] | None = None
+    reason: str = ""
+
+    @property
+    def reliable(self) -> bool:
+        return not self.reason
+
+    def to_dict(self) -> dict:
+        return {"requested": self.requested, "applied": self.norm.to_dict(), "described": self.norm.describe(),
+                "stats": self.stats.to_dict(), "note": self.note,
+                "z_vs_training": None if self.z_vs_training is None else list(self.z_vs_training)}
+
+
+# A model whose declared normalisation is x * 1/255 was trained on 8-bit data.
+_EIGHT_BIT_SCALE = 1.0 / 255.0
+
+
+def choose_input_normalization(model: torch.nn.Module, options: GeoTiffOptions,
+                               dtype: str) -> tuple[Normalization, str, str]:
+    """The normalisation for a scene of ``dtype``: (normalisation, what was requested, note or "").
+
+    ``percentiles`` without ``normalize="percentile"`` means percentile normalisation. A model trained on
+    8-bit data (declared ``x * 1/255``) given another data type (11/12/16-bit satellite data in uint16,
+    int16, float) gets per-band percentiles with the model's own mean/std, and a note: ``x / 255`` of such
+    data is far outside anything it saw.
+    """
     config = model.config
+    requested = options.normalize if isinstance(options.normalize, str) else "given"
+    choice = options.normalize
+    if requested == "model" and options.percentiles is not None and normalization_for(config).kind != "percentile":
+        choice = requested = "percentile"
+    norm = choose_normalization(config, choice, percentiles=options.percentiles)
+    note = ""
+    if requested == "model" and norm.kind == "fixed" and abs(norm.scale / _EIGHT_BIT_SCALE - 1) < 1e-6 \
+            and np.dtype(dtype) != np.uint8:
+        norm = choose_normalization(config, "percentile")
+        note = (f"{dtype} pixels to a model trained on 8-bit data: per-band percentiles {norm.lo:g}-{norm.hi:g} % "
+                f"of the scene map them to [0, 1] (normalize='fixed' keeps x / 255)")
+    return norm, requested, note
+
+
+def _z_vs_training(norm: Normalization, stats: NormStats, sample: np.ndarray,
+                   valid: np.ndarray) -> tuple[float, ...] | None:
+    if norm.mean is None or not valid.any():
+        return None
+    x = norm.apply(sample, stats)
+    return tuple(round(float(v), 2) for v in x[:, valid].mean(axis=1))
+
+
+def _open_reader(path: Path, model: torch.nn.Module, options: GeoTiffOptions, session: Session) -> GeoTiffReader:
+    """Open the input, choose its bands by meaning and fit the normalisation once on the whole scene.
+
+    The reader's ``input_plan`` (an :class:`InputPlan`) is what every tile row is normalised with; its
+    warnings (and the band / normalisation notes) go into the session: run.json lists them.
+    """
+    config = model.config
+    model_bands = model_band_names(config)
+    given = options.bands if options.bands is not None else config.band_indices
+    chosen: list[BandPlan] = []
+    if given is not None and any(isinstance(b, str) for b in given):  # names: by colour interpretation
+        from smallseg.io.geotiff import _open_dataset
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = _open_dataset(path)
+        try:
+            given = band_numbers(dataset, given)
+        except SmallsegError as exc:
+            raise SmallsegError(f"{path}: {exc}") from None
+        finally:
+            dataset.close()
+
+    def choose(dataset):
+        try:
+            chosen.append(plan_for_dataset(dataset, model_bands, replicate_grey=options.replicate_grey,
+                                           n_model_bands=config.in_channels))
+        except SmallsegError as exc:
+            raise SmallsegError(f"{path}: {exc}") from None
+        return chosen[-1].indices
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        reader = open_raster(path, bands=options.bands if options.bands is not None else config.band_indices,
-                             expected_bands=config.in_channels, nodata=options.nodata)
+        reader = open_raster(path, bands=given, expected_bands=config.in_channels, nodata=options.nodata,
+                             choose_bands=None if given is not None else choose)
     for w in caught:
-        if issubclass(w.category, UserWarning):
+        if issubclass(w.category, UserWarning) and "no georeferencing" in str(w.message):
+            session.note(str(w.message))  # a plain TIFF/PNG/JPEG (microscopy): pixel units are what it means
+        elif issubclass(w.category, UserWarning):
             session.warn(str(w.message))
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    try:
+        if chosen:
+            band_plan = chosen[-1]
+        else:  # bands given: already checked by the reader; the plan only says what feeds what
+            band_plan = plan_for_dataset(reader._ds, model_bands, bands=tuple(reader.bands),
+                                         n_model_bands=config.in_channels)
+        norm, requested, note = choose_input_normalization(model, options, reader.dtype)
+        if norm.out_channels(reader.count) != config.in_channels:
+            raise SmallsegError(f"{path}: {norm.describe()} gives {norm.out_channels(reader.count)} channels from "
+                                f"{reader.count} band(s), the model takes {config.in_channels}")
+        sample, valid = reader.sample()
+        stats = norm.fit(sample, valid)
+        reasons = [f"{stats.reason} (after band selection {','.join(map(str, reader.bands))})"] \
+            if not stats.reliable and valid.any() else []
+        pixel = pixel_size_verdict(reader, model)
+        if pixel:
+            reasons.append(pixel)
+        reader.input_plan = InputPlan(band_plan, norm, stats, requested, note,
+                                      _z_vs_training(norm, stats, sample, valid), "; ".join(reasons))
+    except BaseException:
+        reader.close()
+        raise
+    if band_plan.alpha_index is not None or band_plan.replicate_grey or band_plan.indices != tuple(
+            range(1, len(band_plan.indices) + 1)):
+        session.note(f"{path.name}: bands: {band_plan.note}")
+    if note:
+        session.note(f"{path.name}: {note}")
     return reader
 
 
@@ -386,13 +519,19 @@ def _predict_scene(path: Path, out_dir: Path, model: _Model, options: GeoTiffOpt
         stats = check_band_stats(reader, model.module, session)  # the first pixels read: a damaged file fails here
         session.add_time("band_stats", time.perf_counter() - t)
         check_pixel_size(reader, model.module, session)
+        prep = reader.input_plan
+        if not prep.reliable:
+            if options.strict:
+                raise SmallsegError(f"{path}: not reliable for this model, refused (strict): {prep.reason}")
+            if not prep.stats.reliable:  # (a pixel size verdict is in check_pixel_size's warning already)
+                session.warn(f"{path}: the result is not reliable: {prep.reason}")
         _make_out_dir(out_dir)
         work = WorkDir(stem=path.stem, out_dir=out_dir)
         job = SceneJob(path, work, reader, model.module, model.info, options, decode_config, plan, grid, session,
                        row_source_factory=row_source_factory)
         with scene_lock(work, path.name):
             job.params = run_params(path, reader, model.sha256, plan, decode_config, options,
-                                    next(model.module.parameters()).device.type)
+                                    next(model.module.parameters()).device.type, input_plan=prep)
             finished = finished_run(work, job.params, options)
             if finished is not None:
                 return _finished_result(path, work, finished)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 import numpy as np
 
@@ -65,7 +65,7 @@ def table_arrays(table: ObjectTable) -> dict[str, np.ndarray]:
 
 def table_from(arrays) -> ObjectTable:
     """The object table of a band checkpoint's arrays."""
-    return ObjectTable(**{f.name: np.asarray(arrays[f"obj_{f.name}"]) for f in fields(ObjectTable)})
+    return ObjectTable(**{name: np.asarray(arrays[f"obj_{name}"]) for name in ObjectTable.column_names()})
 
 
 class _RowFinisher:
@@ -154,7 +154,8 @@ def read_and_predict_row(job, r: int, qgrid, decode_executor) -> tuple[np.ndarra
         for i, inst in zip(keep, predict_tile_row(
                 band, None if all_valid else valid, [tiles[i] for i in keep], grid.row_starts[r],
                 job.model, job.decode_config, batch_size=options.batch_size, amp=options.amp,
-                decode_executor=decode_executor)):
+                decode_executor=decode_executor, norm=reader.input_plan.norm,
+                norm_stats=reader.input_plan.stats)):
             found[i] = inst
     session.add_time("predict", time.perf_counter() - t)
 

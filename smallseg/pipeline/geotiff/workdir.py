@@ -128,9 +128,10 @@ def load_band(path: Path) -> dict[str, np.ndarray]:
 
 
 def run_params(path: Path, reader, model_sha256: str, plan, decode_config, options: GeoTiffOptions,
-               device_type: str) -> dict:
+               device_type: str, input_plan=None) -> dict:
     """What a run's outputs depend on (JSON-able): a checkpoint or a finished run with other params is not
-    this run's."""
+    this run's. ``input_plan`` (:class:`~smallseg.pipeline.geotiff.run.InputPlan`): the bands and the
+    normalisation with its fitted values - a resumed run must normalise exactly as the interrupted one."""
     from dataclasses import asdict
 
     stat = path.stat()
@@ -149,6 +150,10 @@ def run_params(path: Path, reader, model_sha256: str, plan, decode_config, optio
         "duplicate_ios": options.duplicate_ios,
         "quicklook_max_side_px": QUICKLOOK_MAX_SIDE_PX,
     }
+    if input_plan is not None:
+        params["normalization"] = input_plan.norm.to_dict()
+        params["norm_stats"] = {k: v for k, v in input_plan.stats.to_dict().items() if k in ("lo", "hi", "degenerate")}
+        params["alpha_band"] = input_plan.bands.alpha_index
     return json.loads(json.dumps(params, default=json_default))
 
 
