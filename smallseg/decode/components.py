@@ -12,6 +12,7 @@ import torch
 from scipy import ndimage
 
 from smallseg.decode.centroids import DecodeConfig, decode_batch
+from smallseg.decode.refine import refine_batch
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
 
@@ -63,8 +64,9 @@ def decode_outputs(outputs: dict[str, torch.Tensor], config: DecodeConfig) -> li
     """Decode a batch of model outputs: centroid voting when the model has a centroid head, otherwise
     connected components of the semantic map."""
     if "centroid" in outputs:
-        return decode_batch(outputs, config)
+        return refine_batch(outputs, decode_batch(outputs, config))
     if "semantic" not in outputs:
         raise SmallsegError("decode: the model has no semantic head; nothing to decode objects from")
     probs = torch.softmax(outputs["semantic"].detach().float(), dim=1).cpu().numpy()
-    return [decode_components(p, fg_threshold=config.fg_threshold, min_area_px=config.min_area_px) for p in probs]
+    found = [decode_components(p, fg_threshold=config.fg_threshold, min_area_px=config.min_area_px) for p in probs]
+    return refine_batch(outputs, found)  # issue #17: re-placed edges when the model has a boundary head

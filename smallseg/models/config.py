@@ -26,6 +26,7 @@ from smallseg.models.validate import (
     check_encoder_name,
     check_int,
     check_int_choice,
+    check_bool,
     check_int_list,
     check_number,
     check_number_list,
@@ -37,7 +38,11 @@ from smallseg.models.validate import (
 
 HEAD_NAMES = ("semantic", "centroid", "distance")
 LFE_MODES = ("falling", "constant")
+BOUNDARY_HEADS = ("signed_distance",)  # issue #17: the contour-refinement head (smallseg.decode.refine)
 DEFAULT_LFE_DILATIONS = {"falling": (4, 2, 1), "constant": (1, 1, 1)}
+# Shift stability (issue #14). Names, never layers: net.py maps each to the module it builds.
+ENCODER_ANTIALIAS = ("blurpc",)  # timm BlurPool2d (3x3 binomial, zero padding) before each strided step
+DECODER_NORMS = ("group", "batch", "none")
 
 # Fields that decide the shapes of the weights; a mismatch in any of these means a checkpoint cannot be
 # loaded into a model built from another config.
@@ -51,12 +56,14 @@ ARCHITECTURE_FIELDS = (
     "decoder_pyramid_channels",
     "decoder_segmentation_channels",
     "decoder_merge_policy",
+    "decoder_norm",
     "smp_arch",
     "smp_kwargs",
     "refine_channels",
     "lfe",
     "lfe_dilations",
     "heads",
+    "boundary_head",
 )
 
 
@@ -73,6 +80,17 @@ class ModelConfig:
             rebuilt from ``smp_arch`` + ``smp_kwargs``).
         decoder_pyramid_channels, decoder_segmentation_channels, decoder_merge_policy, decoder_dropout:
             FPN settings (smp's names and meaning).
+        encoder_antialias: ``None`` (the encoder as timm builds it) or ``"blurpc"``: timm's ``aa_layer``, a
+            3x3 binomial blur (zero padding) before every strided downsampling of a ``tu-`` encoder that
+            supports it (MobileNetV3/V4, EfficientNet, ResNet families), so sub-stride shifts alias less.
+            No weights: a checkpoint trained without it loads, but predicts differently.
+        decoder_norm: normalisation in the FPN segmentation blocks: ``"group"`` (smp's GroupNorm(32): its
+            statistics are over the whole tile, so every output depends on the tile's extent), ``"batch"``
+            (BatchNorm: per-channel affine in eval mode, tile-independent) or ``"none"``.
+        decoder_align_corners: the FPN segmentation blocks' x2 bilinear upsampling as smp does it
+            (``align_corners=True``: sample positions scale with the map's size, so they depend on the tile's
+            extent) or, with False, half-pixel aligned (the same for every tile: shift-equivariant).
+            Tile-independent FPN = ``decoder_norm="batch"`` + ``decoder_align_corners=False``.
         smp_arch, smp_kwargs: for ``decoder="smp"``: smp class name (e.g. ``"Unet"``) and its ``__init__``
             arguments (``model.config`` of the smp model), each key allow-listed, typed and bounded
             (:data:`smallseg.models.validate.SMP_KWARG_CHECKS`); ``encoder_weights`` must be None.
@@ -81,6 +99,9 @@ class ModelConfig:
         lfe: ``"falling"``, ``"constant"`` (parameter-matched control) or ``None``.
         lfe_dilations: dilation of each 3x3 conv of the LFE stack, e.g. (4, 2, 1).
         heads: subset of ``("semantic", "centroid", "distance")``.
+        boundary_head: ``None`` (off) or ``"signed_distance"``: a full-resolution head predicting each
+            pixel's signed distance to its object's edge, used by :mod:`smallseg.decode.refine` to re-place
+            each decoded object's edge (output ``boundary`` (B, 1, H, W)).
         classes: number of object classes (background excluded); semantic logits have ``1 + classes``
             channels.
         max_distance_px: centroid vectors are divided by this; it should cover the largest object radius.
@@ -111,12 +132,16 @@ class ModelConfig:
     decoder_segmentation_channels: int = 64
     decoder_merge_policy: str = "add"
     decoder_dropout: float = 0.0
+    encoder_antialias: str | None = None
+    decoder_norm: str = "group"
+    decoder_align_corners: bool = True
     smp_arch: str | None = None
     smp_kwargs: dict[str, Any] | None = None
     refine_channels: tuple[int, int] = (32, 16)
     lfe: str | None = "falling"
     lfe_dilations: tuple[int, ...] = (4, 2, 1)
     heads: tuple[str, ...] = HEAD_NAMES
+    boundary_head: str | None = None
     max_distance_px: float = 48.0
     class_names: list[str] | None = None
     band_indices: list[int] | None = None
@@ -155,6 +180,10 @@ class ModelConfig:
             "decoder_merge_policy": check_str("decoder_merge_policy", self.decoder_merge_policy,
                                               choices=("add", "cat")),
             "decoder_dropout": check_number("decoder_dropout", self.decoder_dropout, 0.0, 1.0),
+            "encoder_antialias": None if self.encoder_antialias is None else check_str(
+                "encoder_antialias", self.encoder_antialias, choices=ENCODER_ANTIALIAS),
+            "decoder_norm": check_str("decoder_norm", self.decoder_norm, choices=DECODER_NORMS),
+            "decoder_align_corners": check_bool("decoder_align_corners", self.decoder_align_corners),
             "smp_arch": None if self.smp_arch is None else check_str("smp_arch", self.smp_arch),
             "smp_kwargs": self.smp_kwargs,  # checked key by key against smp_arch in validate()
             "refine_channels": tuple(check_int_list("refine_channels", self.refine_channels, 1, MAX_CHANNELS,
@@ -162,6 +191,8 @@ class ModelConfig:
             "lfe": None if self.lfe is None else check_str("lfe", self.lfe, choices=LFE_MODES),
             "lfe_dilations": tuple(check_int_list("lfe_dilations", self.lfe_dilations, 1, 64)),
             "heads": tuple(check_str(f"heads[{i}]", h, choices=HEAD_NAMES) for i, h in enumerate(heads)),
+            "boundary_head": None if self.boundary_head is None else check_str(
+                "boundary_head", self.boundary_head, choices=BOUNDARY_HEADS),
             "max_distance_px": check_number("max_distance_px", self.max_distance_px, hi=MAX_DISTANCE_PX,
                                             positive=True),
             "class_names": None if self.class_names is None else [
@@ -193,7 +224,7 @@ class ModelConfig:
         if self.decoder == "smp" and not self.smp_arch:
             raise bad("smp_arch", "decoder='smp' needs the smp class name (e.g. 'Unet')")
         seg_channels = self.decoder_segmentation_channels
-        if self.decoder == "fpn" and (seg_channels % 32 or seg_channels < 32):
+        if self.decoder == "fpn" and self.decoder_norm == "group" and (seg_channels % 32 or seg_channels < 32):
             raise bad(
                 "decoder_segmentation_channels",
                 f"{self.decoder_segmentation_channels}; must be a multiple of 32 (smp's GroupNorm)",
@@ -204,6 +235,12 @@ class ModelConfig:
                 raise bad("lfe_dilations", f"{d} do not fall (e.g. 4,2,1) as lfe='falling' requires")
             if self.lfe == "constant" and len(set(d)) != 1:
                 raise bad("lfe_dilations", f"{d} are not constant as lfe='constant' requires")
+        if self.encoder_antialias is not None and not self.encoder_name.startswith("tu-"):
+            raise bad("encoder_antialias", f"{self.encoder_antialias!r} needs a timm encoder ('tu-<name>'), "
+                      f"not {self.encoder_name!r}")
+        if self.decoder != "fpn" and (self.decoder_norm != "group" or not self.decoder_align_corners):
+            raise bad("decoder_norm" if self.decoder_norm != "group" else "decoder_align_corners",
+                      "set only with decoder='fpn' (an smp decoder keeps its own layers)")
         if self.class_names is not None and len(self.class_names) != self.classes:
             raise bad("class_names", f"{len(self.class_names)} names for {self.classes} classes")
         check_encoder_name("encoder_name", self.encoder_name)

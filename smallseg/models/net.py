@@ -7,6 +7,7 @@ type, carrying its :class:`~smallseg.models.config.ModelConfig` as ``model.confi
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.base import initialization as smp_init
+from timm.layers import BlurPool2d
 from torch import nn
 
 from smallseg.errors import SmallsegError, one_line
@@ -28,6 +30,10 @@ from smallseg.models.state import load_encoder_weights
 from smallseg.models.validate import check_smp_kwargs, smp_architecture
 
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+# ModelConfig.encoder_antialias name -> timm aa_layer. Zero padding like the convs around it, so an output
+# pixel away from the tile border does not see the border (reflect padding would be just as local).
+ENCODER_ANTIALIAS_LAYERS = {"blurpc": functools.partial(BlurPool2d, pad_mode="constant")}
 
 
 class SmallObjectNet(nn.Module):
@@ -67,7 +73,8 @@ class SmallObjectNet(nn.Module):
         self.refiner = FullResolutionRefiner(
             decoder_channels, decoder_stride, stride2_channels, config.in_channels, config.refine_channels
         )
-        self.heads = build_heads(self.refiner.out_channels, config.heads, config.classes)
+        self.heads = build_heads(self.refiner.out_channels, config.heads, config.classes,
+                                 boundary_head=config.boundary_head)
         self.input_multiple = int(getattr(encoder, "output_stride", 2**config.encoder_depth))
         for part in (self.lfe, self.refiner):
             if part is not None:
@@ -179,6 +186,9 @@ def build_from_config(config: ModelConfig, *, encoder_weights: str | os.PathLike
     remote = None if local_weights is not None else encoder_weights
     if remote is not None and config.encoder_name.startswith("tu-"):
         remote = True  # smp's convention for timm encoders
+    # Only names from a config reach here; the layer each one means is chosen in code (never from the file).
+    encoder_kwargs = {} if config.encoder_antialias is None else {
+        "aa_layer": ENCODER_ANTIALIAS_LAYERS[config.encoder_antialias]}
     try:
         encoder = smp.encoders.get_encoder(
             config.encoder_name,
@@ -186,7 +196,13 @@ def build_from_config(config: ModelConfig, *, encoder_weights: str | os.PathLike
             depth=config.encoder_depth,
             weights=remote,
             output_stride=config.encoder_output_stride,
+            **encoder_kwargs,
         )
+    except TypeError as exc:  # the timm model has no aa_layer argument
+        raise SmallsegError(
+            f"encoder_antialias {config.encoder_antialias!r}: timm {config.encoder_name[3:]!r} does not take "
+            f"aa_layer ({one_line(exc)}); use e.g. tu-mobilenetv4_conv_small, or encoder_antialias=None"
+        ) from None
     except (KeyError, RuntimeError, ValueError, AttributeError) as exc:
         raise SmallsegError(
             f"encoder_name {config.encoder_name!r}: cannot build it ({one_line(exc)}); use an smp encoder name "
@@ -203,6 +219,8 @@ def build_from_config(config: ModelConfig, *, encoder_weights: str | os.PathLike
         segmentation_channels=config.decoder_segmentation_channels,
         dropout=config.decoder_dropout,
         merge_policy=config.decoder_merge_policy,
+        norm=config.decoder_norm,
+        align_corners=config.decoder_align_corners,
     )
     smp_init.initialize_decoder(decoder)
     return SmallObjectNet(

@@ -10,6 +10,12 @@ Per pixel:
   the image edge), divided by the object's own maximum: 1 at its most interior pixel, ``1/max`` on its
   border, 0 on background. Per-object normalisation gives tiny and large objects the same range, and two
   touching objects are each low along their shared border, which is what separates them.
+- ``boundary``: signed distance from the pixel centre to its object's edge (issue #17, the contour-refinement
+  head): inside an object ``edt_in - 0.5`` (``edt_in`` = Euclidean distance to the nearest pixel of another
+  object or background), outside every object ``-(edt_out - 0.5)`` (to the nearest object pixel), clipped to
+  ``+-BOUNDARY_CLIP_PX`` and divided by it. The pixels either side of an edge get ``+-0.5`` px, so the zero
+  level lies on the pixel edge between them; a shared border between two objects is an edge of each. The
+  image (crop) edge is not an edge: the object goes on beyond it. Masked like ``distance``.
 - ``ignore``: pixels excluded from the semantic loss (negative instance ids or negative classes, e.g. -1 for
   "unlabelled" regions, and centroid-only pixels).
 - ``distance_ignore``: pixels excluded from the distance loss: ``ignore`` plus every pixel of an object that
@@ -29,8 +35,9 @@ import torch
 from scipy import ndimage
 
 from smallseg.errors import SmallsegError
+from smallseg.models.heads import BOUNDARY_CLIP_PX
 
-TARGET_KEYS = ("semantic", "centroid", "centroid_mask", "distance", "ignore", "distance_ignore")
+TARGET_KEYS = ("semantic", "centroid", "centroid_mask", "distance", "boundary", "ignore", "distance_ignore")
 WEAK_CLASS_OFFSET = -1000  # as smallseg.data.labels.common.WEAK_CLASS_OFFSET
 
 
@@ -52,6 +59,7 @@ def encode_targets(
         dict of numpy arrays:
         ``semantic`` (H, W) int64; ``centroid`` (2, H, W) float32 (dy, dx) / max_distance_px;
         ``centroid_mask`` (H, W) bool (object pixels, not ignored); ``distance`` (H, W) float32 in [0, 1];
+        ``boundary`` (H, W) float32 in [-1, 1] (signed distance to the edge / ``BOUNDARY_CLIP_PX``);
         ``ignore`` (H, W) bool; ``distance_ignore`` (H, W) bool.
     """
     instances = np.asarray(instances)
@@ -106,6 +114,7 @@ def encode_targets(
             inside = mask[1:-1, 1:-1]
             distance[box][inside] = (edt[inside] / edt.max()).astype(np.float32)
 
+    boundary = signed_edge_distance(dense, objects)
     centroid_mask = objects & ~ignore
     distance_ignore = ignore.copy()
     if weak.any():
@@ -117,21 +126,50 @@ def encode_targets(
         semantic[weak] = 0
     centroid[:, ~centroid_mask] = 0.0
     distance[distance_ignore] = 0.0
+    boundary[distance_ignore] = 0.0
     return {
         "semantic": semantic,
         "centroid": centroid,
         "centroid_mask": centroid_mask,
         "distance": distance,
+        "boundary": boundary,
         "ignore": ignore,
         "distance_ignore": distance_ignore,
     }
+
+
+def signed_edge_distance(dense: np.ndarray, objects: np.ndarray, clip_px: float = BOUNDARY_CLIP_PX) -> np.ndarray:
+    """The ``boundary`` target (see the module doc): (H, W) float32 in [-1, 1].
+
+    Args:
+        dense: (H, W) int dense object ids (0 = none).
+        objects: (H, W) bool object pixels (``dense > 0``).
+        clip_px: distances are clipped to this and divided by it.
+    """
+    h, w = dense.shape
+    out = np.full((h, w), -1.0, np.float32)
+    if not objects.any():
+        return out
+    if not objects.all():
+        outside = ndimage.distance_transform_edt(~objects)
+        out[~objects] = -np.minimum(outside[~objects] - 0.5, clip_px) / clip_px
+    pad = int(np.ceil(clip_px)) + 1  # a window this much larger than the object holds its distances < clip
+    for label, box in enumerate(ndimage.find_objects(dense), start=1):
+        if box is None:
+            continue
+        window = tuple(slice(max(b.start - pad, 0), min(b.stop + pad, n)) for b, n in zip(box, (h, w)))
+        mask = dense[window] == label
+        # No zero in the window means the object fills it (a crop inside one object): all interior.
+        edt = ndimage.distance_transform_edt(mask) if not mask.all() else np.full(mask.shape, clip_px + 1.0)
+        out[window][mask] = (np.minimum(edt[mask] - 0.5, clip_px) / clip_px).astype(np.float32)
+    return out
 
 
 def collate_targets(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     """Stack per-image targets from :func:`encode_targets` into a batch of tensors.
 
     Returns: ``semantic`` (B, H, W) int64, ``centroid`` (B, 2, H, W) float32, ``centroid_mask`` (B, H, W)
-    bool, ``distance`` (B, H, W) float32, ``ignore`` (B, H, W) bool, ``distance_ignore`` (B, H, W) bool.
+    bool, ``distance`` (B, H, W) float32, ``boundary`` (B, H, W) float32, ``ignore`` (B, H, W) bool, ``distance_ignore`` (B, H, W) bool.
     """
     if not samples:
         raise SmallsegError("collate_targets: empty batch")
