@@ -14,6 +14,7 @@ stops the batch as without Dask: the tasks not started are cancelled.
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 from smallseg.errors import one_line
@@ -59,7 +60,7 @@ def run_entries_on_cluster(client, entries, given_model, model, model_info: dict
         rows[i] = decided_result(entry, options, resume=resume, wanted=wanted)
         if rows[i] is None:
             futures[client.submit(series_task, entry, ref, scattered, options, pure=False,
-                                  key=f"smallseg-series-{i}-{options.model_fingerprint[:8]}-{time.time_ns()}")] = i
+                                  key=f"smallseg-series-{i}-{uuid.uuid4().hex}")] = i
     bar = JobProgress(len(entries), desc="series", enabled=progress)
     noted: set[str] = set()
 

@@ -17,6 +17,7 @@ work folder that ``--resume`` continues.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -97,7 +98,8 @@ def predict_geotiffs_on_cluster(
     Same arguments and result (inputs in order, one result or failure each) as ``predict_geotiffs``;
     ``split_rows`` chooses which scenes are split into bands of tile rows (see
     :func:`~smallseg.pipeline.geotiff.split.band_rows_for`). The outputs are byte-identical to
-    ``predict_geotiffs`` without a client (``run.json`` differs in timings and session only).
+    ``predict_geotiffs`` without a client (``run.json`` differs in timings and session only). There is no
+    ``on_row_done`` here: tile rows are checkpointed on the workers.
     """
     from smallseg.cluster.client import worker_count
     from smallseg.cluster.progress import JobProgress
@@ -127,8 +129,8 @@ def predict_geotiffs_on_cluster(
         else:
             work = WorkDir(path.stem, out_dir)
             whole[path] = client.submit(scene_task, str(path), str(out_dir), ref, scattered,
-                                        _task_options(quiet, work), key=f"smallseg-scene-{path.stem}-{ref.sha256[:8]}-"
-                                        f"{os.getpid()}-{id(batch)}", pure=False, retries=TASK_RETRIES)
+                                        _task_options(quiet, work), key=f"smallseg-scene-{path.stem}-{uuid.uuid4().hex}",
+                                        pure=False, retries=TASK_RETRIES)
     progress = JobProgress(len(whole), desc=f"{len(batch.inputs)} scene(s)", enabled=options.progress)
 
     def report(path: Path, outcome) -> None:

@@ -46,6 +46,7 @@ import hashlib
 import json
 import math
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +236,7 @@ class BandSource:
             self.futures[r0] = client.submit(
                 predict_band, str(job.path), ref, scattered, job.options, r0, r1,
                 str(part_path(job.work, r0, r1)), self.key, grid_key,
-                key=f"smallseg-band-{job.path.stem}-{r0:06d}-{r1:06d}-{token}", pure=False,
+                key=f"smallseg-band-{job.path.stem}-{r0:06d}-{r1:06d}-{token}-{uuid.uuid4().hex[:12]}", pure=False,
                 priority=len(self.bands) - i, retries=1)
         self._open: tuple[int, object] | None = None
 
