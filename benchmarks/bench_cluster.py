@@ -84,7 +84,10 @@ else:
         stats["worker_peak_rss_mb"] = sorted(v / 1024 for v in client.run(
             lambda: __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss).values())
         stats["worker_model_load_s"] = [x for v in client.run(load_seconds).values() for x in v]
+        stats["worker_cpu_s"] = sorted(client.run(
+            lambda: sum(__import__("resource").getrusage(__import__("resource").RUSAGE_SELF)[:2])).values())
 stats["client_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+stats["client_cpu_s"] = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
 stats["objects"] = sum(r.n_objects for r in batch.results)
 stats["failures"] = [f.message for f in batch.failures]
 stats["timings"] = [r.run.get("timings_s", {}) for r in batch.results]
@@ -160,6 +163,7 @@ def cmd_split(args) -> dict:
           f"{[round(v) for v in stats['worker_peak_rss_mb']]} MB, client peak RSS {stats['client_peak_rss_mb']:.0f} MB, "
           f"load {load_avg()}")
     print("client stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+    print(f"CPU seconds: client {stats['client_cpu_s']:.0f}, workers {[round(v) for v in stats.get('worker_cpu_s', [])]}")
     if args.compare:
         ref_out = work / f"split_{args.size}_single"
         single = run_once([scene], ref_out, "none", "0", 1)
