@@ -61,6 +61,8 @@ def _add_train(subparsers) -> None:
     p.add_argument("--out", default=None, help="run folder for checkpoints and logs (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out after its last finished epoch (same result as not stopping)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --out (without it, and without --resume, such a folder is refused)")
     p.add_argument("--device", default=None,
                    help="auto (CUDA if available), cpu, cuda or cuda:N; overrides the config's device")
     p.add_argument("--epochs", type=int, default=None, help="override optim.epochs from the config")
@@ -80,8 +82,14 @@ def _run_train(args) -> int:
             if value < 1:
                 raise SmallsegError(f"--{option.replace('_', '-')} {value}: must be at least 1")
             setattr(config.optim, field, value)
-    result = train(config, args.out or f"runs/{config.name}", resume=args.resume, device=args.device,
-                   progress=not args.quiet)
+    if args.resume and args.overwrite:
+        raise SmallsegError("--resume and --overwrite: choose one (continue the run in --out, or replace it)")
+    try:
+        result = train(config, args.out or f"runs/{config.name}", resume=args.resume, device=args.device,
+                       progress=not args.quiet, overwrite=args.overwrite)
+    except SmallsegError as exc:  # the library names keyword arguments; here they are flags
+        raise SmallsegError(str(exc).replace("resume=True", "--resume").replace("overwrite=True", "--overwrite")
+                            .replace("another run folder", "another --out")) from None
     print(f"best checkpoint: {result.best_checkpoint}")
     return 0
 
@@ -381,16 +389,21 @@ def _add_evaluate(subparsers) -> None:
     p.add_argument("--pixel-size", default=None,
                    help="square pixel side (e.g. 0.3m, 0.5mm) for inputs without CRS/spacing, for m2/mm2 buckets "
                         "and physical boundary widths")
+    from smallseg.metrics.evaluation_sources_cli import add_source_arguments  # vector/box GT, --area, --plot (#15)
+
+    add_source_arguments(p)
     p.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args) -> int:
     from smallseg.metrics.evaluation import evaluate
+    from smallseg.metrics.evaluation_sources_cli import evaluate_from_args, uses_sources
 
-    result = evaluate(args.gt, args.pred, gt_classes=args.gt_classes, pred_classes=args.pred_classes,
-                      pred_objects=args.pred_objects, gt_objects=args.gt_objects, size_buckets=args.size_buckets,
-                      boundary=args.boundary, boundary_width=args.boundary_width, max_dets=args.max_dets,
-                      pixel_size=args.pixel_size, class_agnostic=args.class_agnostic)
+    score = evaluate_from_args if uses_sources(args) else (lambda a, **kw: evaluate(a.gt, a.pred, **kw))
+    result = score(args, gt_classes=args.gt_classes, pred_classes=args.pred_classes,
+                   pred_objects=args.pred_objects, gt_objects=args.gt_objects, size_buckets=args.size_buckets,
+                   boundary=args.boundary, boundary_width=args.boundary_width, max_dets=args.max_dets,
+                   pixel_size=args.pixel_size, class_agnostic=args.class_agnostic)
     print(result.format_table())
     if args.json:
         print(f"wrote {result.write_json(args.json)}")

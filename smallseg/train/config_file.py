@@ -16,6 +16,7 @@ the same folder as the files that build on it.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -46,6 +47,31 @@ def read_config_file(path: str | os.PathLike, *, sections: Iterable[str] | None 
     return _read(Path(path), allowed, kind, chain=())
 
 
+def check_keys(given: Any, allowed: Iterable[str], where: str) -> None:
+    """Refuse a mapping's keys that are not in ``allowed``, in one line naming the closest allowed key.
+
+    A typo in a YAML section (``loss: {semantic_wieght: 2}``) would otherwise be ignored or surface as a
+    ``TypeError`` from deep inside training.
+
+    Args:
+        given: the keys found (a mapping or any iterable of keys).
+        allowed: the keys that section accepts.
+        where: names the section for the message (``"configs/x.yaml: loss"``).
+
+    Raises:
+        SmallsegError: ``"WHERE: unknown key 'semantic_wieght' (did you mean semantic_weight?); allowed: ..."``.
+    """
+    allowed = sorted(str(k) for k in allowed)
+    unknown = [k for k in given if k not in allowed]
+    if not unknown:
+        return
+    key = unknown[0]
+    close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    more = f" and {len(unknown) - 1} more ({', '.join(map(repr, unknown[1:]))})" if len(unknown) > 1 else ""
+    raise SmallsegError(f"{where}: unknown key {key!r}{hint}{more}; allowed: {', '.join(allowed) or 'none'}")
+
+
 def merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """``override`` laid over ``base``: mappings merged key by key at every depth, other values replaced whole.
 
@@ -73,7 +99,9 @@ def _read(path: Path, allowed: set[str] | None, kind: str, chain: tuple[Path, ..
     if allowed is not None:
         unknown = sorted(set(raw) - allowed - {"base"})
         if unknown:
-            raise SmallsegError(f"{path}: unknown section(s) {unknown}; known: base, {', '.join(sorted(allowed))}")
+            close = difflib.get_close_matches(str(unknown[0]), sorted(allowed), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise SmallsegError(f"{path}: unknown section(s) {unknown}{hint}; known: base, {', '.join(sorted(allowed))}")
     base_name = raw.pop("base", None)
     if base_name is None:
         return raw

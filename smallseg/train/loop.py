@@ -75,11 +75,12 @@ import torch
 import yaml
 
 from smallseg.errors import SmallsegError, one_line
+from smallseg.io.atomic import OutputLock, atomic_path, write_text_atomic
 from smallseg.models import ModelConfig, build_from_config, save_checkpoint
 from smallseg.models.checkpoint import load_weights, read_checkpoint_config
 from smallseg.models.registry import resolve_device
 from smallseg.train.augment import AugmentConfig
-from smallseg.train.config_file import read_config_file
+from smallseg.train.config_file import check_keys, read_config_file
 from smallseg.normalize import Normalization
 from smallseg.train.data import (
     CropDataset,
@@ -145,6 +146,7 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
     for required in ("model", "data"):
         if required not in raw:
             raise SmallsegError(f"{path}: missing the '{required}:' section")
+    _check_sections(raw, path)
     try:
         augment = AugmentConfig.from_dict(raw.get("augment"))
         optim = OptimConfig(**(raw.get("optim") or {}))
@@ -185,6 +187,116 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
     )
 
 
+LOSS_KEYS = ("semantic_weight", "centroid_weight", "distance_weight", "class_weights")  # head_losses' keywords
+DATA_KEYS = ("train", "val")
+
+
+def _section(raw: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    value = raw.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SmallsegError(f"{path}: {name}: expected a mapping, got {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def _check_sections(raw: dict[str, Any], path: Path) -> None:
+    """Every key of the ``optim``, ``loss``, ``decode`` and ``data`` sections (and of each data source) is one
+    the training reads, with a value of the right kind: a typo is one line naming the closest key, never a
+    TypeError mid-run or a setting silently ignored."""
+    from smallseg.decode.centroids import DecodeConfig
+
+    optim = _section(raw, "optim", path)
+    check_keys(optim, OptimConfig.__dataclass_fields__, f"{path}: optim")
+    loss = _section(raw, "loss", path)
+    check_keys(loss, LOSS_KEYS, f"{path}: loss")
+    for key, value in loss.items():
+        values = value if key == "class_weights" and isinstance(value, list) else [value]
+        if key == "class_weights" and not isinstance(value, list):
+            raise SmallsegError(f"{path}: loss.class_weights: expected a list of numbers (background first), "
+                                f"got {value!r:.60}")
+        if not all(_is_real(v) for v in values):
+            raise SmallsegError(f"{path}: loss.{key}: expected {'numbers' if len(values) > 1 else 'a number'}, "
+                                f"got {value!r:.60}")
+    decode = _section(raw, "decode", path)
+    check_keys(decode, DecodeConfig.__dataclass_fields__, f"{path}: decode")
+    for key, value in decode.items():
+        if not _is_real(value):
+            raise SmallsegError(f"{path}: decode.{key}: expected a number, got {value!r:.60}")
+    data = _section(raw, "data", path)
+    check_keys(data, DATA_KEYS, f"{path}: data")
+    for split in DATA_KEYS:
+        specs = data.get(split)
+        if specs is None:
+            continue
+        if not isinstance(specs, list):
+            raise SmallsegError(f"{path}: data.{split}: expected a list of sources such as "
+                                "[{synthetic: nuclei, count: 8}]")
+        for i, spec in enumerate(specs):
+            check_source(spec, f"{path}: data.{split}[{i}]")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_SYNTHETIC_KEYS = ("synthetic", "count", "size", "seed", "options", "modality")
+# Generator keywords a synthetic source's options: may not set (the source sets them itself).
+_SYNTHETIC_FIXED = ("height", "width", "size_xyz", "seed")
+
+
+def _synthetic_options(kind: str) -> tuple[str, ...] | None:
+    """The ``options:`` keys of a synthetic source of ``kind`` (its generator's keywords); None: unknown kind."""
+    import inspect
+
+    if kind == "remote-sensing":
+        from smallseg.data.remote_sensing import make_remote_sensing_scene as generator
+        extra: tuple[str, ...] = ()
+    elif kind == "nuclei":
+        from smallseg.data.microscopy import make_nuclei_image as generator
+        extra = ("class_id",)
+    elif kind == "ct":
+        from smallseg.data.medical import make_ct_volume as generator
+        extra = ("class_id", "slices")
+    else:
+        return None
+    names = [n for n, p in inspect.signature(generator).parameters.items()
+             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in _SYNTHETIC_FIXED]
+    return (*names, *extra)
+
+
+def check_source(spec: Any, where: str = "data source") -> str:
+    """Check one data source's keys (see the module docstring) and return its kind.
+
+    Raises:
+        SmallsegError: not a mapping with exactly one kind, or a key that kind does not read (naming the
+            closest one).
+    """
+    kinds = [k for k in SOURCE_KINDS if isinstance(spec, dict) and k in spec]
+    if len(kinds) != 1:
+        raise SmallsegError(f"{where}: {spec!r:.80}: give exactly one of {', '.join(k + ':' for k in SOURCE_KINDS)}")
+    kind = kinds[0]
+    if kind == "synthetic":
+        check_keys(spec, _SYNTHETIC_KEYS, f"{where} (synthetic)")
+        allowed = _synthetic_options(str(spec["synthetic"]))
+        if allowed is None:
+            raise SmallsegError(f"{where}: synthetic: unknown kind {spec['synthetic']!r}; use remote-sensing, "
+                                "nuclei or ct")
+        options = spec.get("options") or {}
+        if not isinstance(options, dict):
+            raise SmallsegError(f"{where}: synthetic options: expected a mapping of generator settings")
+        check_keys(options, allowed, f"{where}: synthetic {spec['synthetic']} options")
+        for key in ("count", "size", "seed"):
+            if key in spec and not (isinstance(spec[key], int) and not isinstance(spec[key], bool)):
+                raise SmallsegError(f"{where}: {key}: expected a whole number, got {spec[key]!r:.40}")
+        return kind
+    check_keys(spec, (kind, "modality"), f"{where} ({kind})")
+    if not isinstance(spec[kind], dict):
+        raise SmallsegError(f"{where}: {kind}: expected a mapping of {', '.join(_SOURCE_KEYS[kind])}")
+    check_keys(spec[kind], _SOURCE_KEYS[kind], f"{where}: {kind}")
+    return kind
+
+
 SOURCE_KINDS = ("synthetic", "geotiff", "coco", "vector", "label_image", "boxes", "nifti", "volume")
 _SOURCE_KEYS = {
     "geotiff": ("image", "instances", "classes", "bands", "area"),
@@ -218,16 +330,7 @@ def load_source(spec: dict[str, Any], base_dir: Path, classes=None) -> list[Labe
     """
     from smallseg.data import labels as label_sources
 
-    kinds = [k for k in SOURCE_KINDS if isinstance(spec, dict) and k in spec]
-    if len(kinds) != 1:
-        raise SmallsegError(f"data source {spec!r}: give exactly one of {', '.join(k + ':' for k in SOURCE_KINDS)}")
-    kind = kinds[0]
-    if kind != "synthetic":
-        if not isinstance(spec[kind], dict):
-            raise SmallsegError(f"data source {kind}: expected a mapping of {', '.join(_SOURCE_KEYS[kind])}")
-        unknown = sorted(set(spec[kind]) - set(_SOURCE_KEYS[kind]))
-        if unknown:
-            raise SmallsegError(f"data source {kind}: unknown key(s) {unknown}; known: {', '.join(_SOURCE_KEYS[kind])}")
+    kind = check_source(spec)
     resolve = lambda p: None if p is None else (base_dir / p)  # noqa: E731
 
     def area_of(g: dict[str, Any]):
@@ -309,6 +412,7 @@ def train(
     time_budget_s: float | None = None,
     patience: int | None = None,
     on_epoch=None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a model as ``config`` says, writing checkpoints into ``run_dir`` after every epoch.
 
@@ -327,14 +431,51 @@ def train(
             pace, end after it (the decode tuning at the end is not counted).
         patience: stop after this many epochs without a better validation ``select_metric`` (early stopping).
         on_epoch: called with each epoch's history record (progress displays).
+        overwrite: start afresh in a ``run_dir`` that holds an earlier run's results (they are replaced);
+            without it (and without ``resume``) such a folder is refused, so a run is never lost by accident.
 
     Returns:
         TrainResult with the checkpoint paths and the per-epoch history.
+
+    Raises:
+        SmallsegError: ``run_dir`` holds a run and neither ``resume`` nor ``overwrite`` is set; another process
+            trains into ``run_dir`` (one writer per run folder: :class:`smallseg.io.atomic.OutputLock`); bad
+            data or settings.
     """
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SmallsegError(f"{run_dir}: cannot create the run folder ({one_line(exc)})") from None
+    with OutputLock(run_dir / RUN_LOCK, what=f"run folder {run_dir}"):
+        if not resume and not overwrite:
+            earlier = [name for name in RUN_RESULTS if (run_dir / name).exists()]
+            if earlier:
+                raise SmallsegError(f"{run_dir} holds an earlier training run ({', '.join(earlier)}); pass "
+                                    "resume=True to continue it, overwrite=True to replace it, or choose another "
+                                    "run folder")
+        if overwrite and not resume:
+            # The earlier run's results go first: a new run killed before its first epoch must not leave
+            # them beside its own config.yaml, looking like its results.
+            for name in (*RUN_RESULTS, "history.jsonl"):
+                (run_dir / name).unlink(missing_ok=True)
+        return _train_locked(config, run_dir, resume=resume, device=device, progress=progress,
+                             stop_after_epochs=stop_after_epochs, train_images=train_images, val_images=val_images,
+                             time_budget_s=time_budget_s, patience=patience, on_epoch=on_epoch)
+
+
+# The files of a run folder that hold results (a run killed before its first epoch leaves none of them).
+RUN_RESULTS = ("last.safetensors", "best.safetensors", "state.pt")
+RUN_LOCK = ".smallseg.lock"
+
+
+def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, device: str | None, progress: bool,
+                  stop_after_epochs: int | None, train_images: list[LabeledImage] | None,
+                  val_images: list[LabeledImage] | None, time_budget_s: float | None, patience: int | None,
+                  on_epoch) -> TrainResult:
+    """:func:`train` once the run folder is locked and checked."""
     from tqdm.auto import tqdm
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device or config.device)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
@@ -375,12 +516,16 @@ def train(
         if not (state_path.exists() and last_path.exists()):
             raise SmallsegError(f"--resume: {run_dir} has no finished epoch to resume from (state.pt, last.safetensors)")
         load_weights(model, last_path)
-        state = torch.load(state_path, map_location=dev, weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        state = _read_state(state_path, dev)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["torch_rng"])
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+            raise SmallsegError(f"{state_path}: does not fit this run's model and optimiser ({one_line(exc)}); "
+                                "start again with overwrite=True or another run folder") from None
         start_epoch, best = int(state["epoch"]) + 1, float(state["best"])
-        torch.set_rng_state(state["torch_rng"])
         history = _read_history(run_dir / "history.jsonl")[:start_epoch]
     else:
         (run_dir / "history.jsonl").write_text("")
@@ -456,9 +601,10 @@ def train(
             save_checkpoint(model, best_path, storage_dtype=config.storage_dtype)
         else:
             since_best += 1
-        torch.save({"epoch": epoch, "best": best, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "torch_rng": torch.get_rng_state()}, state_path)
+        with atomic_path(state_path) as tmp:  # a kill mid-write leaves the previous epoch's state whole
+            torch.save({"epoch": epoch, "best": best, "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                        "torch_rng": torch.get_rng_state()}, tmp)
         history.append(record)
         with open(run_dir / "history.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -651,4 +797,33 @@ def _write_resolved_config(config: TrainConfig, model_config: ModelConfig, path:
         "init": None if config.init is None else str(config.init),
         "normalize": config.normalize, "normalize_by_modality": config.normalize_by_modality or None,
     }
-    path.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(resolved, sort_keys=False))
+
+
+def _read_state(path: Path, device: torch.device) -> dict[str, Any]:
+    """``state.pt`` as data: ``torch.load(weights_only=True)`` (tensors, numbers, plain containers; no code),
+    then its shape checked. A file that is not one (truncated, tampered, a pickle with objects) is one line."""
+    import pickle
+
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the refusal below says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError,
+            ImportError, IndexError, KeyError, UnicodeDecodeError) as exc:
+        raise SmallsegError(f"{path}: not a training state written by smallseg train, refused ({one_line(exc)[:160]}); "
+                            "start again with overwrite=True or another run folder") from None
+    expected = {"epoch": int, "best": float, "optimizer": dict, "scheduler": dict, "scaler": dict,
+                "torch_rng": torch.Tensor}
+    if not isinstance(state, dict) or any(k not in state for k in expected):
+        raise SmallsegError(f"{path}: not a training state written by smallseg train (needs "
+                            f"{', '.join(expected)}); start again with overwrite=True or another run folder")
+    for key, kind in expected.items():
+        ok = isinstance(state[key], (int, float)) and not isinstance(state[key], bool) if kind is float else \
+            isinstance(state[key], kind) and not isinstance(state[key], bool)
+        if not ok:
+            raise SmallsegError(f"{path}: {key} is a {type(state[key]).__name__}, not a {kind.__name__}; start "
+                                "again with overwrite=True or another run folder")
+    return state
