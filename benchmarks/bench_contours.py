@@ -1,0 +1,188 @@
+"""Issue #17 ablation: the contour-refinement stage (boundary head + edge re-placement) on nuclei.
+
+Two rows, same encoder, same data, same training budget (epochs x steps x batch), same seeds:
+
+    without   the microscopy-v2 architecture (semantic + centroid + distance heads, falling LFE)
+    with      the same + ``boundary_head: signed_distance`` (its loss term, and the decoder's edge re-placement)
+
+The "with" model is also scored with its boundary output dropped before decoding ("head, no refine"), which
+separates what the extra training signal does to the shared features from what the edge re-placement does.
+Each row: checkpoint chosen on the validation images (AP), decode tuned on them after training (train()
+does both), then scored with the tiled pipeline (``predict_array``) on held-out synthetic nuclei and on the
+real DSB2018 image (tests/data, never used in training or tuning). Columns: AP (IoU .5:.95), AP_small,
+Boundary AP, F1@0.5; forward and forward + decode ms per 256² tile (batch 1, this CPU).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_contours.py --epochs 6 --steps 40 --out runs/contours
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_contours.py --score-only --out runs/contours
+
+Each row resumes its run (``--resume``) if its folder holds one, so an interrupted benchmark continues.
+Writes OUT/contours.md and OUT/contours.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+import yaml
+
+from smallseg.decode.components import decode_outputs
+from smallseg.metrics.multi import evaluate_images
+from smallseg.models import load_checkpoint
+from smallseg.pipeline.array import decode_config_for, predict_array
+from smallseg.train.loop import load_source, load_train_config, train
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = {"without": {}, "with": {"boundary_head": "signed_distance"}}
+
+
+def base_config(args) -> dict:
+    realistic = {"style": "realistic"}
+    return {
+        "name": "contours",
+        "model": {"encoder_name": "tu-mobilenetv3_small_100", "encoder_output_stride": 16, "in_channels": 1,
+                  "classes": 1, "class_names": ["nucleus"], "decoder_pyramid_channels": 64,
+                  "decoder_segmentation_channels": 64, "refine_channels": [32, 16], "lfe": "falling",
+                  "lfe_dilations": [4, 2, 1], "heads": ["semantic", "centroid", "distance"], "max_distance_px": 24},
+        "normalize": {"kind": "percentile", "lo": 1.0, "hi": 99.5, "clip": True},
+        "data": {
+            "train": [
+                {"synthetic": "nuclei", "count": 24, "size": 256, "seed": 11000,
+                 "options": {**realistic, "mean_diameter_px": 18}},
+                {"synthetic": "nuclei", "count": 16, "size": 256, "seed": 12000,
+                 "options": {**realistic, "mean_diameter_px": 24}},
+                {"synthetic": "nuclei", "count": 12, "size": 256, "seed": 13000,
+                 "options": {**realistic, "mean_diameter_px": 13, "dtype": "uint8"}},
+                {"synthetic": "nuclei", "count": 12, "size": 256, "seed": 15000,
+                 "options": {**realistic, "mean_diameter_px": 20, "dtype": "uint8", "cluster_fraction": 0.8}},
+            ],
+            "val": [{"synthetic": "nuclei", "count": 4, "size": 256, "seed": 19000,
+                     "options": {**realistic, "mean_diameter_px": 20}}],
+        },
+        "augment": {"crop_size": args.crop, "scale_range": [0.7, 1.5], "mosaic_p": 0.3, "brightness": 0.15,
+                    "contrast": 0.3, "noise_std": 0.03, "blur_p": 0.3},
+        "loss": {"semantic_weight": 1.0, "centroid_weight": 2.0, "distance_weight": 1.0},
+        "decode": {"fg_threshold": 0.5, "min_score": 0.1},
+        "optim": {"epochs": args.epochs, "steps_per_epoch": args.steps, "batch_size": args.batch_size,
+                  "lr": 0.002, "weight_decay": 0.0001, "warmup_steps": 20},
+        "seed": 0,
+        "device": "cpu",
+        "select_metric": "AP",
+    }
+
+
+def test_sets(args) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]]:
+    """{name: [(raw image (H, W), gt instances, gt classes)]}: held-out synthetic nuclei and DSB2018."""
+    synthetic = []
+    for spec in ({"synthetic": "nuclei", "count": args.test_images, "size": 256, "seed": 70000,
+                  "options": {"style": "realistic", "mean_diameter_px": 18}},
+                 {"synthetic": "nuclei", "count": args.test_images, "size": 256, "seed": 71000,
+                  "options": {"style": "realistic", "mean_diameter_px": 13, "dtype": "uint8"}}):
+        for im in load_source(spec, ROOT):
+            synthetic.append((im.image[..., 0], im.instances, None))
+    image = tifffile.imread(ROOT / "tests" / "data" / "dsb2018_nuclei_image.tif")
+    labels = tifffile.imread(ROOT / "tests" / "data" / "dsb2018_nuclei_labels.tif").astype(np.int64)
+    return {"synthetic nuclei": synthetic, "DSB2018 (real)": [(image, labels, None)]}
+
+
+class _DropBoundary(torch.nn.Module):
+    """The same trained model with its ``boundary`` output removed (decoding then does no refinement)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def forward(self, x):
+        return {k: v for k, v in self.model(x).items() if k != "boundary"}
+
+
+def score(model, sets) -> dict:
+    out = {}
+    for name, items in sets.items():
+        ev = evaluate_images([(gt, cls, predict_array(img, model, tile_size_px=256)) for img, gt, cls in items])
+        out[name] = {k: ev.metrics.get(k) for k in ("AP", "AP50", "AP_small", "boundary_AP", "F1", "count_gt")}
+    return out
+
+
+def timing(model, repeats: int = 8) -> dict:
+    """Forward and forward + decode ms per 256² tile (batch 1) on a real-looking synthetic nuclei tile."""
+    im = load_source({"synthetic": "nuclei", "count": 1, "size": 256, "seed": 72000,
+                      "options": {"style": "realistic", "mean_diameter_px": 18}}, ROOT)[0].image[..., 0]
+    x = torch.from_numpy(((im - np.percentile(im, 1)) / (np.percentile(im, 99.5) - np.percentile(im, 1) + 1e-6))
+                         .clip(0, 1).astype(np.float32))[None, None]
+    decode = decode_config_for(model)
+    with torch.inference_mode():
+        decode_outputs(model(x), decode)  # warm-up (numba compile)
+        fwd, total = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            outputs = model(x)
+            t1 = time.perf_counter()
+            decode_outputs(outputs, decode)
+            t2 = time.perf_counter()
+            fwd.append(t1 - t0)
+            total.append(t2 - t0)
+    return {"forward_ms": 1000 * float(np.median(fwd)), "forward_decode_ms": 1000 * float(np.median(total))}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/contours")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--test-images", type=int, default=8, help="held-out synthetic images per style (2 styles)")
+    parser.add_argument("--rows", default="without,with")
+    parser.add_argument("--score-only", action="store_true", help="score the runs already in --out")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sets = test_sets(args)
+    results = {}
+    for name in args.rows.split(","):
+        config = base_config(args)
+        config["model"].update(ROWS[name])
+        config_path = out / f"{name}.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        run_dir = out / name
+        if not args.score_only:
+            t0 = time.perf_counter()
+            train(load_train_config(config_path), run_dir, progress=False,
+                  resume=(run_dir / "history.jsonl").exists())
+            print(f"{name}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
+        history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+        model = load_checkpoint(run_dir / "best.safetensors").eval()
+        variants = {name: model}
+        if name == "with":
+            variants["with: head, no refine"] = _DropBoundary(model)
+        for label, m in variants.items():
+            results[label] = {"scores": score(m, sets), **timing(m),
+                              "train_s": sum(h.get("seconds", 0) for h in history)}
+            print(label, json.dumps(results[label]), flush=True)
+    f = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    lines = []
+    for set_name in sets:
+        lines += [f"{set_name}:", "", "| row | AP | AP50 | AP_small | Boundary AP | F1@0.5 | fwd ms | fwd+decode ms | train s |",
+                  "|" + " --- |" * 9]
+        for label, r in results.items():
+            s = r["scores"][set_name]
+            lines.append(f"| {label} | {f(s['AP'])} | {f(s['AP50'])} | {f(s['AP_small'])} | {f(s['boundary_AP'])} | "
+                         f"{f(s['F1'])} | {r['forward_ms']:.1f} | {r['forward_decode_ms']:.1f} | {r['train_s']:.0f} |")
+        lines.append("")
+    table = "\n".join(lines)
+    (out / "contours.md").write_text(f"command: {' '.join(sys.argv)}\n\n{table}\n", encoding="utf-8")
+    (out / "contours.json").write_text(json.dumps({"settings": vars(args), "rows": results}, indent=2))
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
