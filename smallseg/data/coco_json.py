@@ -34,6 +34,37 @@ REMOTE_SENSING_CATEGORIES = [
 ]
 
 
+def unknown_categories(dataset: dict) -> dict[int, int]:
+    """Category ids the annotations of a COCO dataset use but its ``categories`` do not declare.
+
+    Args:
+        dataset: a COCO dataset dict (``annotations``, ``categories``).
+
+    Returns:
+        ``{category_id: number of annotations with it}``, ascending ids; empty when every annotation's category
+        is declared. pycocotools evaluates only declared categories, so such annotations vanish from scores
+        and training without a word unless the caller says so.
+    """
+    declared = set()
+    for cat in dataset.get("categories") or []:
+        if isinstance(cat, dict) and "id" in cat:
+            declared.add(cat["id"])
+    counts: dict[int, int] = {}
+    for ann in dataset.get("annotations") or []:
+        cat = ann.get("category_id") if isinstance(ann, dict) else None
+        if cat not in declared:
+            counts[cat] = counts.get(cat, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: str(kv[0])))
+
+
+def describe_unknown_categories(unknown: dict[int, int], source: str) -> str:
+    """One line naming the undeclared category ids of ``source`` and how many annotations use each."""
+    total = sum(unknown.values())
+    shown = ", ".join(f"{cat!r} ({n} annotation{'s' if n != 1 else ''})" for cat, n in list(unknown.items())[:10])
+    more = f" and {len(unknown) - 10} more ids" if len(unknown) > 10 else ""
+    return (f"{source}: {total} annotation(s) have category ids not declared in its categories: {shown}{more}")
+
+
 def tile_annotations(
     instances: np.ndarray,
     classes: np.ndarray,

@@ -542,6 +542,11 @@ def _objects_from_coco(gt_value, pred_value, warnings: list[str]):
             source_ids=np.asarray([a["id"] for a in anns], np.int64),
         )
 
+    from smallseg.data.coco_json import describe_unknown_categories, unknown_categories
+
+    unknown_gt = unknown_categories(gt_data)
+    if unknown_gt:  # pycocotools scores only declared categories: say so rather than drop them silently
+        warnings.append(describe_unknown_categories(unknown_gt, gt_source) + " (not scored, as pycocotools does)")
     gt = to_objects(coco_gt, coco_gt.dataset["annotations"], True, gt_source)
     dt = to_objects(coco_dt, coco_dt.dataset["annotations"] if coco_dt else [], False, pred_source)
     unknown = ~np.isin(dt.class_ids, category_ids)

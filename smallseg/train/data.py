@@ -103,6 +103,12 @@ def read_coco(annotations_path: str | os.PathLike, images_dir: str | os.PathLike
             coco = COCO(str(annotations_path))
     except (OSError, json.JSONDecodeError, KeyError) as exc:
         raise SmallsegError(f"{annotations_path}: not a readable COCO annotation file ({one_line(exc)})") from None
+    from smallseg.data.coco_json import describe_unknown_categories, unknown_categories
+
+    unknown = unknown_categories(coco.dataset)
+    if unknown:  # training on them would need a class the model does not have; dropping them loses labels
+        raise SmallsegError(describe_unknown_categories(unknown, str(annotations_path))
+                            + "; declare them in categories or remove those annotations")
     class_of = {cat_id: k for k, cat_id in enumerate(sorted(coco.getCatIds()), start=1)}
     out = []
     for img_id in sorted(coco.getImgIds()):
