@@ -395,6 +395,9 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
             f"px){pace_text}")
         spent = 0.0
         run_dir.mkdir(parents=True, exist_ok=True)
+        # A fresh run (no --resume) replaces what an earlier run of the same --out left in its run folder.
+        for name in ("last.safetensors", "best.safetensors", "state.pt", "history.jsonl"):
+            (run_dir / name).unlink(missing_ok=True)
         write_json_atomic(state_file, {"epochs": epochs, "crop_size": crop, "before": before, "data": data_record,
                                        "settings": settings})
     config = _train_config(options, init_path, init_config, crop, epochs)
