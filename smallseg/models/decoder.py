@@ -4,6 +4,10 @@
 follows the encoder's real feature strides, so it also works on a dilated encoder (output stride 16 or 8,
 where two deepest levels share one resolution and smp's fixed x2 steps would not line up).
 
+With ``norm="batch"`` (or ``"none"``) and ``align_corners=False`` the FPN is tile-independent: smp's GroupNorm
+takes its statistics over the whole tile and its ``align_corners=True`` upsampling places samples by the map's
+size, so with smp's settings every output pixel depends on the tile's extent (issue #14).
+
 ``FullResolutionRefiner`` brings the stride-4 fused features to full resolution in two light steps, each
 concatenating an early skip (the encoder's stride-2 features, then the input bands themselves): a 2-3 px
 object is a single pixel at stride 4 and would not survive plain bilinear upsampling.
@@ -15,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from segmentation_models_pytorch.decoders.fpn.decoder import FPNBlock, FPNDecoder, SegmentationBlock
+from segmentation_models_pytorch.decoders.fpn.decoder import Conv3x3GNReLU, FPNBlock, FPNDecoder, SegmentationBlock
 from torch import nn
 
 
@@ -33,6 +37,43 @@ class _SizedFPNBlock(FPNBlock):
         return x + self.skip_conv(skip)
 
 
+class _Conv3x3NormReLU(Conv3x3GNReLU):
+    """smp's ``Conv3x3GNReLU`` (same state-dict names: ``block.0`` conv, ``block.1`` norm) with a chosen
+    norm and upsampling alignment.
+
+    ``norm``: ``"group"`` GroupNorm(32) as smp, ``"batch"`` BatchNorm2d, ``"none"`` Identity.
+    ``align_corners``: True as smp; False = half-pixel aligned x2 upsampling, the same for any map size.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, upsample: bool, norm: str, align_corners: bool):
+        super().__init__(in_channels, out_channels, upsample=upsample)
+        if norm == "batch":
+            self.block[1] = nn.BatchNorm2d(out_channels)
+        elif norm == "none":
+            self.block[1] = nn.Identity()
+        self.align_corners = align_corners
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block(x)
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=self.align_corners)
+        return x
+
+
+def _segmentation_block(in_channels: int, out_channels: int, n_upsamples: int, norm: str,
+                        align_corners: bool) -> nn.Module:
+    """smp's ``SegmentationBlock`` (conv-norm-ReLU, x2 upsampling, ``n_upsamples`` times; at least one conv)
+    with the given norm / alignment; with smp's own settings it is smp's class itself."""
+    if norm == "group" and align_corners:
+        return SegmentationBlock(in_channels, out_channels, n_upsamples=n_upsamples)
+    block = SegmentationBlock(in_channels, out_channels, n_upsamples=0)  # a plain module to fill
+    steps = [_Conv3x3NormReLU(in_channels, out_channels, bool(n_upsamples), norm, align_corners)]
+    steps += [_Conv3x3NormReLU(out_channels, out_channels, True, norm, align_corners)
+              for _ in range(1, n_upsamples)]
+    block.block = nn.Sequential(*steps)
+    return block
+
+
 class StrideAwareFPNDecoder(FPNDecoder):
     """FPN fusion of the last four encoder features into one map at the finest of their strides.
 
@@ -40,6 +81,8 @@ class StrideAwareFPNDecoder(FPNDecoder):
         encoder_channels: ``encoder.out_channels`` (input first).
         strides: stride of each encoder feature (see :func:`feature_strides`).
         encoder_depth, pyramid_channels, segmentation_channels, dropout, merge_policy: as smp's FPN.
+        norm: ``"group"`` (smp), ``"batch"`` or ``"none"`` in the segmentation blocks.
+        align_corners: the segmentation blocks' x2 upsampling: True (smp) or False (half-pixel aligned).
 
     Shapes: features list -> (B, out_channels, H / strides[-4], W / strides[-4]).
     """
@@ -54,6 +97,8 @@ class StrideAwareFPNDecoder(FPNDecoder):
         dropout: float = 0.0,
         merge_policy: str = "add",
         interpolation_mode: str = "nearest",
+        norm: str = "group",
+        align_corners: bool = True,
     ):
         super().__init__(
             encoder_channels=list(encoder_channels),
@@ -72,7 +117,8 @@ class StrideAwareFPNDecoder(FPNDecoder):
         self.output_stride = level_strides[0]
         n_upsamples = [max(0, (s // level_strides[0]).bit_length() - 1) for s in level_strides[::-1]]
         self.seg_blocks = nn.ModuleList(
-            [SegmentationBlock(pyramid_channels, segmentation_channels, n_upsamples=n) for n in n_upsamples]
+            [_segmentation_block(pyramid_channels, segmentation_channels, n, norm, align_corners)
+             for n in n_upsamples]
         )
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:

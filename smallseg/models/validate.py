@@ -130,6 +130,13 @@ def check_str(field: str, value: Any, *, max_chars: int = MAX_NAME_CHARS,
     return value
 
 
+def check_bool(field: str, value: Any) -> bool:
+    """A JSON boolean (``true`` / ``false``); 0, 1 and strings are refused."""
+    if not isinstance(value, bool):
+        raise config_error(field, f"{_show(value)} is not true or false")
+    return value
+
+
 def check_int_list(field: str, value: Any, lo: int, hi: int, *, min_len: int = 1, max_len: int = 8) -> list[int]:
     """A list (or tuple) of ``min_len..max_len`` ints, each in ``[lo, hi]``."""
     if not isinstance(value, (list, tuple)):
@@ -386,8 +393,18 @@ def check_json(field: str, value: Any, *, max_depth: int = MAX_JSON_DEPTH, max_c
 
 
 def _decode_settings(field: str, value: Any) -> None:
+    """Decoding settings stored with a model: every key a :class:`~smallseg.decode.centroids.DecodeConfig`
+    field (an unknown one would otherwise be dropped without a word when the model is used), every value a
+    number."""
+    from smallseg.decode.centroids import DecodeConfig
+
     if not isinstance(value, dict):
         raise config_error(field, f"{_show(value)} is not an object of decoding settings")
+    known = sorted(DecodeConfig.__dataclass_fields__)
+    unknown = [k for k in value if k not in known]
+    if unknown:
+        raise config_error(field, f"unknown decoding setting(s) {', '.join(_show(k) for k in unknown[:5])}; "
+                                  f"known: {', '.join(known)}")
     for key, v in value.items():
         check_number(f"{field}.{key}", v)
 
