@@ -1,0 +1,72 @@
+"""What the outline stage does to the polygons a user gets (GeoPackage / GeoJSON outlines, the API).
+
+Every option is off by default: the polygons are then the exact pixel outlines, whose areas equal the label
+rasters'. Simplification and regularisation change areas (by up to about ``simplify_px`` x the perimeter),
+so a user asks for them; what was applied is written into ``run.json`` (:meth:`OutlineOptions.to_report`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from smallseg.errors import SmallsegError
+
+MAX_SIMPLIFY_PX = 16.0
+
+
+@dataclass(frozen=True)
+class OutlineOptions:
+    """Outline settings (validated when built).
+
+    Attributes:
+        simplify_px: tolerance of the topology-keeping simplification, px (0 = exact pixel outlines). Shapely's
+            ``coverage_simplify`` (Visvalingam-Whyatt on the arcs between junctions; the tolerance is about
+            the square root of the largest triangle area removed): each shared arc is simplified once, so
+            touching objects never overlap and no gap opens between them.
+        regularise_class_ids: 1-based classes whose outlines are regularised (buildings): a polygon that
+            fills at least ``regularise_min_fill`` of its minimum rotated rectangle, touches no other
+            object and whose rectangle covers no other object's pixel becomes a rectangle in that
+            rectangle's orientation and aspect with the polygon's area and centroid (right angles, the
+            object's dominant orientation; :func:`smallseg.outline.simplify.regularise_polygon`). Other polygons of the class stay as simplified.
+        regularise_min_fill: polygon area / rectangle area needed to regularise, in (0, 1].
+    """
+
+    simplify_px: float = 0.0
+    regularise_class_ids: tuple[int, ...] = ()
+    regularise_min_fill: float = 0.8
+
+    def __post_init__(self) -> None:
+        s = self.simplify_px
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= MAX_SIMPLIFY_PX:
+            raise SmallsegError(f"simplify {s!r}: give a tolerance from 0 to {MAX_SIMPLIFY_PX:g} px")
+        object.__setattr__(self, "simplify_px", float(s))
+        ids = self.regularise_class_ids
+        if isinstance(ids, int) and not isinstance(ids, bool):
+            ids = (ids,)
+        if not isinstance(ids, (tuple, list)) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 1
+                                                         for i in ids):
+            raise SmallsegError(f"regularise classes {ids!r}: give 1-based class ids")
+        object.__setattr__(self, "regularise_class_ids", tuple(sorted(set(int(i) for i in ids))))
+        f = self.regularise_min_fill
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            raise SmallsegError(f"regularise min fill {f!r}: must be in (0, 1]")
+        object.__setattr__(self, "regularise_min_fill", float(f))
+
+    @property
+    def active(self) -> bool:
+        """True when the polygons differ from the exact pixel outlines."""
+        return self.simplify_px > 0 or bool(self.regularise_class_ids)
+
+    @property
+    def margin_px(self) -> int:
+        """Context around an object its outline depends on, px: every arc and every vertex that can
+        constrain its simplification lies within it (see :mod:`smallseg.outline.simplify`)."""
+        return int(math.ceil(self.simplify_px)) + 2
+
+    def to_report(self) -> dict:
+        """What was applied, for ``run.json``."""
+        return {"simplify_px": self.simplify_px, "method": "shapely.coverage_simplify per object context"
+                if self.simplify_px > 0 else "exact pixel outlines",
+                "regularise_class_ids": list(self.regularise_class_ids),
+                "regularise_min_fill": self.regularise_min_fill, "margin_px": self.margin_px}

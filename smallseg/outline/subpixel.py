@@ -1,0 +1,98 @@
+"""Sub-pixel outlines: marching squares (``skimage.measure.find_contours``) on a soft map around each object.
+
+Where the model provides a soft map - the foreground probability ``1 - p(background)`` (level 0.5) or the
+contour-refinement head's signed distance to the edge (level 0; :mod:`smallseg.decode.refine`) - an object's
+edge lies between pixel centres, where the map crosses the level. The contour of one object is traced on
+the map cut to its surroundings: pixels of other objects and pixels more than ``reach_px`` px from the object
+count as outside (so touching objects get one contour each, and a neighbour's soft values cannot pull the
+contour over), and the window is padded with outside so every contour closes.
+
+Coordinates as the pixel outlines (:mod:`smallseg.outline.simplify`): (x, y) = (column, row) of pixel
+edges, so pixel (r, c)'s centre is (c + 0.5, r + 0.5). These outlines do not tile the plane: two touching
+objects' contours may leave a sliver between them; they are for drawing and measuring, not for coverage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from shapely.geometry import MultiPolygon, Polygon
+from skimage.measure import find_contours
+
+from smallseg.errors import SmallsegError
+
+
+def subpixel_outline(soft: np.ndarray, labels: np.ndarray, object_id: int, *, level: float = 0.5,
+                     reach_px: int = 2) -> MultiPolygon:
+    """One object's sub-pixel outline.
+
+    Args:
+        soft: (H, W) float map, higher inside (probability, or signed distance).
+        labels: (H, W) integer labels (the decoded objects).
+        object_id: the object's label value.
+        level: the map's value on the edge (0.5 for a probability, 0 for a signed distance).
+        reach_px: how far from the object's pixels the contour may go, px.
+
+    Returns:
+        MultiPolygon in pixel-edge coordinates (the parts of the level set that hold an object pixel
+        centre; empty when the map never reaches the level there).
+    """
+    soft = np.asarray(soft, np.float64)
+    labels = np.asarray(labels)
+    if soft.shape != labels.shape or soft.ndim != 2:
+        raise SmallsegError(f"subpixel: soft map {soft.shape} and labels {labels.shape} must be equal (H, W)")
+    mask = labels == object_id
+    if not mask.any():
+        return MultiPolygon()
+    (box,) = ndimage.find_objects(mask.astype(np.int8))
+    pad = reach_px + 1
+    r0, c0 = max(box[0].start - pad, 0), max(box[1].start - pad, 0)
+    r1, c1 = min(box[0].stop + pad, labels.shape[0]), min(box[1].stop + pad, labels.shape[1])
+    m = soft[r0:r1, c0:c1].copy()
+    own = mask[r0:r1, c0:c1]
+    near = ndimage.binary_dilation(own, iterations=reach_px) if reach_px > 0 else own
+    low = min(level - 1.0, float(np.nanmin(m)) - 1.0)
+    m[(labels[r0:r1, c0:c1] != object_id) & (labels[r0:r1, c0:c1] != 0)] = low
+    m[~near] = low
+    m = np.pad(np.nan_to_num(m, nan=low), 1, constant_values=low)
+    centres = np.argwhere(own) + 0.5
+    polys = []
+    for contour in find_contours(m, level):
+        if len(contour) < 4:
+            continue
+        # find_contours gives (row, col) of the padded window's pixel centres.
+        xy = np.stack([contour[:, 1] - 1 + c0 + 0.5, contour[:, 0] - 1 + r0 + 0.5], axis=1)
+        poly = Polygon(xy)
+        if not poly.is_valid:
+            poly = poly.buffer(0)
+        if poly.is_empty:
+            continue
+        polys.append(poly)
+    if not polys:
+        return MultiPolygon()
+    # Outer contours hold object pixel centres; a contour that holds none but lies inside an outer one is a
+    # hole of it (a background pocket).
+    from shapely import contains_xy
+
+    pts = centres[:, ::-1] + np.array([c0, r0])
+    holds = [bool(contains_xy(p, pts[:, 0], pts[:, 1]).any()) for p in polys]
+    outer = [p for p, h in zip(polys, holds) if h]
+    holes = [p for p, h in zip(polys, holds) if not h]
+    result = []
+    for p in outer:
+        for hole in holes:
+            if p.contains(hole):
+                p = p.difference(hole)
+        result.append(p)
+    parts = []
+    for q in result:
+        parts.extend(q.geoms if isinstance(q, MultiPolygon) else [q])
+    return MultiPolygon([q for q in parts if isinstance(q, Polygon) and not q.is_empty])
+
+
+def subpixel_outlines(soft: np.ndarray, labels: np.ndarray, ids=None, *, level: float = 0.5,
+                      reach_px: int = 2) -> tuple[np.ndarray, list[MultiPolygon]]:
+    """:func:`subpixel_outline` of every object (default: every id present, ascending)."""
+    labels = np.asarray(labels)
+    ids = np.unique(labels[labels > 0]).astype(np.int64) if ids is None else np.asarray(ids, np.int64)
+    return ids, [subpixel_outline(soft, labels, int(k), level=level, reach_px=reach_px) for k in ids]
