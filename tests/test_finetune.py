@@ -181,3 +181,37 @@ def test_bad_finetune_input_is_one_line(tmp_path, capsys, argv_tail, message):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+
+
+def test_dicom_seg_labels_of_a_dicom_series(tmp_path):
+    """A DICOM series + the DICOM SEG dicom-batch writes for it read back as slices whose objects are the
+    labels' 3-D components, classed by segment label; read_labels picks the reader from the .dcm suffix."""
+    from medical_helpers import random_hu, write_series
+
+    from smallseg.data.labels import ClassMapping
+    from smallseg.data.labels.auto import read_labels
+    from smallseg.io.medical import read_volume
+    from smallseg.pipeline.dicom_batch import write_dicom_seg
+
+    pytest.importorskip("highdicom")
+    hu = random_hu((6, 32, 40), seed=3)
+    labels = np.zeros(hu.shape, np.int32)
+    labels[1:4, 4:10, 5:12] = 1   # one object over three slices
+    labels[2, 20:26, 25:33] = 2   # one object on one slice
+    series = tmp_path / "series"
+    write_series(series, hu)
+    volume = read_volume(series)
+    seg = write_dicom_seg(labels, np.array([1, 1]), volume, tmp_path / "seg.dcm", class_names=["nodule"])
+    classes = ClassMapping(("nucleus", "nodule"))
+    slices = read_labels(series, seg, classes=classes)
+    by_z = {int(item.name.rsplit(" ", 1)[1]): item for item in slices}
+    assert set(by_z) >= {1, 2, 3} and len(slices) == 6  # 3 with objects + 3 without
+    ids_of_first = {int(np.unique(by_z[z].instances[4:10, 5:12])[0]) for z in (1, 2, 3)}
+    assert len(ids_of_first) == 1  # the same 3-D object on every slice
+    for z, item in by_z.items():
+        assert np.array_equal(item.instances > 0, labels[z] > 0)
+        assert set(np.unique(item.classes[item.instances > 0]).tolist()) <= {2}
+        assert np.array_equal(item.image[:, :, 0], volume.array[z]) and item.modality == "CT"
+    assert len(np.unique(by_z[2].instances[by_z[2].instances > 0])) == 2
+    with pytest.raises(SmallsegError, match="class 'nodule'"):
+        read_labels(series, seg, classes=ClassMapping(("nucleus",)))
