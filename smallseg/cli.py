@@ -294,9 +294,21 @@ _DICOM_BATCH_PHRASES = {"resume=True": "--resume", "overwrite=True": "--overwrit
                         "modalities:": "--modalities:", "model '": "--model '", "device '": "--device '"}
 
 
+# BatchOptions field -> dicom-batch flag, for library messages that begin with the field's name.
+_DICOM_BATCH_FIELDS = {"preset": "--preset", "batch_size": "--batch-size", "min_slices": "--min-slices",
+                       "min_score": "--min-score", "link_min_overlap": "--link-overlap", "max_gb": "--max-gb",
+                       "tile_size_px": "--tile", "dicom_seg=True": "--dicom-seg"}
+
+
 def _dicom_batch_flags(message: str) -> str:
+    head, _, rest = message.partition(" ")
+    if head in _DICOM_BATCH_FIELDS and rest:
+        message = f"{_DICOM_BATCH_FIELDS[head]} {rest}"
     for phrase, flag in _DICOM_BATCH_PHRASES.items():
         message = message.replace(phrase, flag)
+    for name, flag in _DICOM_BATCH_FIELDS.items():
+        if "_" in name:  # identifiers, never English words: safe to replace anywhere in the text
+            message = re.sub(rf"\b{re.escape(name)}\b", flag, message)
     return message
 
 

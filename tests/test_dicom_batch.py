@@ -209,7 +209,7 @@ def test_bad_input_is_one_line(tmp_path, checkpoint, capsys):
     assert main(["dicom-batch", str(tmp_path / "in"), "--out", str(tmp_path / "o2"), "--model", "no-such-model"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no-such-model" in err and "\n" not in err
-    with pytest.raises(SmallsegError, match="--min-slices 0"):
+    with pytest.raises(SmallsegError, match="min_slices 0"):  # the library names fields; the CLI says flags
         run_dicom_batch(tmp_path / "in", tmp_path / "o3", checkpoint, min_slices=0, progress=False)
     # A series over the size limit fails with the size; the batch still writes its summary.
     result = run_dicom_batch(tmp_path / "in", tmp_path / "o4", checkpoint, progress=False, max_gb=1e-6)

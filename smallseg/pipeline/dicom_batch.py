@@ -113,24 +113,25 @@ class BatchOptions:
     percentiles: tuple[float, float] | None = None
 
     def validate(self) -> None:
-        """Raise :class:`SmallsegError` naming the first bad option (CLI spelling)."""
+        """Raise :class:`SmallsegError` naming the first bad option by its field name (the command line says its
+        flag instead: ``smallseg.cli`` translates)."""
         from smallseg.io.medical import PRESETS
 
         if self.preset is not None and self.preset != RAW and self.preset not in PRESETS:
-            raise SmallsegError(f"--preset {self.preset}: unknown; choose one of {', '.join([*PRESETS, RAW])}")
+            raise SmallsegError(f"preset {self.preset!r}: unknown; choose one of {', '.join([*PRESETS, RAW])}")
         check_normalize_choice(self.normalize, self.percentiles, self.preset)
         if self.batch_size < 1:
-            raise SmallsegError(f"--batch-size {self.batch_size}: must be at least 1")
+            raise SmallsegError(f"batch_size {self.batch_size}: must be at least 1")
         if self.min_slices < 1:
-            raise SmallsegError(f"--min-slices {self.min_slices}: must be at least 1")
+            raise SmallsegError(f"min_slices {self.min_slices}: must be at least 1")
         if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
-            raise SmallsegError(f"--min-score {self.min_score}: must be between 0 and 1")
+            raise SmallsegError(f"min_score {self.min_score}: must be between 0 and 1")
         if not 0.0 < self.link_min_overlap <= 1.0:
-            raise SmallsegError(f"--link-overlap {self.link_min_overlap}: must be in (0, 1]")
+            raise SmallsegError(f"link_min_overlap {self.link_min_overlap}: must be in (0, 1]")
         if self.max_gb is not None and not self.max_gb > 0:
-            raise SmallsegError(f"--max-gb {self.max_gb}: must be positive")
+            raise SmallsegError(f"max_gb {self.max_gb}: must be positive")
         if self.tile_size_px is not None and self.tile_size_px < 16:
-            raise SmallsegError(f"--tile {self.tile_size_px}: use at least 16 px")
+            raise SmallsegError(f"tile_size_px {self.tile_size_px}: use at least 16 px")
 
     def result_hash(self) -> str:
         """Hash of everything that changes a series' outputs (not ``out_dir``, ``device`` or ``batch_size``)."""
@@ -433,7 +434,7 @@ def _require_highdicom():
     try:
         import highdicom  # noqa: F401
     except ImportError:
-        raise SmallsegError("--dicom-seg needs the highdicom package: pip install 'smallseg[dicom-seg]' (or pip "
+        raise SmallsegError("dicom_seg=True needs the highdicom package: pip install 'smallseg[dicom-seg]' (or pip "
                             "install highdicom), or leave out --dicom-seg") from None
     return highdicom
 
