@@ -19,6 +19,7 @@ import torch
 
 from smallseg.decode.centroids import DecodeConfig
 from smallseg.errors import SmallsegError
+from smallseg.outline.options import OutlineOptions
 from smallseg.normalize import CHOICES as NORMALIZE_CHOICES
 from smallseg.normalize import Normalization
 
@@ -139,6 +140,9 @@ class GeoTiffOptions:
         strict: an input the model cannot be trusted on (a constant or empty band, a pixel size more than 10x
             outside the training range) is an error instead of a result marked ``"reliable": false``.
         replicate_grey: feed a 1-band image to every band of a colour model (with a note); False refuses.
+        outline: :class:`~smallseg.outline.OutlineOptions` for the GeoPackage / GeoJSON polygons (topology-keeping
+            simplification, building regularisation; issue #17), or None: exact pixel outlines. Written into
+            run.json.
     """
 
     tile_size_px: int | None = None
@@ -163,6 +167,7 @@ class GeoTiffOptions:
     percentiles: tuple[float, float] | None = None
     strict: bool = False
     replicate_grey: bool = True
+    outline: OutlineOptions | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen: normalise once
@@ -224,6 +229,10 @@ class GeoTiffOptions:
         if not _is_real(self.duplicate_ios) or not 0 < self.duplicate_ios <= 1:
             raise OptionError("duplicate_ios", self.duplicate_ios, "must be in (0, 1]")
         set_("duplicate_ios", float(self.duplicate_ios))
+        if self.outline is not None and not isinstance(self.outline, OutlineOptions):
+            raise OptionError("outline", type(self.outline).__name__, "use a smallseg.outline.OutlineOptions")
+        if self.outline is not None and not self.outline.active:
+            set_("outline", None)  # all off: the exact pixel outlines, as without
         if not isinstance(self.normalize, Normalization) and self.normalize not in NORMALIZE_CHOICES:
             raise OptionError("normalize", self.normalize, f"use one of {', '.join(NORMALIZE_CHOICES)}")
         if self.percentiles is not None:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from smallseg.io.geotiff import GeoTiffReader
+from smallseg.outline.options import OutlineOptions
 from smallseg.pipeline.geotiff.options import OUTPUT_SUFFIXES
 
 # Band statistics further than this many training standard deviations from the training mean get a warning.
@@ -196,6 +197,7 @@ def run_report(job, stats: dict | None, counts: dict, started: str, first_row: i
             "device": params["device_type"],
             "amp": params["amp"],
             "duplicate_ios": params["duplicate_ios"],
+            "outline": (options.outline or OutlineOptions()).to_report(),  # issue #17: what the polygons got
             "decode": asdict(job.decode_config),
             "formats": list(options.formats),
             "cog": options.cog,

@@ -18,6 +18,7 @@ from smallseg.io.quicklook import QuicklookPart
 from smallseg.io.raster_writer import class_writer, label_writer
 from smallseg.io.tables import ObjectTable, objects_csv_writer
 from smallseg.io.vector import GeoJSONWriter, GeoPackageWriter, object_polygons
+from smallseg.outline import OutlineStream, to_map
 from smallseg.pipeline.geotiff.options import GeoTiffOptions
 from smallseg.pipeline.geotiff.stream import table_from
 from smallseg.pipeline.geotiff.workdir import WorkDir
@@ -57,6 +58,11 @@ class Sink:
         self.pending: list = []  # (polygons, table) not yet written to the vector files
         self.window = np.zeros((0, grid.width), np.uint32)  # label rows kept for polygonising
         self.window_row0 = 0
+        # Issue #17: simplified / regularised outlines, each object's from its stitched context (held back until
+        # the rows below it are in); None: the exact pixel outlines below.
+        self.outlines = None
+        if options.outline is not None and self.vectors_wanted(want):
+            self.outlines = OutlineStream(options.outline.for_classes(class_names), (grid.height, grid.width))
         tags = {"SMALLSEG_SOURCE": source_name}
         # 256 px blocks: the writers buffer one row of blocks across the whole scene width.
         outputs = work
@@ -80,6 +86,10 @@ class Sink:
             self.abort()
             raise
 
+    @staticmethod
+    def vectors_wanted(want) -> bool:
+        return "gpkg" in want or "geojson" in want
+
     @property
     def vectors(self) -> bool:
         return self.gpkg is not None or self.geojson is not None
@@ -102,7 +112,11 @@ class Sink:
         self.parts.append(QuicklookPart.from_arrays(arrays, "img_"))
         if "outl_row0" in arrays:
             self.parts.append(QuicklookPart.from_arrays(arrays, "outl_"))
-        if self.vectors:
+        if self.vectors and self.outlines is not None:
+            keep_from = int(arrays["keep_from"][0]) if "keep_from" in arrays else row1 - self.grid.tile_h
+            for polygons, tb in self.outlines.add_band(row0, labels, table, keep_from=keep_from):
+                self._add_outlines(polygons, tb)
+        elif self.vectors:
             if len(table):
                 # One copy of the rows and columns this band's objects cover (kept rows above the band,
                 # then the band): object_polygons polygonises exactly that box.
@@ -128,6 +142,13 @@ class Sink:
                                           labels[max(keep_from - row0, 0) :]])
             self.window_row0 = keep_from
         self.session.add_time("outputs", time.perf_counter() - t)
+
+    def _add_outlines(self, polygons, table) -> None:
+        """Outlines in scene px from :class:`~smallseg.outline.OutlineStream` -> the vector batch."""
+        if len(table):
+            self.pending.append((to_map(polygons, self.geometry.transform), table))
+            if sum(len(tb) for _, tb in self.pending) >= _VECTOR_BATCH:
+                self._flush_vectors()
 
     def _write_csv(self, ids_below: int | None) -> None:
         """Write the held objects with ids below ``ids_below`` (all: None) to the CSV, in id order."""
@@ -164,6 +185,9 @@ class Sink:
             if self.csv is not None:
                 self._write_csv(None)
                 self.csv.close()
+            if self.outlines is not None:
+                for polygons, tb in self.outlines.finish():
+                    self._add_outlines(polygons, tb)
             self._flush_vectors()
             if self.gpkg is not None:
                 with _ogr_date(self.data_date):
