@@ -113,8 +113,9 @@ def test_each_setting_round_trips_through_a_checkpoint(tmp_path, fields):
 def test_old_configs_keep_smp_layers():
     """A config without the new keys (every checkpoint made before them) builds the same modules as before."""
     data = ModelConfig(encoder_name="tu-mobilenetv3_small_100", decoder_segmentation_channels=32).to_dict()
-    for key in ("encoder_antialias", "decoder_norm", "decoder_align_corners"):
-        data.pop(key)
+    # Defaults are not written: an old checkpoint's config JSON (and fingerprint) stays the same.
+    assert not {"encoder_antialias", "decoder_norm", "decoder_align_corners"} & set(data)
+    assert ModelConfig(**{**data, "decoder_norm": "batch"}).to_dict()["decoder_norm"] == "batch"
     config = ModelConfig.from_dict(data)
     assert (config.encoder_antialias, config.decoder_norm, config.decoder_align_corners) == (None, "group", True)
     model = build_model(**{k: v for k, v in config.to_dict().items() if k not in ("decoder", "smp_arch",

@@ -115,8 +115,43 @@ def test_tta_averages_a_real_model_and_keeps_its_contract():
 def test_with_tta_switches():
     net = EquivariantNet()
     assert with_tta(net, False) is net and with_tta(net, None) is net and with_tta(net, "none") is net
+    assert with_tta(TTAModel(net), None).transforms == "d4" and with_tta(TTAModel(net), False) is net
     wrapped = with_tta(net, True)
     assert isinstance(wrapped, TTAModel) and wrapped.transforms == "d4"
     assert with_tta(wrapped, "flips").model is net  # never TTA of TTA
     with pytest.raises(SmallsegError, match="tta 'rot45'"):
         with_tta(net, "rot45")
+
+
+def test_geotiff_pipeline_runs_tta_and_records_it(tmp_path, tiny_model):
+    """``GeoTiffOptions(tta=...)`` (``tile-and-predict --tta``): the same labels as ``predict_array(tta=...)`` on
+    the same pixels, ``tta`` in run.json, and a model fingerprint of its own (a resume cannot mix the two)."""
+    import json
+
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from smallseg.pipeline.geotiff import GeoTiffOptions, predict_geotiff
+
+    model = tiny_model("mobilenetv3", semantic_bias=[-0.5, 1.0, 0.5], classes=2, max_distance_px=6,
+                       tile_size_px=64, input_scale=1 / 255, norm_mean=[0.45] * 3, norm_std=[0.25] * 3)
+    image = (np.random.default_rng(1).random((3, 90, 110)) * 255).astype(np.uint8)
+    path = tmp_path / "scene.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=110, height=90, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(500000, 4000000, 0.5, 0.5)) as dst:
+        dst.write(image)
+    runs = {}
+    for tta in (None, "flips"):
+        options = GeoTiffOptions(tile_size_px=64, overlap_px=16, normalize="fixed", progress=False, tta=tta,
+                                 formats="tif")
+        result = predict_geotiff(path, tmp_path / f"out-{tta}", model=model, options=options)
+        runs[tta] = json.loads(result.paths["run"].read_text())
+        with rasterio.open(result.paths["instances"]) as src:
+            labels = src.read(1)
+        ref = predict_array(image, model, tile_size_px=64, overlap_px=16, normalize="fixed", tta=tta).labels
+        assert (labels > 0).sum() > 0
+        np.testing.assert_array_equal(labels > 0, ref > 0)
+    assert runs["flips"]["model"].get("tta") == "flips" and "tta" not in runs[None]["model"]
+    assert runs["flips"]["model"]["sha256"] != runs[None]["model"]["sha256"]
+    with pytest.raises(SmallsegError, match="tta"):
+        GeoTiffOptions(tta="rot45")

@@ -109,7 +109,7 @@ def predict_geotiffs_on_cluster(
     options = options if options is not None else GeoTiffOptions()
     out_dir = Path(out_dir)
     batch = BatchResult(inputs=find_inputs(paths))
-    loaded = _load_model(model, options.device)
+    loaded = _load_model(model, options.device, options.tta)
     ref, scattered = model_ref(client, model, loaded.module, loaded.info, loaded.sha256, options.device)
     n_workers = worker_count(client)
     quiet = options.replace(progress=False)  # one bar for the job, not one per scene

@@ -44,6 +44,15 @@ DEFAULT_LFE_DILATIONS = {"falling": (4, 2, 1), "constant": (1, 1, 1)}
 ENCODER_ANTIALIAS = ("blurpc",)  # timm BlurPool2d (3x3 binomial, zero padding) before each strided step
 DECODER_NORMS = ("group", "batch", "none")
 
+# Fields added after models were shipped, with the default that means "as before": omitted from to_dict when
+# default, so an old checkpoint's config JSON (and its fingerprint) does not change when smallseg gains a field.
+LATER_FIELDS = {
+    "encoder_antialias": None,
+    "decoder_norm": "group",
+    "decoder_align_corners": True,
+    "boundary_head": None,
+}
+
 # Fields that decide the shapes of the weights; a mismatch in any of these means a checkpoint cannot be
 # loaded into a model built from another config.
 ARCHITECTURE_FIELDS = (
@@ -256,8 +265,14 @@ class ModelConfig:
     # ---- serialisation -------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (tuples become lists)."""
-        return json.loads(json.dumps(asdict(self)))
+        """Plain JSON-able dict (tuples become lists). Fields added after the first checkpoints were shipped
+        (:data:`LATER_FIELDS`) are left out while they hold their default: an older checkpoint's config JSON,
+        and so its weights fingerprint and every resume marker made with it, stays byte for byte the same."""
+        data = json.loads(json.dumps(asdict(self)))
+        for name, default in LATER_FIELDS.items():
+            if name in data and data[name] == default:
+                del data[name]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -77,6 +77,7 @@ TRANSFORMS = {
     "flips": (Transform(0, False), Transform(0, True), Transform(2, True), Transform(2, False)),
     "none": (Transform(0, False),),
 }
+TTA_CHOICES = ("d4", "flips")  # what pipelines accept (besides off)
 
 
 class TTAModel(nn.Module):
@@ -98,6 +99,10 @@ class TTAModel(nn.Module):
         self.model = model
         self.transforms = transforms
         self.config = model.config
+        # The transforms as a (persistent) buffer: a run's model fingerprint (weights_fingerprint, the resume
+        # markers) then differs between "d4", "flips" and no TTA, as the outputs do.
+        codes = [[g.k, int(g.flip)] for g in TRANSFORMS[transforms]]
+        self.register_buffer("tta_transforms", torch.tensor(codes, dtype=torch.int64))
         if hasattr(model, "input_multiple"):
             self.input_multiple = model.input_multiple
 
@@ -111,14 +116,17 @@ class TTAModel(nn.Module):
 
 
 def with_tta(model: nn.Module, tta: bool | str | None = "d4") -> nn.Module:
-    """``model`` wrapped for test-time augmentation, or ``model`` itself for ``tta`` False / None / ``"none"``.
+    """``model`` wrapped for test-time augmentation.
 
-    ``tta=True`` means ``"d4"``. An already wrapped model is re-wrapped around its inner model (never
+    ``tta``: None leaves ``model`` as given (wrapped or not: the pipelines' default); False / ``"none"`` give
+    the plain model; True means ``"d4"``. An already wrapped model is re-wrapped around its inner model (never
     augmentations of augmentations).
     """
+    if tta is None:
+        return model
     if isinstance(model, TTAModel):
         model = model.model
-    if tta is None or tta is False or tta == "none":
+    if tta is False or tta == "none":
         return model
     if tta is True:
         tta = "d4"

@@ -22,6 +22,7 @@ from smallseg.errors import SmallsegError
 from smallseg.outline.options import OutlineOptions
 from smallseg.normalize import CHOICES as NORMALIZE_CHOICES
 from smallseg.normalize import Normalization
+from smallseg.models.tta import TTA_CHOICES
 
 FORMATS = ("tif", "gpkg", "geojson", "csv", "png", "json")
 # Output kind -> file name suffix after STEM (in OUT).
@@ -143,6 +144,8 @@ class GeoTiffOptions:
         outline: :class:`~smallseg.outline.OutlineOptions` for the GeoPackage / GeoJSON polygons (topology-keeping
             simplification, building regularisation; issue #17), or None: exact pixel outlines. Written into
             run.json.
+        tta: test-time augmentation (:mod:`smallseg.models.tta`): None (off), ``"d4"`` (8 flips/rotations) or
+            ``"flips"`` (4); True means ``"d4"``. Maps averaged per tile before decoding; tiling unchanged.
     """
 
     tile_size_px: int | None = None
@@ -168,6 +171,7 @@ class GeoTiffOptions:
     strict: bool = False
     replicate_grey: bool = True
     outline: OutlineOptions | None = None
+    tta: str | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen: normalise once
@@ -176,6 +180,10 @@ class GeoTiffOptions:
             if not isinstance(value, (bool, np.bool_)):
                 raise OptionError(name, value, "must be True or False")
             set_(name, bool(value))
+        if self.tta is True or self.tta in (False, "none"):
+            set_("tta", "d4" if self.tta is True else None)
+        if self.tta is not None and self.tta not in TTA_CHOICES:
+            raise OptionError("tta", self.tta, f"use None, True or one of {', '.join(TTA_CHOICES)}")
         if self.tile_size_px is not None:
             if not _is_int(self.tile_size_px) or self.tile_size_px < MIN_TILE_PX:
                 raise OptionError("tile_size_px", self.tile_size_px, f"must be a whole number of at least {MIN_TILE_PX} px")

@@ -30,6 +30,7 @@ from smallseg.normalize import Normalization, NormStats, choose_normalization, n
 from smallseg.io.quicklook import quicklook_grid, render_quicklook, write_png
 from smallseg.io.tables import ObjectTable, read_objects_csv
 from smallseg.models import prepare_model, weights_fingerprint
+from smallseg.models.tta import with_tta
 from smallseg.pipeline.array import decode_config_for, plan_tiling, TilingPlan
 from smallseg.pipeline.geotiff.options import OUTPUT_SUFFIXES, GeoTiffOptions, OptionError, check_batch_pixels
 from smallseg.pipeline.geotiff.report import (
@@ -203,9 +204,13 @@ class _Model:
     sha256: str
 
 
-def _load_model(model, device) -> _Model:
+def _load_model(model, device, tta: str | None = None) -> _Model:
     module, source = prepare_model(model, device)
-    return _Model(module, source.to_dict(), weights_fingerprint(module))
+    info = source.to_dict()
+    if tta is not None:  # issue #14: the wrapper runs the model once per flip/rotation, tile by tile
+        module = with_tta(module, tta)
+        info["tta"] = tta
+    return _Model(module, info, weights_fingerprint(module))
 
 
 # ------------------------------------------------------------------------------------------------- a scene
@@ -272,7 +277,7 @@ def predict_geotiff(
     path = Path(path)
     if not path.exists():
         raise SmallsegError(f"{path}: no such file; check the path")
-    return _predict_scene(path, Path(out_dir), _load_model(model, options.device), options, on_row_done)
+    return _predict_scene(path, Path(out_dir), _load_model(model, options.device, options.tta), options, on_row_done)
 
 
 def predict_geotiffs(
@@ -321,7 +326,7 @@ def predict_geotiffs(
                                            on_done=on_done, split_rows=split_rows)
     out_dir = Path(out_dir)
     batch = BatchResult(inputs=find_inputs(paths))
-    loaded = _load_model(model, options.device)
+    loaded = _load_model(model, options.device, options.tta)
     for path in batch.inputs:
         rows_done = None if on_row_done is None else (lambda n, p=path: on_row_done(p, n))
         try:
