@@ -12,6 +12,8 @@ the FPN) pass; the old settings (MobileNetV3 with SE, GroupNorm, align_corners=T
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -143,3 +145,22 @@ def test_an_encoder_without_aa_layer_is_one_line_error():
     with pytest.raises(SmallsegError, match="aa_layer") as info:
         build_model("tu-resnet18", encoder_antialias="blurpc", decoder_segmentation_channels=32)
     assert "\n" not in str(info.value)
+
+
+def test_context_radius_and_tiling_defaults(shift_stable):
+    from smallseg.models.receptive_field import context_radius_px, tiling_for
+
+    model, radius = shift_stable
+    image = torch.randn(3, 320, 320, generator=torch.Generator().manual_seed(4))
+    d = context_radius_px(model, image, tol=0.02, max_radius=128)
+    assert 0 < d <= min(radius, 128) and d % model.input_multiple == 0
+    # A stricter tolerance never needs less context.
+    assert context_radius_px(model, image, tol=0.002, max_radius=128) >= d
+
+    plan = tiling_for(model, d, vote_error_px=2.0, max_cost_ratio=1.3)
+    assert plan.overlap_px == 2 * math.ceil(model.config.max_distance_px + 2.0 + d)
+    t, o = plan.tile_size_px, plan.overlap_px
+    assert t % model.input_multiple == 0
+    assert (t / (t - o)) ** 2 <= 1.3 < ((t - model.input_multiple) / (t - model.input_multiple - o)) ** 2
+    with pytest.raises(SmallsegError, match="overhead"):
+        tiling_for(model, 2000, max_cost_ratio=1.05)
