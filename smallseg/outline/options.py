@@ -30,11 +30,14 @@ class OutlineOptions:
             rectangle's orientation and aspect with the polygon's area and centroid (right angles, the
             object's dominant orientation; :func:`smallseg.outline.simplify.regularise_polygon`). Other polygons of the class stay as simplified.
         regularise_min_fill: polygon area / rectangle area needed to regularise, in (0, 1].
+        regularise_class_names: classes to regularise by name (e.g. ``("building",)``, what
+            ``--regularise-buildings`` asks for); :meth:`for_classes` turns them into ids for a model.
     """
 
     simplify_px: float = 0.0
     regularise_class_ids: tuple[int, ...] = ()
     regularise_min_fill: float = 0.8
+    regularise_class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         s = self.simplify_px
@@ -52,11 +55,29 @@ class OutlineOptions:
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
             raise SmallsegError(f"regularise min fill {f!r}: must be in (0, 1]")
         object.__setattr__(self, "regularise_min_fill", float(f))
+        names = (self.regularise_class_names,) if isinstance(self.regularise_class_names, str) else \
+            self.regularise_class_names
+        if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) and n for n in names):
+            raise SmallsegError(f"regularise class names {names!r}: give class names, e.g. building")
+        object.__setattr__(self, "regularise_class_names", tuple(names))
+
+    def for_classes(self, class_names) -> "OutlineOptions":
+        """These options with ``regularise_class_names`` resolved against a model's class names (1-based
+        ids, case-insensitive); a name the model lacks is an error in one line."""
+        if not self.regularise_class_names:
+            return self
+        lookup = {str(n).lower(): i + 1 for i, n in enumerate(class_names)}
+        missing = [n for n in self.regularise_class_names if n.lower() not in lookup]
+        if missing:
+            raise SmallsegError(f"regularise: the model has no class {', '.join(missing)} (its classes: "
+                                f"{', '.join(map(str, class_names))})")
+        ids = set(self.regularise_class_ids) | {lookup[n.lower()] for n in self.regularise_class_names}
+        return OutlineOptions(self.simplify_px, tuple(sorted(ids)), self.regularise_min_fill, self.regularise_class_names)
 
     @property
     def active(self) -> bool:
         """True when the polygons differ from the exact pixel outlines."""
-        return self.simplify_px > 0 or bool(self.regularise_class_ids)
+        return self.simplify_px > 0 or bool(self.regularise_class_ids) or bool(self.regularise_class_names)
 
     @property
     def margin_px(self) -> int:
@@ -69,4 +90,5 @@ class OutlineOptions:
         return {"simplify_px": self.simplify_px, "method": "shapely.coverage_simplify per object context"
                 if self.simplify_px > 0 else "exact pixel outlines",
                 "regularise_class_ids": list(self.regularise_class_ids),
+                "regularise_class_names": list(self.regularise_class_names),
                 "regularise_min_fill": self.regularise_min_fill, "margin_px": self.margin_px}
