@@ -197,7 +197,7 @@ def run_report(job, stats: dict | None, counts: dict, started: str, first_row: i
             "device": params["device_type"],
             "amp": params["amp"],
             "duplicate_ios": params["duplicate_ios"],
-            "outline": (options.outline or OutlineOptions()).to_report(),  # issue #17: what the polygons got
+            "outline": (options.outline or OutlineOptions()).for_classes(names).to_report(),  # issue #17
             "decode": asdict(job.decode_config),
             "formats": list(options.formats),
             "cog": options.cog,
