@@ -175,3 +175,39 @@ def test_quicklook_of_masks_marks_tp_fp_fn(tmp_path):
     assert tuple(rgb[4, 4]) == (0, 150, 0)      # exact match: green outline
     assert tuple(rgb[40, 40]) == (210, 0, 0)    # false positive: red outline
     assert tuple(rgb[76, 80]) == (0, 60, 220)   # missed GT 7: blue outline
+
+
+def test_label_volumes_are_matched_in_3d_with_sizes_in_mm3(tmp_path):
+    """A prediction that covers one slice of a 4-slice GT object perfectly is a 2-D match there, but its 3-D
+    IoU is 1/4: no match. Hand count at IoU 0.5: TP 1 (the exact object), FP 2, FN 1."""
+    import SimpleITK as sitk
+
+    def write(path, array):
+        image = sitk.GetImageFromArray(array.astype(np.uint32))
+        image.SetSpacing((0.7, 0.9, 2.5))
+        image.SetOrigin((-10.0, 20.0, 30.0))
+        sitk.WriteImage(image, str(path))
+        return path
+
+    gt = np.zeros((8, 40, 40), np.int32)
+    gt[1:5, 5:15, 5:15] = 1       # 4 slices
+    gt[2:6, 20:30, 20:30] = 2     # 4 slices
+    pred = np.zeros_like(gt)
+    pred[1:5, 5:15, 5:15] = 7     # GT 1 exactly
+    pred[3, 20:30, 20:30] = 3     # one slice of GT 2: 2-D IoU 1 on that slice, 3-D IoU 0.25
+    pred[6:8, 30:36, 2:8] = 5     # nothing there
+    gt_path = write(tmp_path / "gt.nii.gz", gt)
+    pred_path = write(tmp_path / "labels.nii.gz", pred)
+    (tmp_path / "objects.csv").write_text("id,score\n7,0.9\n3,0.8\n5,0.7\n")  # dicom-batch's table name
+    out = tmp_path / "v.json"
+    assert main(["evaluate", str(gt_path), str(pred_path), "--json", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert (m["TP"], m["FP"], m["FN"]) == (1, 2, 1)
+    assert m["precision"] == pytest.approx(1 / 3) and m["recall"] == 0.5
+    # by score: TP, FP, FP -> precision 1 up to recall 0.5 (51 of 101 recall points), at every IoU threshold
+    assert m["AP50"] == pytest.approx(51 / 101) and m["AP"] == pytest.approx(51 / 101)
+    voxel = 0.7 * 0.9 * 2.5
+    assert m["volume_gt_mm3"] == pytest.approx(800 * voxel) and m["volume_pred_mm3"] == pytest.approx((400 + 100 + 72) * voxel)
+    # a labelled area (rows 0:18 of every slice) leaves GT 1 and prediction 7: a perfect score
+    inside = evaluate_sources(gt_path, pred_path, area="rows=0:18").metrics
+    assert (inside["TP"], inside["FP"], inside["FN"]) == (1, 0, 0) and inside["AP"] == pytest.approx(1.0)

@@ -13,6 +13,8 @@ JSON). This module turns the other ground truths into what it scores, or scores 
   by default, as the NEON tree-crown benchmark) gives TP / FP / FN, precision, recall and F1
   (:func:`smallseg.data.labels.boxes.match_boxes`); box AP at that IoU is pycocotools' ``bbox`` COCOeval with
   that single IoU threshold (101-point interpolated, all detections, class-agnostic).
+- **Label volumes** (NIfTI / NRRD / MHA with several slices, e.g. dicom-batch's ``labels.nii.gz``): 3-D
+  matching by voxel IoU, sizes in mm³ (:mod:`smallseg.metrics.evaluation_volume`).
 - **Labelled area** (``area``: a pixel box ``rows=0:256``, a mask raster or a vector file): predicted objects
   whose pixels lie mostly outside it, and GT objects with no pixel inside it, are dropped before scoring
   (nobody said whether there is an object there), as validation does (:mod:`smallseg.train.scoring`). For
@@ -185,14 +187,20 @@ def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: An
         kind = "coco"
     if class_field is not None and kind != "vector":
         raise SmallsegError(f"--class-field applies to vector ground truth (GPKG / GeoJSON / ...), not {gt}")
-    if kind == "coco" or (kind == "label_image" and area is None and plot is None):
+    if kind == "coco" or (kind in ("label_image", "volume") and area is None and plot is None
+                          and not _is_3d(gt)):
         if area is not None:
             raise SmallsegError("--area: give the ground truth as a label raster or vector file (COCO JSON carries "
                                 "its own images)")
         return evaluate(gt, pred, **evaluate_kwargs)
     if kind == "volume":
-        raise SmallsegError(f"{gt}: label volumes are scored by smallseg evaluate as label rasters only in 2-D; "
-                            "give a 2-D label raster")
+        from smallseg.metrics.evaluation_volume import evaluate_volumes, is_volume
+
+        if is_volume(gt):  # 3-D: objects matched by voxel IoU, sizes in mm3
+            if plot is not None:
+                raise SmallsegError("--plot: the quick-look is 2-D; leave it out for label volumes")
+            return evaluate_volumes(gt, pred, pred_objects=evaluate_kwargs.get("pred_objects"), area=area)
+        kind = "label_image"  # a one-slice volume is a 2-D label raster
     pred_objects = evaluate_kwargs.pop("pred_objects", None)
     instances, raster, table = read_prediction(pred, pred_objects)
     if kind == "boxes":
@@ -260,6 +268,12 @@ def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: An
     if plot is not None:
         write_quicklook(plot, gt_ids, instances, shape, mask=mask)
     return result
+
+
+def _is_3d(path) -> bool:
+    from smallseg.metrics.evaluation_volume import is_volume
+
+    return isinstance(path, (str, os.PathLike)) and is_volume(path)
 
 
 def _coco_has_masks(path: Path) -> bool:

@@ -29,7 +29,11 @@ def uses_sources(args) -> bool:
     """True when ``args`` need :func:`evaluate_sources` (a GT that is not a label raster / COCO, an area, a plot)."""
     from smallseg.data.labels.auto import label_kind
 
+    from smallseg.metrics.evaluation_volume import is_volume
+
     kind = label_kind(args.gt)
+    if kind == "volume" and is_volume(args.gt):
+        return True
     coco_json = str(args.gt).lower().endswith(".json") and str(args.pred).lower().endswith(".json")
     return bool(args.area or args.plot or args.class_field) or (kind not in ("label_image", "volume")
                                                                  and not coco_json)
