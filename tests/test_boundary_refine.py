@@ -144,3 +144,50 @@ def test_boundary_head_config_and_model():
     plain = ModelConfig()
     assert plain.boundary_head is None
     assert model.config.architecture_mismatches(ModelConfig(**{**model.config.to_dict(), "boundary_head": None}))
+
+
+def test_refinement_keeps_tiling_exact(tiny_model):
+    """A model whose maps depend on a 3x3 neighbourhood only (bright squares; the boundary head says 'inside'
+    where at least 5 of the 3x3 pixels are bright: square corners go): tiled prediction == one tile, and the
+    refinement really changed the objects."""
+    from smallseg.pipeline.array import predict_array
+    from smallseg.tiling.grid import tile_windows
+
+    torch.manual_seed(0)
+    light = dict(classes=1, class_names=["square"], max_distance_px=6, tile_size_px=64, input_scale=1 / 255)
+    m = tiny_model("mobilenetv3", seed=None, **light, heads=("semantic",), lfe=None,
+                   boundary_head="signed_distance")
+    with torch.no_grad():
+        fuse = m.refiner.to_full.fuse[0]
+        fuse.weight.zero_()
+        fuse.weight[0, -3:, 1, 1] = 1.0  # feature 0 = sum of the raw bands (3.0 on a bright pixel)
+        head = m.heads["semantic"]
+        head.weight.zero_()
+        head.weight[1, 0, 1, 1] = 10.0
+        head.bias[:] = torch.tensor([0.0, -15.0])
+        b = m.heads["boundary"]
+        b.weight.zero_()
+        b.weight[0, 0] = 1.0  # 3x3 sum of feature 0
+        b.bias[:] = -13.5  # > 0 where at least 5 of the 9 pixels are bright (3.0 each)
+    m = m.eval()
+    h, w = 150, 170
+    rng = np.random.default_rng(2)
+    gt = np.zeros((h, w), np.int32)
+    k = 0
+    for _ in range(400):
+        s = int(rng.integers(3, 9))
+        r0, c0 = int(rng.integers(0, h - s)), int(rng.integers(0, w - s))
+        if gt[max(r0 - 2, 0):r0 + s + 2, max(c0 - 2, 0):c0 + s + 2].any():
+            continue
+        k += 1
+        gt[r0:r0 + s, c0:c0 + s] = k
+    image = np.where(gt > 0, 255, 0).astype(np.uint8)[None].repeat(3, axis=0)
+    assert len(tile_windows(h, w, 64, 12)) > 9
+    tiled = predict_array(image, m, tile_size_px=64)
+    whole = predict_array(image, m, tile_size_px=256)
+    assert np.array_equal(tiled.labels > 0, whole.labels > 0) and len(tiled) == len(whole) == k
+    fg = tiled.labels > 0
+    pairs = np.unique(np.stack([tiled.labels[fg], whole.labels[fg]]), axis=1)
+    assert pairs.shape[1] == k  # the same objects, one to one
+    # Every square lost exactly its 4 corner pixels (the map says so), nothing else.
+    assert (tiled.labels > 0).sum() == (gt > 0).sum() - 4 * k
