@@ -14,6 +14,14 @@ train, the other 7 test.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_finetune_fewshot.py --data bbbc007 --minutes 14 \\
         --out runs/fewshot-bbbc007
 
+``rs``: a synthetic remote-sensing scene (1024 x 1024 px, 0.5 m, seed 77, written to OUT/scene_*.tif) whose
+objects touching the top-left quarter are given as GeoPackage polygons with a ``cls`` attribute (car /
+building), the labelled area being that quarter (a GeoPackage polygon too); init ``remote-sensing``; the test
+set is the bottom half of the scene (class-aware scoring).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_finetune_fewshot.py --data rs --init remote-sensing \
+        --minutes 10 --out runs/fewshot-rs
+
 Add ``--resume`` to continue a killed run. Prints one JSON line of before/after test scores at the end and
 writes it to ``OUT/result.json``.
 """
@@ -33,14 +41,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _test_scores(model, tests: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Predict each (image (H, W, C), labels (H, W)) pair with the tiled pipeline and score them together."""
+def _test_scores(model, tests: list[tuple]) -> dict[str, float]:
+    """Predict each (image (H, W, C), labels (H, W)[, classes (H, W)]) with the tiled pipeline and score them
+    together (class-aware where classes are given, else every object is one class)."""
     from smallseg.metrics.multi import evaluate_images
     from smallseg.pipeline.array import predict_array
 
     items = []
-    for image, labels in tests:
+    for image, labels, *classes in tests:
         pred = predict_array(np.moveaxis(image, -1, 0), model, device="cpu")
+        if classes:
+            items.append((labels, classes[0], pred))
+            continue
         # one-class ground truth; the model's predicted class is ignored (any predicted object may match)
         pred_one = type(pred)(labels=pred.labels, ids=pred.ids, class_ids=np.ones_like(pred.class_ids),
                               scores=pred.scores, centroids_yx=pred.centroids_yx)
@@ -50,9 +62,47 @@ def _test_scores(model, tests: list[tuple[np.ndarray, np.ndarray]]) -> dict[str,
             for k in ("F1", "precision", "recall", "AP", "AP50", "count_gt", "count_pred")}
 
 
+def _remote_sensing_quarter(out: Path):
+    """The ``rs`` data: scene files, labels of the top-left quarter as GPKG, the quarter as a GPKG area."""
+    import rasterio.features
+    import shapely
+    from pyogrio.raw import write as pyogrio_write
+
+    from smallseg.data.remote_sensing import make_remote_sensing_scene, save_remote_sensing_scene
+
+    scene = make_remote_sensing_scene(1024, 1024, seed=77)
+    paths = save_remote_sensing_scene(scene, out / "scene")
+    half = 512
+    ids = set(np.unique(scene.instances[:half, :half]).tolist()) - {0}
+    class_of = dict(zip(scene.objects.id.tolist(), scene.objects.class_id.tolist()))
+    parts: dict[int, list] = {}
+    labels_px = scene.instances.astype(np.int32)
+    for g, v in rasterio.features.shapes(labels_px, mask=labels_px > 0, transform=scene.transform):
+        if int(v) in ids:
+            parts.setdefault(int(v), []).append(shapely.geometry.shape(g))
+    order = sorted(parts)
+    geoms = [shapely.union_all(parts[i]) for i in order]
+    names = ["car" if class_of[i] == 1 else "building" for i in order]
+    labels = out / "quarter_labels.gpkg"
+    pyogrio_write(labels, geometry=shapely.to_wkb(np.array(geoms, dtype=object)),
+                  field_data=[np.array(names, dtype=object)], fields=["cls"], crs=scene.crs.to_string(),
+                  driver="GPKG", geometry_type="MultiPolygon" if any(g.geom_type == "MultiPolygon" for g in geoms)
+                  else "Polygon")
+    x0, y0 = scene.transform * (0, 0)
+    x1, y1 = scene.transform * (half, half)
+    area = out / "quarter_area.gpkg"
+    pyogrio_write(area, geometry=shapely.to_wkb(np.array([shapely.box(min(x0, x1), min(y0, y1), max(x0, x1),
+                                                                      max(y0, y1))], dtype=object)),
+                  field_data=[], fields=[], crs=scene.crs.to_string(), driver="GPKG", geometry_type="Polygon")
+    image = np.moveaxis(scene.image, 0, -1)
+    tests = [(image[half:], scene.instances[half:].astype(np.int32), scene.classes[half:].astype(np.int32))]
+    print(f"rs: {len(ids)} labelled objects in the top-left quarter ({names.count('car')} cars)", flush=True)
+    return [str(paths.image)], [str(labels)], str(area), tests
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", choices=("dsb2018", "bbbc007"), default="dsb2018")
+    parser.add_argument("--data", choices=("dsb2018", "bbbc007", "rs"), default="dsb2018")
     parser.add_argument("--minutes", type=float, default=14.0)
     parser.add_argument("--out", default="runs/fewshot-dsb")
     parser.add_argument("--init", default="medical")
@@ -74,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         labels = read_label_file(label_path, image.shape[:2], "")
         images, label_files, area = [str(image_path)], [str(label_path)], "rows=0:256"
         tests = [(image[256:], labels[256:])]
+    elif args.data == "rs":
+        images, label_files, area, tests = _remote_sensing_quarter(out)
     else:
         folder = ROOT.parent / "shared/data/real-nuclei-dev/bbbc007"
         pairs = sorted(folder.glob("*_image.tif"))
@@ -88,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     before = _test_scores(load_checkpoint(resolve_model(args.init)), tests)
     print(f"test before: {before}", flush=True)
     extra = {} if args.lr is None else {"lr": args.lr}
+    classes = dict(class_field="cls") if args.data == "rs" else dict(class_name="nucleus")
     options = FinetuneOptions(images=tuple(images), labels=tuple(label_files), out=str(out / "model.safetensors"),
-                              init=args.init, area=area, minutes=args.minutes, class_name="nucleus",
-                              resume=args.resume, **extra)
+                              init=args.init, area=area, minutes=args.minutes, resume=args.resume, **classes, **extra)
     result = finetune(options, progress=lambda msg: print(msg, flush=True))
     after = _test_scores(load_checkpoint(result.checkpoint), tests)
     total_min = (time.perf_counter() - started) / 60
