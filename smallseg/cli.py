@@ -19,8 +19,16 @@ from smallseg.errors import SmallsegError
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``smallseg COMMAND: error: ... (see --help)``), like every other
+    error of the command line, instead of the usage block followed by the message."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="smallseg",
         description=(
             "Find and outline small objects (cars, buildings, nuclei, nodules) in images far larger "
