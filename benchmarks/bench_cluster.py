@@ -18,7 +18,7 @@ JSON, when present).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cluster.py throughput --scenes 8 --size 2048 --work /tmp/bench_cluster
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cluster.py split --size 4096 --compare --work /tmp/bench_cluster
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cluster.py split --size 16384 --work /tmp/bench_cluster
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cluster.py split --size 16384 --height 2048 --split 6 --work /tmp/bench_cluster
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cluster.py overheads --work /tmp/bench_cluster
 """
 
@@ -38,17 +38,20 @@ ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("instances.tif", "classes.tif", "gpkg", "geojson", "objects.csv", "quicklook.png")
 
 
-def make_scenes(work: Path, n: int, size: int, seed0: int = 21) -> list[Path]:
+def make_scenes(work: Path, n: int, size: int, seed0: int = 21, height: int | None = None) -> list[Path]:
+    """Scenes ``scene000..`` of ``height`` (default ``size``) x ``size`` px, cached in ``work`` (the first k of
+    a folder are the same files whatever n)."""
     from smallseg.data.remote_sensing import write_remote_sensing_scene
 
-    folder = work / f"scenes_{n}x{size}"
+    height = height or size
+    folder = work / f"scenes_{height}x{size}_seed{seed0}"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
         stem = folder / f"scene{i:03d}"
         image = Path(f"{stem}_image.tif")
         if not image.exists():
-            write_remote_sensing_scene(stem, size, size, seed=seed0 + i, pixel_size_m=0.4)
+            write_remote_sensing_scene(stem, height, size, seed=seed0 + i, pixel_size_m=0.4)
             for extra in ("_instances.tif", "_classes.tif", "_objects.csv"):  # ground truth: not inputs here
                 Path(f"{stem}{extra}").unlink(missing_ok=True)
         paths.append(image)
@@ -74,7 +77,7 @@ else:
     from smallseg.cluster.client import cluster_client
     from smallseg.cluster.worker import load_seconds
     t = time.perf_counter()
-    with cluster_client(cluster) as client:
+    with cluster_client(cluster, torch_threads=int(sys.argv[5])) as client:  # threads per worker
         client.wait_for_workers(int(cluster.split(":")[1]))
         stats["cluster_start_s"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -126,19 +129,22 @@ def cmd_throughput(args) -> dict:
     stems = [p.stem for p in inputs]
     modes = [("one process, 1 thread (no Dask)", "none", 1), ("local:1 (1 worker x 1 thread)", "local:1", 1),
              ("local:2 (2 workers x 1 thread)", "local:2", 1), ("one process, 2 threads (no Dask)", "none", 2)]
+    if args.modes:
+        modes = [modes[int(i)] for i in args.modes.split(",")]
     rows, ref = [], None
     print(f"load average before: {load_avg()}")
     for name, cluster, threads in modes:
         out = work / f"out_{cluster.replace(':', '')}_{threads}t"
         stats = run_once(inputs, out, cluster, "0", threads)
         d = digests(out, stems)
-        ref = ref or d
+        ref_out = work / "out_none_1t"  # the 1-thread single process (the first mode; or an earlier run's)
+        ref = ref or (digests(ref_out, stems) if ref_out.exists() else d)
         stats.update(name=name, same_bytes=d == ref, load=load_avg(),
                      scenes_per_hour=3600 * len(inputs) / stats["job_s"])
         rows.append(stats)
         print(f"{name}: job {stats['job_s']:.1f} s, {stats['scenes_per_hour']:.0f} scenes/h, same bytes "
               f"{stats['same_bytes']}, load {stats['load']}", flush=True)
-    base = next(r for r in rows if r["name"].startswith("local:1"))
+    base = next((r for r in rows if r["name"].startswith("local:1")), rows[0])
     print(f"\n{len(inputs)} scenes of {args.size}² px, shipped remote-sensing model, all outputs\n")
     print("| run | cluster start s | job s | scenes / h | vs local:1 | same bytes as 1-thread process | load avg after |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -151,10 +157,10 @@ def cmd_throughput(args) -> dict:
 
 def cmd_split(args) -> dict:
     work = Path(args.work)
-    (scene,) = make_scenes(work, 1, args.size, seed0=11)
-    result = {"size": args.size}
+    (scene,) = make_scenes(work, 1, args.size, seed0=11, height=args.height)
+    result = {"size": args.size, "height": args.height or args.size, "split": args.split}
     print(f"load average before: {load_avg()}", flush=True)
-    out = work / f"split_{args.size}_{args.cluster.replace(':', '')}"
+    out = work / f"split_{args.height or args.size}x{args.size}_{args.cluster.replace(':', '')}"
     stats = run_once([scene], out, args.cluster, args.split, 1)
     result["split"] = stats
     t = stats["timings"][0]
@@ -165,7 +171,7 @@ def cmd_split(args) -> dict:
     print("client stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
     print(f"CPU seconds: client {stats['client_cpu_s']:.0f}, workers {[round(v) for v in stats.get('worker_cpu_s', [])]}")
     if args.compare:
-        ref_out = work / f"split_{args.size}_single"
+        ref_out = work / f"split_{args.height or args.size}x{args.size}_single"
         single = run_once([scene], ref_out, "none", "0", 1)
         same = digests(out, [scene.stem]) == digests(ref_out, [scene.stem])
         result.update(single=single, same_bytes=same)
@@ -205,8 +211,10 @@ def main() -> None:
     p = sub.add_parser("throughput")
     p.add_argument("--scenes", type=int, default=8)
     p.add_argument("--size", type=int, default=2048)
+    p.add_argument("--modes", default=None, help="comma list of mode numbers 0-3 (default: all)")
     p = sub.add_parser("split")
     p.add_argument("--size", type=int, default=4096)
+    p.add_argument("--height", type=int, default=None, help="scene rows (default: --size, a square)")
     p.add_argument("--cluster", default="local:2")
     p.add_argument("--split", default="auto")
     p.add_argument("--compare", action="store_true")
@@ -216,7 +224,8 @@ def main() -> None:
     args = parser.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
     result = {"throughput": cmd_throughput, "split": cmd_split, "overheads": cmd_overheads}[args.cmd](args)
-    tag = args.cmd + (f"_{args.size}" if hasattr(args, "size") else "")
+    tag = args.cmd + (f"_{getattr(args, 'height', None) or args.size}x{args.size}" if hasattr(args, "size") else "")
+    tag += f"_{args.scenes}" if hasattr(args, "scenes") else ""
     (Path(args.work) / f"{tag}.json").write_text(json.dumps(result, indent=1))
 
 
