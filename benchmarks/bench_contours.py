@@ -132,6 +132,57 @@ def timing(model, repeats: int = 8) -> dict:
     return {"forward_ms": 1000 * float(np.median(fwd)), "forward_decode_ms": 1000 * float(np.median(total))}
 
 
+def interleaved_timing(models: dict, repeats: int = 30) -> dict:
+    """Forward and forward + decode ms per 256² tile, the models timed in turn (A, B, A, B, ...) so the load
+    of a shared machine hits each alike; medians."""
+    im = load_source({"synthetic": "nuclei", "count": 1, "size": 256, "seed": 72000,
+                      "options": {"style": "realistic", "mean_diameter_px": 18}}, ROOT)[0].image[..., 0]
+    lo, hi = np.percentile(im, 1), np.percentile(im, 99.5)
+    x = torch.from_numpy(((im - lo) / (hi - lo + 1e-6)).clip(0, 1).astype(np.float32))[None, None]
+    times = {name: ([], []) for name in models}
+    with torch.inference_mode():
+        for name, m in models.items():
+            decode_outputs(m(x), decode_config_for(m))
+        for _ in range(repeats):
+            for name, m in models.items():
+                t0 = time.perf_counter()
+                outputs = m(x)
+                t1 = time.perf_counter()
+                decode_outputs(outputs, decode_config_for(m))
+                t2 = time.perf_counter()
+                times[name][0].append(t1 - t0)
+                times[name][1].append(t2 - t0)
+    return {name: {"forward_ms": 1000 * float(np.median(f)), "forward_decode_ms": 1000 * float(np.median(t))}
+            for name, (f, t) in times.items()}
+
+
+def quicklook(models: dict, path: Path, windows=((150, 40), (300, 300), (40, 380)), size: int = 64, zoom: int = 4):
+    """PNG: DSB2018 crops (rows) x [image, truth, each model] (columns), outlines drawn on the image, zoomed."""
+    from PIL import Image
+
+    from smallseg.decode.refine import edge_pixels
+
+    image = tifffile.imread(ROOT / "tests" / "data" / "dsb2018_nuclei_image.tif").astype(np.float32)
+    truth = tifffile.imread(ROOT / "tests" / "data" / "dsb2018_nuclei_labels.tif").astype(np.int64)
+    grey = ((image - image.min()) / (np.percentile(image, 99.5) - image.min() + 1e-6)).clip(0, 1)
+    labels = {"truth": truth, **{name: predict_array(image, m, tile_size_px=256).labels for name, m in models.items()}}
+    colours = {"truth": (0, 255, 0)}
+    palette = [(255, 60, 60), (60, 160, 255), (255, 200, 0)]
+    rows = []
+    for r0, c0 in windows:
+        crop = (grey[r0:r0 + size, c0:c0 + size] * 255).astype(np.uint8)
+        panels = [np.stack([crop] * 3, -1)]
+        for i, (name, lab) in enumerate(labels.items()):
+            rgb = np.stack([crop] * 3, -1).copy()
+            edge = edge_pixels(lab[r0:r0 + size, c0:c0 + size]) & (lab[r0:r0 + size, c0:c0 + size] > 0)
+            rgb[edge] = colours.get(name, palette[(i - 1) % len(palette)])
+            panels.append(rgb)
+        rows.append(np.concatenate([np.pad(p, ((2, 2), (2, 2), (0, 0)), constant_values=255) for p in panels], 1))
+    sheet = np.concatenate(rows, 0).repeat(zoom, 0).repeat(zoom, 1)
+    Image.fromarray(sheet).save(path, optimize=True)
+    return list(labels)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/contours")
@@ -142,9 +193,22 @@ def main(argv=None) -> int:
     parser.add_argument("--test-images", type=int, default=8, help="held-out synthetic images per style (2 styles)")
     parser.add_argument("--rows", default="without,with")
     parser.add_argument("--score-only", action="store_true", help="score the runs already in --out")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only time the trained rows in turn (interleaved) and draw the DSB2018 quick-look")
+    parser.add_argument("--quicklook", default=None, help="PNG path of the DSB2018 quick-look (--timing-only)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.timing_only:
+        models = {"without": load_checkpoint(out / "without" / "best.safetensors").eval(),
+                  "with": load_checkpoint(out / "with" / "best.safetensors").eval()}
+        models["with: head, no refine"] = _DropBoundary(models["with"])
+        timing_rows = interleaved_timing(models)
+        print(json.dumps(timing_rows, indent=1))
+        if args.quicklook:
+            print("quick-look columns: image,", ", ".join(quicklook(models, Path(args.quicklook))))
+        (out / "timing.json").write_text(json.dumps(timing_rows, indent=2))
+        return 0
     sets = test_sets(args)
     results = {}
     for name in args.rows.split(","):
