@@ -61,27 +61,30 @@ def matched_fractions(ref: np.ndarray, other: np.ndarray, thresholds=(0.5, 0.9))
     return n, fractions
 
 
-def scenes(modality: str, count: int, size: int, seed: int, model):
+def scenes(modality: str, count: int, size: int, seed: int, model, world: str = "v1"):
     if modality == "remote-sensing":
         for i in range(count):
             gsd = (0.3, 0.4, 0.5)[i % 3]
-            yield make_remote_sensing_scene(size, size, seed=seed + i, pixel_size_m=gsd).image
+            options = {} if world == "v1" else {"world": world}
+            yield make_remote_sensing_scene(size, size, seed=seed + i, pixel_size_m=gsd, **options).image
     else:
         for im in synthetic_images(modality, count=count, size=size, seed=seed, class_id=1):
             image01 = im.image[..., 0]
             yield (image01 / np.float32(model.config.input_scale))[None]
 
 
-def run(model_name: str, modality: str, count: int, size: int, shifts: list[int], seed: int) -> list[tuple]:
+def run(model_name: str, modality: str, count: int, size: int, shifts: list[int], seed: int, *,
+        world: str = "v1", tile: int | None = None, overlap: int | None = None, tta: str | None = None) -> list[tuple]:
     model = load_model(model_name)
     rows = []
     totals: dict[str, list] = {}
-    for image in scenes(modality, count, size, seed, model):
-        tiled = predict_array(image, model).labels
-        whole = _predict_whole(image, model)
+    tiling = dict(tile_size_px=tile, overlap_px=overlap, tta=tta)
+    for image in scenes(modality, count, size, seed, model, world):
+        tiled = predict_array(image, model, **tiling).labels
+        whole = _predict_whole(image, model, tta)
         comparisons = {"tiled vs whole scene": (tiled, whole)}
         for s in shifts:
-            shifted = predict_array(np.ascontiguousarray(image[:, s:, s:]), model).labels
+            shifted = predict_array(np.ascontiguousarray(image[:, s:, s:]), model, **tiling).labels
             comparisons[f"shift {s} px"] = (tiled[s:, s:], shifted)
         for name, (ref, other) in comparisons.items():
             n, (f5, f9) = matched_fractions(ref, other)
@@ -94,10 +97,30 @@ def run(model_name: str, modality: str, count: int, size: int, shifts: list[int]
     return rows
 
 
-def _predict_whole(image: np.ndarray, model) -> np.ndarray:
+def context_report(model_name: str, modality: str, size: int, seed: int, world: str) -> None:
+    """Print how far the model looks (models/receptive_field.py) and the tiling that follows for 1.3x."""
+    from smallseg.models.receptive_field import context_radius_px, receptive_field_radius, tiling_for
+
+    model = load_model(model_name).eval()
+    image = next(iter(scenes(modality, 1, size, seed, model, world)))
+    x = torch.from_numpy(model.config.normalise(image))
+    t0 = time.perf_counter()
+    rf = receptive_field_radius(model, size=min(size, 1024))
+    with torch.no_grad():
+        ctx = {tol: context_radius_px(model, x, tol=tol) for tol in (0.02, 0.005)}
+    print(f"{model_name}: theoretical receptive-field radius {rf} px (input {min(size, 1024)}²); context radius "
+          + ", ".join(f"{d} px at tol {tol}" for tol, d in ctx.items()) + f" ({time.perf_counter() - t0:.0f} s)")
+    for tol, d in ctx.items():
+        try:
+            print(f"  tol {tol}: " + tiling_for(model, d, vote_error_px=4.0).describe())
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            print(f"  tol {tol}: {exc}")
+
+
+def _predict_whole(image: np.ndarray, model, tta: str | None = None) -> np.ndarray:
     """The scene as a single tile (padded to the encoder's stride by the pipeline): no seams at all."""
     side = int(np.ceil(max(image.shape[1:]) / 32) * 32)
-    return predict_array(image, model, tile_size_px=side, overlap_px=0, batch_size=1).labels
+    return predict_array(image, model, tile_size_px=side, overlap_px=0, batch_size=1, tta=tta).labels
 
 
 def main() -> None:
@@ -109,10 +132,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1280, help="scene side in px")
     parser.add_argument("--shifts", default="32,100,128", help="comma-separated shifts in px")
     parser.add_argument("--seed", type=int, default=95_000, help="first seed (held out: above training seeds)")
+    parser.add_argument("--world", default="v1", choices=("v1", "v2"), help="remote-sensing synthetic world")
+    parser.add_argument("--tile", type=int, default=None, help="tile side (default: the model's)")
+    parser.add_argument("--overlap", type=int, default=None, help="tile overlap (default: the pipeline's)")
+    parser.add_argument("--tta", default=None, choices=("d4", "flips"), help="test-time augmentation")
+    parser.add_argument("--context", action="store_true",
+                        help="instead: the model's theoretical receptive-field radius and its measured context radius "
+                             "(tol 0.02 and 0.005) on the first scene, and the tile/overlap these give for 1.3x")
     args = parser.parse_args()
+    if args.context:
+        context_report(args.model, args.modality, args.size, args.seed, args.world)
+        return
     torch.set_grad_enabled(False)
     t0 = time.perf_counter()
-    rows = run(args.model, args.modality, args.scenes, args.size, [int(s) for s in args.shifts.split(",")], args.seed)
+    rows = run(args.model, args.modality, args.scenes, args.size, [int(s) for s in args.shifts.split(",")], args.seed,
+               world=args.world, tile=args.tile, overlap=args.overlap, tta=args.tta)
     print("| model | scenes | comparison | objects | matched IoU>=0.5 | matched IoU>=0.9 |")
     print("| --- | --- | --- | ---: | ---: | ---: |")
     for model_name, modality, name, n, f5, f9 in rows:
