@@ -2,19 +2,19 @@
 
 The flow, one axial slice at a time (only the previous slice's labels are kept for linking)::
 
-    Volume (Z, Y, X) ─intensity preset (resolved once on the whole volume)─▶ [0, 1] slices
+    Volume (Z, Y, X) ─normalisation (fitted once on the whole volume)─▶ model-input slices
         ─predict_array (tiled, stitched)─▶ 2-D Instances per slice
         ─link_slices (same class, overlap ≥ threshold, one-to-one)─▶ (Z, Y, X) uint32 labels + object table
 
-Intensities. The model sees ``config.normalise(x)`` where ``x`` is the slice mapped to [0, 1] by an
-:class:`~smallseg.io.medical.IntensityPreset` and divided by ``config.input_scale``, so that normalise's
-multiplication by ``input_scale`` gives back exactly the [0, 1] image a medical model is trained on. The preset
-is, first found: the ``preset`` argument; the checkpoint's ``config.training["intensity_preset"]`` (an
-``IntensityPreset.to_dict()``, written by training); else ``"lung"`` for CT (the default medical task is lung
-nodules: a -1350..150 HU window keeps both parenchyma and solid nodules distinct) and ``"percentile"`` (1-99.5 %)
-for everything else. Percentiles are resolved *once* on the whole volume, so every slice (and every tile) shares
-one mapping. ``preset="raw"`` skips the mapping: raw values go to ``normalise`` as they are (models trained on
-raw 8/16-bit microscopy).
+Intensities. One :class:`~smallseg.normalize.Normalization` per volume (:func:`choose_volume_normalization`),
+fitted *once* on the whole volume and applied to every slice (and every tile), so neighbouring slices and tiles
+share one mapping. It is, first found: an explicit ``preset`` (``lung``, ``soft_tissue``, ..., ``percentile``,
+``raw``: the mapping, then the model's mean/std); ``normalize=`` / ``percentiles=`` (``percentile``, ``fixed``,
+``none``); what the checkpoint declares for the volume's modality (the shipped medical model: the -1350..150 HU
+lung window for CT, per-volume 1-99.5 % percentiles otherwise), else its declared default; for checkpoints that
+declare nothing, the legacy preset (``config.training["intensity_preset"]``, else ``lung`` for CT and
+``percentile`` otherwise) in front of ``input_scale`` / ``norm_mean`` / ``norm_std`` - the input those
+checkpoints always saw.
 
 Linking. A 2-D object in slice ``z`` continues a 3-D object of slice ``z - 1`` when both have the same class and
 their masks overlap by at least ``link_min_overlap`` of the *smaller* mask (intersection over smaller: the
