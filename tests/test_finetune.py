@@ -61,7 +61,7 @@ def test_finetune_cli_from_geotiff_and_geojson_end_to_end(tmp_path, capsys):
     tif, gj, n = _scene(tmp_path)
     init = _init_checkpoint(tmp_path)
     out = tmp_path / "my.safetensors"
-    code = main(["finetune", str(tif), "--labels", str(gj), "--init", str(init), "--out", str(out), "--minutes", "2",
+    code = main(["finetune", str(tif), "--labels", str(gj), "--init", str(init), "--out", str(out), "--minutes", "0.25",
                  "--steps-per-epoch", "2", "--batch-size", "2", "--patience", "2", "--classes", "car"])
     assert code == 0
     printed = capsys.readouterr().out
