@@ -437,6 +437,11 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
     after = _short(_score(model, val_images))
     say(f"after:  validation F1@0.5 {_fmt(after.get('F1'))}  AP {_fmt(after.get('AP'))}  "
         f"(before: F1 {_fmt(before.get('F1'))}  AP {_fmt(before.get('AP'))})")
+    worse = after.get("F1") is not None and before.get("F1") is not None and after["F1"] < before["F1"]
+    if worse:
+        say(f"warning: the fine-tuned model scores below the init model on the validation strip (F1 "
+            f"{_fmt(after.get('F1'))} < {_fmt(before.get('F1'))}); more minutes or labels may help, or keep "
+            f"{options.init}")
     training = dict(model.config.training or {})
     init_training = init_config.training or {}
     # What the init model declared for inputs the fine-tuning data did not contain (e.g. CT for a nuclei
@@ -449,7 +454,7 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
         "validation": f"bottom {options.val_fraction:.0%} of the labelled rows of each image (at least "
                       f"{MIN_VAL_ROWS} rows); training never sees those rows",
         "epochs": len(result.history), "planned_epochs": epochs, "stopped": result.stopped,
-        "crop_size": crop, "decode_tuned": chosen, "before": before, "after": after,
+        "crop_size": crop, "decode_tuned": chosen, "before": before, "after": after, "worse_than_init": worse,
         "history": _bounded_history(result.history),
     }
     training["finetune"] = record
