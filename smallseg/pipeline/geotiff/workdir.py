@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smallseg.errors import SmallsegError
+from smallseg.errors import SmallsegError, one_line
 from smallseg.io.atomic import OutputLock, atomic_path, is_partial_name, write_json_atomic
 from smallseg.pipeline.geotiff.options import OUTPUT_SUFFIXES, GeoTiffOptions
 from smallseg.tiling.stitch import StitchState
@@ -216,9 +216,16 @@ def open_work(work: WorkDir, params: dict, options: GeoTiffOptions, started: str
                                 f"continue it or overwrite=True to start over")
         shutil.rmtree(folder)
     if folder.exists() and work.resumable:
-        old = read_json(work.params)
-        if old != params and options.overwrite:  # resume + overwrite: continue if possible, else start over
+        try:
+            old = read_json(work.params)
+        except (OSError, ValueError) as exc:
+            if not options.overwrite:
+                raise _damaged(folder, work.params, exc) from None
+            old = None
+        if (old is None or old != params) and options.overwrite:  # resume + overwrite: continue if possible
             shutil.rmtree(folder)
+        elif not isinstance(old, dict):
+            raise _damaged(folder, work.params, TypeError(f"a JSON {type(old).__name__}, not an object"))
         elif old.get("format") != params["format"]:
             raise SmallsegError(
                 f"{folder}: the interrupted run was written by another smallseg version (checkpoint format "
@@ -229,26 +236,51 @@ def open_work(work: WorkDir, params: dict, options: GeoTiffOptions, started: str
                 f"{folder}: the interrupted run used other settings or input ({_changed(old, params)} differ); "
                 f"rerun with the same settings to resume, or pass overwrite=True to start over")
     if folder.exists() and work.resumable:
-        progress = read_json(work.progress)
-        k = int(progress["next_tile_row"])
-        # Leftover temporary files and anything newer than the checkpoint (the tile row in progress) go.
-        for p in folder.iterdir():
-            name = p.name
-            if is_partial_name(name) or (name.startswith("band.") and int(name.split(".")[1]) >= k) or (
-                name.startswith("stitch.") and int(name.split(".")[1]) != k
-            ):
-                p.unlink()
-        state = StitchState.load(work.stitch(k)) if k > 0 else None
-        carry = None
-        if k > 0:
-            carry = {name: v for name, v in load_band(work.band(k - 1)).items() if name.startswith("outline_")}
-        return Checkpoint(state, k, progress["started"], carry)
+        try:
+            return _reopen(work)
+        except _DAMAGE as exc:  # checkpoints are data: a damaged or foreign one is refused, never trusted
+            if not options.overwrite:
+                raise _damaged(folder, None, exc) from None
+            shutil.rmtree(folder)
     if folder.exists():  # created but not even the first checkpoint was written
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     write_json(work.params, params)
     write_json(work.progress, {"next_tile_row": 0, "started": started})
     return Checkpoint(None, 0, started, None)
+
+
+# What reading a damaged or tampered checkpoint raises (np.load refuses pickled arrays with ValueError).
+_DAMAGE = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile, SmallsegError)
+
+
+def _reopen(work: WorkDir) -> Checkpoint:
+    """The checkpoint of an interrupted run whose params matched; raises one of ``_DAMAGE`` if it is damaged."""
+    folder = work.work
+    progress = read_json(work.progress)
+    k = int(progress["next_tile_row"])
+    started = progress["started"]
+    if k < 0 or not isinstance(started, str):
+        raise ValueError(f"progress.json: next_tile_row {k}, started {started!r}")
+    # Leftover temporary files and anything newer than the checkpoint (the tile row in progress) go.
+    for p in folder.iterdir():
+        name = p.name
+        if is_partial_name(name) or (name.startswith("band.") and int(name.split(".")[1]) >= k) or (
+            name.startswith("stitch.") and int(name.split(".")[1]) != k
+        ):
+            p.unlink()
+    state = StitchState.load(work.stitch(k)) if k > 0 else None
+    carry = None
+    if k > 0:
+        carry = {name: v for name, v in load_band(work.band(k - 1)).items() if name.startswith("outline_")}
+    return Checkpoint(state, k, started, carry)
+
+
+def _damaged(folder: Path, file: Path | None, exc: BaseException) -> SmallsegError:
+    where = f" ({file.name})" if file is not None else ""
+    what = str(exc) if isinstance(exc, SmallsegError) else f"{type(exc).__name__}: {one_line(exc)}"
+    return SmallsegError(f"{folder}: the interrupted run's checkpoint{where} is damaged or not smallseg's "
+                         f"({what[:200]}); pass overwrite=True to start over (or delete that folder)")
 
 
 def record_progress(work: WorkDir, next_tile_row: int) -> None:
