@@ -183,6 +183,31 @@ def quicklook(models: dict, path: Path, windows=((150, 40), (300, 300), (40, 380
     return list(labels)
 
 
+def outline_speed() -> dict:
+    """Outlines of the DSB2018 truth and of a dense synthetic aerial scene's truth: ms per object, vertices
+    kept, area change, for tolerances 0 / 0.5 / 1 / 2 px."""
+    import shapely
+
+    from smallseg.data.remote_sensing import make_remote_sensing_scene
+    from smallseg.outline import OutlineOptions, outline_polygons
+
+    scene = make_remote_sensing_scene(512, 512, seed=50_000, pixel_size_m=0.4)
+    truth = tifffile.imread(ROOT / "tests" / "data" / "dsb2018_nuclei_labels.tif").astype(np.int64)
+    out = {}
+    for name, labels in (("DSB2018 truth", truth), ("aerial scene truth", np.asarray(scene.instances, np.int64))):
+        exact = outline_polygons(labels)[1]
+        n0 = sum(len(shapely.get_coordinates(p)) for p in exact)
+        for tol in (0.0, 0.5, 1.0, 2.0):
+            t0 = time.perf_counter()
+            _, polys = outline_polygons(labels, OutlineOptions(simplify_px=tol))
+            dt = time.perf_counter() - t0
+            n = sum(len(shapely.get_coordinates(p)) for p in polys)
+            darea = sum(abs(p.area - q.area) for p, q in zip(polys, exact)) / sum(q.area for q in exact)
+            out[f"{name}, simplify {tol:g} px"] = {"objects": len(polys), "ms_per_object": 1000 * dt / len(polys),
+                                                   "vertices_kept": n / n0, "area_change": darea}
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/contours")
@@ -195,10 +220,17 @@ def main(argv=None) -> int:
     parser.add_argument("--score-only", action="store_true", help="score the runs already in --out")
     parser.add_argument("--timing-only", action="store_true",
                         help="only time the trained rows in turn (interleaved) and draw the DSB2018 quick-look")
+    parser.add_argument("--outlines-only", action="store_true", help="only time the outline simplification")
     parser.add_argument("--quicklook", default=None, help="PNG path of the DSB2018 quick-look (--timing-only)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.outlines_only:
+        rows = outline_speed()
+        for k, v in rows.items():
+            print(f"| {k} | {v['objects']} | {v['ms_per_object']:.2f} | {100 * v['vertices_kept']:.0f} % | "
+                  f"{100 * v['area_change']:.2f} % |")
+        return 0
     if args.timing_only:
         models = {"without": load_checkpoint(out / "without" / "best.safetensors").eval(),
                   "with": load_checkpoint(out / "with" / "best.safetensors").eval()}
