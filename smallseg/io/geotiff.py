@@ -448,13 +448,16 @@ class GeoTiffReader:
 
     # -- statistics -------------------------------------------------------------------------------------
 
-    def sample(self, max_pixels: int = 1_048_576) -> tuple[np.ndarray, np.ndarray]:
-        """A decimated read of the whole raster (selected bands) and its valid mask, for fitting a
-        normalisation once per scene.
+    def sample(self, max_pixels: int = 1_048_576, *, windows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A sample of the whole raster (selected bands) and its valid mask, for fitting a normalisation
+        once per scene.
 
-        The read is nearest-neighbour to at most ``max_pixels`` pixels (GDAL uses overviews when the file
-        has them), so it costs about one tile row of a big scene. Validity follows :meth:`valid_mask`
-        (alpha, nodata or its override, internal mask, NaN).
+        Default: a nearest-neighbour decimated read to at most ``max_pixels`` pixels (GDAL uses overviews
+        when the file has them; without, it decodes every block once - the price of percentiles that
+        represent the whole scene). ``windows=N``: N full-resolution windows on an even grid, side by side,
+        together about ``max_pixels`` - cheap for any scene, enough to find a constant or empty band.
+        A raster of at most ``max_pixels`` pixels is read whole either way. Validity follows
+        :meth:`valid_mask` (alpha, nodata or its override, internal mask, NaN).
 
         Returns:
             ((C, h, w) array of the raster's dtype, (h, w) bool valid).
@@ -462,6 +465,14 @@ class GeoTiffReader:
         from rasterio.enums import Resampling
 
         h, w = self.height, self.width
+        if windows is not None and h * w > max_pixels:
+            side = max(1, int(math.sqrt(windows)))
+            size = max(1, int(math.sqrt(max_pixels / (side * side))))
+            size_h, size_w = min(size, h), min(size, w)
+            ys = np.linspace(0, h - size_h, side).round().astype(int)
+            xs = np.linspace(0, w - size_w, side).round().astype(int)
+            parts = [self._read_with_mask(Window(int(x), int(y), size_w, size_h)) for y in ys for x in xs]
+            return (np.concatenate([p[0] for p in parts], axis=2), np.concatenate([p[1] for p in parts], axis=1))
         step = max(1.0, math.sqrt(h * w / max_pixels))
         shape = (max(1, int(round(h / step))), max(1, int(round(w / step))))
         whole = Window(0, 0, w, h)

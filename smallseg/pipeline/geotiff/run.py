@@ -473,7 +473,9 @@ def _open_reader(path: Path, model: torch.nn.Module, options: GeoTiffOptions, se
         if norm.out_channels(reader.count) != config.in_channels:
             raise SmallsegError(f"{path}: {norm.describe()} gives {norm.out_channels(reader.count)} channels from "
                                 f"{reader.count} band(s), the model takes {config.in_channels}")
-        sample, valid = reader.sample()
+        # Percentiles need the whole scene (a decimated read); other kinds only check for constant / empty
+        # bands, which 64 windows show at a fraction of the cost on a big scene.
+        sample, valid = reader.sample(windows=None if norm.needs_fit else 64)
         stats = norm.fit(sample, valid)
         reasons = [f"{stats.reason} (after band selection {','.join(map(str, reader.bands))})"] \
             if not stats.reliable and valid.any() else []
