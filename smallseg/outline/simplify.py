@@ -172,6 +172,12 @@ def outline_polygons(
         raise SmallsegError(f"outline: {len(class_ids)} class ids for {len(ids)} objects")
     boxes = ndimage.find_objects(labels.astype(np.int64, copy=False))
     out = []
+    with rasterio.Env():  # one GDAL environment for all objects (rasterio would enter one per call)
+        _outline_all(labels, ids, boxes, options, class_ids, out)
+    return ids, out
+
+
+def _outline_all(labels, ids, boxes, options, class_ids, out) -> None:
     for i, k in enumerate(ids):
         box = boxes[k - 1] if 0 < k <= len(boxes) else None
         if box is None:
@@ -180,7 +186,6 @@ def outline_polygons(
         bbox = (box[0].start, box[1].start, box[0].stop, box[1].stop)
         out.append(object_outline(labels, int(k), bbox, options,
                                   class_id=None if class_ids is None else int(class_ids[i])))
-    return ids, out
 
 
 def to_map(polygons: list, transform: Affine) -> list:

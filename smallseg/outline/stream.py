@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
+import rasterio
 from shapely.geometry import MultiPolygon
 
 from smallseg.outline.options import OutlineOptions
@@ -72,8 +73,9 @@ class OutlineStream:
         ids = np.asarray(table.ids, np.int64)
         boxes = np.asarray(table.bbox, np.int64)
         classes = np.asarray(table.class_ids)
-        return [object_outline(self.rows, int(k), boxes[i], self.options, class_id=int(classes[i]), row0=self.rows0,
-                               col0=0, scene_shape=(self.height, self.width)) for i, k in enumerate(ids)]
+        with rasterio.Env():  # one GDAL environment for the band's objects
+            return [object_outline(self.rows, int(k), boxes[i], self.options, class_id=int(classes[i]), row0=self.rows0,
+                                   col0=0, scene_shape=(self.height, self.width)) for i, k in enumerate(ids)]
 
     def _trim(self, keep_from: int | None) -> None:
         if keep_from is None:
