@@ -194,7 +194,7 @@ def test_dicom_seg_output_references_the_series(tree, tmp_path, checkpoint):
 def test_dicom_seg_without_highdicom_is_one_clear_error(tmp_path, checkpoint, monkeypatch):
     write_series(tmp_path / "in", random_hu((2, 16, 16), 3), SYNTH_UID)
     monkeypatch.setitem(sys.modules, "highdicom", None)  # import highdicom now raises ImportError
-    with pytest.raises(SmallsegError, match="--dicom-seg needs the highdicom package"):
+    with pytest.raises(SmallsegError, match="dicom_seg=True needs the highdicom package"):
         run_dicom_batch(tmp_path / "in", tmp_path / "out", checkpoint, progress=False, dicom_seg=True)
     assert not (tmp_path / "out").exists()
 
