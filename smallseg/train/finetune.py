@@ -423,7 +423,8 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
     first_epoch = len(_history(run_dir)) + 1 if resume_training else 1
     result = train(config, run_dir, resume=resume_training, device=options.device, progress=False,
                    train_images=train_images, val_images=val_images, time_budget_s=budget_s,
-                   patience=options.patience, on_epoch=on_epoch)
+                   patience=options.patience, on_epoch=on_epoch,
+                   overwrite=not resume_training)  # OUT.finetune/ is this command's work folder: a fresh run restarts it
     say(f"training stopped ({result.stopped}) after {len(result.history)} epoch(s)")
     model = load_checkpoint(result.best_checkpoint)
     chosen: dict[str, Any] = {}
