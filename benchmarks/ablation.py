@@ -138,7 +138,7 @@ def main(argv=None) -> int:
             final_loss = history[-1]["loss_total"]
         else:
             t0 = time.perf_counter()
-            run = train(load_train_config(config_path), out / slug, progress=False)
+            run = train(load_train_config(config_path), out / slug, progress=False, overwrite=True)  # unfinished: redo
             train_s = time.perf_counter() - t0
             # best = selected on validation AP, decode thresholds tuned on validation (last without validation)
             model = load_checkpoint(run.best_checkpoint if args.val_scenes else run.last_checkpoint)
