@@ -12,7 +12,9 @@ What it does, in order:
    (neither labels nor image pixels: the training part is cut off at ``split``), so validation scores are
    on pixels the model never saw. Rows outside the labelled rows are not used at all.
 2. **Before.** The init model, with its own decode settings, is scored on the validation part.
-3. **Train.** :func:`smallseg.train.loop.train` with augmentation (flips, 90° rotations, rescale 0.8-1.25,
+3. **Train.** :func:`smallseg.train.loop.train` with BatchNorm statistics frozen (``freeze_norm``: the init
+   model's running statistics are kept; a few crops of one image are no population to re-estimate them from),
+   augmentation (flips, 90° rotations, rescale 0.8-1.25,
    photometric jitter, Mosaic), AdamW with a warm-up and a cosine schedule fitted to the time budget (the
    pace of a few measured steps gives the number of epochs), validation after every epoch (the best
    epoch is kept), early stopping after ``patience`` epochs without a better F1.
@@ -424,7 +426,8 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
     result = train(config, run_dir, resume=resume_training, device=options.device, progress=False,
                    train_images=train_images, val_images=val_images, time_budget_s=budget_s,
                    patience=options.patience, on_epoch=on_epoch,
-                   overwrite=not resume_training)  # OUT.finetune/ is this command's work folder: a fresh run restarts it
+                   overwrite=not resume_training,  # OUT.finetune/ is this command's work folder: a fresh run restarts it
+                   freeze_norm=True)
     say(f"training stopped ({result.stopped}) after {len(result.history)} epoch(s)")
     model = load_checkpoint(result.best_checkpoint)
     chosen: dict[str, Any] = {}
