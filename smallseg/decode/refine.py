@@ -10,15 +10,15 @@ outside. Refinement keeps the decoder's partition and re-decides only the pixels
    background included), on either side. Pixels farther in or out keep their decoded label, so a wrong
    boundary value deep inside an object cannot punch a hole, and no new object appears from the map alone.
 2. In the band, a decoded object pixel whose signed distance is <= 0 becomes background; a background
-   pixel whose signed distance is > 0 joins the decoded object with the nearest pixel (Euclidean, ties to
-   scipy's deterministic choice). Pixels already in an object stay in it (the partition between touching
+   pixel whose signed distance is > 0 joins the decoded object it is reached from first, flooding 4-neighbour
+   steps through such pixels (ties by a fixed direction order, a rule of relative positions only). Pixels already in an object stay in it (the partition between touching
    objects is the decoder's).
 3. Objects left with no pixel are dropped (ids re-densed, rows kept in order); centroids, classes and
    scores stay the decoder's (the centroid decides tile ownership, so stitching is untouched).
 
 Exactness: with the true signed distance and a decoding within ``band_px`` px of the truth (objects apart
 by more than ``2 * band_px``), the refined labels equal the true ones exactly (tests/test_boundary_refine.py).
-Tiling: each refined pixel depends only on the labels and the map within ``band_px + 1`` px of it, and an
+Tiling: each refined pixel depends only on the labels and the map within ``2 * band_px + 2`` px of it, and an
 object grows by at most ``band_px`` px, within the tile overlap's margin (``max_vote_error_px`` >= 2 px by
 default), so an owned object still lies wholly in its tile and stitching stays exact.
 """
@@ -69,17 +69,51 @@ def refine_labels(labels: np.ndarray, signed_distance: np.ndarray, band_px: floa
     edge = edge_pixels(labels)
     if not edge.any():
         return labels.copy()
-    # Distance to the nearest edge pixel; edge pixels lie on both sides of the edge, so "within band_px - 1
-    # of one" is within band_px px of the edge line on either side.
-    band = ndimage.distance_transform_edt(~edge) <= band_px - 1 + 1e-6
+    # Pixels within band_px of the edge line on either side = edge pixels (both sides) grown band_px - 1
+    # times by their 4-neighbours (shifted ORs: far cheaper than a distance transform of the tile).
+    band = edge
+    for _ in range(int(band_px) - 1):
+        band = _grow4(band)
     inside = sdf > 0
     refined = labels.copy()
     refined[band & ~inside & (labels > 0)] = 0
     grow = band & inside & (labels == 0)
     if grow.any():
-        _, (iy, ix) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
-        refined[grow] = labels[iy[grow], ix[grow]]
+        # Flood the decoded labels into the pixels to add, one 4-neighbour step at a time, ties by a fixed
+        # direction order (above, left, below, right): a rule of relative positions only, so a tile and the
+        # whole image decide alike (an order by id would not: ids are per tile).
+        source = labels.copy()
+        todo = grow.copy()
+        for _ in range(int(np.ceil(band_px)) + 1):
+            nb = _neighbour_label(source)
+            take = todo & (nb > 0)
+            if not take.any():
+                break
+            source[take] = nb[take]
+            todo &= ~take
+        refined[grow] = source[grow]
     return refined
+
+
+def _grow4(mask: np.ndarray) -> np.ndarray:
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
+
+
+def _neighbour_label(labels: np.ndarray) -> np.ndarray:
+    """Per pixel, the label of its first labelled 4-neighbour in the order above, left, below, right (0: none)."""
+    nb = np.zeros_like(labels)
+    for src, dst in (((slice(None, -1), slice(None)), (slice(1, None), slice(None))),   # from above
+                     ((slice(None), slice(None, -1)), (slice(None), slice(1, None))),   # from the left
+                     ((slice(1, None), slice(None)), (slice(None, -1), slice(None))),   # from below
+                     ((slice(None), slice(1, None)), (slice(None), slice(None, -1)))):  # from the right
+        view = nb[dst]
+        np.copyto(view, labels[src], where=view == 0)
+    return nb
 
 
 def refine_instances(found: Instances, signed_distance: np.ndarray, band_px: float = DEFAULT_BAND_PX) -> Instances:
