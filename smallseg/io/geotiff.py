@@ -448,15 +448,19 @@ class GeoTiffReader:
 
     # -- statistics -------------------------------------------------------------------------------------
 
-    def sample(self, max_pixels: int = 1_048_576, *, windows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, max_pixels: int = 1_048_576, *, windows: int | None = None,
+               whole_up_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A sample of the whole raster (selected bands) and its valid mask, for fitting a normalisation
         once per scene.
 
         Default: a nearest-neighbour decimated read to at most ``max_pixels`` pixels (GDAL uses overviews
         when the file has them; without, it decodes every block once - the price of percentiles that
         represent the whole scene). ``windows=N``: N full-resolution windows on an even grid, side by side,
-        together about ``max_pixels`` - cheap for any scene, enough to find a constant or empty band.
-        A raster of at most ``max_pixels`` pixels is read whole either way. Validity follows
+        together about ``max_pixels``: its cost does not grow with the scene (an 8192² uint16 deflate scene
+        without overviews, on a loaded 2-core machine: 7-9 s for 256 windows, 16-22 s for the decimated
+        read, which grows with the scene), and its percentiles agree with the decimated read's to a few
+        parts per thousand. A raster of at most ``whole_up_to`` (default
+        ``max_pixels``) pixels is read whole either way. Validity follows
         :meth:`valid_mask` (alpha, nodata or its override, internal mask, NaN).
 
         Returns:
@@ -465,7 +469,7 @@ class GeoTiffReader:
         from rasterio.enums import Resampling
 
         h, w = self.height, self.width
-        if windows is not None and h * w > max_pixels:
+        if windows is not None and h * w > max(max_pixels, whole_up_to or 0):
             side = max(1, int(math.sqrt(windows)))
             size = max(1, int(math.sqrt(max_pixels / (side * side))))
             size_h, size_w = min(size, h), min(size, w)
@@ -473,7 +477,7 @@ class GeoTiffReader:
             xs = np.linspace(0, w - size_w, side).round().astype(int)
             parts = [self._read_with_mask(Window(int(x), int(y), size_w, size_h)) for y in ys for x in xs]
             return (np.concatenate([p[0] for p in parts], axis=2), np.concatenate([p[1] for p in parts], axis=1))
-        step = max(1.0, math.sqrt(h * w / max_pixels))
+        step = max(1.0, math.sqrt(h * w / max(max_pixels, whole_up_to or 0)))
         shape = (max(1, int(round(h / step))), max(1, int(round(w / step))))
         whole = Window(0, 0, w, h)
         unique = sorted(set(self.bands))

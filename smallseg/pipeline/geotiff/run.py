@@ -26,7 +26,7 @@ from smallseg.bands import BandPlan, band_numbers, model_band_names, plan_for_da
 from smallseg.decode.centroids import DecodeConfig
 from smallseg.errors import SmallsegError, one_line
 from smallseg.io.geotiff import GeoTiffReader, open_raster
-from smallseg.normalize import Normalization, NormStats, choose_normalization, normalization_for
+from smallseg.normalize import DEFAULT_FIT_PIXELS, Normalization, NormStats, choose_normalization, normalization_for
 from smallseg.io.quicklook import quicklook_grid, render_quicklook, write_png
 from smallseg.io.tables import ObjectTable, read_objects_csv
 from smallseg.models import prepare_model, weights_fingerprint
@@ -473,9 +473,11 @@ def _open_reader(path: Path, model: torch.nn.Module, options: GeoTiffOptions, se
         if norm.out_channels(reader.count) != config.in_channels:
             raise SmallsegError(f"{path}: {norm.describe()} gives {norm.out_channels(reader.count)} channels from "
                                 f"{reader.count} band(s), the model takes {config.in_channels}")
-        # Percentiles need the whole scene (a decimated read); other kinds only check for constant / empty
-        # bands, which 64 windows show at a fraction of the cost on a big scene.
-        sample, valid = reader.sample(windows=None if norm.needs_fit else 64)
+        # Images up to DEFAULT_FIT_PIXELS are read whole (the same stats as predict_array's fit, so CLI ==
+        # API); bigger scenes are sampled in full-resolution windows spread over the scene (percentiles: 256,
+        # otherwise only constant / empty bands are looked for: 64) - a decimated read of a scene without
+        # overviews decodes every block once and costs far more.
+        sample, valid = reader.sample(windows=256 if norm.needs_fit else 64, whole_up_to=DEFAULT_FIT_PIXELS)
         stats = norm.fit(sample, valid)
         reasons = [f"{stats.reason} (after band selection {','.join(map(str, reader.bands))})"] \
             if not stats.reliable and valid.any() else []
