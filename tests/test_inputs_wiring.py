@@ -248,3 +248,23 @@ def test_predict_volume_uses_the_declared_ct_window_fitted_once(tmp_path):
                                                          percentiles=(2.0, 98.0))
     lo, hi = np.percentile(hu.astype(np.float64), [2.0, 98.0])
     assert source == "argument" and stats.lo[0] == pytest.approx(lo) and stats.hi[0] == pytest.approx(hi)
+
+
+def test_reader_sample_windows_and_whole_read_follow_the_valid_mask(tmp_path):
+    from smallseg.io.geotiff import open_raster
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(1, 255, (1, 200, 200), dtype=np.uint8)
+    pixels[:, :, :50] = 0  # nodata on the left quarter
+    src = tmp_path / "nd.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=200, height=200, count=1, dtype="uint8", nodata=0,
+                       crs="EPSG:32633", transform=TRANSFORM) as ds:
+        ds.write(pixels)
+    with open_raster(src) as reader:
+        whole, valid = reader.sample(windows=16, whole_up_to=40_000)  # small enough: read whole
+        assert np.array_equal(whole, pixels) and np.array_equal(valid, pixels[0] > 0)
+        part, pvalid = reader.sample(max_pixels=10_000, windows=16)  # 16 windows of 25 px side by side
+        assert part.shape == (1, 25, 400) and pvalid.shape == (25, 400)
+        assert np.array_equal(pvalid, part[0] > 0)  # the nodata rule, window by window
+        assert 0.6 < pvalid.mean() < 0.9  # about the scene's 75 % valid
+        assert np.array_equal(part[0, :, :25], pixels[0, :25, :25])  # the first window is the top-left corner
