@@ -358,7 +358,7 @@ def _run_dicom_batch(args) -> int:
         print(f"smallseg {args.command}: note: {note}", file=sys.stderr)
     if result.stopped:
         print(f"smallseg {args.command}: error: {_dicom_batch_flags(result.stopped)}", file=sys.stderr)
-    if not result.count("ok"):
+    if not result.count("ok") and not result.stopped:  # a stopped batch has said why, in one line
         print(f"smallseg {args.command}: error: no image stack was processed under {args.root} (see "
               f"{result.summary_path})", file=sys.stderr)
     print(result.summary())
