@@ -14,8 +14,9 @@ Per pixel:
   head): inside an object ``edt_in - 0.5`` (``edt_in`` = Euclidean distance to the nearest pixel of another
   object or background), outside every object ``-(edt_out - 0.5)`` (to the nearest object pixel), clipped to
   ``+-BOUNDARY_CLIP_PX`` and divided by it. The pixels either side of an edge get ``+-0.5`` px, so the zero
-  level lies on the pixel edge between them; a shared border between two objects is an edge of each. The
-  image (crop) edge is not an edge: the object goes on beyond it. Masked like ``distance``.
+  level lies on the pixel edge between them; a shared border between two objects is an edge of each. Inside,
+  the image (crop) edge counts as an edge, as for ``distance`` (the same distance transforms; an object a
+  tile owns lies wholly inside it). Masked like ``distance``.
 - ``ignore``: pixels excluded from the semantic loss (negative instance ids or negative classes, e.g. -1 for
   "unlabelled" regions, and centroid-only pixels).
 - ``distance_ignore``: pixels excluded from the distance loss: ``ignore`` plus every pixel of an object that
@@ -96,6 +97,7 @@ def encode_targets(
 
     centroid = np.zeros((2, h, w), np.float32)
     distance = np.zeros((h, w), np.float32)
+    inside_sdf = np.zeros((h, w), np.float32)
     if n:
         index = np.arange(1, n + 1)
         centres = np.asarray(ndimage.center_of_mass(np.ones((h, w), np.uint8), dense, index)).reshape(n, 2)
@@ -113,8 +115,11 @@ def encode_targets(
             edt = ndimage.distance_transform_edt(mask)[1:-1, 1:-1]
             inside = mask[1:-1, 1:-1]
             distance[box][inside] = (edt[inside] / edt.max()).astype(np.float32)
+            # The same distances give the boundary target inside (a nearest pixel of another label is
+            # 4-adjacent to the object, so within this padded box).
+            inside_sdf[box][inside] = (np.minimum(edt[inside] - 0.5, BOUNDARY_CLIP_PX) / BOUNDARY_CLIP_PX)
 
-    boundary = signed_edge_distance(dense, objects)
+    boundary = signed_edge_distance(dense, objects, inside=inside_sdf)
     centroid_mask = objects & ~ignore
     distance_ignore = ignore.copy()
     if weak.any():
@@ -138,13 +143,17 @@ def encode_targets(
     }
 
 
-def signed_edge_distance(dense: np.ndarray, objects: np.ndarray, clip_px: float = BOUNDARY_CLIP_PX) -> np.ndarray:
+def signed_edge_distance(dense: np.ndarray, objects: np.ndarray, clip_px: float = BOUNDARY_CLIP_PX, *,
+                         inside: np.ndarray | None = None) -> np.ndarray:
     """The ``boundary`` target (see the module doc): (H, W) float32 in [-1, 1].
 
     Args:
         dense: (H, W) int dense object ids (0 = none).
         objects: (H, W) bool object pixels (``dense > 0``).
         clip_px: distances are clipped to this and divided by it.
+        inside: the target on object pixels when the caller has it already (``encode_targets`` derives it
+            from its per-object distance transforms, where the image edge counts as an edge, as for the
+            ``distance`` target); None: computed here, the image edge not counting.
     """
     h, w = dense.shape
     out = np.full((h, w), -1.0, np.float32)
@@ -153,6 +162,9 @@ def signed_edge_distance(dense: np.ndarray, objects: np.ndarray, clip_px: float 
     if not objects.all():
         outside = ndimage.distance_transform_edt(~objects)
         out[~objects] = -np.minimum(outside[~objects] - 0.5, clip_px) / clip_px
+    if inside is not None:
+        out[objects] = inside[objects]
+        return out
     pad = int(np.ceil(clip_px)) + 1  # a window this much larger than the object holds its distances < clip
     for label, box in enumerate(ndimage.find_objects(dense), start=1):
         if box is None:
