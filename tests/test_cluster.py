@@ -88,7 +88,7 @@ def test_without_cluster_dask_is_never_imported(tmp_path, scenes, model_file):
               f"'--model', {str(model_file)!r}, '--tile', '64', '--quiet', '--device', 'cpu']); "
               f"assert rc == 0, rc; bad = [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]; "
               f"assert not bad, bad; print('clean')")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=1200,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0 and "clean" in proc.stdout, proc.stderr[-2000:]
 
