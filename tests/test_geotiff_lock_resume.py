@@ -18,6 +18,7 @@ from rasterio.transform import Affine
 
 from smallseg.errors import SmallsegError
 from smallseg.models import save_checkpoint
+from smallseg.outline import OutlineOptions
 from smallseg.pipeline.geotiff import predict_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -122,6 +123,8 @@ def test_resume_of_a_finished_run_checks_input_model_and_settings(tmp_path, mode
     before = (out / "a.run.json").read_bytes()
     with pytest.raises(SmallsegError, match=r"other input, model or settings \(decode differ\).*overwrite=True"):
         predict_geotiff(src, out, model, min_score=0.9, resume=True, progress=False)
+    with pytest.raises(SmallsegError, match=r"\(outline differ\)"):  # other polygons (issue #17)
+        predict_geotiff(src, out, model, outline=OutlineOptions(simplify_px=1.0), resume=True, progress=False)
     other_model = tiny_model("mobilenetv3", seed=5, classes=2, max_distance_px=6, tile_size_px=64,
                              input_scale=1 / 255, class_names=["car", "building"])
     with pytest.raises(SmallsegError, match=r"\(model_sha256(, normalization)? differ\)"):
