@@ -77,7 +77,7 @@ def test_resolve_device():
 
 def _smallseg_imports(path: Path) -> tuple[set[str], list[str]]:
     """(smallseg.models modules imported anywhere in ``path``, function-level imports of smallseg modules)."""
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     found, nested = set(), []
     top = {id(n) for n in tree.body}
     for node in ast.walk(tree):

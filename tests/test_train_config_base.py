@@ -84,11 +84,11 @@ def test_every_shipped_config_loads_and_validates(path):
 
 def test_stage_configs_are_named_after_their_stage_and_build_on_the_one_before():
     for family, last in (("medical", 5), ("remote-sensing", 4)):
-        first = (CONFIGS / f"{family}.yaml").read_text()
+        first = (CONFIGS / f"{family}.yaml").read_text(encoding="utf-8")
         assert "\nbase:" not in first and "stage 1" in first
         for stage in range(2, last + 1):
             path = CONFIGS / f"{family}-stage{stage}.yaml"
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
             assert f"Stage {stage} " in text.splitlines()[0]
             previous = f"{family}.yaml" if stage == 2 else f"{family}-stage{stage - 1}.yaml"
             assert f"\nbase: {previous}\n" in text

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import segmentation_models_pytorch as smp
 import timm
 
+from smallseg.decode.centroids import DecodeConfig
 from smallseg.errors import SmallsegError
 
 # Bounds. Generous for any real model, small enough that a hostile file cannot make the loader allocate
@@ -396,8 +397,6 @@ def _decode_settings(field: str, value: Any) -> None:
     """Decoding settings stored with a model: every key a :class:`~smallseg.decode.centroids.DecodeConfig`
     field (an unknown one would otherwise be dropped without a word when the model is used), every value a
     number."""
-    from smallseg.decode.centroids import DecodeConfig
-
     if not isinstance(value, dict):
         raise config_error(field, f"{_show(value)} is not an object of decoding settings")
     known = sorted(DecodeConfig.__dataclass_fields__)
