@@ -295,3 +295,44 @@ def test_cli_cluster_flag_gives_the_same_bytes_and_bad_specs_are_one_line(tmp_pa
     assert main(["tile-and-predict", *common, "--out", str(tmp_path / "x"), "--cluster", "local:1",
                  "--split-scene", "many"]) == 2
     assert "--split-scene many" in capsys.readouterr().err
+
+
+def test_a_device_the_workers_lack_is_one_line_before_any_output(tmp_path, client, scenes, model_file, tiny_model):
+    """The client only plans and stitches (on a CPU copy), so the device is the workers' affair: asked of every
+    worker before any task, a device they cannot use is one line saying so, and nothing is written."""
+    import torch
+
+    from medical_helpers import random_hu, save_tiny_ct_model, write_series
+    from smallseg.cluster.worker import workers_device_type
+    from smallseg.errors import SmallsegError
+    from smallseg.pipeline.dicom_batch import run_dicom_batch
+    from smallseg.pipeline.geotiff import GeoTiffOptions, predict_geotiffs
+
+    if torch.cuda.is_available():
+        pytest.skip("needs workers without CUDA")
+    assert workers_device_type(client, "auto") == "cpu" and workers_device_type(client, None) == "cpu"
+    options = GeoTiffOptions(tile_size_px=64, progress=False, device="cuda")
+    with pytest.raises(SmallsegError, match=r"^on the cluster's workers: device 'cuda': CUDA is not available"):
+        predict_geotiffs([scenes], tmp_path / "o", model=str(model_file), options=options, client=client)
+    assert not (tmp_path / "o").exists()
+    ckpt = save_tiny_ct_model(tiny_model, tmp_path / "model")
+    write_series(tmp_path / "in" / "s0", random_hu((3, 24, 28), 0), "1.2.826.0.1.3680043.9.7.30", prefix="p0")
+    with pytest.raises(SmallsegError, match=r"^on the cluster's workers: device 'cuda'"):
+        run_dicom_batch(tmp_path / "in", tmp_path / "d", ckpt, progress=False, client=client, device="cuda")
+    assert not (tmp_path / "d" / "summary.csv").exists()
+
+
+def test_on_row_done_is_called_for_a_split_scene_stitched_by_the_client(tmp_path, client, model_file):
+    from smallseg.pipeline.geotiff import GeoTiffOptions, predict_geotiffs
+
+    rng = np.random.default_rng(13)
+    src = _write_tif(tmp_path / "tall.tif", rng.integers(0, 255, (3, 300, 100), dtype=np.uint8))
+    options = GeoTiffOptions(tile_size_px=64, overlap_px=16, batch_size=2, progress=False, device="cpu")
+    seen: list[tuple[str, int]] = []
+    out = predict_geotiffs([src], tmp_path / "o", model=str(model_file), options=options, client=client,
+                           split_rows=2, on_row_done=lambda p, n: seen.append((Path(p).name, n)))
+    assert out.exit_code == 0, out.failures
+    n_rows = out.results[0].run["tiling"]["tile_rows"]
+    assert seen and all(name == "tall.tif" for name, _ in seen)
+    counts = [n for _, n in seen]
+    assert counts == sorted(counts) and counts[-1] == n_rows

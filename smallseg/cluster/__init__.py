@@ -1,7 +1,7 @@
 """Scale out on dask.distributed: the same units of work as one process, scheduled by Dask, same bytes out.
 
 Nothing here imports Dask at import time of :mod:`smallseg` or :mod:`smallseg.cli`: the CLI imports
-:mod:`smallseg.cluster.cli` (argparse only) and Dask is imported when ``--cluster`` is given.
+:mod:`smallseg.cli.cluster` (argparse only) and Dask is imported when ``--cluster`` is given.
 
 - :mod:`~smallseg.cluster.client`: ``local:N`` / ``tcp://HOST:PORT`` / ``scheduler.json`` -> a ``Client``
   (a loopback ``LocalCluster`` of N one-thread worker processes for ``local:N``); workers set their torch

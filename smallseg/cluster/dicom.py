@@ -50,8 +50,9 @@ def run_entries_on_cluster(client, entries, given_model, model, model_info: dict
     from distributed import as_completed
 
     from smallseg.cluster.progress import JobProgress
-    from smallseg.cluster.worker import model_ref
+    from smallseg.cluster.worker import model_ref, workers_device_type
 
+    workers_device_type(client, options.device)  # a worker that cannot use the device: one line, before any task
     ref, scattered = model_ref(client, given_model, model, model_info, options.model_fingerprint, options.device)
     batch = BatchResult([], summary_path)
     rows: list[SeriesResult | None] = [None] * len(entries)

@@ -91,6 +91,7 @@ def predict_geotiffs_on_cluster(
     options: GeoTiffOptions | None = None,
     on_error: str = "record",
     on_done: Callable | None = None,
+    on_row_done: Callable | None = None,
     split_rows: int | str | None = "auto",
 ) -> BatchResult:
     """:func:`~smallseg.pipeline.geotiff.run.predict_geotiffs` with the scenes as tasks of ``client``.
@@ -98,18 +99,22 @@ def predict_geotiffs_on_cluster(
     Same arguments and result (inputs in order, one result or failure each) as ``predict_geotiffs``;
     ``split_rows`` chooses which scenes are split into bands of tile rows (see
     :func:`~smallseg.pipeline.geotiff.split.band_rows_for`). The outputs are byte-identical to
-    ``predict_geotiffs`` without a client (``run.json`` differs in timings and session only). There is no
-    ``on_row_done`` here: tile rows are checkpointed on the workers.
+    ``predict_geotiffs`` without a client (``run.json`` differs in timings and session only).
+    ``on_row_done(path, n)`` is called for the split scenes, whose tile rows are stitched and checkpointed
+    here; a whole-scene task checkpoints its rows on its worker and reports only when it is done (``on_done``).
     """
     from smallseg.cluster.client import worker_count
     from smallseg.cluster.progress import JobProgress
-    from smallseg.cluster.worker import model_ref
+    from smallseg.cluster.worker import model_ref, workers_device_type
     from smallseg.pipeline.geotiff.split import band_rows_for, split_factory
 
     options = options if options is not None else GeoTiffOptions()
     out_dir = Path(out_dir)
     batch = BatchResult(inputs=find_inputs(paths))
-    loaded = _load_model(model, options.device, options.tta)
+    # The client plans, fingerprints and stitches on a CPU copy (a model object stays where its owner put it);
+    # the workers run the model on options.device.
+    device_type = workers_device_type(client, options.device)
+    loaded = _load_model(model, "cpu" if isinstance(model, str | os.PathLike) else None, options.tta)
     ref, scattered = model_ref(client, model, loaded.module, loaded.info, loaded.sha256, options.device)
     n_workers = worker_count(client)
     quiet = options.replace(progress=False)  # one bar for the job, not one per scene
@@ -154,8 +159,10 @@ def predict_geotiffs_on_cluster(
         for path, k in split:  # the merges run here, one after another, while the whole scenes run there
             sources: list = []
             try:
-                result = _predict_scene(path, out_dir, loaded, quiet, None,
-                                        row_source_factory=split_factory(client, ref, scattered, k, progress, sources))
+                rows_done = None if on_row_done is None else (lambda n, p=path: on_row_done(p, n))
+                result = _predict_scene(path, out_dir, loaded, quiet, rows_done,
+                                        row_source_factory=split_factory(client, ref, scattered, k, progress, sources),
+                                        device_type=device_type)
                 progress.add_objects(result.n_objects)
                 outcome = result
             except SmallsegError as exc:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from smallseg.errors import SmallsegError
-from smallseg.models.registry import prepare_model, weights_fingerprint
+from smallseg.models.registry import prepare_model, resolve_device, weights_fingerprint
 
 _CACHE: dict[tuple[str, str], object] = {}
 _LOCK = threading.Lock()
@@ -84,6 +84,38 @@ def worker_model(ref: ModelRef, scattered: torch.nn.Module | None = None) -> tup
             LOAD_SECONDS.append(time.perf_counter() - t)
             cached = _CACHE[key] = module
     return cached, dict(ref.info)
+
+
+def device_type_here(device) -> str:
+    """The device type (``"cpu"``, ``"cuda"``) ``device`` resolves to in this process; raises one line when it
+    cannot be used here (run on every worker by :func:`workers_device_type`)."""
+    return resolve_device(device).type
+
+
+def workers_device_type(client, device) -> str:
+    """The one device type the cluster's workers run ``device`` on, asked of each worker now.
+
+    The client only plans and stitches (it keeps a CPU copy of the model), so a CPU laptop can drive GPU
+    workers with ``device="cuda"``; what runs the model, and what ``run.json`` and the resume key must name,
+    is the workers' device. Workers that resolve it differently (``"auto"`` on a mix of GPU and CPU nodes) are
+    refused: a scene's numbers would depend on which worker happened to run it.
+
+    Raises:
+        SmallsegError: a worker cannot use ``device``, or the workers disagree.
+    """
+    if not client.nthreads():
+        client.wait_for_workers(1)  # a scheduler whose workers are still queued (SLURM, adaptive): the tasks would wait too
+    try:
+        types = client.run(device_type_here, device)
+    except SmallsegError as exc:
+        raise SmallsegError(f"on the cluster's workers: {exc}") from None
+    kinds = sorted(set(types.values()))
+    if len(kinds) > 1:
+        by_kind = {k: sorted(a for a, v in types.items() if v == k) for k in kinds}
+        detail = "; ".join(f"{k}: {len(a)} worker(s), e.g. {a[0]}" for k, a in by_kind.items())
+        raise SmallsegError(f"device {str(device)!r} resolves to different devices on the workers ({detail}); "
+                            "give --device cpu or cuda explicitly, on workers that all have it")
+    return kinds[0]
 
 
 def load_seconds() -> list[float]:

@@ -604,7 +604,10 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
                                 f"{listed or 'none'})")
         entries = chosen
     given = model
-    model, source = prepare_model(model, device)
+    # With a cluster the model runs on the workers (on ``device``, checked there); the client keeps a CPU copy
+    # for its fingerprint, so a CPU-only client can drive GPU workers. A model object stays where it is.
+    model, source = prepare_model(model, device if client is None or not isinstance(model, str | os.PathLike)
+                                  else "cpu")
     options = dataclasses.replace(options, model_fingerprint=model_fingerprint(model))
     trained = trained_modalities(model.config)
     try:

@@ -32,12 +32,14 @@ from smallseg.io.tables import ObjectTable, read_objects_csv
 from smallseg.models import prepare_model, weights_fingerprint
 from smallseg.models.tta import with_tta
 from smallseg.pipeline.array import decode_config_for, plan_tiling, TilingPlan
+from smallseg.pipeline.volume import modality_classes
 from smallseg.pipeline.geotiff.options import OUTPUT_SUFFIXES, GeoTiffOptions, OptionError, check_batch_pixels
 from smallseg.pipeline.geotiff.report import (
     Session,
     check_band_stats,
     check_pixel_size,
     pixel_size_verdict,
+    resample_decision,
     class_names,
     mtime_iso,
     now_iso,
@@ -310,7 +312,8 @@ def predict_geotiffs(
         on_row_done: called with (input, ``n``) each time tile rows ``0..n-1`` of that input are checkpointed.
         client: a ``dask.distributed.Client``: one task per scene on its workers, huge scenes split into bands
             of ``split_rows`` tile rows (``"auto"``, an int, or 0 = never); same bytes as without
-            (:func:`smallseg.cluster.scenes.predict_geotiffs_on_cluster`). None: this process, no Dask.
+            (:func:`smallseg.cluster.scenes.predict_geotiffs_on_cluster`). None: this process, no Dask. With a
+            client, ``on_row_done`` is called for the split scenes (stitched here), not for whole-scene tasks.
 
     Returns:
         :class:`BatchResult`; its ``exit_code`` is 0 when every input is done, 1 when some failed, 2 when none
@@ -323,7 +326,7 @@ def predict_geotiffs(
         from smallseg.cluster.scenes import predict_geotiffs_on_cluster
 
         return predict_geotiffs_on_cluster(client, paths, out_dir, model=model, options=options, on_error=on_error,
-                                           on_done=on_done, split_rows=split_rows)
+                                           on_done=on_done, on_row_done=on_row_done, split_rows=split_rows)
     out_dir = Path(out_dir)
     batch = BatchResult(inputs=find_inputs(paths))
     loaded = _load_model(model, options.device, options.tta)
@@ -365,6 +368,10 @@ class InputPlan:
             (0 = the training mean; None without a declared mean/std or valid pixels).
         reason: "" when the input is fit for the model, else one line why the result is not reliable
             (a constant or empty band, a pixel size far outside the training range).
+        resample: run.json's ``input.resample``: ``{"applied": True, "from_m", "to_m", "factor", "method"}``
+            (the reader reads the scene resampled) or ``{"applied": False, "reason"}``.
+        modality: None for a model without classes per modality, else ``{"modality", "classes"}``: the
+            image's modality and the class names objects may take (others are relabelled or dropped).
     """
 
     bands: BandPlan
@@ -374,6 +381,13 @@ class InputPlan:
     note: str = ""
     z_vs_training: tuple[float, ...] | None = None
     reason: str = ""
+    resample: dict | None = None
+    modality: dict | None = None
+
+    @property
+    def class_ids(self) -> list[int] | None:
+        """1-based classes objects may take (None: every class)."""
+        return None if self.modality is None else list(self.modality["class_ids"])
 
     @property
     def reliable(self) -> bool:
@@ -403,7 +417,7 @@ def choose_input_normalization(model: torch.nn.Module, options: GeoTiffOptions,
     choice = options.normalize
     if requested == "model" and options.percentiles is not None and normalization_for(config).kind != "percentile":
         choice = requested = "percentile"
-    norm = choose_normalization(config, choice, percentiles=options.percentiles)
+    norm = choose_normalization(config, choice, percentiles=options.percentiles, modality=options.modality or None)
     note = ""
     if requested == "model" and norm.kind == "fixed" and abs(norm.scale / _EIGHT_BIT_SCALE - 1) < 1e-6 \
             and np.dtype(dtype) != np.uint8:
@@ -456,6 +470,16 @@ def _open_reader(path: Path, model: torch.nn.Module, options: GeoTiffOptions, se
         warnings.simplefilter("always", UserWarning)
         reader = open_raster(path, bands=given, expected_bands=config.in_channels, nodata=options.nodata,
                              choose_bands=None if given is not None else choose)
+    try:
+        # Issue #13: a scene whose ground pixel size is outside the model's training range is read resampled
+        # to the nearest size inside it (a virtual raster: the normalisation below is fitted on what the
+        # model sees); every output comes back to the input's grid (Sink).
+        resample = resample_decision(reader.geometry, model, options.resample)
+        if resample["applied"]:
+            reader.resample(resample["factor"])
+    except BaseException:
+        reader.close()
+        raise
     for w in caught:
         if issubclass(w.category, UserWarning) and "no georeferencing" in str(w.message):
             session.note(str(w.message))  # a plain TIFF/PNG/JPEG (microscopy): pixel units are what it means
@@ -485,7 +509,8 @@ def _open_reader(path: Path, model: torch.nn.Module, options: GeoTiffOptions, se
         if pixel:
             reasons.append(pixel)
         reader.input_plan = InputPlan(band_plan, norm, stats, requested, note,
-                                      _z_vs_training(norm, stats, sample, valid), "; ".join(reasons))
+                                      _z_vs_training(norm, stats, sample, valid), "; ".join(reasons),
+                                      resample, _modality_plan(config, options.modality))
     except BaseException:
         reader.close()
         raise
@@ -494,12 +519,29 @@ def _open_reader(path: Path, model: torch.nn.Module, options: GeoTiffOptions, se
         session.note(f"{path.name}: bands: {band_plan.note}")
     if note:
         session.note(f"{path.name}: {note}")
+    if resample["applied"]:
+        session.note(f"{path.name}: pixel size {resample['from_m']:g} m is outside the model's training range: "
+                     f"predicted resampled to {resample['to_m']:g} m ({resample['method']}); outputs on the "
+                     f"input's grid (resample=False / --no-resample: at the input's pixels)")
+    elif not reader.geometry.georeferenced:
+        session.note(f"{path.name}: not resampled ({resample['reason']})")
     return reader
+
+
+def _modality_plan(config, modality: str | None) -> dict | None:
+    """The classes objects may take in an image of ``modality`` (None: ``""``, no DICOM modality), as
+    :func:`~smallseg.pipeline.volume.modality_classes` says for ``predict_volume``; None when the model has
+    no classes per modality."""
+    allowed = modality_classes(config, modality or "")
+    if allowed is None:
+        return None
+    return {"modality": modality or "", "class_ids": allowed,
+            "classes": [config.class_names[c - 1] for c in allowed]}
 
 
 def _plan(model: torch.nn.Module, reader: GeoTiffReader, options: GeoTiffOptions):
     """Decoding settings, tiling plan and grid; settings that do not fit this model are refused here."""
-    decode_config = decode_config_for(model, options.decode_overrides())
+    decode_config = decode_config_for(model, options.decode_overrides(), modality=options.modality or None)
     tile = options.tile_size_px or int(model.config.tile_size_px)
     if options.overlap_px is not None and options.overlap_px >= tile:
         raise OptionError("overlap_px", options.overlap_px,
@@ -518,7 +560,10 @@ def _make_out_dir(out_dir: Path) -> None:
 
 
 def _predict_scene(path: Path, out_dir: Path, model: _Model, options: GeoTiffOptions,
-                   on_row_done: Callable[[int], None] | None, row_source_factory=None) -> PredictionResult:
+                   on_row_done: Callable[[int], None] | None, row_source_factory=None,
+                   device_type: str | None = None) -> PredictionResult:
+    # device_type: where the model runs when that is not here (a split scene's bands on GPU workers, stitched
+    # by a CPU client): it is part of the run's key, so it must name the workers' device, not the client's.
     session = Session()
     t_start = time.perf_counter()
     reader = _open_reader(path, model.module, options, session)
@@ -540,7 +585,7 @@ def _predict_scene(path: Path, out_dir: Path, model: _Model, options: GeoTiffOpt
                        row_source_factory=row_source_factory)
         with scene_lock(work, path.name):
             job.params = run_params(path, reader, model.sha256, plan, decode_config, options,
-                                    next(model.module.parameters()).device.type, input_plan=prep)
+                                    device_type or next(model.module.parameters()).device.type, input_plan=prep)
             finished = finished_run(work, job.params, options)
             if finished is not None:
                 return _finished_result(path, work, finished)
@@ -601,8 +646,8 @@ def _run_scene(job: SceneJob, stats: dict | None, on_row_done, t_start: float) -
 def _predict_and_write(job: SceneJob, checkpoint: Checkpoint, on_row_done):
     """Replay checkpointed bands (resumed run), stream the remaining tile rows, finish the staged rasters and
     vectors. Returns (object table sorted by id, or None when it went to the CSV; counts; quick-look parts)."""
-    sink = Sink(job.work, job.grid, job.reader.geometry, class_names(job.model), job.options, job.session,
-                source_name=job.path.name, data_date=mtime_iso(job.path))
+    sink = Sink(job.work, job.grid, job.reader.input_geometry, class_names(job.model), job.options, job.session,
+                source_name=job.path.name, data_date=mtime_iso(job.path), resampled=job.reader.resampled)
     try:
         for r in range(checkpoint.first_row):  # resumed: replay the finished bands into the outputs
             sink.add_band(load_band(job.work.band(r)))
