@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from smallseg.cli import _dicom_batch_flags
+from smallseg.cli.dicom_batch import as_flags as _dicom_batch_flags
 from smallseg.errors import SmallsegError
 from smallseg.pipeline.dicom_batch import BatchOptions
 

@@ -68,10 +68,10 @@ def add_finetune(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--no-tune", action="store_true", help="keep the init model's decode settings (no tuning)")
     p.add_argument("--seed", type=int, default=0, help="crop / augmentation seed (default: 0)")
-    p.set_defaults(run=run_finetune)
+    p.set_defaults(run=_run_finetune)
 
 
-def run_finetune(args) -> int:
+def _run_finetune(args) -> int:
     """Run ``smallseg finetune`` from parsed arguments; returns the exit status."""
     from smallseg.train.finetune import FinetuneOptions, finetune
 

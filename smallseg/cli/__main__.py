@@ -1,0 +1,3 @@
+from smallseg.cli import main
+
+raise SystemExit(main())
