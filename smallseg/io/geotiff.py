@@ -36,6 +36,7 @@ from rasterio.windows import Window
 
 from smallseg.errors import SmallsegError, one_line
 from smallseg.io.geo import GroundUnits, ground_units
+from smallseg.io.resample import ResampledGrid, warped_vrt
 
 
 
@@ -191,6 +192,9 @@ class GeoTiffReader:
         # How a pipeline prepares this raster's pixels (smallseg.pipeline.geotiff.run.InputPlan), or None.
         self.input_plan = None
         self._ds = _open_dataset(self.path)
+        # Where pixel values come from: the file, or a WarpedVRT of it after resample().
+        self._pixels = self._ds
+        self.resampled: ResampledGrid | None = None
         try:
             if choose_bands is not None and bands is None:
                 # By meaning (colour interpretation, alpha, grey replication): smallseg.bands decides from
@@ -265,6 +269,7 @@ class GeoTiffReader:
         self.dtype = dtypes.pop()
         self.nodata = ds.nodata
         self.geometry = RasterGeometry(width=ds.width, height=ds.height, crs=ds.crs, transform=ds.transform)
+        self.input_geometry = self.geometry  # the file's own grid (geometry changes with resample())
         # NaN is never a pixel value a model can use: in float bands it is nodata whatever the file says.
         self._nan_is_nodata = np.dtype(self.dtype).kind == "f"
         if not self.geometry.georeferenced:
@@ -292,7 +297,27 @@ class GeoTiffReader:
 
     def close(self) -> None:
         """Release the file."""
+        if self._pixels is not self._ds:
+            self._pixels.close()
         self._ds.close()
+
+    def resample(self, factor: float) -> ResampledGrid:
+        """From now on, read the raster as a virtual one on pixels ``factor`` x the file's (> 1: coarser):
+        :class:`~smallseg.io.resample.ResampledGrid` (same CRS, transform scaled, ``round(size / factor)``
+        px). ``geometry`` becomes that grid's (``input_geometry`` stays the file's); every read, mask and
+        sample is of the virtual raster. Pixels: a GDAL WarpedVRT (area average / bilinear), window reads
+        equal to the same part of a whole read; validity: the file's (nodata, alpha, mask) at the input pixel
+        under each pixel centre (nearest), and NaN after resampling.
+        """
+        if self.resampled is not None:
+            raise RuntimeError("resample() once per reader")
+        geo = self.input_geometry
+        grid = ResampledGrid(float(factor), geo.height, geo.width, geo.transform)
+        self._pixels = warped_vrt(self._ds, grid, self.nodata)
+        self.resampled = grid
+        self.geometry = RasterGeometry(width=grid.out_width, height=grid.out_height, crs=geo.crs,
+                                       transform=grid.out_transform)
+        return grid
 
     @property
     def width(self) -> int:
@@ -340,13 +365,13 @@ class GeoTiffReader:
             # Wholly inside: GDAL reads straight into the result (no second copy of a scene-wide window).
             inner = Window(int(window.col_off), int(window.row_off), w, h)
             out = np.empty((self.count, h, w), dtype=self.dtype)
-            return self._read(lambda: self._ds.read(self.bands, window=inner, out=out), inner, "pixels")
+            return self._read(lambda: self._pixels.read(self.bands, window=inner, out=out), inner, "pixels")
         out = np.full((self.count, h, w), self.fill_value, dtype=self.dtype)
         if inter is None:
             return out
         r0, r1, c0, c1 = inter
         inner = Window(c0, r0, c1 - c0, r1 - r0)
-        data = self._read(lambda: self._ds.read(self.bands, window=inner), inner, "pixels")
+        data = self._read(lambda: self._pixels.read(self.bands, window=inner), inner, "pixels")
         ro, co = r0 - int(window.row_off), c0 - int(window.col_off)
         out[:, ro : ro + (r1 - r0), co : co + (c1 - c0)] = data
         return out
@@ -367,9 +392,32 @@ class GeoTiffReader:
 
     def _mask(self, window: Window) -> np.ndarray:
         """The mask of :meth:`valid_mask` without the NaN rule."""
+        if self.resampled is not None:
+            return self._resampled_mask(window)
+        return self._input_mask(window)
+
+    def _resampled_mask(self, window: Window) -> np.ndarray:
+        """The file's validity at the input pixel under each resampled pixel's centre (nearest: a mask is
+        never blended); pixels outside the virtual raster are invalid."""
+        grid = self.resampled
+        r0, c0 = int(window.row_off), int(window.col_off)
+        rows = grid.input_pixels(r0, r0 + int(window.height), 0)
+        cols = grid.input_pixels(c0, c0 + int(window.width), 1)
+        out = np.zeros((len(rows), len(cols)), bool)
+        inside_r, inside_c = rows >= 0, cols >= 0
+        if not inside_r.any() or not inside_c.any():
+            return out
+        ir0, ir1 = int(rows[inside_r].min()), int(rows[inside_r].max()) + 1
+        ic0, ic1 = int(cols[inside_c].min()), int(cols[inside_c].max()) + 1
+        mask = self._input_mask(Window(ic0, ir0, ic1 - ic0, ir1 - ir0))
+        out[np.ix_(inside_r, inside_c)] = mask[np.ix_(rows[inside_r] - ir0, cols[inside_c] - ic0)]
+        return out
+
+    def _input_mask(self, window: Window) -> np.ndarray:
+        """:meth:`_mask` on the file's own grid."""
         h, w = int(window.height), int(window.width)
         out = np.zeros((h, w), bool)
-        inter = _intersect(window, self.width, self.height)
+        inter = _intersect(window, self._ds.width, self._ds.height)
         if inter is None:
             return out
         r0, r1, c0, c1 = inter
@@ -397,7 +445,7 @@ class GeoTiffReader:
         return (data, valid, nan) if nan_mask else (data, valid)
 
     def _read_with_mask(self, window: Window):
-        if self._nodata_override:  # the mask comes from the pixels themselves: read them once
+        if self._nodata_override and self.resampled is None:  # the mask comes from the pixels: read them once
             data = self.read(window)
             valid = np.zeros(data.shape[1:], bool)
             inter = _intersect(window, self.width, self.height)
@@ -469,6 +517,11 @@ class GeoTiffReader:
         from rasterio.enums import Resampling
 
         h, w = self.height, self.width
+        if self.resampled is not None and windows is None:
+            windows = 64  # a decimated read of a WarpedVRT would warp the whole scene: windows instead
+        if self.resampled is not None and h * w <= max(max_pixels, whole_up_to or 0):
+            data, valid, _ = self._read_with_mask(Window(0, 0, w, h))
+            return data, valid
         if windows is not None and h * w > max(max_pixels, whole_up_to or 0):
             side = max(1, int(math.sqrt(windows)))
             size = max(1, int(math.sqrt(max_pixels / (side * side))))

@@ -146,6 +146,15 @@ class GeoTiffOptions:
             run.json.
         tta: test-time augmentation (:mod:`smallseg.models.tta`): None (off), ``"d4"`` (8 flips/rotations) or
             ``"flips"`` (4); True means ``"d4"``. Maps averaged per tile before decoding; tiling unchanged.
+        resample: when the input's ground pixel size is known and outside the model's declared training range
+            (up to 10x outside), predict on the scene resampled to the nearest size inside it (a virtual
+            raster, :mod:`smallseg.io.resample`) and bring every output back to the input's grid; False
+            predicts at the input's own pixels (issue #13). Images without georeferencing are never resampled.
+        modality: what the image shows, for a model that knows classes per modality (the medical model:
+            ``""`` / ``"SM"`` microscopy -> nucleus, ``"CT"`` -> nodule): objects of the other modalities'
+            classes take the modality's class (one) or are dropped (several). None: ``""``, an image
+            without a DICOM modality (microscopy for the medical model); models without per-modality
+            classes are not affected.
     """
 
     tile_size_px: int | None = None
@@ -172,14 +181,22 @@ class GeoTiffOptions:
     replicate_grey: bool = True
     outline: OutlineOptions | None = None
     tta: str | None = None
+    resample: bool = True
+    modality: str | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen: normalise once
-        for name in ("amp", "cog", "resume", "overwrite", "progress", "strict", "replicate_grey"):
+        for name in ("amp", "cog", "resume", "overwrite", "progress", "strict", "replicate_grey", "resample"):
             value = getattr(self, name)
             if not isinstance(value, (bool, np.bool_)):
                 raise OptionError(name, value, "must be True or False")
             set_(name, bool(value))
+        if self.modality is not None:
+            if not isinstance(self.modality, str) or len(self.modality) > 16 or \
+                    not all(ch.isalnum() for ch in self.modality):
+                raise OptionError("modality", self.modality, "use a DICOM modality code (CT, MR, SM, ...) or \"\" "
+                                                             "for an image without one (microscopy)")
+            set_("modality", self.modality.strip().upper())
         if self.tta is True or self.tta in (False, "none"):
             set_("tta", "d4" if self.tta is True else None)
         if self.tta is not None and self.tta not in TTA_CHOICES:

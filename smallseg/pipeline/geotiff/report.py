@@ -121,10 +121,46 @@ def pixel_size_verdict(reader: GeoTiffReader, model) -> str:
     if not trained or size_m is None:
         return ""
     lo, hi = (float(v) for v in trained)
-    if lo / _PIXEL_SIZE_UNRELIABLE_FACTOR <= size_m <= hi * _PIXEL_SIZE_UNRELIABLE_FACTOR:
+    if not pixel_size_verdict_m(size_m, lo, hi):
         return ""
     return (f"pixel size {size_m:.3g} m is more than {_PIXEL_SIZE_UNRELIABLE_FACTOR:g}x outside the "
             f"{lo:.3g}-{hi:.3g} m the model was trained at")
+
+
+def resample_decision(geometry, model, enabled: bool) -> dict:
+    """Whether (and to what) to resample a scene of ``geometry`` (the input's
+    :class:`~smallseg.io.geotiff.RasterGeometry`) for ``model``: run.json's ``input.resample``.
+
+    Resampled when the ground pixel size is known, the model declares its training range
+    (``training["train_pixel_size_m"]``) and the size is outside it but within 10x of it: to the nearest size
+    inside the range (objects then span as many pixels as the model saw in training). Returns
+    ``{"applied": True, "from_m", "to_m", "factor", "method"}`` or ``{"applied": False, "reason"}``.
+    """
+    size_m = geometry.pixel_size_m
+    trained = (model.config.training or {}).get("train_pixel_size_m")
+    if not enabled:
+        return {"applied": False, "reason": "resample=False (--no-resample): predicted at the input's pixels"}
+    if size_m is None:
+        why = "no georeferencing" if not geometry.georeferenced else "no ground pixel size (no usable CRS)"
+        return {"applied": False, "reason": f"{why}: pixel units, never resampled"}
+    if not trained:
+        return {"applied": False, "reason": "the model declares no training pixel size"}
+    lo, hi = (float(v) for v in trained)
+    if lo <= size_m <= hi:
+        return {"applied": False, "reason": f"pixel size {size_m:.4g} m is inside the model's {lo:.4g}-{hi:.4g} m"}
+    if pixel_size_verdict_m(size_m, lo, hi):
+        return {"applied": False, "reason": f"pixel size {size_m:.4g} m is more than "
+                                            f"{_PIXEL_SIZE_UNRELIABLE_FACTOR:g}x outside the model's "
+                                            f"{lo:.4g}-{hi:.4g} m: not resampled (not reliable)"}
+    to_m = min(max(size_m, lo), hi)
+    factor = to_m / size_m
+    return {"applied": True, "from_m": round(size_m, 6), "to_m": round(to_m, 6), "factor": round(factor, 9),
+            "method": "average" if factor > 1 else "bilinear"}
+
+
+def pixel_size_verdict_m(size_m: float, lo: float, hi: float) -> bool:
+    """True when ``size_m`` is more than 10x outside ``lo``-``hi`` m."""
+    return not lo / _PIXEL_SIZE_UNRELIABLE_FACTOR <= size_m <= hi * _PIXEL_SIZE_UNRELIABLE_FACTOR
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -148,12 +184,24 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _resample_report(reader: GeoTiffReader, params: dict) -> dict | None:
+    """run.json's ``input.resample``: the decision, and the grid the model saw when resampled."""
+    decision = params.get("resample")
+    if decision is None:
+        return None
+    if reader.resampled is None:
+        return dict(decision)
+    return {**decision, "grid": reader.resampled.to_dict(),
+            "note": "predicted on the resampled grid; rasters, polygons and the object table are on the "
+                    "input's grid (nearest), areas in m2 are true ground areas"}
+
+
 def run_report(job, stats: dict | None, counts: dict, started: str, first_row: int) -> dict:
     """The content of ``STEM.run.json`` for ``job`` (a :class:`~smallseg.pipeline.geotiff.run.SceneJob`)."""
     path, outputs, reader, model, plan, grid = job.path, job.work, job.reader, job.model, job.plan, job.grid
     params, session, options = job.params, job.session, job.options
     config = model.config
-    geometry = reader.geometry
+    geometry = reader.input_geometry  # the file's grid: every output is on it, resampled or not
     names = class_names(model)
     per_class = counts["per_class"][1 : config.classes + 1]
     prep = getattr(reader, "input_plan", None)
@@ -178,6 +226,8 @@ def run_report(job, stats: dict | None, counts: dict, started: str, first_row: i
             "band_stats_sampled": stats,
             "band_plan": prep.bands.to_dict() if prep is not None else None,
             "normalization": prep.to_dict() if prep is not None else None,
+            "resample": _resample_report(reader, params),
+            "modality": params.get("modality"),
         },
         "reliable": prep.reliable if prep is not None else True,
         "reliable_reason": prep.reason if prep is not None else "",

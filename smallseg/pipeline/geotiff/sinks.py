@@ -16,6 +16,7 @@ import numpy as np
 from smallseg.io.geotiff import RasterGeometry
 from smallseg.io.quicklook import QuicklookPart
 from smallseg.io.raster_writer import class_writer, label_writer
+from smallseg.io.resample import ResampledGrid
 from smallseg.io.tables import ObjectTable, objects_csv_writer
 from smallseg.io.vector import GeoJSONWriter, GeoPackageWriter, object_polygons
 from smallseg.outline import OutlineStream, to_map
@@ -39,8 +40,13 @@ class Sink:
     """
 
     def __init__(self, work: WorkDir, grid: TileGrid, geometry: RasterGeometry, class_names: Sequence[str],
-                 options: GeoTiffOptions, session, *, source_name: str, data_date: str):
+                 options: GeoTiffOptions, session, *, source_name: str, data_date: str,
+                 resampled: ResampledGrid | None = None):
+        """``geometry``: the input's grid, which every output is on; ``resampled``: the grid the bands come on
+        when the scene was predicted resampled (each band is mapped back by nearest neighbour first)."""
         self.outputs, self.grid, self.geometry, self.session = work, grid, geometry, session
+        self.resampled = resampled
+        self._areas: dict[int, int] = {}  # input px of objects not yet in a band's table (resampled runs)
         self.data_date = data_date
         want = options.output_kinds
         self.want = want
@@ -56,13 +62,13 @@ class Sink:
         self.csv = None
         self.csv_last_id = 0
         self.pending: list = []  # (polygons, table) not yet written to the vector files
-        self.window = np.zeros((0, grid.width), np.uint32)  # label rows kept for polygonising
+        self.window = np.zeros((0, geometry.width), np.uint32)  # label rows kept for polygonising
         self.window_row0 = 0
         # Issue #17: simplified / regularised outlines, each object's from its stitched context (held back until
         # the rows below it are in); None: the exact pixel outlines below.
         self.outlines = None
         if options.outline is not None and self.vectors_wanted(want):
-            self.outlines = OutlineStream(options.outline.for_classes(class_names), (grid.height, grid.width))
+            self.outlines = OutlineStream(options.outline.for_classes(class_names), (geometry.height, geometry.width))
         tags = {"SMALLSEG_SOURCE": source_name}
         # 256 px blocks: the writers buffer one row of blocks across the whole scene width.
         outputs = work
@@ -97,6 +103,8 @@ class Sink:
     def add_band(self, arrays) -> None:
         """Take one finished band (the arrays of its checkpoint)."""
         t = time.perf_counter()
+        if self.resampled is not None:  # predicted on the resampled grid: the band's input rows
+            arrays = self.resampled.band_to_input(arrays, self._areas)
         row0, row1 = (int(v) for v in arrays["rows"])
         labels = np.asarray(arrays["labels"])
         self.labels_out.write_rows(row0, labels)

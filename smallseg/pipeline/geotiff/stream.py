@@ -26,6 +26,7 @@ from smallseg.instances import Instances
 from smallseg.io.quicklook import OutlineTracer, QuicklookPart, image_part, quicklook_grid
 from smallseg.io.tables import ObjectTable
 from smallseg.pipeline.array import predict_tile_row
+from smallseg.pipeline.volume import _keep_classes
 from smallseg.pipeline.geotiff.workdir import QUICKLOOK_MAX_SIDE_PX, Checkpoint, WorkDir, record_progress, save_npz
 from smallseg.tiling.grid import TileGrid
 from smallseg.tiling.stitch import RowStitcher
@@ -149,6 +150,7 @@ def read_and_predict_row(job, r: int, qgrid, decode_executor) -> tuple[np.ndarra
     keep = [i for i, tile in enumerate(tiles)
             if all_valid or valid[:, tile.window.col_off:tile.window.col_off + grid.tile_w].any()]
     found = [Instances.empty((grid.tile_h, grid.tile_w))] * len(tiles)
+    allowed = reader.input_plan.class_ids  # classes of the image's modality (medical model), None: all
     if keep:
         # No other reference to the decoded tiles: the worker frees them once they are stitched.
         for i, inst in zip(keep, predict_tile_row(
@@ -156,7 +158,10 @@ def read_and_predict_row(job, r: int, qgrid, decode_executor) -> tuple[np.ndarra
                 job.model, job.decode_config, batch_size=options.batch_size, amp=options.amp,
                 decode_executor=decode_executor, norm=reader.input_plan.norm,
                 norm_stats=reader.input_plan.stats)):
-            found[i] = inst
+            # An object of another modality's class (a "nodule" in a microscopy image) is real foreground
+            # whose class head is confused: it takes the modality's class (one) or is dropped (several),
+            # per tile before stitching, as predict_volume does per slice.
+            found[i] = inst if allowed is None else _keep_classes(inst, allowed, [0])
     session.add_time("predict", time.perf_counter() - t)
 
     # What the worker needs of the read window: the band's rows of the valid mask and the band's

@@ -154,6 +154,9 @@ def run_params(path: Path, reader, model_sha256: str, plan, decode_config, optio
         params["normalization"] = input_plan.norm.to_dict()
         params["norm_stats"] = {k: v for k, v in input_plan.stats.to_dict().items() if k in ("lo", "hi", "degenerate")}
         params["alpha_band"] = input_plan.bands.alpha_index
+        params["resample"] = input_plan.resample  # other pixels are another result (issue #13)
+        if input_plan.modality is not None:
+            params["modality"] = input_plan.modality
     if options.outline is not None:  # other polygons are another result: a finished run with others is not this one
         params["outline"] = options.outline.to_report()
     return json.loads(json.dumps(params, default=json_default))
