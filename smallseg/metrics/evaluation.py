@@ -43,7 +43,8 @@ from smallseg.io.geo import ground_units
 from smallseg.io.labels import check_same_grid, label_raster_from_array, read_label_raster
 from smallseg.io.tables import ObjectAttributes, default_object_table_path, read_object_table
 from smallseg.metrics.boundary import boundary_rles
-from smallseg.metrics.coco import DEFAULT_IOU_THRESHOLDS, _largest_list, cap_detections, coco_evaluate, summarize
+from smallseg.metrics.coco import (DEFAULT_IOU_THRESHOLDS, CocoEvaluation, _largest_list, cap_detections,
+                                   coco_evaluate, summarize)
 from smallseg.metrics.counting import count_error, detection_counts, matched_pairs
 from smallseg.metrics.objects import ObjectSet, crop_from_rle, objects_from_labels, overlap_components
 from smallseg.metrics.settings import (  # the settings' public names stay importable from here
@@ -92,6 +93,8 @@ class Evaluation:
         settings: everything the numbers depend on (buckets with units and in px, boundary mode and d,
             maxDets, IoU thresholds, inputs, method).
         warnings: things the user should know (missing scores, capped detections...).
+        coco: the mask :class:`~smallseg.metrics.coco.CocoEvaluation` behind the numbers (pycocotools' arrays,
+            for plots); not part of the JSON.
     """
 
     metrics: dict
@@ -99,6 +102,7 @@ class Evaluation:
     per_class: dict
     settings: dict
     warnings: list = field(default_factory=list)
+    coco: CocoEvaluation | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         """The JSON document: metrics at the top level, then ``undefined``, ``per_class``, ``settings``."""
@@ -643,7 +647,7 @@ def evaluate(
         "pycocotools_version": getattr(pycocotools, "__version__", "unknown"),
     }
     return Evaluation(metrics=metrics, undefined=undefined, per_class=per_class, settings=settings,
-                      warnings=warnings)
+                      warnings=warnings, coco=mask_eval)
 
 
 def _classes_line(settings: dict) -> str:

@@ -20,7 +20,10 @@ JSON). This module turns the other ground truths into what it scores, or scores 
   (nobody said whether there is an object there), as validation does (:mod:`smallseg.train.scoring`). For
   boxes: those whose centre lies outside.
 
-:func:`write_quicklook` draws TP / FP / FN outlines (IoU 0.5) as a PNG (``--plot``).
+:func:`write_quicklook` draws TP / FP / FN outlines (IoU 0.5) as a PNG (``--plot FILE.png``). ``--plot DIR``
+writes that quick-look and, from pycocotools' own arrays (:mod:`smallseg.metrics.plots`), precision-recall
+curves per size bucket at IoU 0.5 (``--box-iou`` for boxes; PNG + CSV of the numbers) and a histogram of the
+scores of true vs false positives (:func:`write_plots`; matplotlib, optional).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class BoxEvaluation:
     metrics: dict[str, Any]
     settings: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    coco: Any = field(default=None, repr=False, compare=False)  # (COCOeval.eval, evalImgs) of box_AP, for plots
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document: metrics at the top level (as :class:`~smallseg.metrics.evaluation.Evaluation`'s),
@@ -172,7 +176,8 @@ def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: An
         box_iou: IoU threshold of box-level matching.
         image: for box files listing several images, the image whose boxes to score (default: the only one,
             else the one named like the prediction).
-        plot: write a TP / FP / FN quick-look PNG here.
+        plot: ``FILE.png``: write the TP / FP / FN quick-look there; any other path is a folder that gets the
+            quick-look, the PR curves per size bucket and the TP / FP score histogram (:func:`write_plots`).
         **evaluate_kwargs: passed to :func:`smallseg.metrics.evaluation.evaluate` (size buckets, boundary, ...).
 
     Returns:
@@ -181,6 +186,10 @@ def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: An
     from smallseg.data.labels.auto import label_kind
     from smallseg.metrics.evaluation import evaluate
 
+    if plot is not None and not _is_png(plot):
+        from smallseg.io.plots import require_matplotlib
+
+        require_matplotlib(f"--plot {plot}")  # before any scoring: one line, not a traceback at the end
     gt_path = Path(gt)
     kind = label_kind(gt_path) if isinstance(gt, (str, os.PathLike)) else "label_image"
     if kind == "boxes" and gt_path.suffix.lower() == ".json" and _coco_has_masks(gt_path):
@@ -205,11 +214,13 @@ def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: An
     instances, raster, table = read_prediction(pred, pred_objects)
     if kind == "boxes":
         result = _evaluate_boxes(gt_path, pred, instances, raster, area=area, iou=box_iou, image=image, table=table)
+        gt_boxes = result.settings.pop("_gt_boxes")
         if plot is not None:
-            write_quicklook(plot, None, instances, raster.array.shape, gt_boxes=result.settings.pop("_gt_boxes"),
-                            box_iou=box_iou, mask=_area_mask(area, raster.shape, raster))
-        else:
-            result.settings.pop("_gt_boxes")
+            draw = lambda path: write_quicklook(path, None, instances, raster.array.shape,  # noqa: E731
+                                                gt_boxes=gt_boxes, box_iou=box_iou,
+                                                mask=_area_mask(area, raster.shape, raster))
+            result.settings["plots"] = _write_plot_or_plots(plot, draw, result.coco, box_iou, "box",
+                                                            result.warnings)
         return result
 
     shape = raster.shape
@@ -266,8 +277,64 @@ def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: An
                                    "objects with more than half their pixels outside are not scored"}
     result.warnings.extend(warnings)
     if plot is not None:
-        write_quicklook(plot, gt_ids, instances, shape, mask=mask)
+        coco = None if result.coco is None else (result.coco.eval, _records_of_all(result.coco.records))
+        draw = lambda path: write_quicklook(path, gt_ids, instances, shape, mask=mask)  # noqa: E731
+        result.settings["plots"] = _write_plot_or_plots(plot, draw, coco, 0.5, "mask", result.warnings)
     return result
+
+
+def _is_png(path) -> bool:
+    return str(path).lower().endswith(".png")
+
+
+def _records_of_all(records: dict) -> list:
+    from smallseg.metrics.plots import records_of_all
+
+    return records_of_all(records)
+
+
+def _write_plot_or_plots(plot, draw_quicklook, coco, iou: float, level: str, warnings: list[str]) -> list[str]:
+    """``plot`` ending in .png: the quick-look only (``draw_quicklook(path)``); else a folder with all of
+    :func:`write_plots`. Returns the files written."""
+    if _is_png(plot):
+        return [str(draw_quicklook(plot))]
+    if coco is None:
+        warnings.append(f"--plot {plot}: no GT box or no prediction, so no curves; only the quick-look written")
+    return [str(p) for p in write_plots(plot, draw_quicklook, coco, iou=iou, level=level)]
+
+
+def write_plots(folder: str | os.PathLike, draw_quicklook, coco, *, iou: float = 0.5,
+                level: str = "mask") -> list[Path]:
+    """Write ``quicklook.png`` (``draw_quicklook(path)``), ``pr_curves.png`` + ``pr_curves.csv`` (per size
+    bucket at IoU ``iou``) and ``score_histogram.png`` (TP vs FP scores at ``iou``) into ``folder``.
+
+    Args:
+        folder: created when missing.
+        draw_quicklook: writes the TP / FP / FN quick-look to the path it is given.
+        coco: ``(COCOeval.eval, area-"all" evaluateImg records)`` of the evaluation; None: the quick-look only.
+        iou: the IoU threshold of the curves and the histogram (one of the evaluated thresholds).
+        level: "mask" or "box", for the titles.
+    """
+    from smallseg.io import plots as charts
+    from smallseg.metrics.plots import pr_curves, tp_fp_scores
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SmallsegError(f"--plot {folder}: not a folder (give FILE.png for the quick-look alone, or a folder)")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [draw_quicklook(folder / "quicklook.png")]
+    if coco is None:
+        return written
+    coco_eval, records = coco
+    curves = pr_curves(coco_eval, iou)
+    written.append(charts.write_pr_curves_png(folder / "pr_curves.png", curves,
+                                              title=f"{level} precision-recall per size bucket, IoU {iou:g}"))
+    written.append(charts.write_pr_curves_csv(folder / "pr_curves.csv", curves))
+    tp, fp = tp_fp_scores(records, coco_eval["params"].iouThrs, iou)
+    written.append(charts.write_score_histogram_png(folder / "score_histogram.png", tp, fp, iou=iou,
+                                                    title=f"{level} scores of TP / FP at IoU {iou:g} (pycocotools "
+                                                          "matching)"))
+    return written
 
 
 def _is_3d(path) -> bool:
@@ -345,7 +412,8 @@ def _evaluate_boxes(gt_path: Path, pred, instances: Instances, raster, *, area, 
     recall = tp / (tp + fn) if tp + fn else None
     f1 = (2 * precision * recall / (precision + recall) if precision and recall else
           (0.0 if (precision is not None and recall is not None) else None))
-    metrics = {"box_AP": box_ap(gt, pred_boxes, scores, iou), "precision": precision, "recall": recall, "F1": f1,
+    ev = _box_cocoeval(gt, pred_boxes, scores, iou)
+    metrics = {"box_AP": _box_ap_of(ev, gt, pred_boxes), "precision": precision, "recall": recall, "F1": f1,
                "TP": tp, "FP": fp, "FN": fn, "count_gt": int(len(gt)), "count_pred": int(len(pred_boxes))}
     settings = {"inputs": {"gt": str(gt_path), "pred": str(pred), "scores": None if table is None else str(table)},
                 "image": name, "iou": float(iou), "area": None if area is None else str(area),
@@ -353,7 +421,8 @@ def _evaluate_boxes(gt_path: Path, pred, instances: Instances, raster, *, area, 
                 "matching": "greedy one-to-one by descending score (match_boxes); box_AP: pycocotools bbox "
                             "COCOeval at this single IoU, 101-point interpolation, all detections, class-agnostic",
                 "_gt_boxes": gt}
-    return BoxEvaluation(metrics=metrics, settings=settings, warnings=warnings)
+    coco = None if ev is None else (ev.eval, list(ev.evalImgs))
+    return BoxEvaluation(metrics=metrics, settings=settings, warnings=warnings, coco=coco)
 
 
 class _AnyClass:
@@ -372,16 +441,30 @@ class _AnyClass:
 def box_ap(gt: np.ndarray, pred: np.ndarray, scores: np.ndarray, iou: float) -> float | None:
     """pycocotools ``bbox`` AP of ``pred`` (N, 4) ``(row0, col0, row1, col1)`` boxes with ``scores`` against ``gt``
     at the single IoU threshold ``iou`` (None when there is no GT box)."""
+    return _box_ap_of(_box_cocoeval(gt, pred, scores, iou), gt, pred)
+
+
+def _box_ap_of(ev, gt: np.ndarray, pred: np.ndarray) -> float | None:
+    if not len(gt):
+        return None
+    if not len(pred):
+        return 0.0
+    precision = ev.eval["precision"][0, :, 0, 0, 0]
+    valid = precision[precision > -1]
+    return float(valid.mean()) if len(valid) else 0.0
+
+
+def _box_cocoeval(gt: np.ndarray, pred: np.ndarray, scores: np.ndarray, iou: float):
+    """pycocotools' ``bbox`` COCOeval of ``pred`` against ``gt`` at the single IoU ``iou``, accumulated (None
+    without GT or predictions: pycocotools cannot load an empty result list)."""
     import contextlib
     import io
 
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    if not len(gt):
+    if not len(gt) or not len(pred):
         return None
-    if not len(pred):
-        return 0.0
     to_xywh = lambda b: [float(b[1]), float(b[0]), float(b[3] - b[1]), float(b[2] - b[0])]  # noqa: E731
     dataset = {"images": [{"id": 1, "width": 1, "height": 1}], "categories": [{"id": 1, "name": "object"}],
                "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": to_xywh(b), "iscrowd": 0,
@@ -399,9 +482,7 @@ def box_ap(gt: np.ndarray, pred: np.ndarray, scores: np.ndarray, iou: float) -> 
         ev.params.areaRngLbl = ["all"]
         ev.evaluate()
         ev.accumulate()
-    precision = ev.eval["precision"][0, :, 0, 0, 0]
-    valid = precision[precision > -1]
-    return float(valid.mean()) if len(valid) else 0.0
+    return ev
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
