@@ -214,3 +214,25 @@ def test_tile_and_predict_keeps_the_classes_of_the_images_modality(tmp_path):
     rs = predict_geotiff(_write(tmp_path / "rs.tif", np.zeros((3, 32, 32), np.uint8) + 100, 0.4), tmp_path / "rs",
                          "remote-sensing", progress=False, formats="json")
     assert rs.run["input"]["modality"] is None
+
+
+def test_the_cli_resamples_by_default_and_no_resample_keeps_the_input_pixels(tmp_path, scene, capsys):
+    from smallseg.cli import main
+
+    path = _write(tmp_path / "s01.tif", _repeat(np.ascontiguousarray(scene.image[:, :48, :48]), 4), 0.1)
+    for flags, out in (((), "on"), (("--no-resample",), "off")):
+        assert main(["tile-and-predict", str(path), "--out", str(tmp_path / out), "--quiet", "--formats", "json",
+                     *flags]) == 0
+    err = capsys.readouterr().err
+    assert "note:" in err and "resampled to 0.214286 m" in err
+    on = json.loads((tmp_path / "on" / "s01.run.json").read_text(encoding="utf-8"))
+    off = json.loads((tmp_path / "off" / "s01.run.json").read_text(encoding="utf-8"))
+    assert on["input"]["resample"]["applied"] is True and off["input"]["resample"]["applied"] is False
+    assert on["input"]["resample"]["grid"]["width"] == round(192 / (0.214286 / 0.1)) == 90  # what the model saw
+    assert on["input"]["width"] == off["input"]["width"] == 192 and "grid" not in off["input"]["resample"]
+    assert main(["tile-and-predict", str(path), "--out", str(tmp_path / "off"), "--quiet", "--formats", "json",
+                 "--resume"]) == 2
+    assert "resample" in capsys.readouterr().err
+    assert main(["tile-and-predict", str(DATA / "dsb2018_nuclei_image.tif"), "--out", str(tmp_path / "m"),
+                 "--quiet", "--formats", "json", "--model", "medical", "--modality", "c t"]) == 2
+    assert "--modality c t:" in capsys.readouterr().err

@@ -69,6 +69,15 @@ def add_tile_and_predict(subparsers) -> None:
                    help="refuse inputs the model cannot be trusted on (a constant or empty band, a pixel size more "
                         "than 10x outside the training range) instead of writing a result marked "
                         "\"reliable\": false in run.json")
+    p.add_argument("--no-resample", action="store_true",
+                   help="predict at the input's own pixels. Default: a georeferenced scene whose ground pixel size "
+                        "is outside the model's training range (up to 10x) is predicted resampled to the nearest "
+                        "size inside it, and every output is written back on the input's grid (run.json "
+                        "input.resample says what was done)")
+    p.add_argument("--modality", default=None, metavar="CODE",
+                   help="what the image shows, for a model with classes per modality (the medical model: none / SM "
+                        "= microscopy -> nucleus, CT -> nodule): objects of other modalities' classes are "
+                        "relabelled. Default: an image without a DICOM modality (microscopy)")
     p.add_argument("--nodata", type=float, default=None,
                    help="treat this value as nodata (pixels equal to it in every band), overriding the file's")
     p.add_argument("--min-score", type=float, default=None,
@@ -103,7 +112,7 @@ _TILE_AND_PREDICT_FLAGS = {
     "decode_workers": "--decode-workers", "bands": "--bands", "nodata": "--nodata", "min_score": "--min-score",
     "min_area_px": "--min-area", "formats": "--formats", "cog": "--cog", "resume": "--resume",
     "overwrite": "--overwrite", "normalize": "--normalize", "percentiles": "--percentiles", "strict": "--strict",
-    "tta": "--tta",
+    "tta": "--tta", "resample": "--no-resample", "modality": "--modality",
 }
 # Phrases of library messages that name a keyword argument -> the flag.
 _TILE_AND_PREDICT_PHRASES = {"overwrite=True": "--overwrite", "resume=True": "--resume", "bands=[...]": "--bands"}
@@ -172,7 +181,8 @@ def _run_tile_and_predict(args) -> int:
             min_score=args.min_score, min_area_px=args.min_area, formats=args.formats, cog=args.cog,
             resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, normalize=args.normalize,
             outline=_outline_options(args),
-            percentiles=percentiles, strict=args.strict, tta=args.tta)
+            percentiles=percentiles, strict=args.strict, tta=args.tta, resample=not args.no_resample,
+            modality=args.modality)
         split = split_rows(args)  # checked before a cluster is started
         with warnings.catch_warnings(), open_cluster(args) as client:
             warnings.simplefilter("always", UserWarning)
