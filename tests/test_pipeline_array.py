@@ -5,6 +5,7 @@ import pytest
 
 from smallseg.errors import SmallsegError
 from smallseg.pipeline.array import drop_invalid, plan_tiling, predict_array
+from smallseg.pipeline.options import OptionError, PredictOptions
 from smallseg.instances import Instances
 
 
@@ -50,7 +51,7 @@ def test_decode_threads_do_not_change_the_result(model):
     assert len(a) > 0
     for name in ("labels", "ids", "class_ids", "scores", "centroids_yx"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
-    with pytest.raises(SmallsegError, match="--decode-workers 0"):
+    with pytest.raises(SmallsegError, match="^decode_workers 0: must be a whole number from 1"):
         predict_array(_image(seed=4), model, decode_workers=0)
 
 
@@ -76,6 +77,57 @@ def test_clear_errors(model):
         predict_array(np.zeros((4, 64, 64), np.uint8), model)
     with pytest.raises(SmallsegError, match="smaller than the tile size"):
         plan_tiling(model, tile_size_px=32, overlap_px=40)
+
+
+def test_options_object_and_keywords_are_the_same_call(model):
+    """``predict_array(image, model, PredictOptions(...))`` == the same fields by keyword == keywords on top of an
+    options object (the keyword wins)."""
+    image = _image(seed=5)
+    by_object = predict_array(image, model, PredictOptions(tile_size_px=64, overlap_px=20, batch_size=2))
+    by_keywords = predict_array(image, model, tile_size_px=64, overlap_px=20, batch_size=2)
+    on_top = predict_array(image, model, PredictOptions(tile_size_px=64, overlap_px=20, batch_size=5), batch_size=2)
+    assert len(by_object) > 0
+    for other in (by_keywords, on_top):
+        for name in ("labels", "ids", "class_ids", "scores", "centroids_yx"):
+            np.testing.assert_array_equal(getattr(by_object, name), getattr(other, name), err_msg=name)
+    # Another overlap is another tiling: the options object did reach the tiler.
+    assert not np.array_equal(predict_array(image, model, overlap_px=0).labels, by_object.labels)
+
+
+def test_min_score_option_drops_low_scoring_objects(model):
+    image = _image(seed=6)
+    everything = predict_array(image, model, min_score=0.0)
+    cut = float(np.median(everything.scores))
+    confident = predict_array(image, model, min_score=cut)
+    assert 0 < len(confident) < len(everything)
+    assert confident.scores.min() >= cut
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(batch_size=0), r"^batch_size 0: must be a whole number from 1 to 4096"),
+    (dict(tile_size_px=8), r"^tile_size_px 8: must be a whole number of at least 16 px"),
+    (dict(tile_size_px=64, overlap_px=64), r"^overlap_px 64: must be smaller than tile_size_px 64"),
+    (dict(device="gpu0"), r"^device gpu0: use auto, cpu, cuda or cuda:N"),
+    (dict(amp="yes"), r"^amp yes: must be True or False"),
+    (dict(tta="rot"), r"^tta rot: use None, True or one of"),
+    (dict(normalize="fixed", percentiles=(1, 99)), r"^percentiles 1,99: apply to percentile normalisation"),
+    (dict(decode={"min_scroe": 0.2}), r"^decode min_scroe: unknown decode setting"),
+    (dict(min_score=1.5), r"^min_score 1.5: must be between 0 and 1"),
+])
+def test_bad_options_are_refused_at_construction_with_python_names(kwargs, message):
+    with pytest.raises(OptionError, match=message):
+        PredictOptions(**kwargs)
+
+
+def test_unknown_and_removed_keywords_are_one_line(model):
+    with pytest.raises(SmallsegError, match=r"^predict_array: unknown option\(s\) tile_size; options of "
+                                            r"PredictOptions: amp, batch_size"):
+        predict_array(_image(), model, tile_size=64)
+    # return_table changed the return type; the table is part of the result.
+    with pytest.raises(SmallsegError, match="^predict_array: return_table was removed; .* result.objects"):
+        predict_array(_image(), model, return_table=True)
+    with pytest.raises(SmallsegError, match="options must be a PredictOptions, got dict"):
+        predict_array(_image(), model, {"tile_size_px": 64})
 
 
 def test_drop_invalid_keeps_ids_dense():

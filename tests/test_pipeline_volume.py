@@ -13,6 +13,8 @@ import SimpleITK as sitk
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
 from smallseg.io.medical import PRESETS, IntensityPreset, Volume, from_sitk
+from smallseg.pipeline.array import predict_array
+from smallseg.pipeline.options import OptionError, VolumeOptions
 from smallseg.pipeline.volume import choose_preset, link_slices, predict_volume, write_objects_csv
 
 from medical_helpers import rotation  # tests/ is on sys.path under pytest
@@ -308,3 +310,43 @@ def test_decode_settings_stored_for_the_volumes_modality_are_used(model):
     assert np.all(ct_pred.objects.max_slice_scores >= threshold - 1e-6)
     assert np.array_equal(mr_pred.labels, baseline.labels)
     assert override.decode.min_score == 0.0  # an explicit setting wins over the modality's
+
+
+def test_tta_reaches_every_slice(model):
+    """``predict_volume(tta=...)`` (#14): each slice is predicted as ``predict_array(tta=...)`` predicts it with
+    the volume's normalisation, and that is not what the plain model finds."""
+    volume = ct_volume(shape=(2, 32, 40))
+    plain = predict_volume(volume, model, preset="lung")
+    flips = predict_volume(volume, model, preset="lung", tta="flips")
+    assert flips.options.tta == "flips" and plain.options.tta is None
+    assert not np.array_equal(flips.labels > 0, plain.labels > 0)
+    for z in range(2):
+        ref = predict_array(volume.array[z], model, tta="flips", normalize=flips.normalization,
+                            norm_stats=flips.norm_stats, tile_size_px=64, decode=flips.decode)
+        np.testing.assert_array_equal(flips.labels[z] > 0, ref.labels > 0)
+    # The TTA wrapper is per call: the model passed in is left as it was.
+    assert type(model).__name__ == "SmallObjectNet"
+
+
+def test_modality_option_stands_in_for_a_file_that_does_not_say(model):
+    ct = ct_volume()
+    unknown = sitk_volume(ct.array, modality="")
+    as_ct = predict_volume(unknown, model, modality="ct")
+    assert as_ct.window.name == "lung" and as_ct.preset_source == "default for CT"
+    np.testing.assert_array_equal(as_ct.labels, predict_volume(ct, model).labels)
+    assert predict_volume(unknown, model).preset_source != "default for CT"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(preset="lungs"), r"^preset lungs: unknown; use one of lung"),
+    (dict(preset="lung", normalize="percentile"), r"^preset lung: give a preset or normalize/percentiles"),
+    (dict(min_slices=0), r"^min_slices 0: must be a whole number of at least 1"),
+    (dict(link_min_overlap=0.0), r"^link_min_overlap 0: must be in \(0, 1\]"),
+    (dict(by_modality="no"), r"^by_modality no: must be True or False"),
+    (dict(batch_size=-1), r"^batch_size -1: must be a whole number"),
+])
+def test_bad_volume_options_are_refused_before_the_model_runs(kwargs, message):
+    with pytest.raises(OptionError, match=message):
+        VolumeOptions(**kwargs)
+    with pytest.raises(OptionError, match=message):
+        predict_volume(ct_volume(), "not a model", **kwargs)  # refused before the model is touched

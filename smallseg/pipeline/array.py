@@ -7,7 +7,7 @@ The pieces compose in one direction (see ``DESIGN.md``)::
 
 :func:`predict_tile_row` is the unit the GeoTIFF and volume pipelines share: it takes one tile row of
 raw pixels and returns one decoded :class:`~smallseg.instances.Instances` per tile. :func:`predict_array`
-runs it over a whole in-memory image.
+runs it over a whole in-memory image, with its settings in a :class:`~smallseg.pipeline.options.PredictOptions`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from smallseg.decode.components import decode_outputs
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
 from smallseg.normalize import Normalization, NormStats, choose_normalization
+from smallseg.models.registry import resolve_device
 from smallseg.models.tta import with_tta
+from smallseg.pipeline.options import PredictOptions
 from smallseg.tiling.grid import Tile, TileGrid, overlap_for, tile_windows
 from smallseg.tiling.stitch import stitch_instances
 
@@ -195,12 +197,6 @@ def _decode_narrow(outputs: dict[str, torch.Tensor], decode: DecodeConfig) -> li
     return found
 
 
-def check_decode_workers(decode_workers: int) -> None:
-    """Refuse a decode thread count below 1 in one line."""
-    if not isinstance(decode_workers, int) or decode_workers < 1:
-        raise SmallsegError(f"--decode-workers {decode_workers}: must be a whole number of at least 1")
-
-
 def drop_invalid(instances: Instances, valid: np.ndarray) -> Instances:
     """Remove objects centred on invalid pixels and clear invalid pixels from the rest.
 
@@ -286,101 +282,72 @@ def fit_normalization(
 def predict_array(
     image: np.ndarray,
     model: torch.nn.Module,
+    options: PredictOptions | None = None,
     *,
-    tile_size_px: int | None = None,
-    overlap_px: int | None = None,
-    batch_size: int = 4,
-    device: str | torch.device | None = None,
-    decode: DecodeConfig | dict | None = None,
     valid_mask: np.ndarray | None = None,
-    amp: bool = False,
-    decode_workers: int = 1,
-    progress: bool = False,
-    return_table: bool = False,
-    normalize: str | Normalization | None = "model",
-    percentiles: tuple[float, float] | None = None,
     norm_stats: NormStats | None = None,
-    modality: str | None = None,
-    tta: bool | str | None = None,
+    **overrides,
 ) -> Instances:
     """Find the objects in one in-memory 2D image, tile by tile, stitched exactly.
 
-    The model runs in the calling thread; decoding runs on one worker thread, one batch behind, so on a
-    machine with a free core (or a GPU) it costs little wall time. The result does not depend on timing.
+    Settings come as a :class:`~smallseg.pipeline.options.PredictOptions` or as its fields by keyword (on top
+    of ``options`` when both are given; checked when the call starts, an unknown name refused in one line)::
+
+        predict_array(image, model, tile_size_px=256, tta="flips")
+        predict_array(image, model, PredictOptions(tile_size_px=256, tta="flips"))
+
+    The model runs in the calling thread; decoding runs on ``decode_workers`` worker threads, one batch behind,
+    so on a machine with a free core (or a GPU) it costs little wall time. The result does not depend on timing.
 
     Args:
         image: (C, H, W) or (H, W) raw pixel values, any real dtype (uint8, uint16 incl. 11/12-bit data,
             int16, float32); ``normalize`` says how they become model input.
-        model: a SmallObjectNet, e.g. from :func:`smallseg.models.load_checkpoint`.
-        tile_size_px: tile side (default: the model's training tile).
-        overlap_px: tile overlap (default: twice the model's ``max_distance_px`` plus the decoder's centroid
-            error, which makes every object lie wholly in the tile that owns it; see :func:`plan_tiling`).
-        batch_size: tiles per forward pass.
-        device: where to run the model (default: where its weights are).
-        decode: decoding settings or overrides (default: those stored with the model).
+        model: a SmallObjectNet, e.g. from :func:`smallseg.load_model`.
+        options: tiling, batch, device, decoding, normalisation, test-time augmentation (see
+            :class:`~smallseg.pipeline.options.PredictOptions`; default: all defaults).
         valid_mask: (H, W) bool, False on nodata pixels (they never belong to an object).
-        amp: float16 autocast on CUDA.
-        decode_workers: threads decoding the model's outputs while it runs. The decoder's loops release
-            the GIL, so threads decode tiles in parallel: on a GPU, whose forward pass outpaces one CPU
-            decoder, use about as many as there are free CPU cores. The result does not depend on it.
-        progress: show a progress bar over tile rows.
-        return_table: deprecated (it changed the return type): the table is ``result.objects``. When True,
-            ``(instances, instances.objects)`` is returned, with a DeprecationWarning.
-        normalize: ``"model"`` (default: what the checkpoint declares, e.g. per-image percentiles for the
-            medical model's microscopy; old checkpoints: their ``input_scale``/``norm_mean``/``norm_std``),
-            ``"percentile"``, ``"fixed"``, ``"none"`` or a :class:`~smallseg.normalize.Normalization` (see
-            :func:`~smallseg.normalize.choose_normalization`). It is fitted once on the whole image (valid
-            pixels only) and the same mapping is applied to every tile.
-        percentiles: (lo, hi) in 0-100 for percentile normalisation.
-        norm_stats: stats already fitted on a larger whole (a volume's slices share the volume's); None: fit
-            on ``image``.
-        modality: the image's DICOM modality (``"CT"``...) for a model that declares one normalisation per
-            modality; None for ordinary images.
-        tta: test-time augmentation (:func:`smallseg.models.tta.with_tta`): None (the model as given), True /
-            ``"d4"`` (8 flips/rotations), ``"flips"`` (4) or False; maps averaged per tile, tiling unchanged.
+        norm_stats: normalisation stats already fitted on a larger whole (a volume's slices share the
+            volume's); None: fitted on ``image``.
+        **overrides: fields of :class:`~smallseg.pipeline.options.PredictOptions`.
 
     Returns:
         Scene :class:`Instances`: (H, W) uint32 labels with unique global ids, per-object ``class_ids``,
         ``scores``, ``centroids_yx`` in scene px, and ``objects``: the
         :class:`~smallseg.io.tables.ObjectTable` (areas, boxes, owning tiles; ``objects[0]`` is one row).
     """
+    options = PredictOptions.build(options, "predict_array", **overrides)
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[None]
     if image.ndim != 3:
         raise SmallsegError(f"image: expected (C, H, W) or (H, W), got shape {image.shape}")
     _, h, w = image.shape
-    check_decode_workers(decode_workers)
     if valid_mask is not None and valid_mask.shape != (h, w):
         raise SmallsegError(f"valid_mask: shape {valid_mask.shape} differs from the image's {(h, w)}")
-    norm, stats = fit_normalization(image, model, normalize, percentiles=percentiles, valid=valid_mask,
-                                    modality=modality, stats=norm_stats)
+    norm, stats = fit_normalization(image, model, options.normalize, percentiles=options.percentiles,
+                                    valid=valid_mask, modality=options.modality, stats=norm_stats)
     if not stats.reliable:
         warnings.warn(f"predict_array: the result is not reliable: {stats.reason}", UserWarning, stacklevel=2)
-    if device is not None:
-        model = model.to(device)
-    model = with_tta(model, tta).eval()
-    decode_config = decode_config_for(model, decode)
-    plan = plan_tiling(model, tile_size_px, overlap_px, decode_config)
+    if options.device is not None:
+        model = model.to(resolve_device(options.device))
+    model = with_tta(model, options.tta).eval()
+    decode_config = decode_config_for(model, options.decode_overrides(), modality=options.modality)
+    plan = plan_tiling(model, options.tile_size_px, options.overlap_px, decode_config)
     grid = tile_windows(h, w, plan.tile_size_px, plan.overlap_px)
 
     def tile_rows(worker):
         # A generator: each tile row's decoded tiles are stitched and dropped before the next is predicted.
-        for r in tqdm(range(grid.n_rows), desc="tile rows", disable=not progress, leave=False):
+        for r in tqdm(range(grid.n_rows), desc="tile rows", disable=not options.progress, leave=False):
             band, band_valid = cut_band(image, grid, r)
             if valid_mask is not None:
                 mask_band = cut_band(valid_mask[None], grid, r)[0][0].astype(bool)
                 band_valid = mask_band if band_valid is None else (band_valid & mask_band)
             yield predict_tile_row(band, band_valid, grid.tile_row(r), grid.row_starts[r], model,
-                                   decode_config, batch_size=batch_size, amp=amp, decode_executor=worker,
-                                   norm=norm, norm_stats=stats)
+                                   decode_config, batch_size=options.batch_size, amp=options.amp,
+                                   decode_executor=worker, norm=norm, norm_stats=stats)
 
     # Worker threads decode batch b while the model runs batch b + 1 (results collected in submission
     # order: the same objects as decoding in line).
-    with ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="smallseg-decode") as worker:
+    with ThreadPoolExecutor(max_workers=options.decode_workers, thread_name_prefix="smallseg-decode") as worker:
         scene, _ = stitch_instances(grid, tile_rows(worker))
-    if return_table:
-        warnings.warn("predict_array(return_table=True) is deprecated: the object table is result.objects",
-                      DeprecationWarning, stacklevel=2)
-        return scene, scene.objects
     return scene

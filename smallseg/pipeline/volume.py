@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage
+from tqdm.auto import tqdm
 
 from smallseg.decode.centroids import DecodeConfig
 from smallseg.errors import SmallsegError
@@ -52,16 +53,24 @@ from smallseg.instances import Instances
 from smallseg.io.atomic import csv_safe, write_text_atomic
 from smallseg.io.medical import IntensityPreset, Volume, get_preset, index_to_lps_mm
 from smallseg.io.tables import VolumeObjects
+from smallseg.models.registry import resolve_device
+from smallseg.models.tta import with_tta
+from smallseg.normalize import CHOICES as NORMALIZE_CHOICES
 from smallseg.normalize import Normalization, NormStats, choose_normalization, normalizations_of
+from smallseg.pipeline.array import decode_config_for, predict_array
+from smallseg.pipeline.options import RAW_PRESET, PredictOptions, VolumeOptions
+from smallseg.tiling.grid import overlap_for
 
 __all__ = [
     "RAW",
     "VolumeObjects",
+    "VolumeOptions",
     "VolumePrediction",
     "choose_preset",
     "choose_volume_normalization",
     "check_normalize_choice",
     "normalization_record",
+    "keep_classes",
     "link_slices",
     "modality_classes",
     "predict_volume",
@@ -69,7 +78,7 @@ __all__ = [
     "write_objects_csv",
 ]
 
-RAW = "raw"  # preset name: feed raw values to config.normalise, no intensity mapping
+RAW = RAW_PRESET  # preset name: feed raw values to config.normalise, no intensity mapping
 DEFAULT_CT_PRESET = "lung"
 DEFAULT_OTHER_PRESET = "percentile"
 
@@ -94,6 +103,7 @@ class VolumePrediction:
         normalization: the :class:`~smallseg.normalize.Normalization` every slice was given to the model with.
         norm_stats: its stats, fitted once on the whole volume (``norm_stats.reliable`` is False for a
             constant or empty volume).
+        options: the settings it was predicted with.
     """
 
     labels: np.ndarray
@@ -105,6 +115,7 @@ class VolumePrediction:
     decode: DecodeConfig | None = None
     normalization: Normalization | None = None
     norm_stats: NormStats | None = None
+    options: VolumeOptions | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -384,10 +395,8 @@ def choose_volume_normalization(volume: Volume, model: torch.nn.Module, preset: 
 
 def check_normalize_choice(normalize, percentiles, preset=None) -> None:
     """Refuse a bad ``normalize`` / ``percentiles`` (dicom-batch's options) in one line, CLI spelling."""
-    from smallseg.normalize import CHOICES
-
-    if not isinstance(normalize, Normalization) and normalize not in CHOICES:
-        raise SmallsegError(f"--normalize {normalize}: choose one of {', '.join(CHOICES)}")
+    if not isinstance(normalize, Normalization) and normalize not in NORMALIZE_CHOICES:
+        raise SmallsegError(f"--normalize {normalize}: choose one of {', '.join(NORMALIZE_CHOICES)}")
     if percentiles is not None:
         p = tuple(percentiles)
         if len(p) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in p) \
@@ -419,8 +428,6 @@ def _slice_tile_size(model: torch.nn.Module, plane: tuple[int, int], tile_size_p
     not padded to the full training tile: same result region, a fraction of the compute."""
     if tile_size_px is not None:
         return tile_size_px
-    from smallseg.tiling.grid import overlap_for
-
     config = model.config
     side = 32 * math.ceil(max(plane) / 32)
     if side < config.tile_size_px and overlap_for(config.max_distance_px) < side:
@@ -428,86 +435,81 @@ def _slice_tile_size(model: torch.nn.Module, plane: tuple[int, int], tile_size_p
     return None
 
 
-def predict_volume(volume: Volume, model: torch.nn.Module, *, preset: IntensityPreset | str | None = None,
-                   tile_size_px: int | None = None, batch_size: int = 4, device: str | torch.device | None = None,
-                   decode: DecodeConfig | dict | None = None, min_slices: int = 1, link_min_overlap: float = 0.5,
-                   progress: bool = False, by_modality: bool = True, normalize: str | Normalization | None = "model",
-                   percentiles: tuple[float, float] | None = None) -> VolumePrediction:
+def predict_volume(volume: Volume, model: torch.nn.Module, options: VolumeOptions | None = None,
+                   **overrides) -> VolumePrediction:
     """Find objects in a volume slice by slice (2-D model) and link them into 3-D objects.
+
+    Settings come as a :class:`~smallseg.pipeline.options.VolumeOptions` or as its fields by keyword (on top of
+    ``options``), as for :func:`~smallseg.pipeline.array.predict_array`: ``predict_volume(ct, model,
+    preset="lung", min_slices=2, tta="flips")``.
 
     Args:
         volume: a (Z, Y, X) volume (axial slices are predicted) or a (Y, X) 2-D image, optionally with a
             trailing channel axis; e.g. from :func:`smallseg.io.medical.read_volume`.
         model: a SmallObjectNet whose ``config.in_channels`` equals the volume's channels (1 for CT/MR).
-        preset: intensity mapping (see the module docstring): an IntensityPreset, a preset name, ``"raw"``, or
-            ``None`` for what the checkpoint declares (:mod:`smallseg.normalize`), else its preset, else
-            ``lung`` for CT and ``percentile`` otherwise.
-        normalize, percentiles: ``"percentile"`` / ``"fixed"`` / ``"none"`` / a Normalization instead of the
-            model's (see :func:`choose_volume_normalization`); fitted once on the whole volume.
-        tile_size_px: tile side for :func:`~smallseg.pipeline.array.predict_array` (default: the model's
-            training tile, or one tile of the slice's size when the slice is smaller).
-        batch_size: tiles per forward pass.
-        device: where to run the model (default: where its weights are).
-        decode: decoding settings or overrides, e.g. ``{"min_score": 0.3}``, on top of the model's settings
-            for the volume's modality (see :func:`~smallseg.pipeline.array.decode_config_for`).
-        min_slices: drop 3-D objects seen in fewer slices.
-        link_min_overlap: linking threshold, fraction of the smaller cross-section (see module docstring).
-        progress: progress bar over slices.
-        by_modality: keep only the classes the model has for the volume's modality (:func:`modality_classes`:
-            CT objects of the shipped medical model are nodules, never nuclei); with a single such class every
-            object takes it, otherwise objects of other classes are dropped. ``False`` keeps every class.
+        options: intensity mapping (``preset`` or ``normalize`` / ``percentiles``, see the module docstring),
+            linking (``min_slices``, ``link_min_overlap``, ``by_modality``: keep only the classes the model has
+            for the volume's modality, :func:`modality_classes`; CT objects of the shipped medical model are
+            nodules, never nuclei) and each slice's prediction settings (tiling, batch, device, ``decode`` on
+            top of the model's settings for the volume's modality, ``tta``); see
+            :class:`~smallseg.pipeline.options.VolumeOptions`.
+        **overrides: fields of :class:`~smallseg.pipeline.options.VolumeOptions`.
 
     Returns:
         :class:`VolumePrediction`: uint32 labels on the volume's grid and the per-object table (mm, LPS).
     """
-    from tqdm.auto import tqdm
-
-    from smallseg.pipeline.array import decode_config_for, predict_array
-
+    options = VolumeOptions.build(options, "predict_volume", **overrides)
+    if options.modality is not None and options.modality != (volume.modality or "").upper():
+        volume = replace(volume, modality=options.modality)
     config = model.config
     channels = volume.array.shape[-1] if volume.array.ndim == volume.ndim_spatial + 1 else 1
     if channels != config.in_channels:
         where = f"series {volume.series_uid}" if volume.series_uid else "volume"
         raise SmallsegError(f"{where}: {channels} channel(s) but the model expects {config.in_channels}; use a "
                             f"model trained on {channels}-channel images")
-    norm, stats, window, source = choose_volume_normalization(volume, model, preset, normalize, percentiles)
-    decode = decode_config_for(model, decode, modality=volume.modality or None)
-    if device is not None:
-        model = model.to(device)
+    norm, stats, window, source = choose_volume_normalization(volume, model, options.preset, options.normalize,
+                                                              options.percentiles)
+    decode = decode_config_for(model, options.decode_overrides(), modality=volume.modality or None)
+    if options.device is not None:
+        model = model.to(resolve_device(options.device))
+    # Wrapped once for every slice (with_tta(None) is the model itself).
+    run_model = with_tta(model, options.tta).eval()
     is_2d = volume.ndim_spatial == 2
     n_slices = 1 if is_2d else volume.spatial_shape[0]
     plane = volume.spatial_shape[-2:]
-    tile = _slice_tile_size(model, plane, tile_size_px)
+    # Each slice: the volume's normalisation, stats and decoding settings (a slice is never re-fitted on itself).
+    per_slice = PredictOptions(tile_size_px=_slice_tile_size(model, plane, options.tile_size_px),
+                               overlap_px=options.overlap_px, batch_size=options.batch_size, amp=options.amp,
+                               decode_workers=options.decode_workers, decode=decode, normalize=norm)
 
     def slice_instances():
-        for z in tqdm(range(n_slices), desc="slices", disable=not progress, leave=False):
+        for z in tqdm(range(n_slices), desc="slices", disable=not options.progress, leave=False):
             raw = volume.array if is_2d else volume.array[z]
             raw = np.moveaxis(raw, -1, 0) if raw.ndim == 3 else raw[None]  # (C, Y, X) for predict_array
-            # The volume's normalisation and stats for every slice (a slice is never re-fitted on itself).
             with _warnings.catch_warnings():
                 _warnings.simplefilter("ignore", UserWarning)  # reliability is said once, below
-                found = predict_array(raw, model, tile_size_px=tile, batch_size=batch_size, decode=decode,
-                                      normalize=norm, norm_stats=stats)
-            yield found if allowed is None else _keep_classes(found, allowed, relabelled)
+                found = predict_array(raw, run_model, per_slice, norm_stats=stats)
+            yield found if allowed is None else keep_classes(found, allowed, relabelled)
 
     # Classes that do not exist in this modality (a "nucleus" in CT): the object is real foreground, its class
     # head is confused by the other domain; with one class for the modality it takes that class.
-    allowed = modality_classes(config, volume.modality) if by_modality else None
+    allowed = modality_classes(config, volume.modality) if options.by_modality else None
     relabelled = [0]
     labels, objects = link_slices(slice_instances(), volume, class_names=config.class_names,
-                                  link_min_overlap=link_min_overlap, min_slices=min_slices)
+                                  link_min_overlap=options.link_min_overlap, min_slices=options.min_slices)
     warnings = list(volume.warnings)
     if relabelled[0]:
         names = " or ".join(config.class_names[c - 1] for c in allowed)
         action = f"relabelled {names}" if len(allowed) == 1 else "dropped"
         warnings.append(f"{relabelled[0]} slice object(s) of another class {action} (the model's class for "
                         f"{volume.modality or 'images without a modality'}: {names})")
-    if min_slices > n_slices:
-        warnings.append(f"{n_slices} slice(s), fewer than min_slices={min_slices}: no object can be kept")
+    if options.min_slices > n_slices:
+        warnings.append(f"{n_slices} slice(s), fewer than min_slices={options.min_slices}: no object can be kept")
     if not stats.reliable:
         warnings.append(f"not reliable: {stats.reason}")
     return VolumePrediction(labels=labels, objects=objects, volume=volume, window=window, preset_source=source,
-                            warnings=warnings, decode=decode, normalization=norm, norm_stats=stats)
+                            warnings=warnings, decode=decode, normalization=norm, norm_stats=stats,
+                            options=options)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -554,8 +556,9 @@ def trained_modalities(config) -> set[str] | None:
     return None if table is None else set(table)
 
 
-def _keep_classes(found: Instances, allowed: Sequence[int], counter: list[int]) -> Instances:
-    """Objects of classes outside ``allowed`` take the single allowed class, or are dropped (several)."""
+def keep_classes(found: Instances, allowed: Sequence[int], counter: list[int]) -> Instances:
+    """Objects of classes outside ``allowed`` (1-based class ids, e.g. :func:`modality_classes`) take the single
+    allowed class, or are dropped (several); ``counter[0]`` is increased by the number of such objects."""
     bad = ~np.isin(found.class_ids, np.asarray(allowed))
     if not bad.any():
         return found
@@ -568,6 +571,9 @@ def _keep_classes(found: Instances, allowed: Sequence[int], counter: list[int]) 
     keep = ~bad
     return replace(found, labels=labels, ids=found.ids[keep], class_ids=found.class_ids[keep],
                    scores=found.scores[keep], centroids_yx=found.centroids_yx[keep])
+
+
+_keep_classes = keep_classes  # the name pipeline/geotiff/stream.py imports until it uses keep_classes
 
 
 # --------------------------------------------------------------------------------------------------------------
