@@ -573,8 +573,6 @@ def keep_classes(found: Instances, allowed: Sequence[int], counter: list[int]) -
                    scores=found.scores[keep], centroids_yx=found.centroids_yx[keep])
 
 
-_keep_classes = keep_classes  # the name pipeline/geotiff/stream.py imports until it uses keep_classes
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Output

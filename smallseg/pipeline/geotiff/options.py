@@ -18,11 +18,13 @@ import numpy as np
 import torch
 
 from smallseg.decode.centroids import DecodeConfig
-from smallseg.errors import SmallsegError
 from smallseg.outline.options import OutlineOptions
 from smallseg.normalize import CHOICES as NORMALIZE_CHOICES
 from smallseg.normalize import Normalization
 from smallseg.models.tta import TTA_CHOICES
+# The value checks and OptionError are shared with predict_array / predict_volume's options (one owner).
+from smallseg.pipeline.options import (MAX_BATCH_SIZE, MAX_DECODE_WORKERS, MIN_TILE_PX, OptionError,  # noqa: F401
+                                       _is_int, _is_real, check_batch_pixels)
 
 FORMATS = ("tif", "gpkg", "geojson", "csv", "png", "json")
 # Output kind -> file name suffix after STEM (in OUT).
@@ -39,64 +41,6 @@ OUTPUT_SUFFIXES = {
 FORMAT_KINDS = {"tif": ("instances", "classes"), "gpkg": ("gpkg",), "geojson": ("geojson",), "csv": ("csv",),
                 "png": ("quicklook",), "json": ()}
 COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
-
-MIN_TILE_PX = 16
-# Pixels of one forward pass (tile_size_px² x batch_size) at most. Measured with the shipped model on a CPU:
-# 430-650 B of peak memory per input pixel (activations of every layer at full resolution), so this bound
-# is about 29-44 GB; a larger batch is a typo (``--tile 1000000000``), refused before anything is allocated.
-MAX_BATCH_PX = 2**26
-_BYTES_PER_PX = 430
-MAX_BATCH_SIZE = 4096
-MAX_DECODE_WORKERS = 256
-
-
-class OptionError(SmallsegError):
-    """A bad option value: ``"{option} {value}: {reason}"`` with the option's Python name.
-
-    Attributes:
-        option: the Python name (``"overlap_px"``); front ends map it to their spelling (``--overlap``).
-        value: the value as text.
-        reason: what is wrong and what to do.
-    """
-
-    def __init__(self, option: str, value, reason: str):
-        self.option = option
-        self.value = value if isinstance(value, str) else _text(value)
-        self.reason = reason
-        super().__init__(f"{option} {self.value}: {reason}")
-
-    def renamed(self, name: str) -> SmallsegError:
-        """The same message with the option spelled ``name`` (e.g. a CLI flag)."""
-        return SmallsegError(f"{name} {self.value}: {self.reason}")
-
-
-def _text(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
-def check_batch_pixels(tile_size_px: int, batch_size: int) -> None:
-    """Refuse a forward pass of more than :data:`MAX_BATCH_PX` pixels (one line, nothing allocated)."""
-    pixels = int(tile_size_px) ** 2 * int(batch_size)
-    if pixels > MAX_BATCH_PX:
-        need_gb = pixels * _BYTES_PER_PX / 1e9
-        raise OptionError(
-            "tile_size_px", tile_size_px,
-            f"{batch_size} tile(s) of that size are {pixels:.3g} px per forward pass, about {need_gb:.3g} GB of "
-            f"model memory; at most {MAX_BATCH_PX:,} px (tile side² x tiles per pass) - use tiles of a few hundred "
-            f"to a few thousand px")
-
 
 @dataclass(frozen=True)
 class GeoTiffOptions:

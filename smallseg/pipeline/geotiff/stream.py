@@ -26,7 +26,7 @@ from smallseg.instances import Instances
 from smallseg.io.quicklook import OutlineTracer, QuicklookPart, image_part, quicklook_grid
 from smallseg.io.tables import ObjectTable
 from smallseg.pipeline.array import predict_tile_row
-from smallseg.pipeline.volume import _keep_classes
+from smallseg.pipeline.volume import keep_classes
 from smallseg.pipeline.geotiff.workdir import QUICKLOOK_MAX_SIDE_PX, Checkpoint, WorkDir, record_progress, save_npz
 from smallseg.tiling.grid import TileGrid
 from smallseg.tiling.stitch import RowStitcher
@@ -161,7 +161,7 @@ def read_and_predict_row(job, r: int, qgrid, decode_executor) -> tuple[np.ndarra
             # An object of another modality's class (a "nodule" in a microscopy image) is real foreground
             # whose class head is confused: it takes the modality's class (one) or is dropped (several),
             # per tile before stitching, as predict_volume does per slice.
-            found[i] = inst if allowed is None else _keep_classes(inst, allowed, [0])
+            found[i] = inst if allowed is None else keep_classes(inst, allowed, [0])
     session.add_time("predict", time.perf_counter() - t)
 
     # What the worker needs of the read window: the band's rows of the valid mask and the band's
