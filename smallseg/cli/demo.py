@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from smallseg.cli.options import add_device, errors_as_flags, subcommand
 from smallseg.cli.tile_and_predict import as_flags
 from smallseg.errors import SmallsegError
 
 
 def add_demo(subparsers) -> None:
-    p = subparsers.add_parser(
-        "demo",
+    p = subcommand(
+        subparsers, "demo", _run_demo,
         help="generate a sample aerial scene, find its objects with the shipped model, and score them",
         description=(
             "The whole job on a scene with known answers: writes a synthetic GeoTIFF scene with exact ground "
@@ -23,11 +24,10 @@ def add_demo(subparsers) -> None:
                    help="ground sampling distance of the scene in metres (default: 0.4)")
     p.add_argument("--model", default="remote-sensing",
                    help="built-in model name or checkpoint path (default: remote-sensing)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)")
+    add_device(p, "auto")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4)")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(run=_run_demo)
 
 
 def _run_demo(args) -> int:
@@ -35,12 +35,10 @@ def _run_demo(args) -> int:
 
     if args.size < 64:
         raise SmallsegError(f"--size {args.size}: use at least 64 px")
-    try:
+    with errors_as_flags(as_flags):  # same flag names as tile-and-predict
         result = run_demo(args.out, size_px=args.size, seed=args.seed, pixel_size_m=args.pixel_size_m,
                           model=args.model, device=args.device, batch_size=args.batch_size,
                           overwrite=args.overwrite, progress=not args.quiet)
-    except SmallsegError as exc:  # same flag names as tile-and-predict
-        raise SmallsegError(as_flags(str(exc))) from None
     print(result.table)
     print(f"scene:       {result.scene_image} (ground truth beside it)")
     print(f"prediction:  {result.prediction_dir}/ (open the .gpkg over the scene in QGIS; quick-look PNG inside)")

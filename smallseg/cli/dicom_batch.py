@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import sys
 
 from smallseg.cli.cluster import add_cluster_args, open_cluster
-from smallseg.cli.options import percentiles_flag
-from smallseg.errors import SmallsegError
+from smallseg.cli.options import FlagNames, add_device, errors_as_flags, percentiles_flag, subcommand
 
 
 def add_dicom_batch(subparsers) -> None:
-    p = subparsers.add_parser(
-        "dicom-batch",
+    p = subcommand(
+        subparsers, "dicom-batch", _run_dicom_batch,
         help="find objects in every DICOM series under a folder",
         description=(
             "Walk ROOT, group DICOM files into series and split each series into stacks by slice orientation, "
@@ -60,7 +58,7 @@ def add_dicom_batch(subparsers) -> None:
                         "an OUT is refused)")
     p.add_argument("--dicom-seg", action="store_true",
                    help="also write OUT/<folder>/seg.dcm, a DICOM Segmentation (needs highdicom)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    add_device(p, "cpu")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4)")
     p.add_argument("--tile", type=int, default=None,
                    help="tile side in px (default: the model's; a smaller slice is one tile)")
@@ -74,31 +72,15 @@ def add_dicom_batch(subparsers) -> None:
                    help="fail series whose pixels would need more memory than this many GB (default: 4)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-series lines")
     add_cluster_args(p, unit="image stack")
-    p.set_defaults(run=_run_dicom_batch)
 
 
-# Phrases of dicom-batch's library messages that name a keyword argument -> the flag.
-_DICOM_BATCH_PHRASES = {"resume=True": "--resume", "overwrite=True": "--overwrite", "series_uid ": "--series-uid ",
-                        "modalities:": "--modalities:", "model '": "--model '", "device '": "--device '"}
-
-
-# BatchOptions field -> dicom-batch flag, for library messages that begin with the field's name.
-_DICOM_BATCH_FIELDS = {"preset": "--preset", "batch_size": "--batch-size", "min_slices": "--min-slices",
-                       "min_score": "--min-score", "link_min_overlap": "--link-overlap", "max_gb": "--max-gb",
-                       "tile_size_px": "--tile", "dicom_seg=True": "--dicom-seg"}
-
-
-def as_flags(message: str) -> str:
-    """A dicom-batch library message with its Python option names spelled as the flags."""
-    head, _, rest = message.partition(" ")
-    if head in _DICOM_BATCH_FIELDS and rest:
-        message = f"{_DICOM_BATCH_FIELDS[head]} {rest}"
-    for phrase, flag in _DICOM_BATCH_PHRASES.items():
-        message = message.replace(phrase, flag)
-    for name, flag in _DICOM_BATCH_FIELDS.items():
-        if "_" in name:  # identifiers, never English words: safe to replace anywhere in the text
-            message = re.sub(rf"\b{re.escape(name)}\b", flag, message)
-    return message
+# BatchOptions field -> dicom-batch flag (and phrases of its messages that name a keyword argument).
+as_flags = FlagNames(
+    {"preset": "--preset", "batch_size": "--batch-size", "min_slices": "--min-slices", "min_score": "--min-score",
+     "link_min_overlap": "--link-overlap", "max_gb": "--max-gb", "tile_size_px": "--tile",
+     "dicom_seg=True": "--dicom-seg"},
+    {"resume=True": "--resume", "overwrite=True": "--overwrite", "series_uid ": "--series-uid ",
+     "modalities:": "--modalities:", "model '": "--model '", "device '": "--device '"})
 
 
 def _run_dicom_batch(args) -> int:
@@ -111,17 +93,14 @@ def _run_dicom_batch(args) -> int:
             tqdm.write(as_flags(row.line()), file=sys.stderr)
 
     modalities = [m for m in args.modalities.split(",")] if args.modalities is not None else None
-    try:
-        with open_cluster(args) as client:
-            result = run_dicom_batch(args.root, args.out, args.model, resume=args.resume, overwrite=args.overwrite,
-                                     progress=not args.quiet, series_uid=args.series_uid, modalities=modalities,
-                                     preset=args.preset, device=args.device, batch_size=args.batch_size,
-                                     tile_size_px=args.tile, min_score=args.min_score, min_slices=args.min_slices,
-                                     link_min_overlap=args.link_overlap, dicom_seg=args.dicom_seg,
-                                     max_gb=args.max_gb, on_result=report, client=client,
-                                     normalize=args.normalize, percentiles=percentiles_flag(args.percentiles))
-    except SmallsegError as exc:
-        raise SmallsegError(as_flags(str(exc))) from None
+    with errors_as_flags(as_flags), open_cluster(args) as client:
+        result = run_dicom_batch(args.root, args.out, args.model, resume=args.resume, overwrite=args.overwrite,
+                                 progress=not args.quiet, series_uid=args.series_uid, modalities=modalities,
+                                 preset=args.preset, device=args.device, batch_size=args.batch_size,
+                                 tile_size_px=args.tile, min_score=args.min_score, min_slices=args.min_slices,
+                                 link_min_overlap=args.link_overlap, dicom_seg=args.dicom_seg,
+                                 max_gb=args.max_gb, on_result=report, client=client,
+                                 normalize=args.normalize, percentiles=percentiles_flag(args.percentiles))
     for note in result.notes:
         print(f"smallseg {args.command}: note: {note}", file=sys.stderr)
     if result.stopped:

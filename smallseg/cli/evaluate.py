@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+from smallseg.cli.options import subcommand
+
 
 def add_evaluate(subparsers) -> None:
-    p = subparsers.add_parser(
-        "evaluate",
+    p = subcommand(
+        subparsers, "evaluate", _run_evaluate,
         help="score a prediction against ground truth (COCO AP, AP_small, Boundary AP/IoU, F1, count error)",
         description=(
             "Score instance predictions of small objects. GT and PRED are instance label rasters (0 = background, "
@@ -49,7 +51,6 @@ def add_evaluate(subparsers) -> None:
                    help="square pixel side (e.g. 0.3m, 0.5mm) for inputs without CRS/spacing, for m2/mm2 buckets "
                         "and physical boundary widths")
     _add_source_arguments(p)  # vector/box GT, --area, --plot (#15)
-    p.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args) -> int:
@@ -83,8 +84,10 @@ def _add_source_arguments(p) -> None:
     p.add_argument("--image", default=None,
                    help="box GT listing several images: the image whose boxes to score (default: the one named "
                         "like the prediction)")
-    p.add_argument("--plot", default=None, metavar="PNG",
-                   help="write a quick-look PNG: matched predictions green, false positives red, missed GT blue")
+    p.add_argument("--plot", default=None, metavar="FILE.png|DIR",
+                   help="FILE.png: a quick-look (matched predictions green, false positives red, missed GT blue); "
+                        "DIR: that quick-look plus precision-recall curves per size bucket (PNG + CSV, "
+                        "pycocotools' arrays) and a TP/FP score histogram (needs matplotlib: smallseg[plot])")
 
 
 def _uses_sources(args) -> bool:

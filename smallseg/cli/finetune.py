@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from smallseg.cli.options import add_device, require_at_least, subcommand
 from smallseg.errors import SmallsegError
 
 
@@ -31,8 +32,8 @@ def parse_classes(values: list[str] | None) -> tuple[str | None, dict[str, str]]
 
 def add_finetune(subparsers) -> None:
     """Declare ``smallseg finetune`` and its options."""
-    p = subparsers.add_parser(
-        "finetune",
+    p = subcommand(
+        subparsers, "finetune", _run_finetune,
         help="fine-tune a model on your own labels (GeoPackage/GeoJSON, boxes, label images, NIfTI) in one command",
         description=(
             "Fine-tune a shipped model (or a checkpoint) on labelled images without a YAML config. Labels: vector "
@@ -65,19 +66,16 @@ def add_finetune(subparsers) -> None:
     p.add_argument("--steps-per-epoch", type=int, default=20, help="steps between validations (default: 20)")
     p.add_argument("--patience", type=int, default=10,
                    help="stop after this many epochs without a better validation F1 (0: never; default: 10)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    add_device(p, "cpu")
     p.add_argument("--no-tune", action="store_true", help="keep the init model's decode settings (no tuning)")
     p.add_argument("--seed", type=int, default=0, help="crop / augmentation seed (default: 0)")
-    p.set_defaults(run=_run_finetune)
 
 
 def _run_finetune(args) -> int:
     """Run ``smallseg finetune`` from parsed arguments; returns the exit status."""
     from smallseg.train.finetune import FinetuneOptions, finetune
 
-    for flag, value in (("--batch-size", args.batch_size), ("--steps-per-epoch", args.steps_per_epoch)):
-        if value < 1:
-            raise SmallsegError(f"{flag} {value}: must be at least 1")
+    require_at_least(1, batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch)
     if args.patience < 0:
         raise SmallsegError(f"--patience {args.patience}: must be 0 (off) or more")
     if not args.lr > 0:

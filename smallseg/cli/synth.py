@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from smallseg.errors import SmallsegError
+from smallseg.cli.options import require_at_least, subcommand
 
 
 def add_synth(subparsers) -> None:
-    p = subparsers.add_parser(
-        "synth",
+    p = subcommand(
+        subparsers, "synth", lambda args: (p.print_help(), 0)[1],
         help="generate synthetic images with exact ground truth (remote sensing, CT, nuclei)",
         description=(
             "Write deterministic synthetic data: item i uses seed SEED + i, and the same options give "
             "byte-identical files. See datasets/README.md for formats and units."
         ),
     )
-    p.set_defaults(run=lambda args: (p.print_help(), 0)[1])
     gens = p.add_subparsers(dest="generator", metavar="GENERATOR")
 
     def common(g, size_help, size_nargs, size_default):
@@ -23,9 +22,10 @@ def add_synth(subparsers) -> None:
         g.add_argument("--count", type=int, default=1, help="number of items to write (default 1)")
         g.add_argument("--size", type=int, nargs=size_nargs, default=size_default, metavar="N", help=size_help)
 
-    rs = gens.add_parser("remote-sensing", help="GeoTIFF aerial scenes with cars and small buildings",
-                         description="Image GeoTIFF + instance-id GeoTIFF (uint32) + class GeoTIFF (uint8: "
-                                     "1 car, 2 building) + objects CSV per scene; optional COCO tiles.")
+    rs = subcommand(gens, "remote-sensing", _run_synth_remote_sensing,
+                    help="GeoTIFF aerial scenes with cars and small buildings",
+                    description="Image GeoTIFF + instance-id GeoTIFF (uint32) + class GeoTIFF (uint8: "
+                                "1 car, 2 building) + objects CSV per scene; optional COCO tiles.")
     common(rs, "scene height and width in px (default 1024 1024)", 2, [1024, 1024])
     rs.add_argument("--pixel-size-m", type=float, default=0.5, help="ground sampling distance, m/px (0.1-2; default 0.5)")
     rs.add_argument("--bands", type=int, default=3, choices=[3, 4], help="3 = RGB, 4 = RGB + NIR (default 3)")
@@ -39,11 +39,11 @@ def add_synth(subparsers) -> None:
     rs.add_argument("--coco-tile-px", type=int, default=0,
                     help="also cut tiles of this size and write coco/annotations.json (default 0 = no tiles)")
     rs.add_argument("--coco-overlap-px", type=int, default=64, help="overlap between COCO tiles in px (default 64)")
-    rs.set_defaults(run=_run_synth_remote_sensing)
 
-    ct = gens.add_parser("ct", help="chest-CT-like DICOM series with lung nodules",
-                         description="Per case: dicom/ series (int16 HU), labels.nii.gz (nodule ids), "
-                                     "nodules.json and nodules.csv (centre LPS mm, diameter mm, volume mm3).")
+    ct = subcommand(gens, "ct", _run_synth_ct,
+                    help="chest-CT-like DICOM series with lung nodules",
+                    description="Per case: dicom/ series (int16 HU), labels.nii.gz (nodule ids), "
+                                "nodules.json and nodules.csv (centre LPS mm, diameter mm, volume mm3).")
     common(ct, "voxels along x, y, z (default 256 256 64)", 3, [256, 256, 64])
     ct.add_argument("--spacing-mm", type=float, nargs=3, default=[0.7, 0.7, 1.25], metavar="MM",
                     help="voxel spacing x y z in mm (default 0.7 0.7 1.25)")
@@ -51,39 +51,33 @@ def add_synth(subparsers) -> None:
     ct.add_argument("--diameter-range-mm", type=float, nargs=2, default=[3.0, 15.0], metavar="MM",
                     help="min and max nodule diameter in mm (default 3 15)")
     ct.add_argument("--noise-hu", type=float, default=15.0, help="image noise standard deviation, HU (default 15)")
-    ct.set_defaults(run=_run_synth_ct)
 
-    nu = gens.add_parser("nuclei", help="fluorescence-microscopy nuclei images with label TIFFs",
-                         description="Per image: <stem>_image.tif, <stem>_labels.tif (uint16 ids), "
-                                     "<stem>_nuclei.csv.")
+    nu = subcommand(gens, "nuclei", _run_synth_nuclei,
+                    help="fluorescence-microscopy nuclei images with label TIFFs",
+                    description="Per image: <stem>_image.tif, <stem>_labels.tif (uint16 ids), "
+                                "<stem>_nuclei.csv.")
     common(nu, "image height and width in px (default 256 256)", 2, [256, 256])
     nu.add_argument("--diameter-px", type=float, default=16.0, help="mean nucleus diameter in px (default 16)")
     nu.add_argument("--dtype", default="uint16", choices=["uint8", "uint16"],
                     help="uint16 camera counts or uint8 scaled (default uint16)")
     nu.add_argument("--cluster-fraction", type=float, default=0.6, help="share of nuclei in touching clusters (default 0.6)")
     nu.add_argument("--out-of-focus", type=float, default=0.1, help="share of out-of-focus nuclei (default 0.1)")
-    nu.set_defaults(run=_run_synth_nuclei)
 
-    rc = gens.add_parser("recipe", help="regenerate the splits of a YAML recipe (e.g. datasets/synthetic.yaml)",
-                         description="Generate every generator/split of a recipe; see datasets/README.md.")
+    rc = subcommand(gens, "recipe", _run_synth_recipe,
+                    help="regenerate the splits of a YAML recipe (e.g. datasets/synthetic.yaml)",
+                    description="Generate every generator/split of a recipe; see datasets/README.md.")
     rc.add_argument("recipe", help="recipe YAML, e.g. datasets/synthetic.yaml")
     rc.add_argument("--out", required=True, help="root output folder (created)")
     rc.add_argument("--kind", action="append", choices=["remote_sensing", "ct", "nuclei"],
                     help="only this generator (repeatable; default all)")
     rc.add_argument("--split", action="append", help="only this split, e.g. train (repeatable; default all)")
     rc.add_argument("--limit", type=int, default=None, help="at most this many items per split (smoke runs)")
-    rc.set_defaults(run=_run_synth_recipe)
-
-
-def _check_count(args) -> None:
-    if args.count < 1:
-        raise SmallsegError(f"--count {args.count}: must be at least 1")
 
 
 def _run_synth_remote_sensing(args) -> int:
     from smallseg.data.recipe import generate_remote_sensing_split
 
-    _check_count(args)
+    require_at_least(1, count=args.count)
     written = generate_remote_sensing_split(
         args.out, seed=args.seed, count=args.count, height=args.size[0], width=args.size[1],
         pixel_size_m=args.pixel_size_m, bands=args.bands, dtype=args.dtype, nodata_collar=args.nodata_collar,
@@ -97,7 +91,7 @@ def _run_synth_remote_sensing(args) -> int:
 def _run_synth_ct(args) -> int:
     from smallseg.data.recipe import generate_ct_split
 
-    _check_count(args)
+    require_at_least(1, count=args.count)
     cases = generate_ct_split(
         args.out, seed=args.seed, count=args.count, size_xyz=tuple(args.size), spacing_mm=tuple(args.spacing_mm),
         nodule_count=args.nodules, diameter_range_mm=tuple(args.diameter_range_mm), noise_hu=args.noise_hu,
@@ -110,7 +104,7 @@ def _run_synth_ct(args) -> int:
 def _run_synth_nuclei(args) -> int:
     from smallseg.data.recipe import generate_nuclei_split
 
-    _check_count(args)
+    require_at_least(1, count=args.count)
     written = generate_nuclei_split(
         args.out, seed=args.seed, count=args.count, height=args.size[0], width=args.size[1],
         mean_diameter_px=args.diameter_px, dtype=args.dtype, cluster_fraction=args.cluster_fraction,
@@ -123,8 +117,7 @@ def _run_synth_nuclei(args) -> int:
 def _run_synth_recipe(args) -> int:
     from smallseg.data.recipe import generate_from_recipe
 
-    if args.limit is not None and args.limit < 1:
-        raise SmallsegError(f"--limit {args.limit}: must be at least 1")
+    require_at_least(1, limit=args.limit)
     generate_from_recipe(args.recipe, args.out, kinds=args.kind, splits=args.split, limit=args.limit,
                          progress=print)
     print(f"done: {args.out}")

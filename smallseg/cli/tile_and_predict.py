@@ -8,13 +8,13 @@ import re
 import sys
 
 from smallseg.cli.cluster import add_cluster_args, open_cluster, split_rows
-from smallseg.cli.options import percentiles_flag
+from smallseg.cli.options import FlagNames, add_device, percentiles_flag, subcommand
 from smallseg.errors import SmallsegError
 
 
 def add_tile_and_predict(subparsers) -> None:
-    p = subparsers.add_parser(
-        "tile-and-predict",
+    p = subcommand(
+        subparsers, "tile-and-predict", _run_tile_and_predict,
         help="find objects in GeoTIFFs of any size (streamed in tiles, stitched exactly, georeferenced outputs)",
         description=(
             "Predict each INPUT (GeoTIFF, plain TIFF/PNG, or a folder of them) tile row by tile row in bounded "
@@ -39,7 +39,7 @@ def add_tile_and_predict(subparsers) -> None:
                    help="tile overlap in px (default: twice the model's largest object radius plus its centroid "
                         "error, so every object is whole in the tile that owns it)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
+    add_device(p, "auto")
     p.add_argument("--amp", action="store_true", help="float16 autocast on CUDA (faster, slightly different scores)")
     p.add_argument("--tta", nargs="?", const="d4", default=None, choices=["d4", "flips"],
                    help="test-time augmentation: average the model's maps over the 8 flips/90-degree rotations "
@@ -103,36 +103,25 @@ def add_tile_and_predict(subparsers) -> None:
                    help="replace a finished (or interrupted) run in --out instead of refusing")
     p.add_argument("--quiet", action="store_true", help="no progress bar (for batch jobs); one line per input stays")
     add_cluster_args(p, unit="scene", split=True)
-    p.set_defaults(run=_run_tile_and_predict)
 
 
-# Python option names in library messages -> tile-and-predict's flags.
-_TILE_AND_PREDICT_FLAGS = {
-    "tile_size_px": "--tile", "overlap_px": "--overlap", "batch_size": "--batch-size", "device": "--device",
-    "decode_workers": "--decode-workers", "bands": "--bands", "nodata": "--nodata", "min_score": "--min-score",
-    "min_area_px": "--min-area", "formats": "--formats", "cog": "--cog", "resume": "--resume",
-    "overwrite": "--overwrite", "normalize": "--normalize", "percentiles": "--percentiles", "strict": "--strict",
-    "tta": "--tta", "resample": "--no-resample", "modality": "--modality",
-}
-# Phrases of library messages that name a keyword argument -> the flag.
-_TILE_AND_PREDICT_PHRASES = {"overwrite=True": "--overwrite", "resume=True": "--resume", "bands=[...]": "--bands"}
+# Python option names in library messages -> tile-and-predict's flags (and phrases naming a keyword argument).
+_FLAGS = FlagNames(
+    {"tile_size_px": "--tile", "overlap_px": "--overlap", "batch_size": "--batch-size", "device": "--device",
+     "decode_workers": "--decode-workers", "bands": "--bands", "nodata": "--nodata", "min_score": "--min-score",
+     "min_area_px": "--min-area", "formats": "--formats", "cog": "--cog", "resume": "--resume",
+     "overwrite": "--overwrite", "normalize": "--normalize", "percentiles": "--percentiles", "strict": "--strict",
+     "tta": "--tta", "resample": "--no-resample", "modality": "--modality"},
+    {"overwrite=True": "--overwrite", "resume=True": "--resume", "bands=[...]": "--bands",
+     "normalize='fixed'": "--normalize fixed"})
 
 
 def as_flags(message: str) -> str:
     """A library message with its Python option names spelled as tile-and-predict's flags."""
-    head, _, rest = message.partition(" ")
-    if head in _TILE_AND_PREDICT_FLAGS and rest:
-        message = f"{_TILE_AND_PREDICT_FLAGS[head]} {rest}"
-    for phrase, flag in _TILE_AND_PREDICT_PHRASES.items():
-        message = message.replace(phrase, flag)
     # bands=(3, 2, 1) in smallseg.bands' messages -> --bands 3,2,1
     message = re.sub(r"\bbands=\(([0-9, ]+)\)", lambda m: "--bands " + m.group(1).replace(" ", "").rstrip(","),
                      message)
-    message = message.replace("normalize='fixed'", "--normalize fixed")
-    for name, flag in _TILE_AND_PREDICT_FLAGS.items():
-        if "_" in name:  # identifiers, never English words: safe to replace anywhere in the text
-            message = re.sub(rf"\b{name}\b", flag, message)
-    return message
+    return _FLAGS(message)
 
 
 def _outline_options(args):

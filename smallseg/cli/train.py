@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from smallseg.cli.options import FlagNames, add_device, errors_as_flags, require_at_least, subcommand
 from smallseg.errors import SmallsegError
+
+# The training loop names keyword arguments; here they are flags.
+_FLAGS = FlagNames({}, {"resume=True": "--resume", "overwrite=True": "--overwrite",
+                        "another run folder": "another --out"})
 
 
 def add_train(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train",
+    p = subcommand(
+        subparsers, "train", _run_train,
         help="train a model from a YAML config",
         description=(
             "Train a smallseg model (encoder -> FPN fusion -> LFE -> centroid/distance heads) as a YAML config "
@@ -21,41 +26,35 @@ def add_train(subparsers) -> None:
                    help="continue the run in --out after its last finished epoch (same result as not stopping)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run in --out (without it, and without --resume, such a folder is refused)")
-    p.add_argument("--device", default=None,
-                   help="auto (CUDA if available), cpu, cuda or cuda:N; overrides the config's device")
+    add_device(p, None, note="overrides the config's device")
     p.add_argument("--epochs", type=int, default=None, help="override optim.epochs from the config")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="override optim.steps_per_epoch")
     p.add_argument("--batch-size", type=int, default=None, help="override optim.batch_size")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines (for batch jobs)")
-    p.set_defaults(run=_run_train)
 
 
 def _run_train(args) -> int:
     from smallseg.train.loop import load_train_config, train
 
     config = load_train_config(args.config)
-    for option, field in (("epochs", "epochs"), ("steps_per_epoch", "steps_per_epoch"), ("batch_size", "batch_size")):
-        value = getattr(args, option)
+    overrides = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size}
+    require_at_least(1, **overrides)
+    for field, value in overrides.items():
         if value is not None:
-            if value < 1:
-                raise SmallsegError(f"--{option.replace('_', '-')} {value}: must be at least 1")
             setattr(config.optim, field, value)
     if args.resume and args.overwrite:
         raise SmallsegError("--resume and --overwrite: choose one (continue the run in --out, or replace it)")
-    try:
+    with errors_as_flags(_FLAGS):
         result = train(config, args.out or f"runs/{config.name}", resume=args.resume, device=args.device,
                        progress=not args.quiet, overwrite=args.overwrite)
-    except SmallsegError as exc:  # the library names keyword arguments; here they are flags
-        raise SmallsegError(str(exc).replace("resume=True", "--resume").replace("overwrite=True", "--overwrite")
-                            .replace("another run folder", "another --out")) from None
     print(f"best checkpoint: {result.best_checkpoint}")
     return 0
 
 
 
 def add_tune_decode(subparsers) -> None:
-    p = subparsers.add_parser(
-        "tune-decode",
+    p = subcommand(
+        subparsers, "tune-decode", _run_tune_decode,
         help="choose a trained model's decoding thresholds on validation images and store them in it",
         description=(
             "Grid-search the decoding thresholds (foreground probability, distance-map peak, score) of a trained "
@@ -77,7 +76,6 @@ def add_tune_decode(subparsers) -> None:
                    help="tune for images of this DICOM modality only (e.g. CT), on the data.val entries marked "
                         "'modality: CT'; the settings are stored for that modality (dicom-batch uses them for "
                         "such series) and the model's default settings stay as they are")
-    p.set_defaults(run=_run_tune_decode)
 
 
 def _run_tune_decode(args) -> int:
