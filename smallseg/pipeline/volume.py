@@ -545,7 +545,7 @@ def modality_classes(config, modality: str) -> list[int] | None:
     None when every class applies: the model does not say, or was not trained on that modality at all (then
     nothing is known about which class fits; :func:`trained_modalities` tells the caller to say so)."""
     table = _modality_table(config)
-    names = list(config.class_names)
+    names = list(config.class_names or [])  # a config without names: every class applies
     ids = [names.index(n) + 1 for n in (table or {}).get((modality or "").upper(), []) if n in names]
     return ids or None
 
