@@ -34,6 +34,7 @@ import torch
 import smallseg.pipeline.array as array_mod
 import smallseg.pipeline.dicom_batch as batch_mod
 from smallseg.data.medical import make_ct_volume, write_dicom_series
+from smallseg.io.tables import VolumeObjects
 from smallseg.models import build_model, load_checkpoint, save_checkpoint
 
 
@@ -87,7 +88,7 @@ def main() -> None:
         model.register_forward_hook(
             lambda m, a, o: times.__setitem__("forward", times.get("forward", 0.0) + time.perf_counter() - start.pop()))
         patches = [(array_mod, "decode_outputs", "decode"), (batch_mod, "read_volume", "read"),
-                   (batch_mod, "write_labels_nifti", "write"), (batch_mod, "write_objects_csv", "write")]
+                   (batch_mod, "write_labels_nifti", "write"), (VolumeObjects, "write_csv", "write")]
         originals = [(mod, name, getattr(mod, name)) for mod, name, _ in patches]
         for mod, name, key in patches:
             setattr(mod, name, timed(getattr(mod, name), times, key))

@@ -15,7 +15,7 @@ from smallseg.instances import Instances
 from smallseg.io.medical import PRESETS, IntensityPreset, Volume, from_sitk
 from smallseg.pipeline.array import predict_array
 from smallseg.pipeline.options import OptionError, VolumeOptions
-from smallseg.pipeline.volume import choose_preset, link_slices, predict_volume, write_objects_csv
+from smallseg.pipeline.volume import choose_preset, link_slices, predict_volume
 
 from medical_helpers import rotation  # tests/ is on sys.path under pytest
 
@@ -187,14 +187,14 @@ def test_objects_csv_has_units_and_matches_the_table(tmp_path):
     lab[:, 5:9, 5:9] = 1
     volume = sitk_volume(np.zeros(shape, np.int16))
     _, table = link_slices(slices_of(lab, score=0.5), volume)
-    path = write_objects_csv(table, tmp_path / "objects.csv")
+    path = table.write_csv(tmp_path / "objects.csv")
     rows = list(csv.DictReader(path.open()))
     assert len(rows) == 1 and [p.name for p in tmp_path.iterdir()] == ["objects.csv"]
     assert float(rows[0]["volume_mm3"]) == pytest.approx(48 * 0.7 * 0.8 * 1.5, rel=1e-4)
     assert float(rows[0]["score"]) == pytest.approx(0.5)
     assert (rows[0]["slice_first"], rows[0]["slice_last"], rows[0]["bbox_z1"]) == ("0", "2", "3")
     _, empty = link_slices(slices_of(np.zeros(shape, np.int32)), volume)
-    write_objects_csv(empty, tmp_path / "empty.csv")
+    empty.write_csv(tmp_path / "empty.csv")
     assert (tmp_path / "empty.csv").read_text().startswith("id,class,")
 
 

@@ -117,7 +117,7 @@ def test_every_csv_is_byte_identical_to_the_writer_it_replaced(tmp_path):
     write_objects_csv(tmp_path / "pred_plain.csv", prediction_table(), ["car", "building"], PLAIN)
     scene_table().write_csv(tmp_path / "scene.csv", class_names=smallseg.data.remote_sensing.CLASS_NAMES)
     nuclei_table().write_csv(tmp_path / "nuclei.csv")
-    smallseg.pipeline.volume.write_objects_csv(volume_table(2), tmp_path / "volume2d.csv")
+    volume_table(2).write_csv(tmp_path / "volume2d.csv")
     volume_table(3).write_csv(tmp_path / "volume3d.csv")
     for name, before in BEFORE.items():
         assert (tmp_path / f"{name}.csv").read_bytes() == before, name
@@ -199,3 +199,37 @@ def test_the_evaluate_reader_takes_any_table_and_rejects_broken_ones(tmp_path):
         read_object_table(short)
     with pytest.raises(SmallsegError, match="no such object table"):
         read_object_table(tmp_path / "missing.csv")
+
+
+# Bytes of dicom-batch's objects.csv with a geometry note, written by pipeline/volume.py write_objects_csv at
+# 3531d6c (the second writer, now VolumeObjects.with_geometry_note(...).write_csv): note and class name through
+# csv_safe, quoted by the csv module, a header even with no rows.
+NOTE = '-pixel spacing missing: 1 mm assumed, "quoted"'
+BEFORE_NOTED = {
+    'volume2d': (
+        b'id,class,class_id,score,max_slice_score,voxels,area_mm2,equivalent_diameter_mm,centroid_lps_x_mm,centroid_lps_y_mm,centroid_y_index,centroid_x_index,slice_first,slice_last,bbox_y0,bbox_x0,bbox_y1,bbox_x1,geometry_note\n'
+        b'1,nuclei,1,0.75,0.8,10,5.1235,2.1235,-0.6667,-1.6667,0.3333,1.3333,0,0,0,1,2,3,"\'-pixel spacing missing: 1 mm assumed, ""quoted"""\n'
+        b'2,\'=HYPERLINK(1),2,0.333333,0.41,200,100.0,5.75,-2.6667,-3.6667,2.3333,3.3333,0,0,4,5,6,7,"\'-pixel spacing missing: 1 mm assumed, ""quoted"""\n'
+    ),
+    'volume3d': (
+        b'id,class,class_id,score,max_slice_score,voxels,volume_mm3,equivalent_diameter_mm,centroid_lps_x_mm,centroid_lps_y_mm,centroid_lps_z_mm,centroid_z_index,centroid_y_index,centroid_x_index,slice_first,slice_last,bbox_z0,bbox_y0,bbox_x0,bbox_z1,bbox_y1,bbox_x1,geometry_note\n'
+        b'1,nuclei,1,0.75,0.8,10,5.1235,2.1235,-0.6667,-1.6667,-2.6667,0.3333,1.3333,2.3333,0,2,0,1,2,3,4,5,"\'-pixel spacing missing: 1 mm assumed, ""quoted"""\n'
+        b'2,\'=HYPERLINK(1),2,0.333333,0.41,200,100.0,5.75,-3.6667,-4.6667,-5.6667,3.3333,4.3333,5.3333,1,4,6,7,8,9,10,11,"\'-pixel spacing missing: 1 mm assumed, ""quoted"""\n'
+    ),
+    'empty': (
+        b'id,class,class_id,score,max_slice_score,voxels,volume_mm3,equivalent_diameter_mm,centroid_lps_x_mm,centroid_lps_y_mm,centroid_lps_z_mm,centroid_z_index,centroid_y_index,centroid_x_index,slice_first,slice_last,bbox_z0,bbox_y0,bbox_x0,bbox_z1,bbox_y1,bbox_x1,geometry_note\n'
+    ),
+}
+
+
+def test_geometry_note_column_is_byte_identical_to_the_writer_it_replaced(tmp_path):
+    for nd in (2, 3):
+        table = volume_table(nd, names=("nuclei", "=HYPERLINK(1)")).with_geometry_note(NOTE)
+        assert table.write_csv(tmp_path / f"v{nd}.csv").read_bytes() == BEFORE_NOTED[f"volume{nd}d"], nd
+        back = VolumeObjects.read_csv(tmp_path / f"v{nd}.csv")
+        assert back.geometry_notes == [NOTE, NOTE] and back.class_names == ["nuclei", "=HYPERLINK(1)"]
+        assert back[1].geometry_note == NOTE
+        assert back.with_geometry_note("") is back  # no note: the plain table, no column
+    empty = volume_table(3).rows(slice(0, 0)).with_geometry_note(NOTE)
+    assert empty.write_csv(tmp_path / "e.csv").read_bytes() == BEFORE_NOTED["empty"]
+    assert "geometry_note" not in volume_table(3).write_csv(tmp_path / "plain.csv").read_text(encoding="utf-8")

@@ -54,7 +54,7 @@ from smallseg.io.dicom import SeriesInfo, find_series
 from smallseg.io.medical import Volume, WriteError, read_volume, write_labels_nifti
 from smallseg.models.registry import prepare_model, resolve_device, weights_fingerprint
 from smallseg.pipeline.volume import (RAW, check_normalize_choice, normalization_record, predict_volume,
-                                     trained_modalities, write_objects_csv)
+                                     trained_modalities)
 
 __all__ = [
     "BatchOptions",
@@ -393,7 +393,7 @@ def process_series(series: SeriesInfo, model: torch.nn.Module | str | os.PathLik
         (folder / DONE_MARKER).unlink(missing_ok=True)  # from here on the folder is incomplete until the end
         remove_partials(folder)  # leftovers of a killed run
         write_labels_nifti(prediction.labels, volume, folder / "labels.nii.gz")
-        write_objects_csv(prediction.objects, folder / "objects.csv", geometry_note=geometry_note)
+        prediction.objects.with_geometry_note(geometry_note).write_csv(folder / "objects.csv")
         outputs = ["labels.nii.gz", "objects.csv"]
         if options.dicom_seg:
             if len(prediction.objects) and volume.ndim_spatial == 3:

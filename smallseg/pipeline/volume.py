@@ -36,11 +36,9 @@ Measurements per 3-D object (all from the voxels of the final label volume):
 from __future__ import annotations
 
 import math
-import os
 import warnings as _warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,7 +48,6 @@ from tqdm.auto import tqdm
 from smallseg.decode.centroids import DecodeConfig
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
-from smallseg.io.atomic import csv_safe, write_text_atomic
 from smallseg.io.medical import IntensityPreset, Volume, get_preset, index_to_lps_mm
 from smallseg.io.tables import VolumeObjects
 from smallseg.models.registry import resolve_device
@@ -75,7 +72,6 @@ __all__ = [
     "modality_classes",
     "predict_volume",
     "trained_modalities",
-    "write_objects_csv",
 ]
 
 RAW = RAW_PRESET  # preset name: feed raw values to config.normalise, no intensity mapping
@@ -571,38 +567,3 @@ def keep_classes(found: Instances, allowed: Sequence[int], counter: list[int]) -
     keep = ~bad
     return replace(found, labels=labels, ids=found.ids[keep], class_ids=found.class_ids[keep],
                    scores=found.scores[keep], centroids_yx=found.centroids_yx[keep])
-
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Output
-# --------------------------------------------------------------------------------------------------------------
-
-
-def write_objects_csv(objects: VolumeObjects, path: str | os.PathLike, *, geometry_note: str = "") -> Path:
-    """Write the object table as CSV (header even when empty), atomically: :meth:`VolumeObjects.write_csv`
-    (columns in :class:`~smallseg.io.tables.VolumeObjects`).
-
-    Args:
-        geometry_note: what the mm values rest on when the file did not say (``Volume.assumed`` joined, e.g.
-            ``"pixel spacing missing: 1 mm assumed"``). When given, every row carries it in a last column
-            ``geometry_note``, so the table says it wherever it is copied; without it the columns are the plain
-            table's.
-    """
-    if not geometry_note:
-        return objects.write_csv(path)
-    import csv
-    import io
-
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise SmallsegError(f"{path}: folder {path.parent} does not exist")
-    header = [*objects.csv_header(), "geometry_note"]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    note = csv_safe(geometry_note)
-    for row in zip(*objects.csv_cells()):
-        writer.writerow([csv_safe(v) if isinstance(v, str) else v for v in row] + [note])
-    write_text_atomic(path, buf.getvalue())
-    return path

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -27,10 +27,13 @@ class VolumeObjects(Table):
         centroid_lps_mm: (N, D) float64 physical centroid, SimpleITK order (x, y, z) = (L, P, S), mm.
         slice_range: (N, 2) int64 first and last slice (inclusive); (0, 0) for 2-D images.
         bbox: (N, 2D) int64 half-open voxel box ``(z0, y0, x0, z1, y1, x1)`` (2-D: ``(y0, x0, y1, x1)``).
+        geometry_notes: N texts saying what the mm values rest on when the file did not say (``Volume.assumed``
+            joined, e.g. ``"pixel spacing missing: 1 mm assumed"``; :meth:`with_geometry_note`), or None.
 
     CSV (``objects.csv`` of dicom-batch, ``\\n`` line ends): id, class, class_id, score, max_slice_score,
     voxels, volume_mm3 (2-D: area_mm2), equivalent_diameter_mm, centroid_lps_{x,y,z}_mm,
-    centroid_{z,y,x}_index, slice_first, slice_last, bbox_{z,y,x}0, bbox_{z,y,x}1 (half-open voxel indices).
+    centroid_{z,y,x}_index, slice_first, slice_last, bbox_{z,y,x}0, bbox_{z,y,x}1 (half-open voxel indices),
+    and a last column geometry_note when the table has notes (so the table says it wherever it is copied).
     """
 
     ids: np.ndarray
@@ -46,10 +49,11 @@ class VolumeObjects(Table):
     centroid_lps_mm: np.ndarray
     slice_range: np.ndarray
     bbox: np.ndarray
+    geometry_notes: list[str] | None = None
 
     ROW_NAMES = {"ids": "id", "class_ids": "class_id", "class_names": "class_name",
-                                           "scores": "score", "max_slice_scores": "max_slice_score"}
-    CSV_TEXT = frozenset({"class"})
+                 "scores": "score", "max_slice_scores": "max_slice_score", "geometry_notes": "geometry_note"}
+    CSV_TEXT = frozenset({"class", "geometry_note"})
     CSV_LINE_END = "\n"
 
     @classmethod
@@ -61,6 +65,10 @@ class VolumeObjects(Table):
                    area_mm2=f if ndim == 2 else None, equivalent_diameter_mm=f,
                    centroid_index=np.zeros((0, ndim)), centroid_lps_mm=np.zeros((0, ndim)),
                    slice_range=np.zeros((0, 2), np.int64), bbox=np.zeros((0, 2 * ndim), np.int64))
+
+    def with_geometry_note(self, note: str) -> "VolumeObjects":
+        """The same rows, each carrying ``note`` (``""``: the table as it is, no note column)."""
+        return replace(self, geometry_notes=[note] * len(self)) if note else self
 
     @property
     def ndim(self) -> int:
@@ -74,7 +82,8 @@ class VolumeObjects(Table):
         axes_idx = ("z", "y", "x")[3 - self.ndim:]
         return (["id", "class", "class_id", "score", "max_slice_score", "voxels", size_key, "equivalent_diameter_mm"]
                 + [f"centroid_lps_{a}_mm" for a in axes_lps] + [f"centroid_{a}_index" for a in axes_idx]
-                + ["slice_first", "slice_last"] + [f"bbox_{a}0" for a in axes_idx] + [f"bbox_{a}1" for a in axes_idx])
+                + ["slice_first", "slice_last"] + [f"bbox_{a}0" for a in axes_idx] + [f"bbox_{a}1" for a in axes_idx]
+                + (["geometry_note"] if self.geometry_notes is not None else []))
 
     def columns(self) -> list[str]:
         """The CSV header (kept name)."""
@@ -91,7 +100,8 @@ class VolumeObjects(Table):
                 *(rounded(c, 4) for c in np.asarray(self.centroid_lps_mm).reshape(-1, self.ndim).T),
                 *(rounded(c, 4) for c in np.asarray(self.centroid_index).reshape(-1, self.ndim).T),
                 *np.asarray(self.slice_range, np.int64).reshape(-1, 2).T.tolist(),
-                *np.asarray(self.bbox, np.int64).reshape(-1, 2 * self.ndim).T.tolist()]
+                *np.asarray(self.bbox, np.int64).reshape(-1, 2 * self.ndim).T.tolist(),
+                *([list(self.geometry_notes)] if self.geometry_notes is not None else [])]
 
     def to_csv_dicts(self) -> list[dict[str, object]]:
         """The table as CSV-ready dicts (header names -> values)."""
@@ -113,4 +123,5 @@ class VolumeObjects(Table):
                    centroid_index=_stack(columns, [f"centroid_{a}_index" for a in axes_idx], np.float64),
                    centroid_lps_mm=_stack(columns, [f"centroid_lps_{a}_mm" for a in axes_lps], np.float64),
                    slice_range=_stack(columns, ("slice_first", "slice_last"), np.int64),
-                   bbox=_stack(columns, [f"bbox_{a}{e}" for e in "01" for a in axes_idx], np.int64))
+                   bbox=_stack(columns, [f"bbox_{a}{e}" for e in "01" for a in axes_idx], np.int64),
+                   geometry_notes=list(columns["geometry_note"]) if "geometry_note" in columns else None)
