@@ -28,6 +28,7 @@ A ``<source>`` is one of::
     {label_image: {image: cells.png, labels: cells_masks.png, classes: cells_classes.png, class_name: nucleus}}
     {boxes: {labels: crowns.csv | train.json | voc/, images: images/, class_map: {Tree: tree}}}
     {nifti: {image: ct.nii.gz, labels: lesions.nii.gz, class_name: nodule, modality: CT}}   # or volume:
+    {dicom_seg: {series: ct_series/, seg: lesions.seg.dcm, class_map: {Lesion: nodule}}}
 
 The label sources (:mod:`smallseg.data.labels`): ``vector`` polygons (GPKG / GeoJSON / Shapefile / FlatGeobuf)
 are reprojected to the image's CRS and rasterised, one object per feature, the smaller on top where they
@@ -35,7 +36,10 @@ overlap; their class is the ``class_field`` attribute, mapped by name to ``model
 renames). ``boxes`` (COCO bbox, DeepForest CSV, Pascal VOC XML) train the centroid head inside each box's
 inscribed ellipse and the semantic head on its core, nothing else (:mod:`smallseg.data.labels.boxes`).
 ``label_image`` and ``nifti`` take an instance label image / volume on the image's grid (``nifti``: slices
-with objects plus as many without); sources without classes give every object ``class_name`` (default: the
+with objects plus as many without); ``dicom_seg`` reads a DICOM series folder and a DICOM SEG referencing it
+(highdicom; frames matched to slices by SOP Instance UID, each segment's label mapped to a model class by
+name, objects its 3-D components, the series' modality kept; :mod:`smallseg.data.labels.dicom_seg`). Sources
+without classes give every object ``class_name`` (default: the
 model's only class). Every source but ``synthetic`` may add ``area:`` (a pixel box ``rows=0:256``, a mask
 raster or a vector file): pixels outside it that belong to no labelled object are not labelled, and add
 nothing to any loss or to validation scores.

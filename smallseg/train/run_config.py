@@ -222,7 +222,7 @@ def check_source(spec: Any, where: str = "data source") -> str:
     return kind
 
 
-SOURCE_KINDS = ("synthetic", "geotiff", "coco", "vector", "label_image", "boxes", "nifti", "volume")
+SOURCE_KINDS = ("synthetic", "geotiff", "coco", "vector", "label_image", "boxes", "nifti", "volume", "dicom_seg")
 _SOURCE_KEYS = {
     "geotiff": ("image", "instances", "classes", "bands", "area"),
     "coco": ("annotations", "images", "area"),
@@ -232,6 +232,10 @@ _SOURCE_KEYS = {
     "nifti": ("image", "labels", "class_name", "area", "modality", "empty_slices"),
 }
 _SOURCE_KEYS["volume"] = _SOURCE_KEYS["nifti"]
+# A DICOM series folder + a SEG referencing it; its modality comes from the series itself (read_dicom_seg).
+_SOURCE_KEYS["dicom_seg"] = ("series", "seg", "class_map", "class_name", "area", "empty_slices")
+_REQUIRED = {"geotiff": ("image", "instances"), "coco": ("annotations", "images"), "boxes": ("labels",),
+             "dicom_seg": ("series", "seg")}
 
 
 def class_mapping(model: dict[str, Any] | ModelConfig, renames: dict | None = None,
@@ -277,8 +281,7 @@ def load_source(spec: dict[str, Any], base_dir: Path, classes=None) -> list[Labe
         )
     else:
         g = spec[kind]
-        missing = [k for k in {"geotiff": ("image", "instances"), "coco": ("annotations", "images"),
-                               "boxes": ("labels",)}.get(kind, ("image", "labels")) if g.get(k) is None]
+        missing = [k for k in _REQUIRED.get(kind, ("image", "labels")) if g.get(k) is None]
         if missing:
             raise SmallsegError(f"data source {kind}: missing {', '.join(missing)}")
         if kind == "geotiff":
@@ -297,6 +300,9 @@ def load_source(spec: dict[str, Any], base_dir: Path, classes=None) -> list[Labe
         elif kind == "boxes":
             images = label_sources.read_boxes(resolve(g["labels"]), classes=mapping(g), images=resolve(g.get("images")),
                                               area=area_of(g), image=resolve(g.get("image")))
+        elif kind == "dicom_seg":
+            images = label_sources.read_dicom_seg(resolve(g["series"]), resolve(g["seg"]), classes=mapping(g),
+                                                  area=area_of(g), empty_slices=bool(g.get("empty_slices", True)))
         else:
             images = label_sources.read_label_volume(resolve(g["image"]), resolve(g["labels"]), classes=mapping(g),
                                                      area=area_of(g), modality=str(g.get("modality") or ""),
