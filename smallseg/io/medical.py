@@ -377,6 +377,21 @@ def _read_other_format(path: str, max_gb: float | None) -> Volume:
     return from_sitk(image, source_paths=(path,))
 
 
+def read_image_file(path: str | os.PathLike, what: str) -> sitk.Image:
+    """One image file (NIfTI, NRRD, MHA...) as SimpleITK reads it, grid and pixel type as stored: for readers
+    that compare two files' grids (label volumes for training and for scoring). A missing, truncated or
+    unreadable file is one line naming ``what`` (``"label volume"``...)."""
+    path = os.fspath(path)
+    if not Path(path).is_file():
+        raise SmallsegError(f"{path}: no such {what} file")
+    if path.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_complete(path)
+    try:
+        return sitk.ReadImage(path)
+    except RuntimeError as exc:
+        raise SmallsegError(f"{path}: cannot read the {what} ({itk_reason(exc)})") from None
+
+
 def _is_other_format(path: str) -> bool:
     return path.lower().endswith(VOLUME_EXTENSIONS)
 

@@ -23,8 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
-from smallseg.errors import SmallsegError, one_line
+from smallseg.errors import SmallsegError
+from smallseg.io.atomic import write_json_atomic
+from smallseg.io.medical import read_image_file
+from smallseg.io.tables import default_object_table_path, read_object_table
 
 DEFAULT_BUCKETS_MM3 = (113.0, 4189.0)  # spheres of 6 mm and 20 mm diameter
 
@@ -44,8 +50,6 @@ class VolumeEvaluation:
 
     def write_json(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` as JSON, atomically; returns the path."""
-        from smallseg.io.atomic import write_json_atomic
-
         write_json_atomic(path, self.to_dict())
         return Path(path)
 
@@ -60,21 +64,8 @@ class VolumeEvaluation:
         return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
 
 
-def _read(path: str | os.PathLike, what: str):
-    import SimpleITK as sitk
-
-    if not Path(path).is_file():
-        raise SmallsegError(f"{path}: no such {what}")
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise SmallsegError(f"{path}: cannot read the {what} ({one_line(exc)[:160]})") from None
-
-
 def is_volume(path: str | os.PathLike) -> bool:
     """True for a label file SimpleITK reads as 3-D (NIfTI / NRRD / MHA with more than one slice)."""
-    import SimpleITK as sitk
-
     name = str(path).lower()
     if not name.endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")) or not Path(path).is_file():
         return False
@@ -89,8 +80,6 @@ def is_volume(path: str | os.PathLike) -> bool:
 
 
 def _scores_table(pred: Path, pred_objects) -> Path | None:
-    from smallseg.io.tables import default_object_table_path
-
     if pred_objects is not None:
         return Path(pred_objects)
     for candidate in (default_object_table_path(pred), pred.with_name("objects.csv")):
@@ -109,13 +98,8 @@ def _ids_and_sizes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def evaluate_volumes(gt: str | os.PathLike, pred: str | os.PathLike, *, pred_objects=None, area: Any = None,
                      buckets_mm3: tuple[float, float] = DEFAULT_BUCKETS_MM3) -> VolumeEvaluation:
     """Score the label volume ``pred`` against ``gt`` in 3-D (module docstring)."""
-    import SimpleITK as sitk
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    from smallseg.io.tables import read_object_table
-
-    gt_img, pred_img = _read(gt, "ground-truth label volume"), _read(pred, "predicted label volume")
+    gt_img = read_image_file(gt, "ground-truth label volume")
+    pred_img = read_image_file(pred, "predicted label volume")
     if gt_img.GetSize() != pred_img.GetSize():
         raise SmallsegError(f"{pred}: {pred_img.GetSize()} voxels, the ground truth {gt} {gt_img.GetSize()}; both "
                             "must be on one grid")
@@ -219,8 +203,6 @@ class _Precomputed:
     """pycocotools' COCOeval with its IoU replaced by a given (n_pred, n_gt) 3-D IoU matrix."""
 
     def __new__(cls, coco_gt, coco_dt, iou: np.ndarray):
-        from pycocotools.cocoeval import COCOeval
-
         class Eval(COCOeval):
             def computeIoU(self, imgId, catId):  # noqa: N802 - pycocotools' name
                 gts, dts = self._gts[imgId, catId], self._dts[imgId, catId]

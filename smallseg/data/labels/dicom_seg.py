@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from smallseg.data.labels.area import apply_area, labelled_area
 from smallseg.data.labels.common import ClassMapping, LabeledImage
+from smallseg.data.labels.volume import training_slices
 from smallseg.errors import SmallsegError, one_line
+from smallseg.io.dicom import find_series, read_stack
 
 
 def read_dicom_seg(series: str | os.PathLike, seg: str | os.PathLike, *, classes: ClassMapping, area: Any = None,
@@ -44,9 +47,6 @@ def read_dicom_seg(series: str | os.PathLike, seg: str | os.PathLike, *, classes
     except ImportError:
         raise SmallsegError("DICOM SEG labels need the highdicom package (pip install highdicom)") from None
     import pydicom
-    from scipy import ndimage
-
-    from smallseg.io.dicom import find_series, read_stack
 
     seg_path = Path(seg)
     try:
@@ -90,17 +90,11 @@ def read_dicom_seg(series: str | os.PathLike, seg: str | os.PathLike, *, classes
         next_id += int(n)
     if not next_id:
         raise SmallsegError(f"{seg_path}: no segmented voxel on the slices of {series}; nothing to learn from")
-    with_objects = np.nonzero(instances.reshape(len(instances), -1).max(1) > 0)[0]
-    chosen = list(with_objects)
-    if empty_slices:
-        without = np.setdiff1d(np.arange(len(instances)), with_objects)
-        if len(without):
-            take = np.linspace(0, len(without) - 1, min(len(without), len(with_objects))).round().astype(int)
-            chosen += list(without[np.unique(take)])
+    chosen = training_slices(instances, empty_slices)
     shape = instances.shape[1:]
     mask = None if area is None else labelled_area(area, shape, None, where=f"area {area}")
     dy, dx = (float(v) for v in volume.spacing_zyx_mm[1:3])
     return [LabeledImage(image=volume.array[z][:, :, None], instances=apply_area(instances[z], mask),
                          classes=class_raster[z], name=f"{seg_path.name} slice {z}", pixel_area=dy * dx,
                          pixel_unit="mm", modality=str(volume.modality or "").upper())
-            for z in sorted(int(z) for z in chosen)]
+            for z in chosen]

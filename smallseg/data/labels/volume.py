@@ -13,21 +13,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 
-from smallseg.errors import SmallsegError, one_line
+from smallseg.errors import SmallsegError
+from smallseg.io.medical import read_image_file
 from smallseg.data.labels.area import apply_area, labelled_area
 from smallseg.data.labels.common import ClassMapping, LabeledImage
 
 
-def _read(path: str | os.PathLike, what: str):
-    import SimpleITK as sitk
-
-    if not Path(path).exists():
-        raise SmallsegError(f"{path}: no such {what} file")
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise SmallsegError(f"{path}: cannot read {what} ({one_line(exc)})") from None
+def training_slices(instances: np.ndarray, empty_slices: bool = True) -> list[int]:
+    """The slices of a (Z, Y, X) label volume to train on, in order: every slice that holds an object, and with
+    ``empty_slices`` as many object-free slices (evenly spaced, fewer when there are fewer), so that the model
+    also sees slices with nothing in them."""
+    with_objects = np.nonzero(instances.reshape(len(instances), -1).max(1) > 0)[0]
+    chosen = list(with_objects)
+    if empty_slices:
+        without = np.setdiff1d(np.arange(len(instances)), with_objects)
+        if len(without):
+            take = np.linspace(0, len(without) - 1, min(len(without), len(with_objects))).round().astype(int)
+            chosen += list(without[np.unique(take)])
+    return sorted(int(z) for z in chosen)
 
 
 def read_label_volume(image: str | os.PathLike, labels: str | os.PathLike, *, classes: ClassMapping,
@@ -45,10 +50,8 @@ def read_label_volume(image: str | os.PathLike, labels: str | os.PathLike, *, cl
     Returns:
         One LabeledImage per chosen slice: ``image`` (H, W, 1) raw values, ``pixel_area`` in mm².
     """
-    import SimpleITK as sitk
-
-    img = _read(image, "image volume")
-    lab = _read(labels, "label volume")
+    img = read_image_file(image, "image volume")
+    lab = read_image_file(labels, "label volume")
     if img.GetSize() != lab.GetSize():
         raise SmallsegError(f"{labels}: label volume is {lab.GetSize()} voxels, the image {img.GetSize()}; labels "
                             "must be on the image's grid")
@@ -69,21 +72,15 @@ def read_label_volume(image: str | os.PathLike, labels: str | os.PathLike, *, cl
     if ids.min() < 0 or ids.max() > np.iinfo(np.int32).max:
         raise SmallsegError(f"{labels}: label values must be 0 .. 2**31-1")
     ids = ids.astype(np.int32)
-    with_objects = np.nonzero(ids.reshape(len(ids), -1).max(1) > 0)[0]
-    if not len(with_objects):
+    if not ids.any():
         raise SmallsegError(f"{labels}: no object (every voxel is 0); nothing to learn from")
-    chosen = list(with_objects)
-    if empty_slices:
-        without = np.setdiff1d(np.arange(len(ids)), with_objects)
-        if len(without):
-            take = np.linspace(0, len(without) - 1, min(len(without), len(with_objects))).round().astype(int)
-            chosen += list(without[np.unique(take)])
+    chosen = training_slices(ids, empty_slices)
     class_id = classes.default_id(str(labels))
     spacing = img.GetSpacing()
     shape = ids.shape[1:]
     mask = None if area is None else labelled_area(area, shape, None, where=f"area {area}")
     out = []
-    for z in sorted(int(z) for z in chosen):
+    for z in chosen:
         out.append(LabeledImage(
             image=pixels[z][:, :, None], instances=apply_area(ids[z], mask),
             classes=np.where(ids[z] > 0, class_id, 0).astype(np.int32), name=f"{Path(image).name} slice {z}",
