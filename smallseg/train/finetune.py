@@ -19,6 +19,12 @@ What it does, in order:
    pace of a few measured steps gives the number of epochs), validation after every epoch (the best
    epoch is kept), early stopping after ``patience`` epochs without a better F1.
 4. **Tune.** Decode settings are grid-searched on the validation part (:mod:`smallseg.train.tune`).
+Box labels (DeepForest CSV, Pascal VOC, COCO bbox) go through the same steps: the centroid head learns votes to
+the box centre inside each box's inscribed ellipse, the semantic head foreground on the ellipse's core only
+and background outside every box, the distance head nothing inside boxes (:mod:`smallseg.data.labels.boxes`);
+a box goes to the part that holds its centre row, and validation is box-level (``box_F1``: predicted masks'
+bounding boxes matched at IoU 0.4, :mod:`smallseg.train.scoring`), which is then the F1 that early stopping,
+decode tuning and before/after use.
 5. **After.** The tuned model is scored on the validation part; the checkpoint is written atomically to
    ``out`` with ``training["finetune"]``: the data (files, split, object counts), the settings, the
    before/after scores and the per-epoch curve (bounded: at most :data:`MAX_CURVE_POINTS` epochs kept).
@@ -378,7 +384,7 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
             f"strip(s) with {data_record['val_objects']} objects (bottom {options.val_fraction:.0%} of the labelled "
             "rows of each image)")
         before = _short(_score(init_model, val_images))
-        say(f"before: validation F1@0.5 {_fmt(before.get('F1'))}  AP {_fmt(before.get('AP'))}  "
+        say(f"before: validation {_f1_name(val_images)} {_fmt(before.get('F1'))}  AP {_fmt(before.get('AP'))}  "
             f"({options.init}, its own decode settings)")
         if options.epochs is None:
             # The schedule is fitted to the budget: a few measured steps and one validation give the pace.
@@ -439,7 +445,7 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
                                  "decode": {**dict(model.config.training.get("decode") or {}), **chosen}}
         say(f"decode settings tuned on the validation strip: {chosen}")
     after = _short(_score(model, val_images))
-    say(f"after:  validation F1@0.5 {_fmt(after.get('F1'))}  AP {_fmt(after.get('AP'))}  "
+    say(f"after:  validation {_f1_name(val_images)} {_fmt(after.get('F1'))}  AP {_fmt(after.get('AP'))}  "
         f"(before: F1 {_fmt(before.get('F1'))}  AP {_fmt(before.get('AP'))})")
     worse = after.get("F1") is not None and before.get("F1") is not None and after["F1"] < before["F1"]
     if worse:
@@ -471,6 +477,13 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
     say(f"wrote {out} and {curve}")
     return FinetuneResult(checkpoint=out, curve_png=curve, before=before, after=after,
                           epochs=len(result.history), stopped=result.stopped, record=record)
+
+
+def _f1_name(val_images: Sequence[LabeledImage]) -> str:
+    """What ``F1`` means on these validation parts (:func:`smallseg.train.scoring.score_predictions`)."""
+    from smallseg.train.scoring import BOX_IOU
+
+    return f"box F1@{BOX_IOU:g}" if all(it.boxes_only for it in val_images) else "F1@0.5"
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
