@@ -454,3 +454,28 @@ def test_read_volume_is_public_api():
     assert smallseg.read_volume is read_volume
     assert "read_volume" in smallseg.__all__
 
+
+
+def test_label_volume_readers_refuse_a_missing_truncated_or_foreign_file_in_one_line(tmp_path):
+    """io/medical.read_image_file, the one reader behind training label volumes and 3-D scoring."""
+    from smallseg.data.labels import ClassMapping
+    from smallseg.data.labels.volume import read_label_volume
+    from smallseg.io.medical import read_image_file
+    from smallseg.metrics.evaluation_volume import evaluate_volumes
+
+    labels = np.zeros((4, 16, 16), np.uint16)
+    labels[1:3, 4:9, 4:9] = 1
+    path = tmp_path / "labels.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(path))
+    assert sitk.GetArrayFromImage(read_image_file(path, "label volume")).tolist() == labels.tolist()
+    truncated = tmp_path / "cut.nii.gz"
+    truncated.write_bytes(path.read_bytes()[:-40])
+    foreign = tmp_path / "notes.nii"
+    foreign.write_text("not an image", encoding="utf-8")
+    for bad, message in ((tmp_path / "missing.nii.gz", "no such label volume file"), (truncated, "truncated"),
+                         (foreign, "cannot read the label volume")):
+        with pytest.raises(SmallsegError, match=message) as err:
+            read_label_volume(path, bad, classes=ClassMapping(["nodule"]))
+        assert "\n" not in str(err.value) and str(err.value).startswith(str(bad))
+    with pytest.raises(SmallsegError, match="no such ground-truth label volume file"):
+        evaluate_volumes(tmp_path / "missing.nii.gz", path)
