@@ -13,6 +13,9 @@ Public API (stable names; import from ``smallseg`` directly; ``dir(smallseg)`` l
   spacing, origin and direction); see :mod:`smallseg.io.medical`.
 - :func:`predict_volume` – objects in a CT/MR volume, slice by slice, linked into 3-D objects measured in mm
   (``.objects``: a :class:`VolumeObjects` table).
+- :class:`PredictOptions`, :class:`VolumeOptions`, :class:`GeoTiffOptions` – the settings of those three
+  (frozen, checked when built; a bad value is one line naming the field); ``predict_array`` and
+  ``predict_volume`` also take the fields as keywords.
 - :func:`evaluate` – score an instance prediction against ground truth (COCO AP, small-object AP,
   Boundary IoU / Boundary AP, F1, counting error); returns an :class:`Evaluation`.
 - Object tables (:class:`ObjectTable`, :class:`VolumeObjects`) have ``len(t)``, ``t[0]`` (one row as a record:
@@ -34,6 +37,9 @@ _LAZY = {
     "predict_array": "smallseg.pipeline.array",
     "read_volume": "smallseg.io.medical",
     "predict_volume": "smallseg.pipeline.volume",
+    "PredictOptions": "smallseg.pipeline.options",
+    "VolumeOptions": "smallseg.pipeline.options",
+    "GeoTiffOptions": "smallseg.pipeline.geotiff",
     "evaluate": "smallseg.metrics.evaluation",
     "Evaluation": "smallseg.metrics.evaluation",
     "Instances": "smallseg.instances",

@@ -61,6 +61,8 @@ def test_the_readme_python_api_block_runs_and_its_results_are_what_it_says(ran):
     assert ns["big"] == [int(i) for i in result.objects.ids[result.objects.area_px >= 200]]
     assert scene.labels.shape == (192, 192) and len(scene.ids) == len(scene.class_ids) == len(scene.objects)
     np.testing.assert_array_equal(scene.objects.ids, scene.ids)
+    # Test-time augmentation is a setting of the same call: same grid, other maps.
+    assert ns["flips"].labels.shape == scene.labels.shape and ns["flips"].labels.max() > 0
     # The in-memory and the GeoTIFF pipelines find the same objects in the same pixels.
     assert len(scene.ids) == result.n_objects
     assert found.volume is ns["volume"] and len(found.objects) == len(found.objects.equivalent_diameter_mm)
