@@ -128,11 +128,11 @@ def test_scene_converts_to_instances_and_saves(tmp_path):
 
 
 def test_bad_options_raise_one_line_errors():
-    with pytest.raises(SmallsegError, match="pixel-size"):
+    with pytest.raises(SmallsegError, match="^pixel_size_m 5.0: use 0.1 to 2 m"):
         make_remote_sensing_scene(64, 64, seed=0, pixel_size_m=5)
-    with pytest.raises(SmallsegError, match="bands"):
+    with pytest.raises(SmallsegError, match="^bands 2: use 1"):
         make_remote_sensing_scene(64, 64, seed=0, bands=2)
-    with pytest.raises(SmallsegError, match="window"):
+    with pytest.raises(SmallsegError, match="^window_px 100: use a positive multiple of 16"):
         write_remote_sensing_scene("/tmp/never", 64, 64, seed=0, window_px=100)
 
 

@@ -28,6 +28,7 @@ from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
 from smallseg.io.labels import default_object_table_path, read_label_raster, read_object_table
 from smallseg.metrics.evaluation import evaluate, parse_size_buckets
+from smallseg.metrics.settings import SizeBuckets
 
 from test_metrics_coco import perturbed_prediction, plain_pycocotools, planted_scene
 
@@ -270,10 +271,13 @@ def test_default_object_table_paths():
 def test_size_bucket_parsing():
     assert parse_size_buckets("32^2,96^2px") == parse_size_buckets("1024,9216")
     assert parse_size_buckets("25,100m2").unit == "m2"
-    with pytest.raises(SmallsegError, match="--size-buckets"):
+    # The library names its argument; smallseg evaluate says --size-buckets (tests/test_cli_flag_messages.py).
+    with pytest.raises(SmallsegError, match=r"^size_buckets 100,25px: need 0 < small maximum < medium maximum$"):
         parse_size_buckets("100,25px")
-    with pytest.raises(SmallsegError, match="--size-buckets"):
+    with pytest.raises(SmallsegError, match="^size_buckets 10px: expected SMALL_MAX,MEDIUM_MAX"):
         parse_size_buckets("10px")
+    with pytest.raises(SmallsegError, match="^size_buckets 50,10m2: need 0 < small"):  # checked when built
+        SizeBuckets(50, 10, "m2")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -315,7 +319,8 @@ def test_bad_inputs_raise_one_line(tmp_path, scene):
     assert "no column 'score'" in one_line_error(evaluate, gt_path, pred_path, pred_objects=tmp_path / "noscore.csv")
     assert "pixel size is unknown" in one_line_error(evaluate, gt, pred, size_buckets="4,16m2")  # plain arrays
     # (A geographic CRS has a ground pixel area now: tests/test_ground_units.py.)
-    assert "--boundary-width" in one_line_error(evaluate, gt, pred, boundary="reference", boundary_width="2px")
+    assert one_line_error(evaluate, gt, pred, boundary="reference", boundary_width="2px").startswith(
+        "boundary_width: the reference mode")
     assert "both be COCO JSON" in one_line_error(evaluate, tmp_path / "gt.json", pred)
 
 

@@ -4,7 +4,14 @@
 
 from __future__ import annotations
 
-from smallseg.cli.options import subcommand
+from smallseg.cli.options import FlagNames, errors_as_flags, subcommand
+
+# evaluate()'s argument names in its messages -> this subcommand's flags.
+_FLAGS = FlagNames(
+    {"size_buckets": "--size-buckets", "boundary_width": "--boundary-width", "boundary": "--boundary",
+     "pixel_size": "--pixel-size", "max_dets": "--max-dets", "gt_classes": "--gt-classes",
+     "pred_classes": "--pred-classes", "pred_objects": "--pred-objects", "gt_objects": "--gt-objects"},
+    {"boundary='fixed'": "--boundary fixed"})
 
 
 def add_evaluate(subparsers) -> None:
@@ -57,10 +64,11 @@ def _run_evaluate(args) -> int:
     from smallseg.metrics.evaluation import evaluate
 
     score = _evaluate_sources if _uses_sources(args) else (lambda a, **kw: evaluate(a.gt, a.pred, **kw))
-    result = score(args, gt_classes=args.gt_classes, pred_classes=args.pred_classes,
-                   pred_objects=args.pred_objects, gt_objects=args.gt_objects, size_buckets=args.size_buckets,
-                   boundary=args.boundary, boundary_width=args.boundary_width, max_dets=args.max_dets,
-                   pixel_size=args.pixel_size, class_agnostic=args.class_agnostic)
+    with errors_as_flags(_FLAGS):
+        result = score(args, gt_classes=args.gt_classes, pred_classes=args.pred_classes,
+                       pred_objects=args.pred_objects, gt_objects=args.gt_objects, size_buckets=args.size_buckets,
+                       boundary=args.boundary, boundary_width=args.boundary_width, max_dets=args.max_dets,
+                       pixel_size=args.pixel_size, class_agnostic=args.class_agnostic)
     print(result.format_table())
     if args.json:
         print(f"wrote {result.write_json(args.json)}")

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from smallseg.cli.options import require_at_least, subcommand
+from smallseg.cli.options import FlagNames, errors_as_flags, require_at_least, subcommand
+
+# The generators' argument names -> the generator subcommands' flags. Not for recipe: a recipe YAML uses the
+# generators' own argument names, so its messages keep them.
+_FLAGS = FlagNames(
+    {"pixel_size_m": "--pixel-size-m", "bands": "--bands", "dtype": "--dtype", "density": "--density",
+     "crs": "--crs", "window_px": "--window-px", "tile_size_px": "--coco-tile-px", "overlap_px": "--coco-overlap-px",
+     "mean_diameter_px": "--diameter-px", "spacing_mm": "--spacing-mm", "diameter_range_mm": "--diameter-range-mm",
+     "size_xyz": "--size"},
+    {"height x width": "--size"})
+_RECIPE_FLAGS = FlagNames({"kinds": "--kind"})
 
 
 def add_synth(subparsers) -> None:
@@ -78,12 +88,13 @@ def _run_synth_remote_sensing(args) -> int:
     from smallseg.data.recipe import generate_remote_sensing_split
 
     require_at_least(1, count=args.count)
-    written = generate_remote_sensing_split(
-        args.out, seed=args.seed, count=args.count, height=args.size[0], width=args.size[1],
-        pixel_size_m=args.pixel_size_m, bands=args.bands, dtype=args.dtype, nodata_collar=args.nodata_collar,
-        density=args.density, crs=args.crs, window_px=args.window_px, coco_tile_px=args.coco_tile_px,
-        coco_overlap_px=args.coco_overlap_px, progress=print,
-    )
+    with errors_as_flags(_FLAGS):
+        written = generate_remote_sensing_split(
+            args.out, seed=args.seed, count=args.count, height=args.size[0], width=args.size[1],
+            pixel_size_m=args.pixel_size_m, bands=args.bands, dtype=args.dtype, nodata_collar=args.nodata_collar,
+            density=args.density, crs=args.crs, window_px=args.window_px, coco_tile_px=args.coco_tile_px,
+            coco_overlap_px=args.coco_overlap_px, progress=print,
+        )
     print(f"wrote {len(written)} scene(s) to {args.out}")
     return 0
 
@@ -92,11 +103,12 @@ def _run_synth_ct(args) -> int:
     from smallseg.data.recipe import generate_ct_split
 
     require_at_least(1, count=args.count)
-    cases = generate_ct_split(
-        args.out, seed=args.seed, count=args.count, size_xyz=tuple(args.size), spacing_mm=tuple(args.spacing_mm),
-        nodule_count=args.nodules, diameter_range_mm=tuple(args.diameter_range_mm), noise_hu=args.noise_hu,
-        progress=print,
-    )
+    with errors_as_flags(_FLAGS):
+        cases = generate_ct_split(
+            args.out, seed=args.seed, count=args.count, size_xyz=tuple(args.size), spacing_mm=tuple(args.spacing_mm),
+            nodule_count=args.nodules, diameter_range_mm=tuple(args.diameter_range_mm), noise_hu=args.noise_hu,
+            progress=print,
+        )
     print(f"wrote {len(cases)} case(s) to {args.out}")
     return 0
 
@@ -105,11 +117,12 @@ def _run_synth_nuclei(args) -> int:
     from smallseg.data.recipe import generate_nuclei_split
 
     require_at_least(1, count=args.count)
-    written = generate_nuclei_split(
-        args.out, seed=args.seed, count=args.count, height=args.size[0], width=args.size[1],
-        mean_diameter_px=args.diameter_px, dtype=args.dtype, cluster_fraction=args.cluster_fraction,
-        out_of_focus_fraction=args.out_of_focus, progress=print,
-    )
+    with errors_as_flags(_FLAGS):
+        written = generate_nuclei_split(
+            args.out, seed=args.seed, count=args.count, height=args.size[0], width=args.size[1],
+            mean_diameter_px=args.diameter_px, dtype=args.dtype, cluster_fraction=args.cluster_fraction,
+            out_of_focus_fraction=args.out_of_focus, progress=print,
+        )
     print(f"wrote {len(written)} image(s) to {args.out}")
     return 0
 
@@ -118,8 +131,9 @@ def _run_synth_recipe(args) -> int:
     from smallseg.data.recipe import generate_from_recipe
 
     require_at_least(1, limit=args.limit)
-    generate_from_recipe(args.recipe, args.out, kinds=args.kind, splits=args.split, limit=args.limit,
-                         progress=print)
+    with errors_as_flags(_RECIPE_FLAGS):
+        generate_from_recipe(args.recipe, args.out, kinds=args.kind, splits=args.split, limit=args.limit,
+                             progress=print)
     print(f"done: {args.out}")
     return 0
 

@@ -190,7 +190,7 @@ def write_coco_tiles(
     from rasterio.windows import Window
 
     if not 0 <= overlap_px < tile_size_px:
-        raise SmallsegError(f"--overlap-px {overlap_px}: use 0 <= overlap < tile size {tile_size_px}")
+        raise SmallsegError(f"overlap_px {overlap_px}: use 0 <= overlap_px < tile_size_px {tile_size_px}")
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     stem = Path(image_path).stem.removesuffix("_image")

@@ -187,13 +187,13 @@ def make_ct_volume(
 
     nx, ny, nz = (int(v) for v in size_xyz)
     if min(nx, ny) < 32 or nz < 1:
-        raise SmallsegError(f"--size {nx}x{ny}x{nz}: need at least 32x32 voxels per slice and one slice")
+        raise SmallsegError(f"size_xyz {nx}x{ny}x{nz}: need at least 32x32 voxels per slice and one slice")
     sx, sy, sz = (float(v) for v in spacing_mm)
     if min(sx, sy, sz) <= 0:
-        raise SmallsegError(f"--spacing-mm {spacing_mm}: spacings must be positive")
+        raise SmallsegError(f"spacing_mm {spacing_mm}: spacings must be positive")
     dmin, dmax = diameter_range_mm
     if not 0 < dmin <= dmax:
-        raise SmallsegError(f"--diameter-range-mm {diameter_range_mm}: need 0 < min <= max")
+        raise SmallsegError(f"diameter_range_mm {diameter_range_mm}: need 0 < min <= max")
     D = np.asarray(direction, float).reshape(3, 3)
     if not np.allclose(D @ D.T, np.eye(3), atol=1e-6):
         raise SmallsegError("direction: not an orthonormal 3x3 matrix (row-major, 9 numbers)")

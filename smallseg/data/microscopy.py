@@ -85,13 +85,13 @@ def make_nuclei_image(
         :class:`NucleiImage` with image (H, W), labels (H, W) uint16 and the nuclei table.
     """
     if height < 16 or width < 16:
-        raise SmallsegError(f"--size {height}x{width}: images must be at least 16x16 px")
+        raise SmallsegError(f"height x width {height}x{width}: images must be at least 16x16 px")
     if dtype not in ("uint8", "uint16"):
-        raise SmallsegError(f"--dtype {dtype}: use uint8 or uint16")
+        raise SmallsegError(f"dtype {dtype}: use uint8 or uint16")
     if style not in ("classic", "realistic"):
         raise SmallsegError(f"style={style!r}: use 'classic' or 'realistic'")
     if not 3 <= mean_diameter_px <= min(height, width) / 2:
-        raise SmallsegError(f"--diameter-px {mean_diameter_px}: use 3 px up to half the image side")
+        raise SmallsegError(f"mean_diameter_px {mean_diameter_px}: use 3 px up to half the image side")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x9C1]))
     r_mean = mean_diameter_px / 2
     auto_count = nuclei_count is None

@@ -219,7 +219,7 @@ def generate_from_recipe(
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in kinds or []:
         if name not in recipe:
-            raise SmallsegError(f"--kind {name}: not in {recipe_path} (it has {', '.join(recipe)})")
+            raise SmallsegError(f"kinds {name}: not in {recipe_path} (it has {', '.join(recipe)})")
     result: dict = {}
     for kind, kind_splits in recipe.items():
         if kinds and kind not in kinds:

@@ -142,13 +142,17 @@ class SceneSettings:
     landscape: str = "auto"
     season: str = "auto"
 
+    def __post_init__(self) -> None:
+        self.validate()  # at construction: nothing is planned or written for bad settings
+
     def validate(self) -> None:
+        """Refuse bad settings in one line naming the field (the CLI spells it as its flag)."""
         if self.height < 16 or self.width < 16:
-            raise SmallsegError(f"--size {self.height}x{self.width}: scenes must be at least 16x16 pixels")
+            raise SmallsegError(f"height x width {self.height}x{self.width}: scenes must be at least 16x16 pixels")
         if not 0.1 <= self.pixel_size_m <= 2.0:
-            raise SmallsegError(f"--pixel-size-m {self.pixel_size_m}: use 0.1 to 2 m (cars must span pixels)")
+            raise SmallsegError(f"pixel_size_m {self.pixel_size_m}: use 0.1 to 2 m (cars must span pixels)")
         if self.bands not in (1, 3, 4):
-            raise SmallsegError(f"--bands {self.bands}: use 1 (panchromatic), 3 (RGB) or 4 (RGB+NIR)")
+            raise SmallsegError(f"bands {self.bands}: use 1 (panchromatic), 3 (RGB) or 4 (RGB+NIR)")
         if self.world not in WORLDS:
             raise SmallsegError(f"world {self.world!r}: use one of {', '.join(WORLDS)}")
         if self.landscape not in _ls.LANDSCAPES:
@@ -158,15 +162,15 @@ class SceneSettings:
         if self.world == "v1" and (self.landscape, self.season) != ("auto", "auto"):
             raise SmallsegError("landscape and season choose parts of world 'v2'; pass world='v2' as well")
         if self.dtype not in ("uint8", "uint16"):
-            raise SmallsegError(f"--dtype {self.dtype}: use uint8 or uint16")
+            raise SmallsegError(f"dtype {self.dtype}: use uint8 or uint16")
         if not 0.0 <= self.density <= 3.0:
-            raise SmallsegError(f"--density {self.density}: use 0 to 3")
+            raise SmallsegError(f"density {self.density}: use 0 to 3")
         try:
             crs = rasterio.crs.CRS.from_user_input(self.crs)
         except rasterio.errors.CRSError:
-            raise SmallsegError(f"--crs {self.crs}: not a CRS rasterio knows; use e.g. EPSG:32633") from None
+            raise SmallsegError(f"crs {self.crs}: not a CRS rasterio knows; use e.g. EPSG:32633") from None
         if not crs.is_projected:
-            raise SmallsegError(f"--crs {self.crs}: not a projected CRS; pixel sizes are in metres, use a UTM zone")
+            raise SmallsegError(f"crs {self.crs}: not a projected CRS; pixel sizes are in metres, use a UTM zone")
 
     @property
     def transform(self):
@@ -184,11 +188,9 @@ class SceneSettings:
 
 def _settings(height, width, seed, pixel_size_m, bands, dtype, nodata_collar, crs, origin_xy, density,
               world="v1", landscape="auto", season="auto"):
-    s = SceneSettings(int(height), int(width), int(seed), float(pixel_size_m), int(bands), str(dtype),
-                      bool(nodata_collar), str(crs), (float(origin_xy[0]), float(origin_xy[1])), float(density),
-                      str(world), str(landscape), str(season))
-    s.validate()
-    return s
+    return SceneSettings(int(height), int(width), int(seed), float(pixel_size_m), int(bands), str(dtype),
+                         bool(nodata_collar), str(crs), (float(origin_xy[0]), float(origin_xy[1])),
+                         float(density), str(world), str(landscape), str(season))
 
 
 def _object_table(plan: _Plan, area_px: np.ndarray, bbox_px: np.ndarray) -> SceneObjects:
@@ -357,7 +359,7 @@ def write_remote_sensing_scene(
         :class:`RemoteSensingScenePaths` of the four files.
     """
     if window_px < 16 or window_px % 16:
-        raise SmallsegError(f"--window-px {window_px}: use a positive multiple of 16 (e.g. 1024)")
+        raise SmallsegError(f"window_px {window_px}: use a positive multiple of 16 (e.g. 1024)")
     s = _settings(height, width, seed, pixel_size_m, bands, dtype, nodata_collar, crs, origin_xy, density,
                   world, landscape, season)
     paths = RemoteSensingScenePaths.from_stem(path_stem)

@@ -1,0 +1,139 @@
+"""Library errors name Python arguments (``pixel_size_m``, ``size_buckets``), and the command line spells them
+as its flags (``--pixel-size-m``, ``--size-buckets``): a library user is told what to pass in Python, a CLI user
+what to type. The first test greps the library for flag spellings; the others go through the CLI, one per
+translated message (one line, exit code 2, nothing written)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from smallseg.cli import main
+from smallseg.data.microscopy import make_nuclei_image
+from smallseg.data.remote_sensing import SceneSettings
+from smallseg.errors import SmallsegError
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+# Flags the library may spell, and why.
+ALLOWED = {
+    # dask's own command-line flag (`dask scheduler --scheduler-file FILE`), named to say where the file comes from
+    ("smallseg/cluster/client.py", "--scheduler-file"),
+}
+# Still spelled as flags in modules other sessions were changing while the generators and scoring settings were
+# converted (#12, left to do). Remove an entry when its module names the Python argument; the test fails when
+# an entry is no longer found, so the list only shrinks.
+PENDING = {
+    "smallseg/cluster/client.py": {"--cluster"},
+    "smallseg/cluster/worker.py": {"--device"},
+    "smallseg/data/labels/auto.py": {"--class-field"},
+    "smallseg/io/plots.py": {"--plot"},
+    "smallseg/metrics/evaluation.py": {"--gt-classes", "--gt-objects", "--max-dets", "--pixel-size",
+                                       "--pred-classes", "--pred-objects"},
+    "smallseg/metrics/evaluation_sources.py": {"--area", "--box-iou", "--class-field", "--image", "--plot"},
+    "smallseg/metrics/evaluation_volume.py": {"--area"},
+    "smallseg/pipeline/array.py": {"--tile"},
+    "smallseg/pipeline/demo.py": {"--out", "--overwrite"},
+    "smallseg/pipeline/dicom_batch.py": {"--dicom-seg", "--resume"},
+    "smallseg/pipeline/geotiff/report.py": {"--bands", "--no-resample", "--normalize"},
+    "smallseg/pipeline/geotiff/run.py": {"--no-resample"},
+    "smallseg/pipeline/volume.py": {"--normalize", "--percentiles", "--preset"},
+    "smallseg/train/finetune.py": {"--labels", "--minutes", "--out", "--resume", "--val-fraction"},
+    "smallseg/train/loop.py": {"--resume"},
+}
+
+
+def _flags_in_library_strings() -> set[tuple[str, str]]:
+    """(module, flag) for every ``--flag`` in a string of the library outside smallseg/cli/, docstrings aside
+    (they may show the command line)."""
+    found = set()
+    for path in sorted((ROOT / "smallseg").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("smallseg/cli/"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)
+                      and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                found.update((rel, flag) for flag in FLAG.findall(node.value))
+    return found
+
+
+def test_library_messages_name_python_arguments_not_flags():
+    found = _flags_in_library_strings()
+    assert ("smallseg/cluster/client.py", "--cluster") in found  # the scan sees f-strings and plain strings
+    pending = {(module, flag) for module, flags in PENDING.items() for flag in flags}
+    unexpected = sorted(found - ALLOWED - pending)
+    assert not unexpected, f"library strings that spell CLI flags (name the Python argument instead): {unexpected}"
+    fixed = sorted(pending - found)
+    assert not fixed, f"no longer spelled as flags, remove from PENDING: {fixed}"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: SceneSettings(8, 64, 0), "height x width 8x64: scenes must be at least 16x16 pixels"),
+    (lambda: SceneSettings(64, 64, 0, pixel_size_m=5.0), "pixel_size_m 5.0: use 0.1 to 2 m"),
+    (lambda: SceneSettings(64, 64, 0, crs="EPSG:4326"), "crs EPSG:4326: not a projected CRS"),
+    (lambda: make_nuclei_image(64, 64, seed=0, mean_diameter_px=1.0), "mean_diameter_px 1.0: use 3 px"),
+])
+def test_the_library_names_its_arguments_and_checks_them_when_built(make, message):
+    with pytest.raises(SmallsegError) as info:
+        make()
+    assert str(info.value).startswith(message)
+
+
+def _one_error_line(capsys, argv) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, start", [
+    (["remote-sensing", "--size", "8", "64"], "--size 8x64: scenes must be at least 16x16 pixels"),
+    (["remote-sensing", "--pixel-size-m", "5"], "--pixel-size-m 5.0: use 0.1 to 2 m"),
+    (["remote-sensing", "--density", "9"], "--density 9.0: use 0 to 3"),
+    (["remote-sensing", "--crs", "EPSG:4326"], "--crs EPSG:4326: not a projected CRS"),
+    (["remote-sensing", "--crs", "nowhere"], "--crs nowhere: not a CRS rasterio knows"),
+    (["remote-sensing", "--size", "64", "64", "--window-px", "20"], "--window-px 20: use a positive multiple of 16"),
+    (["nuclei", "--size", "8", "8"], "--size 8x8: images must be at least 16x16 px"),
+    (["nuclei", "--diameter-px", "1"], "--diameter-px 1.0: use 3 px up to half the image side"),
+    (["ct", "--size", "16", "16", "4"], "--size 16x16x4: need at least 32x32 voxels per slice"),
+    (["ct", "--spacing-mm", "0", "1", "1"], "--spacing-mm (0.0, 1.0, 1.0): spacings must be positive"),
+    (["ct", "--diameter-range-mm", "9", "3"], "--diameter-range-mm (9.0, 3.0): need 0 < min <= max"),
+])
+def test_synth_says_the_flag(tmp_path, capsys, argv, start):
+    out = tmp_path / "out"
+    line = _one_error_line(capsys, ["synth", *argv, "--out", str(out)])
+    assert line.startswith(f"smallseg synth: error: {start}"), line
+    assert not any(out.rglob("*.*")) if out.exists() else True  # refused before any file is written
+
+
+def test_synth_recipe_says_kind(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("nuclei:\n  splits:\n    train: {seed: 0, count: 1}\n", encoding="utf-8")
+    line = _one_error_line(capsys, ["synth", "recipe", str(recipe), "--out", str(tmp_path / "o"), "--kind", "ct"])
+    assert line.startswith("smallseg synth: error: --kind ct: not in"), line
+
+
+@pytest.mark.parametrize("options, start", [
+    (["--size-buckets", "100,25px"], "--size-buckets 100,25px: need 0 < small maximum < medium maximum"),
+    (["--size-buckets", "10px"], "--size-buckets 10px: expected SMALL_MAX,MEDIUM_MAX"),
+    (["--size-buckets", "a,b"], "--size-buckets a,b: 'a' is not a number"),
+    (["--boundary-width", "0px"], "--boundary-width 0px: must be positive"),
+    (["--boundary-width", "wide"], "--boundary-width wide: expected a length like 2px"),
+    (["--boundary", "reference", "--boundary-width", "2px"],
+     "--boundary-width: the reference mode fixes d at 2% of the image diagonal; leave out --boundary-width or "
+     "use --boundary fixed"),
+])
+def test_evaluate_says_the_flag(tmp_path, capsys, options, start):
+    # The settings are checked before GT and PRED are opened, so the files need not exist.
+    line = _one_error_line(capsys, ["evaluate", str(tmp_path / "gt.tif"), str(tmp_path / "pred.tif"), *options])
+    assert line.startswith(f"smallseg evaluate: error: {start}"), line
