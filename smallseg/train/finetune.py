@@ -16,8 +16,10 @@ What it does, in order:
    model's running statistics are kept; a few crops of one image are no population to re-estimate them from),
    augmentation (flips, 90° rotations, rescale 0.8-1.25,
    photometric jitter, Mosaic), AdamW with a warm-up and a cosine schedule fitted to the time budget (the
-   pace of a few measured steps gives the number of epochs), validation after every epoch (the best
-   epoch is kept), early stopping after ``patience`` epochs without a better F1.
+   pace of a few measured steps gives the number of epochs, and after epoch 1 the schedule is re-fitted to
+   that epoch's real time: :func:`refit_epochs`; the measured steps on a throwaway model misjudge a loaded
+   machine), validation after every epoch (the best epoch is kept), early stopping after ``patience``
+   epochs without a better F1.
 4. **Tune.** Decode settings are grid-searched on the validation part (:mod:`smallseg.train.tune`).
 Box labels (DeepForest CSV, Pascal VOC, COCO bbox) go through the same steps: the centroid head learns votes to
 the box centre inside each box's inscribed ellipse, the semantic head foreground on the ellipse's core only
@@ -53,6 +55,8 @@ MIN_VAL_ROWS = 32
 MAX_CURVE_POINTS = 500
 # Measured steps before training that set the schedule's length (not counted as training).
 _PACE_STEPS = 3
+# The clock of the time budget (a module attribute so that tests can inject one instead of wall time).
+_clock = time.perf_counter
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,15 @@ def split_rows(item: LabeledImage, fraction: float) -> tuple[LabeledImage, Label
         raise SmallsegError(f"{item.name}: the validation strip (rows {split}:{row1}) holds no object; label "
                             "objects down to the bottom of the labelled area or give a larger --val-fraction")
     return train, val, {"row0": row0, "split": split, "row1": row1}
+
+
+def refit_epochs(done: int, epoch_s: float, elapsed_s: float, budget_s: float, max_epochs: int) -> int:
+    """The schedule's length once ``done`` epochs have taken ``elapsed_s`` of ``budget_s`` seconds, the last one
+    ``epoch_s``: the epochs done plus as many as fit in what is left at that pace (at least ``done``, at most
+    ``max_epochs``)."""
+    left = max(float(budget_s) - float(elapsed_s), 0.0)
+    more = int(left // max(float(epoch_s), 1e-9))
+    return int(min(max(done + more, done), max(int(max_epochs), done)))
 
 
 def _objects(items: Sequence[LabeledImage]) -> int:
@@ -333,7 +346,7 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
     from smallseg.train.loop import class_mapping, train
 
     say = progress or (lambda _msg: None)
-    started = time.perf_counter()
+    started = _clock()
     init_path = resolve_model(options.init)
     init_model = load_checkpoint(init_path)
     init_config = init_model.config
@@ -390,11 +403,11 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
             # The schedule is fitted to the budget: a few measured steps and one validation give the pace.
             probe = _train_config(options, init_path, init_config, crop, epochs=1)
             pace = _seconds_per_step(probe, train_images, options.device)
-            t0 = time.perf_counter()
+            t0 = _clock()
             _score(init_model, val_images)  # validation after every epoch costs too
-            val_s = time.perf_counter() - t0
+            val_s = _clock() - t0
             epoch_s = pace * options.steps_per_epoch + val_s
-            budget_s = options.minutes * 60 - (time.perf_counter() - started)
+            budget_s = options.minutes * 60 - (_clock() - started)
             epochs = int(np.clip(budget_s // epoch_s, 1, options.max_epochs))
             pace_text = f", about {epoch_s:.1f} s per epoch ({pace:.2f} s per step, {val_s:.1f} s validation)"
         else:
@@ -409,14 +422,27 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
         write_json_atomic(state_file, {"epochs": epochs, "crop_size": crop, "before": before, "data": data_record,
                                        "settings": settings})
     config = _train_config(options, init_path, init_config, crop, epochs)
-    budget_s = max(options.minutes * 60 - spent - (time.perf_counter() - started), 1.0)
-    run_started = time.perf_counter()
+    budget_s = max(options.minutes * 60 - spent - (_clock() - started), 1.0)
+    run_started = _clock()
 
     plan = json.loads(state_file.read_text())
 
-    def on_epoch(record: dict[str, Any]) -> None:
+    def on_epoch(record: dict[str, Any]) -> int | None:
+        nonlocal epochs
         done = record["epoch"]
-        elapsed = time.perf_counter() - run_started
+        elapsed = _clock() - run_started
+        replan = None
+        if done == 1 and options.epochs is None:
+            # The first epoch's real time (steps, validation, checkpoints) replaces the estimate the schedule
+            # was fitted with; the loop re-fits its learning-rate schedule to the new length.
+            replan = refit_epochs(done, float(record.get("epoch_seconds") or elapsed), elapsed, budget_s,
+                                  options.max_epochs)
+            if replan != epochs:
+                say(f"schedule re-fitted after epoch 1 ({record.get('epoch_seconds', elapsed):.1f} s): {epochs} -> "
+                    f"{replan} epochs")
+                plan["refit"] = {"after_epoch": 1, "planned_epochs": epochs, "epochs": replan,
+                                 "epoch_s": round(float(record.get("epoch_seconds") or elapsed), 2)}
+                plan["epochs"] = epochs = replan  # a resumed run follows the re-fitted plan
         # minutes spent, kept with the run so that a resumed run counts them against the budget
         write_json_atomic(state_file, {**plan, "spent_s": round(spent + elapsed, 1)})
         history_done = done - first_epoch + 1
@@ -425,6 +451,7 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
         say(f"epoch {done}/{epochs}: loss {record.get('loss_total', float('nan')):.4f}  val F1 "
             f"{_fmt(record.get('val_F1'))}  AP {_fmt(record.get('val_AP'))}  elapsed "
             f"{(spent + elapsed) / 60:.1f} min  ETA {left / 60:.1f} min")
+        return replan
 
     # A run killed before its first epoch ended has nothing to resume from but its plan: it starts that plan.
     resume_training = options.resume and (run_dir / "state.pt").is_file() and (run_dir / "last.safetensors").is_file()
@@ -463,7 +490,8 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
         "init": Path(init_path).name, "data": data_record, "settings": settings,
         "validation": f"bottom {options.val_fraction:.0%} of the labelled rows of each image (at least "
                       f"{MIN_VAL_ROWS} rows); training never sees those rows",
-        "epochs": len(result.history), "planned_epochs": epochs, "stopped": result.stopped,
+        "epochs": len(result.history), "planned_epochs": epochs, "refit": plan.get("refit"),
+        "stopped": result.stopped,
         "crop_size": crop, "decode_tuned": chosen, "before": before, "after": after, "worse_than_init": worse,
         "history": _bounded_history(result.history),
     }

@@ -155,7 +155,10 @@ def train(
         time_budget_s: wall-clock seconds for this call: no epoch is started that would, at the last epoch's
             pace, end after it (the decode tuning at the end is not counted).
         patience: stop after this many epochs without a better validation ``select_metric`` (early stopping).
-        on_epoch: called with each epoch's history record (progress displays).
+        on_epoch: called with each epoch's history record (progress displays); it may return a new total
+            number of epochs, which re-plans the rest of the run: the learning-rate schedule is stretched or
+            shrunk to that many epochs from the current step on (``smallseg finetune`` re-fits its budget
+            after epoch 1, when the first epoch's real time is known). Returning None keeps the plan.
         freeze_norm: keep every BatchNorm layer in eval mode while training (its running statistics fixed,
             its affine weights still learned). For fine-tuning (``smallseg finetune``): batches of a few crops
             of one image normalised by their own statistics put a trained model's heads far off (loss 4.3 vs
@@ -210,7 +213,7 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, device: s
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
 
-    started = time.perf_counter()
+    started = _clock()
     classes = class_mapping(config.model)
     if train_images is None:
         train_images = [im for spec in config.data.get("train", []) for im in load_source(spec, config.source_dir, classes)]
@@ -269,24 +272,31 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, device: s
             raise SmallsegError(f"loss.class_weights: {len(weights)} values, need 1 + classes = {1 + model_config.classes} "
                                 "(background first)")
         loss_weights["class_weights"] = torch.tensor(weights, device=dev)
-    end_epoch = config.optim.epochs
-    if stop_after_epochs is not None:
-        end_epoch = min(end_epoch, start_epoch + int(stop_after_epochs))
-    stopped = "epochs" if end_epoch == config.optim.epochs else "slice"
+    planned = config.optim.epochs  # the schedule's length; on_epoch may re-plan it
+
+    def end_of(planned_epochs: int) -> int:
+        if stop_after_epochs is None:
+            return planned_epochs
+        return min(planned_epochs, start_epoch + int(stop_after_epochs))
+
+    end_epoch = end_of(planned)
+    stopped = "epochs" if end_epoch == planned else "slice"
     since_best = 0
     for record in history:  # a resumed run counts the epochs since its best as an unbroken one would
         score = record.get(f"val_{config.select_metric}", -record.get("loss_total", 0.0))
         since_best = 0 if score >= best else since_best + 1
     last_epoch_s = 0.0
-    for epoch in range(start_epoch, end_epoch):
+    epoch = start_epoch - 1
+    while epoch + 1 < end_epoch:
+        epoch += 1
         if patience is not None and since_best >= patience:
             stopped = "early stopping"
             break
         if time_budget_s is not None and epoch > start_epoch and \
-                time.perf_counter() - started + last_epoch_s > time_budget_s:
+                _clock() - started + last_epoch_s > time_budget_s:
             stopped = "time budget"
             break
-        epoch_started = time.perf_counter()
+        epoch_started = _clock()
         dataset.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=config.optim.batch_size, shuffle=False, num_workers=config.workers,
@@ -299,7 +309,7 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, device: s
                     module.eval()
         sums: dict[str, float] = {}
         t0, seen = time.perf_counter(), 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.optim.epochs}", disable=not progress, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{planned}", disable=not progress, leave=False)
         for images, targets in bar:
             images = images.to(dev, non_blocking=True)
             targets = {k: v.to(dev, non_blocking=True) for k, v in targets.items()}
@@ -339,6 +349,8 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, device: s
             torch.save({"epoch": epoch, "best": best, "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                         "torch_rng": torch.get_rng_state()}, tmp)
+        last_epoch_s = _clock() - epoch_started  # steps, validation and checkpoints: what the next one costs
+        record["epoch_seconds"] = round(last_epoch_s, 3)
         history.append(record)
         with open(run_dir / "history.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -346,9 +358,14 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, device: s
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()
                      if k.startswith(("loss_total", "val_AP", "val_boundary_AP", "val_F1"))}
             tqdm.write(f"epoch {epoch + 1}: {shown}")
-        if on_epoch is not None:
-            on_epoch(record)
-        last_epoch_s = time.perf_counter() - epoch_started
+        replan = on_epoch(record) if on_epoch is not None else None
+        if replan is not None and int(replan) != planned:
+            # The steps done keep their place; the cosine decay is re-fitted to end at the new last epoch.
+            planned = max(int(replan), epoch + 1)
+            refitted = _lr_lambda(config.optim, planned * config.optim.steps_per_epoch)
+            scheduler.lr_lambdas = [refitted] * len(optimizer.param_groups)
+            end_epoch = end_of(planned)
+            stopped = "epochs" if end_epoch == planned else "slice"
     if val_images and config.tune_decode and stopped != "slice" and best_path.exists():
         # The heads' calibration is a product of training: choose the decoding thresholds for it.
         from smallseg.train.tune import write_tuned_checkpoint
@@ -495,6 +512,10 @@ def _resolve_model_config(config: TrainConfig, images: list[LabeledImage]) -> Mo
         training.pop("train_pixel_size_m", None)
     fields_["training"] = training
     return ModelConfig.from_dict(fields_)
+
+
+# The clock of the time budget (a module attribute so that tests can inject one instead of wall time).
+_clock = time.perf_counter
 
 
 def _lr_lambda(optim: OptimConfig, total_steps: int):
