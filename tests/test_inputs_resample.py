@@ -125,7 +125,7 @@ def test_a_scene_at_half_the_pixel_size_gives_the_same_objects_resampled(tmp_pat
     # At the input's own pixels the model sees objects twice as large: other objects.
     rc = predict_geotiff(b, tmp_path / "c", model_at_04, progress=False, resample=False)
     assert rc.run["input"]["resample"] == {"applied": False, "reason": rc.run["input"]["resample"]["reason"]}
-    assert "no-resample" in rc.run["input"]["resample"]["reason"]
+    assert "resample=False" in rc.run["input"]["resample"]["reason"]
     assert not np.array_equal(_read(rc.paths["instances"])[0], lb)
 
 
@@ -236,3 +236,24 @@ def test_the_cli_resamples_by_default_and_no_resample_keeps_the_input_pixels(tmp
     assert main(["tile-and-predict", str(DATA / "dsb2018_nuclei_image.tif"), "--out", str(tmp_path / "m"),
                  "--quiet", "--formats", "json", "--model", "medical", "--modality", "c t"]) == 2
     assert "--modality c t:" in capsys.readouterr().err
+
+
+def test_resample_to_a_chosen_pixel_size(tmp_path, scene, model_at_04, capsys):
+    from smallseg.cli import main
+
+    # The model declares 0.4 m only; asked for 0.8 m, the 0.2 m copy is read at 0.8 m (4 x 4 averages).
+    path = _write(tmp_path / "b.tif", _repeat(np.ascontiguousarray(scene.image[:, :64, :64]), 2), 0.2)
+    result = predict_geotiff(path, tmp_path / "o", model_at_04, progress=False, formats="tif,json",
+                             resample_to_m=0.8)
+    applied = result.run["input"]["resample"]
+    assert applied["to_m"] == 0.8 and applied["factor"] == 4 and applied["grid"]["width"] == 32
+    assert _read(result.paths["instances"])[3] == (128, 128)
+    same = predict_geotiff(_write(tmp_path / "c.tif", np.zeros((3, 16, 16), np.uint8), 0.8), tmp_path / "c",
+                           model_at_04, progress=False, formats="json", resample_to_m=0.8)
+    assert same.run["input"]["resample"]["applied"] is False  # already at 0.8 m
+    for bad, message in (("0", "--resample-to 0: must be a pixel size"),):
+        assert main(["tile-and-predict", str(path), "--out", str(tmp_path / "x"), "--quiet", "--resample-to", bad]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["tile-and-predict", str(path), "--out", str(tmp_path / "x"), "--quiet", "--resample-to", "0.4",
+                 "--no-resample"]) == 2
+    assert "--resample-to 0.4: cannot be combined with --no-resample" in capsys.readouterr().err

@@ -41,6 +41,17 @@ Never lose work, never lie:
   (an engineering / ``LOCAL_CS`` site grid) gives a GeoJSON in the raster's own coordinates, marked as such,
   with a warning (see :func:`smallseg.io.vector.geojson_coordinates_note`).
 
+Resolution (issue #13): a georeferenced scene whose ground pixel size is outside the model's declared training
+range (``training["train_pixel_size_m"]``), by at most 10x, is predicted resampled to the nearest size inside
+it: the reader becomes a virtual raster on that grid (:mod:`smallseg.io.resample`; GDAL WarpedVRT, area
+average onto coarser pixels, bilinear onto finer ones, masks by nearest neighbour; a window of it equals the
+same part of a whole read, so tiling stays exact), tiling, stitching and checkpoints work on that grid, and
+the :class:`~smallseg.pipeline.geotiff.sinks.Sink` brings each finished band back to the input's grid by
+nearest neighbour before writing: rasters with the input's size, transform and CRS, polygons of those
+rasters, the object table in input px (``area_px`` = the object's pixels in the raster, ``area_m2`` its true
+ground area). ``run.json`` ``input.resample`` says what was done or why not; it is part of the resume key.
+``resample=False`` (``--no-resample``) predicts at the input's pixels.
+
 Memory: one read window (bands x tile_h x width; the worker gets only the band's valid rows and quick-look
 share), the model's batch, up to two tile rows of decoded tiles (uint8/uint16 labels), the stitcher's
 pending band (tile_h rows, uint32), the output writers' row of 256 px blocks, the label rows the unfinished

@@ -94,6 +94,9 @@ class GeoTiffOptions:
             (up to 10x outside), predict on the scene resampled to the nearest size inside it (a virtual
             raster, :mod:`smallseg.io.resample`) and bring every output back to the input's grid; False
             predicts at the input's own pixels (issue #13). Images without georeferencing are never resampled.
+        resample_to_m: predict at this ground pixel size (m) instead of the nearest one inside the training
+            range, whenever the input's differs (at most 10x finer or coarser): e.g. the size a model does
+            best at (the shipped remote-sensing model: 0.4 m, see benchmarks/RESULTS.md "Resolution").
         modality: what the image shows, for a model that knows classes per modality (the medical model:
             ``""`` / ``"SM"`` microscopy -> nucleus, ``"CT"`` -> nodule): objects of the other modalities'
             classes take the modality's class (one) or are dropped (several). None: ``""``, an image
@@ -126,6 +129,7 @@ class GeoTiffOptions:
     outline: OutlineOptions | None = None
     tta: str | None = None
     resample: bool = True
+    resample_to_m: float | None = None
     modality: str | None = None
 
     def __post_init__(self) -> None:
@@ -135,6 +139,12 @@ class GeoTiffOptions:
             if not isinstance(value, (bool, np.bool_)):
                 raise OptionError(name, value, "must be True or False")
             set_(name, bool(value))
+        if self.resample_to_m is not None:
+            if not _is_real(self.resample_to_m) or not 0.001 <= self.resample_to_m <= 100_000:
+                raise OptionError("resample_to_m", self.resample_to_m, "must be a pixel size in metres, 0.001-100000")
+            if not self.resample:
+                raise OptionError("resample_to_m", self.resample_to_m, "cannot be combined with resample=False")
+            set_("resample_to_m", float(self.resample_to_m))
         if self.modality is not None:
             if not isinstance(self.modality, str) or len(self.modality) > 16 or \
                     not all(ch.isalnum() for ch in self.modality):

@@ -127,7 +127,7 @@ def pixel_size_verdict(reader: GeoTiffReader, model) -> str:
             f"{lo:.3g}-{hi:.3g} m the model was trained at")
 
 
-def resample_decision(geometry, model, enabled: bool) -> dict:
+def resample_decision(geometry, model, enabled: bool, to_m: float | None = None) -> dict:
     """Whether (and to what) to resample a scene of ``geometry`` (the input's
     :class:`~smallseg.io.geotiff.RasterGeometry`) for ``model``: run.json's ``input.resample``.
 
@@ -135,14 +135,24 @@ def resample_decision(geometry, model, enabled: bool) -> dict:
     (``training["train_pixel_size_m"]``) and the size is outside it but within 10x of it: to the nearest size
     inside the range (objects then span as many pixels as the model saw in training). Returns
     ``{"applied": True, "from_m", "to_m", "factor", "method"}`` or ``{"applied": False, "reason"}``.
+    ``to_m``: resample to this size instead, whenever the input's differs (by at most 10x either way).
     """
     size_m = geometry.pixel_size_m
     trained = (model.config.training or {}).get("train_pixel_size_m")
     if not enabled:
-        return {"applied": False, "reason": "resample=False (--no-resample): predicted at the input's pixels"}
+        return {"applied": False, "reason": "resample=False: predicted at the input's pixels"}
     if size_m is None:
         why = "no georeferencing" if not geometry.georeferenced else "no ground pixel size (no usable CRS)"
         return {"applied": False, "reason": f"{why}: pixel units, never resampled"}
+    if to_m is not None:
+        factor = to_m / size_m
+        if abs(factor - 1) < 1e-6:
+            return {"applied": False, "reason": f"pixel size {size_m:.4g} m is the requested {to_m:g} m"}
+        if max(factor, 1 / factor) > _PIXEL_SIZE_UNRELIABLE_FACTOR:
+            return {"applied": False, "reason": f"pixel size {size_m:.4g} m is more than "
+                                                f"{_PIXEL_SIZE_UNRELIABLE_FACTOR:g}x from the requested {to_m:g} m: "
+                                                f"not resampled"}
+        return _applied(size_m, to_m)
     if not trained:
         return {"applied": False, "reason": "the model declares no training pixel size"}
     lo, hi = (float(v) for v in trained)
@@ -152,7 +162,10 @@ def resample_decision(geometry, model, enabled: bool) -> dict:
         return {"applied": False, "reason": f"pixel size {size_m:.4g} m is more than "
                                             f"{_PIXEL_SIZE_UNRELIABLE_FACTOR:g}x outside the model's "
                                             f"{lo:.4g}-{hi:.4g} m: not resampled (not reliable)"}
-    to_m = min(max(size_m, lo), hi)
+    return _applied(size_m, min(max(size_m, lo), hi))
+
+
+def _applied(size_m: float, to_m: float) -> dict:
     factor = to_m / size_m
     return {"applied": True, "from_m": round(size_m, 6), "to_m": round(to_m, 6), "factor": round(factor, 9),
             "method": "average" if factor > 1 else "bilinear"}

@@ -474,7 +474,7 @@ def _open_reader(path: Path, model: torch.nn.Module, options: GeoTiffOptions, se
         # Issue #13: a scene whose ground pixel size is outside the model's training range is read resampled
         # to the nearest size inside it (a virtual raster: the normalisation below is fitted on what the
         # model sees); every output comes back to the input's grid (Sink).
-        resample = resample_decision(reader.geometry, model, options.resample)
+        resample = resample_decision(reader.geometry, model, options.resample, options.resample_to_m)
         if resample["applied"]:
             reader.resample(resample["factor"])
     except BaseException:
@@ -520,9 +520,10 @@ def _open_reader(path: Path, model: torch.nn.Module, options: GeoTiffOptions, se
     if note:
         session.note(f"{path.name}: {note}")
     if resample["applied"]:
-        session.note(f"{path.name}: pixel size {resample['from_m']:g} m is outside the model's training range: "
-                     f"predicted resampled to {resample['to_m']:g} m ({resample['method']}); outputs on the "
-                     f"input's grid (resample=False / --no-resample: at the input's pixels)")
+        why = "as asked" if options.resample_to_m is not None else "outside the model's training range"
+        session.note(f"{path.name}: pixel size {resample['from_m']:g} m ({why}): predicted resampled to "
+                     f"{resample['to_m']:g} m ({resample['method']}); outputs on the input's grid "
+                     f"(resample=False: at the input's pixels)")
     elif not reader.geometry.georeferenced:
         session.note(f"{path.name}: not resampled ({resample['reason']})")
     return reader
