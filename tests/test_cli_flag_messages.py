@@ -31,16 +31,10 @@ PENDING = {
     "smallseg/cluster/client.py": {"--cluster"},
     "smallseg/cluster/worker.py": {"--device"},
     "smallseg/data/labels/auto.py": {"--class-field"},
-    "smallseg/io/plots.py": {"--plot"},
-    "smallseg/metrics/evaluation.py": {"--gt-classes", "--gt-objects", "--max-dets", "--pixel-size",
-                                       "--pred-classes", "--pred-objects"},
-    "smallseg/metrics/evaluation_sources.py": {"--area", "--box-iou", "--class-field", "--image", "--plot"},
-    "smallseg/metrics/evaluation_volume.py": {"--area"},
     "smallseg/pipeline/array.py": {"--tile"},
     "smallseg/pipeline/demo.py": {"--out", "--overwrite"},
     "smallseg/pipeline/dicom_batch.py": {"--dicom-seg", "--resume"},
-    "smallseg/pipeline/geotiff/report.py": {"--bands", "--no-resample", "--normalize"},
-    "smallseg/pipeline/geotiff/run.py": {"--no-resample"},
+    "smallseg/pipeline/geotiff/report.py": {"--bands", "--normalize"},
     "smallseg/pipeline/volume.py": {"--normalize", "--percentiles", "--preset"},
     "smallseg/train/finetune.py": {"--labels", "--minutes", "--out", "--resume", "--val-fraction"},
     "smallseg/train/loop.py": {"--resume"},
@@ -124,6 +118,9 @@ def test_synth_recipe_says_kind(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("options, start", [
+    (["--max-dets", "0"], "--max-dets 0: must be at least 1"),
+    (["--pixel-size", "2px"], "--pixel-size 2px: give a physical length, e.g. 0.3m or 0.5mm"),
+    (["--class-field", "kind"], "--class-field applies to vector ground truth (GPKG / GeoJSON / ...), not "),
     (["--size-buckets", "100,25px"], "--size-buckets 100,25px: need 0 < small maximum < medium maximum"),
     (["--size-buckets", "10px"], "--size-buckets 10px: expected SMALL_MAX,MEDIUM_MAX"),
     (["--size-buckets", "a,b"], "--size-buckets a,b: 'a' is not a number"),
@@ -137,3 +134,10 @@ def test_evaluate_says_the_flag(tmp_path, capsys, options, start):
     # The settings are checked before GT and PRED are opened, so the files need not exist.
     line = _one_error_line(capsys, ["evaluate", str(tmp_path / "gt.tif"), str(tmp_path / "pred.tif"), *options])
     assert line.startswith(f"smallseg evaluate: error: {start}"), line
+
+
+def test_evaluate_says_the_flag_for_coco_inputs(tmp_path, capsys):
+    line = _one_error_line(capsys, ["evaluate", str(tmp_path / "gt.json"), str(tmp_path / "pred.json"),
+                                    "--gt-classes", "c.tif"])
+    assert line == "smallseg evaluate: error: --gt-classes: only for label rasters; COCO JSON carries categories " \
+                   "and scores", line

@@ -10,8 +10,9 @@ from smallseg.cli.options import FlagNames, errors_as_flags, subcommand
 _FLAGS = FlagNames(
     {"size_buckets": "--size-buckets", "boundary_width": "--boundary-width", "boundary": "--boundary",
      "pixel_size": "--pixel-size", "max_dets": "--max-dets", "gt_classes": "--gt-classes",
-     "pred_classes": "--pred-classes", "pred_objects": "--pred-objects", "gt_objects": "--gt-objects"},
-    {"boundary='fixed'": "--boundary fixed"})
+     "pred_classes": "--pred-classes", "pred_objects": "--pred-objects", "gt_objects": "--gt-objects",
+     "area": "--area", "plot": "--plot", "class_field": "--class-field", "box_iou": "--box-iou"},
+    {"boundary='fixed'": "--boundary fixed", "image=NAME": "--image NAME", "plot=FILE.png": "--plot FILE.png"})
 
 
 def add_evaluate(subparsers) -> None:
@@ -69,6 +70,7 @@ def _run_evaluate(args) -> int:
                        pred_objects=args.pred_objects, gt_objects=args.gt_objects, size_buckets=args.size_buckets,
                        boundary=args.boundary, boundary_width=args.boundary_width, max_dets=args.max_dets,
                        pixel_size=args.pixel_size, class_agnostic=args.class_agnostic)
+    result.warnings[:] = [_FLAGS(w) for w in result.warnings]  # printed and in --json: as the user typed them
     print(result.format_table())
     if args.json:
         print(f"wrote {result.write_json(args.json)}")

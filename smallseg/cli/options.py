@@ -52,17 +52,18 @@ class FlagNames:
     """How one subcommand spells the Python option names of library messages as its flags.
 
     The library says ``min_area_px 0: must be at least 1``; the command line should say ``--min-area 0: ...``.
-    ``fields`` maps an option name to its flag: replaced when it is a message's first word, and anywhere in
-    the text when it holds an underscore (an identifier, never an English word such as ``device``).
+    ``fields`` maps an option name to its flag: replaced when it is a message's first word (``area: ...``
+    too), and anywhere in the text when it holds an underscore (an identifier, never an English word such as ``device``).
     ``phrases`` are replaced literally (``resume=True`` -> ``--resume``)."""
 
     fields: Mapping[str, str]
     phrases: Mapping[str, str] = field(default_factory=dict)
 
     def __call__(self, message: str) -> str:
-        head, _, rest = message.partition(" ")
-        if head in self.fields and rest:
-            message = f"{self.fields[head]} {rest}"
+        head, space, rest = message.partition(" ")
+        name = head.removesuffix(":")
+        if name in self.fields and (rest or name != head):
+            message = f"{self.fields[name]}{head[len(name):]}{space}{rest}"
         for phrase, flag in self.phrases.items():
             message = message.replace(phrase, flag)
         for name, flag in self.fields.items():

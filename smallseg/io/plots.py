@@ -21,13 +21,13 @@ _BUCKET_COLOURS = {"all": "black", "small": "tab:red", "medium": "tab:orange", "
 _BUCKET_STYLES = {"all": "-", "small": "-", "medium": "--", "large": "-."}  # equal curves stay visible
 
 
-def require_matplotlib(what: str = "--plot DIR") -> None:
-    """Raise one line when matplotlib is not installed."""
+def require_matplotlib(what: str = "plot") -> None:
+    """Raise one line when matplotlib is not installed (``what``: the argument that asked for charts)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise SmallsegError(f"{what}: the charts need matplotlib (pip install 'smallseg[plot]'); "
-                            "--plot FILE.png writes the TP/FP/FN quick-look without it") from None
+                            "plot=FILE.png writes the TP/FP/FN quick-look without it") from None
 
 
 def _figure(width_in: float = 6.0, height_in: float = 4.5):

@@ -296,7 +296,7 @@ def _objects_from_raster_side(
     area, note = raster.pixel_area_m2, raster.pixel_area_note
     if pixel_size_m is not None and isinstance(value, str | os.PathLike):
         if area is not None and not math.isclose(area, pixel_size_m**2, rel_tol=1e-6):
-            warnings.append(f"--pixel-size {pixel_size_m:g} m overrides the pixel area of {raster.source} "
+            warnings.append(f"pixel_size {pixel_size_m:g} m overrides the pixel area of {raster.source} "
                             f"({area:.6g} m2 from {note})")
         area, note = pixel_size_m**2, f"given pixel size {pixel_size_m:g} m"
     return _Side(objects=objects, source=raster.source, pixel_area_m2=area, pixel_area_note=note, raster=raster,
@@ -507,12 +507,12 @@ def evaluate(
     boundary_setting = parse_boundary_width(boundary, boundary_width)
     pixel_size_m = None
     if pixel_size is not None:
-        value, unit = parse_length(pixel_size if isinstance(pixel_size, str) else f"{pixel_size}m", "--pixel-size")
+        value, unit = parse_length(pixel_size if isinstance(pixel_size, str) else f"{pixel_size}m", "pixel_size")
         if unit == "px":
-            raise SmallsegError(f"--pixel-size {pixel_size}: give a physical length, e.g. 0.3m or 0.5mm")
+            raise SmallsegError(f"pixel_size {pixel_size}: give a physical length, e.g. 0.3m or 0.5mm")
         pixel_size_m = value * _LENGTH_UNITS_M[unit]
     if max_dets is not None and int(max_dets) < 1:
-        raise SmallsegError(f"--max-dets {max_dets}: must be at least 1")
+        raise SmallsegError(f"max_dets {max_dets}: must be at least 1")
 
     warnings: list[str] = []
     coco_mode = _is_coco_path(gt) or isinstance(gt, dict)
@@ -520,8 +520,8 @@ def evaluate(
         raise SmallsegError("ground truth and prediction must both be COCO JSON or both be label rasters/arrays "
                             f"(got {_describe(gt)} and {_describe(pred)})")
     if coco_mode:
-        for name, value in (("--gt-classes", gt_classes), ("--pred-classes", pred_classes),
-                            ("--pred-objects", pred_objects), ("--gt-objects", gt_objects)):
+        for name, value in (("gt_classes", gt_classes), ("pred_classes", pred_classes),
+                            ("pred_objects", pred_objects), ("gt_objects", gt_objects)):
             if value is not None:
                 raise SmallsegError(f"{name}: only for label rasters; COCO JSON carries categories and scores")
         gt_side, pred_side, category_ids = _objects_from_coco(gt, pred, warnings)
@@ -559,10 +559,10 @@ def evaluate(
     if max_dets is None:
         k_dets, k_source = max(100, largest), "all detections: the largest per-image, per-class count, at least 100"
     else:
-        k_dets, k_source = int(max_dets), "--max-dets"
+        k_dets, k_source = int(max_dets), "max_dets"
     dt = cap_detections(dt_all, k_dets) if largest > k_dets else dt_all
     if len(dt) < len(dt_all):
-        warnings.append(f"--max-dets {k_dets} keeps {len(dt)} of {len(dt_all)} detections (top by score per image and class)")
+        warnings.append(f"max_dets {k_dets} keeps {len(dt)} of {len(dt_all)} detections (top by score per image and class)")
 
     components = overlap_components(gt_objs, dt)
     common = dict(category_ids=category_ids, area_ranges_px=area_ranges, iou_thresholds=DEFAULT_IOU_THRESHOLDS,

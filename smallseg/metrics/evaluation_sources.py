@@ -155,7 +155,7 @@ def _area_mask(area: Any, shape: tuple[int, int], raster) -> np.ndarray | None:
     if area is None:
         return None
     geo = (raster.crs, raster.transform) if raster.crs is not None else None
-    return labelled_area(area, shape, geo, where=f"--area {area}")
+    return labelled_area(area, shape, geo, where=f"area {area}")
 
 
 def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: Any = None,
@@ -189,17 +189,17 @@ def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: An
     if plot is not None and not _is_png(plot):
         from smallseg.io.plots import require_matplotlib
 
-        require_matplotlib(f"--plot {plot}")  # before any scoring: one line, not a traceback at the end
+        require_matplotlib(f"plot {plot}")  # before any scoring: one line, not a traceback at the end
     gt_path = Path(gt)
     kind = label_kind(gt_path) if isinstance(gt, (str, os.PathLike)) else "label_image"
     if kind == "boxes" and gt_path.suffix.lower() == ".json" and _coco_has_masks(gt_path):
         kind = "coco"
     if class_field is not None and kind != "vector":
-        raise SmallsegError(f"--class-field applies to vector ground truth (GPKG / GeoJSON / ...), not {gt}")
+        raise SmallsegError(f"class_field applies to vector ground truth (GPKG / GeoJSON / ...), not {gt}")
     if kind == "coco" or (kind in ("label_image", "volume") and area is None and plot is None
                           and not _is_3d(gt)):
         if area is not None:
-            raise SmallsegError("--area: give the ground truth as a label raster or vector file (COCO JSON carries "
+            raise SmallsegError("area: give the ground truth as a label raster or vector file (COCO JSON carries "
                                 "its own images)")
         return evaluate(gt, pred, **evaluate_kwargs)
     if kind == "volume":
@@ -207,7 +207,7 @@ def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: An
 
         if is_volume(gt):  # 3-D: objects matched by voxel IoU, sizes in mm3
             if plot is not None:
-                raise SmallsegError("--plot: the quick-look is 2-D; leave it out for label volumes")
+                raise SmallsegError("plot: the quick-look is 2-D; leave it out for label volumes")
             return evaluate_volumes(gt, pred, pred_objects=evaluate_kwargs.get("pred_objects"), area=area)
         kind = "label_image"  # a one-slice volume is a 2-D label raster
     pred_objects = evaluate_kwargs.pop("pred_objects", None)
@@ -253,7 +253,7 @@ def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: An
             kept = inside_labelled(instances, ~mask)
             dropped = len(instances) - len(kept)
             if dropped:
-                warnings.append(f"--area: {dropped} predicted object(s) mostly outside the labelled area not scored")
+                warnings.append(f"area: {dropped} predicted object(s) mostly outside the labelled area not scored")
             instances = kept
             pred_eval = _write_like(tmp / "pred.tif", np.asarray(kept.labels), raster)
             csv = tmp / "pred.objects.csv"
@@ -299,7 +299,7 @@ def _write_plot_or_plots(plot, draw_quicklook, coco, iou: float, level: str, war
     if _is_png(plot):
         return [str(draw_quicklook(plot))]
     if coco is None:
-        warnings.append(f"--plot {plot}: no GT box or no prediction, so no curves; only the quick-look written")
+        warnings.append(f"plot {plot}: no GT box or no prediction, so no curves; only the quick-look written")
     return [str(p) for p in write_plots(plot, draw_quicklook, coco, iou=iou, level=level)]
 
 
@@ -320,7 +320,7 @@ def write_plots(folder: str | os.PathLike, draw_quicklook, coco, *, iou: float =
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise SmallsegError(f"--plot {folder}: not a folder (give FILE.png for the quick-look alone, or a folder)")
+        raise SmallsegError(f"plot {folder}: not a folder (give FILE.png for the quick-look alone, or a folder)")
     folder.mkdir(parents=True, exist_ok=True)
     written = [draw_quicklook(folder / "quicklook.png")]
     if coco is None:
@@ -359,7 +359,7 @@ def _evaluate_boxes(gt_path: Path, pred, instances: Instances, raster, *, area, 
     from smallseg.train.scoring import predicted_boxes
 
     if not 0 < float(iou) <= 1:
-        raise SmallsegError(f"--box-iou {iou}: give an IoU in (0, 1], e.g. 0.4")
+        raise SmallsegError(f"box_iou {iou}: give an IoU in (0, 1], e.g. 0.4")
     lenient = _AnyClass()  # any box class counts: box scoring is class-agnostic
     suffix = gt_path.suffix.lower()
     if gt_path.is_dir() or suffix == ".xml":
@@ -379,7 +379,7 @@ def _evaluate_boxes(gt_path: Path, pred, instances: Instances, raster, *, area, 
             matches = [k for k in by_image if Path(k).name.split(".")[0] == stem]
             if len(matches) != 1:
                 raise SmallsegError(f"{gt_path}: boxes of {len(by_image)} images ({', '.join(sorted(by_image)[:4])}...); "
-                                    "say which with --image NAME")
+                                    "say which with image=NAME")
             name = matches[0]
     else:
         matches = [k for k in by_image if Path(k).name == Path(image).name]

@@ -121,7 +121,7 @@ def evaluate_volumes(gt: str | os.PathLike, pred: str | os.PathLike, *, pred_obj
     if area is not None:
         from smallseg.data.labels.area import labelled_area
 
-        mask2d = labelled_area(area, g.shape[1:], None, where=f"--area {area}")
+        mask2d = labelled_area(area, g.shape[1:], None, where=f"area {area}")
         inside = np.broadcast_to(mask2d, g.shape)
         keep_gt = np.unique(g[inside & (g > 0)])
         g = np.where(np.isin(g, keep_gt), g, 0)
@@ -129,7 +129,7 @@ def evaluate_volumes(gt: str | os.PathLike, pred: str | os.PathLike, *, pred_obj
         outside = np.bincount(p[~inside].ravel(), minlength=len(total))
         drop = np.nonzero((outside * 2 > total) & (np.arange(len(total)) > 0))[0]
         if len(drop):
-            warnings.append(f"--area: {len(drop)} predicted object(s) mostly outside the labelled area not scored")
+            warnings.append(f"area: {len(drop)} predicted object(s) mostly outside the labelled area not scored")
             p = np.where(np.isin(p, drop), 0, p)
     gt_ids, gt_sizes = _ids_and_sizes(g)
     pred_ids, pred_sizes = _ids_and_sizes(p)
