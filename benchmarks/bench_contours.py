@@ -71,7 +71,7 @@ def base_config(args) -> dict:
         "decode": {"fg_threshold": 0.5, "min_score": 0.1},
         "optim": {"epochs": args.epochs, "steps_per_epoch": args.steps, "batch_size": args.batch_size,
                   "lr": 0.002, "weight_decay": 0.0001, "warmup_steps": 20},
-        "seed": 0,
+        "seed": args.seed,
         "device": "cpu",
         "select_metric": "AP",
     }
@@ -217,6 +217,8 @@ def main(argv=None) -> int:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--test-images", type=int, default=8, help="held-out synthetic images per style (2 styles)")
     parser.add_argument("--rows", default="without,with")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed (initial weights, crop and augmentation draws); the data stay the same")
     parser.add_argument("--score-only", action="store_true", help="score the runs already in --out")
     parser.add_argument("--timing-only", action="store_true",
                         help="only time the trained rows in turn (interleaved) and draw the DSB2018 quick-look")
