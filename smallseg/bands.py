@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rasterio.enums import ColorInterp
+
 from smallseg.errors import SmallsegError
 
 __all__ = ["BandPlan", "resolve_bands", "plan_for_dataset", "model_band_names", "band_numbers", "BAND_NAMES"]
@@ -75,8 +77,6 @@ def _interp_name(value: Any) -> str:
     """``ColorInterp.red`` / ``"Red"`` / ``3`` -> ``"red"``."""
     name = getattr(value, "name", None)
     if name is None and isinstance(value, int):
-        from rasterio.enums import ColorInterp
-
         name = ColorInterp(value).name
     return str(name if name is not None else value).strip().lower()
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from rasterio.enums import Resampling
 
 from smallseg.errors import SmallsegError
 
@@ -651,8 +652,6 @@ def sample_raster(dataset: Any, indexes: tuple[int, ...] | list[int], *, alpha_i
         (sample (C, h, w) in the file's dtype, valid (h, w) bool): valid is False where GDAL's mask of the
         first band is 0 (nodata, alpha, internal mask) or the alpha band is 0.
     """
-    from rasterio.enums import Resampling
-
     h, w = dataset.height, dataset.width
     step = max(1.0, math.sqrt(h * w / max_pixels))
     shape = (max(1, int(round(h / step))), max(1, int(round(w / step))))

@@ -23,7 +23,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+import rasterio
+from affine import Affine
+from PIL import Image
 from pycocotools import mask as mask_utils
+from rasterio.windows import Window
 from scipy import ndimage
 
 from smallseg.errors import SmallsegError, one_line
@@ -186,9 +190,6 @@ def write_coco_tiles(
     Returns:
         Path of the annotation JSON.
     """
-    import rasterio
-    from rasterio.windows import Window
-
     if not 0 <= overlap_px < tile_size_px:
         raise SmallsegError(f"overlap_px {overlap_px}: use 0 <= overlap_px < tile_size_px {tile_size_px}")
     out_dir = Path(out_dir)
@@ -247,8 +248,6 @@ def write_coco_tiles(
 
 def _read_with_ring(src, row: int, col: int, th: int, tw: int) -> np.ndarray:
     """Band 1 of the window plus a 1-px ring, zeros beyond the raster edge."""
-    from rasterio.windows import Window
-
     r0, c0 = max(row - 1, 0), max(col - 1, 0)
     r1, c1 = min(row + th + 1, src.height), min(col + tw + 1, src.width)
     out = np.zeros((th + 2, tw + 2), src.dtypes[0])
@@ -259,20 +258,15 @@ def _read_with_ring(src, row: int, col: int, th: int, tw: int) -> np.ndarray:
 
 def _window_transform(transform, row: int, col: int):
     """Geotransform of a window starting at (row, col) (rasterio's own helper warns on newer affine)."""
-    from affine import Affine
-
     t = transform
     return Affine(t.a, t.b, t.c + col * t.a + row * t.b, t.d, t.e, t.f + col * t.d + row * t.e)
 
 
 def _write_tile_image(path: Path, image: np.ndarray, src, window, as_png: bool) -> None:
     if as_png:
-        from PIL import Image
-
         array = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
         Image.fromarray(np.ascontiguousarray(array)).save(path)
         return
-    import rasterio
 
     profile = dict(driver="GTiff", height=image.shape[1], width=image.shape[2], count=image.shape[0],
                    dtype=image.dtype, crs=src.crs, transform=_window_transform(src.transform, int(window.row_off),

@@ -33,7 +33,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
+from smallseg.data.geometry import inside_convex
 from smallseg.data.noise import fractal_noise, salt_of, value_noise
 from smallseg.data.sensor import SensorParams, draw_sensor
 
@@ -159,8 +161,6 @@ def place_forest(P, rng: np.random.Generator, box: tuple, world: WorldParams) ->
     y = S * P.st + T * P.ct
     inside = (x >= 0) & (x <= P.W) & (y >= 0) & (y <= P.H)
     if P.plan.collar is not None:
-        from smallseg.data.geometry import inside_convex
-
         inside &= inside_convex(P.plan.collar, x, y)
     n = len(S)
     radius = np.clip(rng.normal(0.6 * spacing, 0.08 * spacing, n), MIN_TREE_RADIUS_M, 5.5)
@@ -225,7 +225,6 @@ def finalize_trees(trees: list, rects: np.ndarray, px: float, width_m: float, he
     n = len(trees)
     if n == 0:
         return []
-    from scipy.spatial import cKDTree
 
     arr = np.array([t[:4] for t in trees], float)
     tx, ty, tr, th = arr.T

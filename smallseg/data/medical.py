@@ -25,12 +25,15 @@ import io
 import json
 import math
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
+from smallseg.data.lung import LungAnatomy, add_lung_anatomy
 from smallseg.errors import SmallsegError
 from smallseg.io.atomic import atomic_path, partial_path, write_text_atomic
 
@@ -87,15 +90,11 @@ class CTVolume:
     @property
     def hu_zyx(self) -> np.ndarray:
         """(Z, Y, X) int16 HU array."""
-        import SimpleITK as sitk
-
         return sitk.GetArrayFromImage(self.image)
 
     @property
     def labels_zyx(self) -> np.ndarray:
         """(Z, Y, X) uint16 label array."""
-        import SimpleITK as sitk
-
         return sitk.GetArrayFromImage(self.labels)
 
 
@@ -183,8 +182,6 @@ def make_ct_volume(
         :class:`CTVolume` with an int16 HU image, a uint16 label image on the same geometry and the
         nodule list (volumes counted from the label).
     """
-    import SimpleITK as sitk
-
     nx, ny, nz = (int(v) for v in size_xyz)
     if min(nx, ny) < 32 or nz < 1:
         raise SmallsegError(f"size_xyz {nx}x{ny}x{nz}: need at least 32x32 voxels per slice and one slice")
@@ -197,7 +194,6 @@ def make_ct_volume(
     D = np.asarray(direction, float).reshape(3, 3)
     if not np.allclose(D @ D.T, np.eye(3), atol=1e-6):
         raise SmallsegError("direction: not an orthonormal 3x3 matrix (row-major, 9 numbers)")
-    from smallseg.data.lung import LungAnatomy
 
     anat = LungAnatomy.resolve(anatomy)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC7]))
@@ -299,7 +295,6 @@ def make_ct_volume(
         vessel *= inside_lung_or_near
         vol += vessel * (40.0 - vol) * (vessel > 0)
     else:  # realistic lungs: dense vessel trees, airways, fissures, pleura (unlabelled confusers)
-        from smallseg.data.lung import add_lung_anatomy
 
         noise_factor = add_lung_anatomy(vol, lung_mask, chest, (x, y, z), spacing, anat, seed)
 
@@ -412,8 +407,6 @@ def write_dicom_series(
     Returns:
         Paths of the written files in slice order.
     """
-    import SimpleITK as sitk
-
     if image.GetDimension() != 3:
         raise SmallsegError(f"write_dicom_series: need a 3D image, got {image.GetDimension()}D")
     if image.GetPixelID() != sitk.sitkInt16:
@@ -432,8 +425,6 @@ def write_dicom_series(
         os.replace(tmp_dir, out_dir)
     finally:
         if tmp_dir.exists():
-            import shutil
-
             shutil.rmtree(tmp_dir)
     return paths
 
@@ -441,8 +432,6 @@ def write_dicom_series(
 def _write_slices(image, tmp_dir: Path, out_dir: Path, seed: int, series_description: str,
                   patient_id: str) -> list[Path]:
     """The slice files of :func:`write_dicom_series` into ``tmp_dir``; returns their final paths."""
-    import SimpleITK as sitk
-
     direction = image.GetDirection()
     iop = "\\".join(f"{v:.6f}" for v in (direction[0], direction[3], direction[6],
                                           direction[1], direction[4], direction[7]))
@@ -492,8 +481,6 @@ def _write_slices(image, tmp_dir: Path, out_dir: Path, seed: int, series_descrip
 
 def read_dicom_series(folder: str | os.PathLike):
     """Read a DICOM series folder with SimpleITK (GDCM file ordering) into a 3D image."""
-    import SimpleITK as sitk
-
     names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder))
     if not names:
         raise SmallsegError(f"{folder}: no DICOM series found")
@@ -508,8 +495,6 @@ def write_ct_ground_truth(volume: CTVolume, out_dir: str | os.PathLike) -> dict[
     Returns:
         ``{"labels": ..., "json": ..., "csv": ...}`` paths.
     """
-    import SimpleITK as sitk
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"labels": out_dir / "labels.nii.gz", "json": out_dir / "nodules.json", "csv": out_dir / "nodules.csv"}

@@ -28,6 +28,12 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
+from smallseg.data.coco_json import merge_coco_datasets, write_coco_tiles
+from smallseg.data.medical import make_ct_volume, write_ct_case
+from smallseg.data.microscopy import make_nuclei_image, write_nuclei_image
+from smallseg.data.remote_sensing import write_remote_sensing_scene
 from smallseg.errors import SmallsegError, one_line
 
 KINDS = ("remote_sensing", "ct", "nuclei")
@@ -70,9 +76,6 @@ def generate_remote_sensing_split(out_dir: str | os.PathLike, *, seed: int, coun
     Returns:
         Paths of the scenes' image GeoTIFFs.
     """
-    from smallseg.data.coco_json import merge_coco_datasets, write_coco_tiles
-    from smallseg.data.remote_sensing import write_remote_sensing_scene
-
     out_dir = Path(out_dir)
     written, coco_parts = [], []
     for i in range(count):
@@ -105,8 +108,6 @@ def generate_ct_split(out_dir: str | os.PathLike, *, seed: int, count: int,
     Returns:
         The case folders.
     """
-    from smallseg.data.medical import make_ct_volume, write_ct_case
-
     out_dir = Path(out_dir)
     cases = []
     for i in range(count):
@@ -131,8 +132,6 @@ def generate_nuclei_split(out_dir: str | os.PathLike, *, seed: int, count: int,
     Returns:
         Paths of the image TIFFs.
     """
-    from smallseg.data.microscopy import make_nuclei_image, write_nuclei_image
-
     out_dir = Path(out_dir)
     written = []
     for i in range(count):
@@ -155,8 +154,6 @@ def load_recipe(path: str | os.PathLike) -> dict:
     Returns:
         ``{kind: {split: {"seed", "count", **params}}}`` with shared params merged into each split.
     """
-    import yaml
-
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:

@@ -30,7 +30,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -514,8 +514,6 @@ class GeoTiffReader:
         Returns:
             ((C, h, w) array of the raster's dtype, (h, w) bool valid).
         """
-        from rasterio.enums import Resampling
-
         h, w = self.height, self.width
         if self.resampled is not None and windows is None:
             windows = 64  # a decimated read of a WarpedVRT would warp the whole scene: windows instead

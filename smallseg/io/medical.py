@@ -28,6 +28,7 @@ import dataclasses
 import gzip
 import math
 import os
+import shutil
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -552,8 +553,6 @@ def _is_complete(tmp: Path, ext: str) -> bool:
 
 def _disk_hint(folder: Path) -> str:
     """ITK reports a full disk as a bare write failure: say so when the folder's disk is (nearly) full."""
-    import shutil
-
     try:
         free = shutil.disk_usage(folder).free
     except OSError:

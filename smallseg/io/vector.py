@@ -34,6 +34,7 @@ import rasterio.features
 import rasterio.warp
 import shapely
 from affine import Affine
+from pyogrio.raw import write as write_features
 from rasterio.crs import CRS
 from shapely.geometry import MultiPolygon
 
@@ -146,8 +147,6 @@ class GeoPackageWriter:
 
     def write(self, polygons: Sequence[MultiPolygon], ids, class_ids, scores, area_px, area_m2) -> None:
         """Append features (all arguments have one entry per polygon; ``area_m2`` NaN = null)."""
-        from pyogrio.raw import write
-
         if self._created and len(polygons) == 0:
             return
         columns = _columns(ids, class_ids, self.class_names, scores, area_px, area_m2)
@@ -155,7 +154,7 @@ class GeoPackageWriter:
         masks[-1] = np.isnan(columns[-1])
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*'crs' was not provided")  # none is known: expected
-            write(
+            write_features(
                 str(self.path),
                 shapely.to_wkb(_object_array(polygons)),
                 columns,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from shapely import contains_xy
 from shapely.geometry import MultiPolygon, Polygon
 from skimage.measure import find_contours
 
@@ -72,8 +73,6 @@ def subpixel_outline(soft: np.ndarray, labels: np.ndarray, object_id: int, *, le
         return MultiPolygon()
     # Outer contours hold object pixel centres; a contour that holds none but lies inside an outer one is a
     # hole of it (a background pocket).
-    from shapely import contains_xy
-
     pts = centres[:, ::-1] + np.array([c0, r0])
     holds = [bool(contains_xy(p, pts[:, 0], pts[:, 1]).any()) for p in polys]
     outer = [p for p, h in zip(polys, holds) if h]

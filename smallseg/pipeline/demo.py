@@ -15,7 +15,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from smallseg.data.remote_sensing import write_remote_sensing_scene
 from smallseg.errors import SmallsegError
+from smallseg.metrics import evaluate
+from smallseg.pipeline.geotiff import GeoTiffOptions, predict_geotiff
 
 
 @dataclass
@@ -58,10 +61,6 @@ def run_demo(
     Returns:
         DemoResult with the paths, the printed table and the metrics dict.
     """
-    from smallseg.data.remote_sensing import write_remote_sensing_scene
-    from smallseg.metrics import evaluate
-    from smallseg.pipeline.geotiff import GeoTiffOptions, predict_geotiff
-
     # Settings first: a bad one is refused before the scene is generated.
     options = GeoTiffOptions(device=device, batch_size=batch_size, overwrite=True, progress=progress)
     out = Path(out_dir)
