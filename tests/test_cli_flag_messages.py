@@ -30,14 +30,11 @@ ALLOWED = {
 PENDING = {
     "smallseg/cluster/client.py": {"--cluster"},
     "smallseg/cluster/worker.py": {"--device"},
-    "smallseg/data/labels/auto.py": {"--class-field"},
     "smallseg/pipeline/array.py": {"--tile"},
     "smallseg/pipeline/demo.py": {"--out", "--overwrite"},
     "smallseg/pipeline/dicom_batch.py": {"--dicom-seg", "--resume"},
     "smallseg/pipeline/geotiff/report.py": {"--bands", "--normalize"},
     "smallseg/pipeline/volume.py": {"--normalize", "--percentiles", "--preset"},
-    "smallseg/train/finetune.py": {"--labels", "--minutes", "--out", "--resume", "--val-fraction"},
-    "smallseg/train/loop.py": {"--resume"},
 }
 
 
@@ -141,3 +138,27 @@ def test_evaluate_says_the_flag_for_coco_inputs(tmp_path, capsys):
                                     "--gt-classes", "c.tif"])
     assert line == "smallseg evaluate: error: --gt-classes: only for label rasters; COCO JSON carries categories " \
                    "and scores", line
+
+
+@pytest.mark.parametrize("options, start", [
+    (["--minutes", "0"], "--minutes 0.0: give a positive number"),
+    (["--val-fraction", "0.9"], "--val-fraction 0.9: use 0.05 to 0.5"),
+    (["--lr", "0"], "--lr 0.0: must be positive"),
+    (["--steps-per-epoch", "0"], "--steps-per-epoch 0: must be at least 1"),
+])
+def test_finetune_says_the_flag(tmp_path, capsys, options, start):
+    # FinetuneOptions checks its fields when built, before any image or model is read: the files need not exist.
+    argv = ["finetune", str(tmp_path / "a.tif"), "--labels", str(tmp_path / "a.geojson"), *options]
+    line = _one_error_line(capsys, [*argv, "--out", str(tmp_path / "m.safetensors")])
+    assert line.startswith(f"smallseg finetune: error: {start}"), line
+    line = _one_error_line(capsys, [*argv[:4], "--out", str(tmp_path / "m.pt")])
+    assert line == f"smallseg finetune: error: --out {tmp_path / 'm.pt'}: the checkpoint must be a .safetensors file"
+
+
+def test_finetune_options_name_their_fields():
+    from smallseg.train.finetune import FinetuneOptions
+
+    with pytest.raises(SmallsegError, match=r"^batch_size 0: must be at least 1$"):
+        FinetuneOptions(images=("a.tif",), labels=("a.geojson",), out="m.safetensors", batch_size=0)
+    with pytest.raises(SmallsegError, match=r"^patience 0: must be at least 1 \(or None: never stop early\)$"):
+        FinetuneOptions(images=("a.tif",), labels=("a.geojson",), out="m.safetensors", patience=0)

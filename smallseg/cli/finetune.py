@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from smallseg.cli.options import add_device, require_at_least, subcommand
+from smallseg.cli.options import FlagNames, add_device, errors_as_flags, subcommand
 from smallseg.errors import SmallsegError
+
+# FinetuneOptions' field names in the library's messages -> this subcommand's flags.
+_FLAGS = FlagNames(
+    {"minutes": "--minutes", "val_fraction": "--val-fraction", "out": "--out", "batch_size": "--batch-size",
+     "steps_per_epoch": "--steps-per-epoch", "lr": "--lr", "class_field": "--class-field"},
+    {"resume=True": "--resume", "another out path": "another --out"})
 
 
 def parse_classes(values: list[str] | None) -> tuple[str | None, dict[str, str]]:
@@ -75,20 +81,18 @@ def _run_finetune(args) -> int:
     """Run ``smallseg finetune`` from parsed arguments; returns the exit status."""
     from smallseg.train.finetune import FinetuneOptions, finetune
 
-    require_at_least(1, batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch)
-    if args.patience < 0:
+    if args.patience < 0:  # 0 is this flag's "off" (FinetuneOptions' None)
         raise SmallsegError(f"--patience {args.patience}: must be 0 (off) or more")
-    if not args.lr > 0:
-        raise SmallsegError(f"--lr {args.lr}: must be positive")
     default, renames = parse_classes(args.classes)
-    options = FinetuneOptions(
-        images=tuple(args.images), labels=tuple(args.labels), out=args.out, init=args.init, area=args.area,
-        minutes=args.minutes, class_name=default, class_map=renames, class_field=args.class_field,
-        val_fraction=args.val_fraction, lr=args.lr, batch_size=args.batch_size,
-        steps_per_epoch=args.steps_per_epoch, patience=args.patience or None, seed=args.seed, device=args.device,
-        tune=not args.no_tune, resume=args.resume,
-    )
-    result = finetune(options, progress=lambda message: print(message, flush=True))
+    with errors_as_flags(_FLAGS):
+        options = FinetuneOptions(
+            images=tuple(args.images), labels=tuple(args.labels), out=args.out, init=args.init, area=args.area,
+            minutes=args.minutes, class_name=default, class_map=renames, class_field=args.class_field,
+            val_fraction=args.val_fraction, lr=args.lr, batch_size=args.batch_size,
+            steps_per_epoch=args.steps_per_epoch, patience=args.patience or None, seed=args.seed,
+            device=args.device, tune=not args.no_tune, resume=args.resume,
+        )
+        result = finetune(options, progress=lambda message: print(message, flush=True))
     print(f"F1@0.5 {result.before.get('F1')} -> {result.after.get('F1')}, AP {result.before.get('AP')} -> "
           f"{result.after.get('AP')} on the validation strip; checkpoint: {result.checkpoint}")
     return 0

@@ -116,13 +116,23 @@ class FinetuneOptions:
             raise SmallsegError("finetune: give at least one image")
         if len(self.labels) != len(self.images):
             raise SmallsegError(f"finetune: {len(self.images)} image(s) but {len(self.labels)} label file(s); give "
-                                "one --labels file per image, in the same order")
+                                "one label file per image, in the same order")
+        # Messages begin with the field's name (smallseg finetune spells it as its flag).
         if not 0.05 <= float(self.val_fraction) <= 0.5:
-            raise SmallsegError(f"finetune: val_fraction={self.val_fraction}; use 0.05 to 0.5")
+            raise SmallsegError(f"val_fraction {self.val_fraction}: use 0.05 to 0.5")
         if not float(self.minutes) > 0:
-            raise SmallsegError(f"finetune: --minutes {self.minutes}; give a positive number")
+            raise SmallsegError(f"minutes {self.minutes}: give a positive number")
         if not str(self.out).endswith(".safetensors"):
-            raise SmallsegError(f"finetune: --out {self.out}: the checkpoint must be a .safetensors file")
+            raise SmallsegError(f"out {self.out}: the checkpoint must be a .safetensors file")
+        for name in ("batch_size", "steps_per_epoch", "max_epochs"):
+            if int(getattr(self, name)) < 1:
+                raise SmallsegError(f"{name} {getattr(self, name)}: must be at least 1")
+        if self.epochs is not None and int(self.epochs) < 1:
+            raise SmallsegError(f"epochs {self.epochs}: must be at least 1 (or None: as the time budget allows)")
+        if self.patience is not None and int(self.patience) < 1:
+            raise SmallsegError(f"patience {self.patience}: must be at least 1 (or None: never stop early)")
+        if not float(self.lr) > 0:
+            raise SmallsegError(f"lr {self.lr}: must be positive")
 
 
 @dataclass(frozen=True)
@@ -169,7 +179,7 @@ def split_rows(item: LabeledImage, fraction: float) -> tuple[LabeledImage, Label
     train, val = item.crop_rows(row0, split, ":train"), item.crop_rows(split, row1, ":val")
     if not (val.instances > 0).any():
         raise SmallsegError(f"{item.name}: the validation strip (rows {split}:{row1}) holds no object; label "
-                            "objects down to the bottom of the labelled area or give a larger --val-fraction")
+                            "objects down to the bottom of the labelled area or give a larger val_fraction")
     return train, val, {"row0": row0, "split": split, "row1": row1}
 
 
@@ -383,11 +393,11 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
     settings["init"] = str(options.init)
     if options.resume:
         if not state_file.is_file():
-            raise SmallsegError(f"finetune --resume: {run_dir} holds no finetune run to resume")
+            raise SmallsegError(f"finetune resume=True: {run_dir} holds no finetune run to resume")
         saved = json.loads(state_file.read_text())
         if saved.get("data", {}).get("split") != json.loads(json.dumps(split_rows_info)):
-            raise SmallsegError(f"finetune --resume: {run_dir} was a run on other images / labels / area; start "
-                                "afresh without --resume or give another --out")
+            raise SmallsegError(f"finetune resume=True: {run_dir} was a run on other images / labels / area; "
+                                "start afresh without resume=True or give another out path")
         epochs, crop, before = int(saved["epochs"]), int(saved["crop_size"]), saved["before"]
         spent = float(saved.get("spent_s", 0.0))
         say(f"resuming {run_dir}: {len(_history(run_dir))} epoch(s) done, {spent / 60:.1f} of {options.minutes:g} "

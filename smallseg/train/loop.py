@@ -247,7 +247,7 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, device: s
     state_path, last_path, best_path = run_dir / "state.pt", run_dir / "last.safetensors", run_dir / "best.safetensors"
     if resume:
         if not (state_path.exists() and last_path.exists()):
-            raise SmallsegError(f"--resume: {run_dir} has no finished epoch to resume from (state.pt, last.safetensors)")
+            raise SmallsegError(f"resume=True: {run_dir} has no finished epoch to resume from (state.pt, last.safetensors)")
         load_weights(model, last_path)
         state = _read_state(state_path, dev)
         try:

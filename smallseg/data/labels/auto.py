@@ -67,7 +67,7 @@ def read_labels(image: str | os.PathLike, labels: str | os.PathLike, *, classes:
         raise SmallsegError(f"{labels}: no such label file")
     kind = label_kind(labels)
     if class_field is not None and kind != "vector":
-        raise SmallsegError(f"{labels}: --class-field applies to vector labels (GPKG / GeoJSON / ...), not {kind}")
+        raise SmallsegError(f"{labels}: class_field applies to vector labels (GPKG / GeoJSON / ...), not {kind}")
     if kind == "vector":
         return [vector.read_vector_labels(image, labels, classes=classes, class_field=class_field, layer=layer,
                                           area=area)]
