@@ -130,11 +130,12 @@ def test_a_scene_at_half_the_pixel_size_gives_the_same_objects_resampled(tmp_pat
 
 
 def test_a_non_integer_factor_keeps_the_table_and_the_rasters_consistent(tmp_path, scene):
-    # 0.1 m (the 0.4 m scene repeated 4 x 4) to the shipped model (0.214-0.857 m): read at 0.214 m.
+    # 0.1 m (the 0.4 m scene repeated 4 x 4) to the shipped model (0.214-0.857 m): read at its centre, 0.429 m.
     path = _write(tmp_path / "s01.tif", _repeat(np.ascontiguousarray(scene.image[:, :96, :96]), 4), 0.1)
     result = predict_geotiff(path, tmp_path / "o", "remote-sensing", progress=False, formats="tif,csv,json")
     resample = result.run["input"]["resample"]
-    assert resample["applied"] and resample["to_m"] == pytest.approx(0.214286) and resample["method"] == "average"
+    assert resample["applied"] and resample["to_m"] == pytest.approx(np.sqrt(0.214286 * 0.857143), rel=1e-5) and resample["method"] == "average"
+    assert resample["grid"]["width"] == round(384 / 4.28571)
     assert result.run["input"]["width"] == 384 and result.run["input"]["pixel_size_m"] == pytest.approx(0.1)
     labels, transform, _, shape = _read(result.paths["instances"])
     assert shape == (384, 384) and transform.a == pytest.approx(0.1)
@@ -224,11 +225,11 @@ def test_the_cli_resamples_by_default_and_no_resample_keeps_the_input_pixels(tmp
         assert main(["tile-and-predict", str(path), "--out", str(tmp_path / out), "--quiet", "--formats", "json",
                      *flags]) == 0
     err = capsys.readouterr().err
-    assert "note:" in err and "resampled to 0.214286 m" in err
+    assert "note:" in err and "resampled to 0.42857" in err
     on = json.loads((tmp_path / "on" / "s01.run.json").read_text(encoding="utf-8"))
     off = json.loads((tmp_path / "off" / "s01.run.json").read_text(encoding="utf-8"))
     assert on["input"]["resample"]["applied"] is True and off["input"]["resample"]["applied"] is False
-    assert on["input"]["resample"]["grid"]["width"] == round(192 / (0.214286 / 0.1)) == 90  # what the model saw
+    assert on["input"]["resample"]["grid"]["width"] == round(192 / (0.428572 / 0.1)) == 45  # what the model saw
     assert on["input"]["width"] == off["input"]["width"] == 192 and "grid" not in off["input"]["resample"]
     assert main(["tile-and-predict", str(path), "--out", str(tmp_path / "off"), "--quiet", "--formats", "json",
                  "--resume"]) == 2

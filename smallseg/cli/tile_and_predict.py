@@ -71,13 +71,13 @@ def add_tile_and_predict(subparsers) -> None:
                         "\"reliable\": false in run.json")
     p.add_argument("--no-resample", action="store_true",
                    help="predict at the input's own pixels. Default: a georeferenced scene whose ground pixel size "
-                        "is outside the model's training range (up to 10x) is predicted resampled to the nearest "
-                        "size inside it, and every output is written back on the input's grid (run.json "
+                        "is outside the model's training range (up to 10x) is predicted resampled to the range's "
+                        "centre (sqrt(lo*hi)), and every output is written back on the input's grid (run.json "
                         "input.resample says what was done)")
     p.add_argument("--resample-to", type=float, default=None, metavar="M",
                    help="predict at this ground pixel size in metres whenever the input's differs (at most 10x), "
-                        "instead of the nearest size inside the model's training range (the shipped "
-                        "remote-sensing model does best near 0.4 m)")
+                        "instead of the centre of the model's training range (the shipped remote-sensing model: "
+                        "0.43 m; it does best near 0.4 m)")
     p.add_argument("--modality", default=None, metavar="CODE",
                    help="what the image shows, for a model with classes per modality (the medical model: none / SM "
                         "= microscopy -> nucleus, CT -> nodule): objects of other modalities' classes are "

@@ -42,8 +42,8 @@ Never lose work, never lie:
   with a warning (see :func:`smallseg.io.vector.geojson_coordinates_note`).
 
 Resolution (issue #13): a georeferenced scene whose ground pixel size is outside the model's declared training
-range (``training["train_pixel_size_m"]``), by at most 10x, is predicted resampled to the nearest size inside
-it: the reader becomes a virtual raster on that grid (:mod:`smallseg.io.resample`; GDAL WarpedVRT, area
+range (``training["train_pixel_size_m"]``), by at most 10x, is predicted resampled to the range's centre
+(``sqrt(lo * hi)``: the model is weak at the range's edges, see ``report.resample_decision``): the reader becomes a virtual raster on that grid (:mod:`smallseg.io.resample`; GDAL WarpedVRT, area
 average onto coarser pixels, bilinear onto finer ones, masks by nearest neighbour; a window of it equals the
 same part of a whole read, so tiling stays exact), tiling, stitching and checkpoints work on that grid, and
 the :class:`~smallseg.pipeline.geotiff.sinks.Sink` brings each finished band back to the input's grid by

@@ -91,11 +91,11 @@ class GeoTiffOptions:
         tta: test-time augmentation (:mod:`smallseg.models.tta`): None (off), ``"d4"`` (8 flips/rotations) or
             ``"flips"`` (4); True means ``"d4"``. Maps averaged per tile before decoding; tiling unchanged.
         resample: when the input's ground pixel size is known and outside the model's declared training range
-            (up to 10x outside), predict on the scene resampled to the nearest size inside it (a virtual
+            (up to 10x outside), predict on the scene resampled to the range's centre (a virtual
             raster, :mod:`smallseg.io.resample`) and bring every output back to the input's grid; False
             predicts at the input's own pixels (issue #13). Images without georeferencing are never resampled.
-        resample_to_m: predict at this ground pixel size (m) instead of the nearest one inside the training
-            range, whenever the input's differs (at most 10x finer or coarser): e.g. the size a model does
+        resample_to_m: predict at this ground pixel size (m) instead of the training range's centre, whenever
+            the input's differs (at most 10x finer or coarser): e.g. the size a model does
             best at (the shipped remote-sensing model: 0.4 m, see benchmarks/RESULTS.md "Resolution").
         modality: what the image shows, for a model that knows classes per modality (the medical model:
             ``""`` / ``"SM"`` microscopy -> nucleus, ``"CT"`` -> nodule): objects of the other modalities'

@@ -472,7 +472,7 @@ def _open_reader(path: Path, model: torch.nn.Module, options: GeoTiffOptions, se
                              choose_bands=None if given is not None else choose)
     try:
         # Issue #13: a scene whose ground pixel size is outside the model's training range is read resampled
-        # to the nearest size inside it (a virtual raster: the normalisation below is fitted on what the
+        # to the range's centre (a virtual raster: the normalisation below is fitted on what the
         # model sees); every output comes back to the input's grid (Sink).
         resample = resample_decision(reader.geometry, model, options.resample, options.resample_to_m)
         if resample["applied"]:
