@@ -84,47 +84,39 @@ def add_synth(subparsers) -> None:
     rc.add_argument("--limit", type=int, default=None, help="at most this many items per split (smoke runs)")
 
 
+def _generate(args, generate, noun: str, **params) -> int:
+    """One generator's split with the options every generator has (--out, --seed, --count); the generators'
+    messages name their arguments, which become this command's flags."""
+    require_at_least(1, count=args.count)
+    with errors_as_flags(_FLAGS):
+        written = generate(args.out, seed=args.seed, count=args.count, progress=print, **params)
+    print(f"wrote {len(written)} {noun}(s) to {args.out}")
+    return 0
+
+
 def _run_synth_remote_sensing(args) -> int:
     from smallseg.data.recipe import generate_remote_sensing_split
 
-    require_at_least(1, count=args.count)
-    with errors_as_flags(_FLAGS):
-        written = generate_remote_sensing_split(
-            args.out, seed=args.seed, count=args.count, height=args.size[0], width=args.size[1],
-            pixel_size_m=args.pixel_size_m, bands=args.bands, dtype=args.dtype, nodata_collar=args.nodata_collar,
-            density=args.density, crs=args.crs, window_px=args.window_px, coco_tile_px=args.coco_tile_px,
-            coco_overlap_px=args.coco_overlap_px, progress=print,
-        )
-    print(f"wrote {len(written)} scene(s) to {args.out}")
-    return 0
+    return _generate(args, generate_remote_sensing_split, "scene", height=args.size[0], width=args.size[1],
+                     pixel_size_m=args.pixel_size_m, bands=args.bands, dtype=args.dtype,
+                     nodata_collar=args.nodata_collar, density=args.density, crs=args.crs, window_px=args.window_px,
+                     coco_tile_px=args.coco_tile_px, coco_overlap_px=args.coco_overlap_px)
 
 
 def _run_synth_ct(args) -> int:
     from smallseg.data.recipe import generate_ct_split
 
-    require_at_least(1, count=args.count)
-    with errors_as_flags(_FLAGS):
-        cases = generate_ct_split(
-            args.out, seed=args.seed, count=args.count, size_xyz=tuple(args.size), spacing_mm=tuple(args.spacing_mm),
-            nodule_count=args.nodules, diameter_range_mm=tuple(args.diameter_range_mm), noise_hu=args.noise_hu,
-            progress=print,
-        )
-    print(f"wrote {len(cases)} case(s) to {args.out}")
-    return 0
+    return _generate(args, generate_ct_split, "case", size_xyz=tuple(args.size), spacing_mm=tuple(args.spacing_mm),
+                     nodule_count=args.nodules, diameter_range_mm=tuple(args.diameter_range_mm),
+                     noise_hu=args.noise_hu)
 
 
 def _run_synth_nuclei(args) -> int:
     from smallseg.data.recipe import generate_nuclei_split
 
-    require_at_least(1, count=args.count)
-    with errors_as_flags(_FLAGS):
-        written = generate_nuclei_split(
-            args.out, seed=args.seed, count=args.count, height=args.size[0], width=args.size[1],
-            mean_diameter_px=args.diameter_px, dtype=args.dtype, cluster_fraction=args.cluster_fraction,
-            out_of_focus_fraction=args.out_of_focus, progress=print,
-        )
-    print(f"wrote {len(written)} image(s) to {args.out}")
-    return 0
+    return _generate(args, generate_nuclei_split, "image", height=args.size[0], width=args.size[1],
+                     mean_diameter_px=args.diameter_px, dtype=args.dtype, cluster_fraction=args.cluster_fraction,
+                     out_of_focus_fraction=args.out_of_focus)
 
 
 def _run_synth_recipe(args) -> int:
