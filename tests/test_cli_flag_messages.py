@@ -30,11 +30,8 @@ ALLOWED = {
 PENDING = {
     "smallseg/cluster/client.py": {"--cluster"},
     "smallseg/cluster/worker.py": {"--device"},
-    "smallseg/pipeline/array.py": {"--tile"},
-    "smallseg/pipeline/demo.py": {"--out", "--overwrite"},
     "smallseg/pipeline/dicom_batch.py": {"--dicom-seg", "--resume"},
     "smallseg/pipeline/geotiff/report.py": {"--bands", "--normalize"},
-    "smallseg/pipeline/volume.py": {"--normalize", "--percentiles", "--preset"},
 }
 
 

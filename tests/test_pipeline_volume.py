@@ -338,8 +338,8 @@ def test_modality_option_stands_in_for_a_file_that_does_not_say(model):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(preset="lungs"), r"^preset lungs: unknown; use one of lung"),
-    (dict(preset="lung", normalize="percentile"), r"^preset lung: give a preset or normalize/percentiles"),
+    (dict(preset="lungs"), r"^preset 'lungs': unknown; choose one of lung"),
+    (dict(preset="lung", normalize="percentile"), r"^preset 'lung': give a preset or normalize / percentiles"),
     (dict(min_slices=0), r"^min_slices 0: must be a whole number of at least 1"),
     (dict(link_min_overlap=0.0), r"^link_min_overlap 0: must be in \(0, 1\]"),
     (dict(by_modality="no"), r"^by_modality no: must be True or False"),

@@ -17,6 +17,11 @@ CASES = [
     (dict(link_min_overlap=2.0), "link_min_overlap 2.0: must be in (0, 1]", "--link-overlap 2.0: must be in (0, 1]"),
     (dict(max_gb=-1.0), "max_gb -1.0: must be positive", "--max-gb -1.0: must be positive"),
     (dict(tile_size_px=8), "tile_size_px 8: use at least 16 px", "--tile 8: use at least 16 px"),
+    (dict(normalize="bogus"), "normalize bogus: use one of model,", "--normalize bogus: use one of model,"),
+    (dict(normalize="fixed", percentiles=(1, 99)), "percentiles 1,99: apply to percentile normalisation",
+     "--percentiles 1,99: apply to percentile normalisation"),
+    (dict(preset="lung", normalize="percentile"), "preset 'lung': give a preset or normalize / percentiles",
+     "--preset 'lung': give a preset"),
 ]
 
 

@@ -78,6 +78,7 @@ def add_dicom_batch(subparsers) -> None:
 as_flags = FlagNames(
     {"preset": "--preset", "batch_size": "--batch-size", "min_slices": "--min-slices", "min_score": "--min-score",
      "link_min_overlap": "--link-overlap", "max_gb": "--max-gb", "tile_size_px": "--tile",
+     "normalize": "--normalize", "percentiles": "--percentiles",
      "dicom_seg=True": "--dicom-seg"},
     {"resume=True": "--resume", "overwrite=True": "--overwrite", "series_uid ": "--series-uid ",
      "modalities:": "--modalities:", "model '": "--model '", "device '": "--device '"})

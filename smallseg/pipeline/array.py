@@ -69,7 +69,7 @@ def plan_tiling(
         raise SmallsegError(f"tile size {tile} px: use at least 16 px")
     if not 0 <= overlap < tile:
         raise SmallsegError(
-            f"overlap {overlap} px ({reason}) must be smaller than the tile size {tile} px; pass a larger --tile"
+            f"overlap {overlap} px ({reason}) must be smaller than the tile size {tile} px; use a larger tile_size_px"
         )
     return TilingPlan(tile, overlap, reason)
 

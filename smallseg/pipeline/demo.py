@@ -65,7 +65,7 @@ def run_demo(
     options = GeoTiffOptions(device=device, batch_size=batch_size, overwrite=True, progress=progress)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SmallsegError(f"{out}: folder is not empty; pass --overwrite or choose another --out")
+        raise SmallsegError(f"{out}: folder is not empty; pass overwrite=True or choose another folder")
     out.mkdir(parents=True, exist_ok=True)
     scene = write_remote_sensing_scene(out / "scene", size_px, size_px, seed=seed, pixel_size_m=pixel_size_m)
     prediction = predict_geotiff(scene.image, out / "prediction", model=model, options=options)

@@ -47,14 +47,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from smallseg import __version__
 from smallseg.errors import SmallsegError, one_line
 from smallseg.io.atomic import OutputLock, atomic_path, csv_safe, remove_partials, write_text_atomic
 from smallseg.io.dicom import SeriesInfo, find_series
 from smallseg.io.medical import Volume, WriteError, read_volume, write_labels_nifti
 from smallseg.models.registry import prepare_model, resolve_device, weights_fingerprint
-from smallseg.pipeline.volume import (RAW, check_normalize_choice, normalization_record, predict_volume,
-                                     trained_modalities)
+from smallseg.pipeline.options import check_normalize, check_preset
+from smallseg.pipeline.volume import RAW, normalization_record, predict_volume, trained_modalities
 
 __all__ = [
     "BatchOptions",
@@ -115,11 +117,8 @@ class BatchOptions:
     def validate(self) -> None:
         """Raise :class:`SmallsegError` naming the first bad option by its field name (the command line says its
         flag instead: ``smallseg.cli`` translates)."""
-        from smallseg.io.medical import PRESETS
-
-        if self.preset is not None and self.preset != RAW and self.preset not in PRESETS:
-            raise SmallsegError(f"preset {self.preset!r}: unknown; choose one of {', '.join([*PRESETS, RAW])}")
-        check_normalize_choice(self.normalize, self.percentiles, self.preset)
+        check_normalize(self.normalize, self.percentiles)
+        check_preset(self.preset, self.normalize, self.percentiles)
         if self.batch_size < 1:
             raise SmallsegError(f"batch_size {self.batch_size}: must be at least 1")
         if self.min_slices < 1:
@@ -457,8 +456,6 @@ def write_dicom_seg(labels: np.ndarray, class_ids: np.ndarray, volume: Volume, p
     import pydicom
     from pydicom.sr.codedict import codes
 
-    from smallseg import __version__
-
     path = Path(path)
     if volume.ndim_spatial != 3 or not volume.source_paths:
         raise SmallsegError(f"{path}: a DICOM SEG needs a DICOM series as source")
@@ -577,8 +574,6 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
             holding an earlier batch (without ``resume`` / ``overwrite``), ``summary.csv`` cannot be written.
             Problems of single series are rows, not exceptions.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out_dir).resolve()
     options = BatchOptions(out_dir=str(out), preset=preset, device=device, batch_size=batch_size,
                            tile_size_px=tile_size_px, min_score=min_score, min_slices=min_slices,

@@ -207,6 +207,19 @@ def check_modality(modality) -> str | None:
     return modality.strip().upper()
 
 
+def check_preset(preset, normalize="model", percentiles=None) -> None:
+    """``preset`` None, a name of :data:`~smallseg.io.medical.PRESETS`, ``"raw"`` or an
+    :class:`~smallseg.io.medical.IntensityPreset`; not together with a ``normalize`` / ``percentiles`` choice."""
+    if preset is None:
+        return
+    known = (*PRESETS, RAW_PRESET)
+    if not isinstance(preset, IntensityPreset) and (not isinstance(preset, str) or preset not in known):
+        raise OptionError("preset", repr(preset), f"unknown; choose one of {', '.join(known)} or an IntensityPreset")
+    if normalize != "model" or percentiles is not None:
+        raise OptionError("preset", repr(preset if isinstance(preset, str) else preset.name),
+                          "give a preset or normalize / percentiles, not both")
+
+
 def decode_overrides(decode, min_score: float | None, min_area_px: int | None) -> DecodeConfig | dict:
     """Checked ``decode`` (:func:`check_decode`) as what :func:`~smallseg.pipeline.array.decode_config_for`
     takes, with ``min_score`` / ``min_area_px`` on top (a DecodeConfig then becomes a dict of all its fields)."""
@@ -349,14 +362,7 @@ class VolumeOptions(PredictOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen: normalise once
-        preset = self.preset
-        if preset is not None and not isinstance(preset, IntensityPreset) and \
-                (not isinstance(preset, str) or preset not in (*PRESETS, RAW_PRESET)):
-            raise OptionError("preset", preset if isinstance(preset, str) else type(preset).__name__,
-                              f"unknown; use one of {', '.join([*PRESETS, RAW_PRESET])} or an IntensityPreset")
-        if preset is not None and (self.normalize != "model" or self.percentiles is not None):
-            raise OptionError("preset", preset if isinstance(preset, str) else preset.name,
-                              "give a preset or normalize/percentiles, not both")
+        check_preset(self.preset, self.normalize, self.percentiles)
         set_("min_slices", check_count("min_slices", self.min_slices, 1))
         set_("link_min_overlap", check_fraction("link_min_overlap", self.link_min_overlap, open_low=True))
         set_("by_modality", check_flag("by_modality", self.by_modality))

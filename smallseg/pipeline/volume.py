@@ -52,7 +52,6 @@ from smallseg.io.medical import IntensityPreset, Volume, get_preset, index_to_lp
 from smallseg.io.tables import VolumeObjects
 from smallseg.models.registry import resolve_device
 from smallseg.models.tta import with_tta
-from smallseg.normalize import CHOICES as NORMALIZE_CHOICES
 from smallseg.normalize import Normalization, NormStats, choose_normalization, normalizations_of
 from smallseg.pipeline.array import decode_config_for, predict_array
 from smallseg.pipeline.options import RAW_PRESET, PredictOptions, VolumeOptions
@@ -65,7 +64,6 @@ __all__ = [
     "VolumePrediction",
     "choose_preset",
     "choose_volume_normalization",
-    "check_normalize_choice",
     "normalization_record",
     "keep_classes",
     "link_slices",
@@ -387,21 +385,6 @@ def choose_volume_normalization(volume: Volume, model: torch.nn.Module, preset: 
         c, w = norm.windows[0]
         window = IntensityPreset.window(c - w / 2.0, c + w / 2.0, name=norm.name)
     return norm, stats, window, source
-
-
-def check_normalize_choice(normalize, percentiles, preset=None) -> None:
-    """Refuse a bad ``normalize`` / ``percentiles`` (dicom-batch's options) in one line, CLI spelling."""
-    if not isinstance(normalize, Normalization) and normalize not in NORMALIZE_CHOICES:
-        raise SmallsegError(f"--normalize {normalize}: choose one of {', '.join(NORMALIZE_CHOICES)}")
-    if percentiles is not None:
-        p = tuple(percentiles)
-        if len(p) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in p) \
-                or not 0 <= p[0] < p[1] <= 100:
-            raise SmallsegError(f"--percentiles {','.join(map(str, p))}: give LO,HI with 0 <= LO < HI <= 100")
-        if normalize not in ("model", "percentile"):
-            raise SmallsegError(f"--percentiles: apply to --normalize percentile, not {normalize}")
-    if preset is not None and (normalize != "model" or percentiles is not None):
-        raise SmallsegError("--preset and --normalize/--percentiles: give one of them")
 
 
 def normalization_record(prediction: "VolumePrediction") -> dict | None:
