@@ -30,7 +30,6 @@ ALLOWED = {
 PENDING = {
     "smallseg/cluster/client.py": {"--cluster"},
     "smallseg/cluster/worker.py": {"--device"},
-    "smallseg/pipeline/dicom_batch.py": {"--dicom-seg", "--resume"},
     "smallseg/pipeline/geotiff/report.py": {"--bands", "--normalize"},
 }
 

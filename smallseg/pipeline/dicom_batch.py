@@ -337,7 +337,7 @@ def completed_result(series: SeriesInfo, options: BatchOptions) -> SeriesResult 
         return None
     if not all((folder / name).is_file() for name in marker.get("outputs", [])):
         return None
-    note = "outputs of an earlier run (--resume)"
+    note = "outputs of an earlier run (resumed)"  # summary.csv text: no flag, no keyword
     message = f"{note}; {marker['message']}" if marker.get("message") else note
     return SeriesResult(series.series_uid, series_path(series), "ok", int(marker.get("objects", 0)),
                         float(marker.get("seconds", 0.0)), message, str(folder), stack=series.stack_label,
@@ -434,7 +434,7 @@ def _require_highdicom():
         import highdicom  # noqa: F401
     except ImportError:
         raise SmallsegError("dicom_seg=True needs the highdicom package: pip install 'smallseg[dicom-seg]' (or pip "
-                            "install highdicom), or leave out --dicom-seg") from None
+                            "install highdicom), or leave out dicom_seg=True") from None
     return highdicom
 
 
@@ -469,7 +469,7 @@ def write_dicom_seg(labels: np.ndarray, class_ids: np.ndarray, volume: Volume, p
         raise SmallsegError(f"{volume.source_paths[0]}: pydicom cannot read the header for the DICOM SEG "
                             f"({one_line(exc)})") from None
     if len(sources) == 1 and class_map.shape[0] > 1:
-        raise SmallsegError(f"{path}: DICOM SEG from a multi-frame source is not supported; leave out --dicom-seg")
+        raise SmallsegError(f"{path}: DICOM SEG from a multi-frame source is not supported; leave out dicom_seg=True")
     algorithm = hd.AlgorithmIdentificationSequence(name="smallseg", version=__version__,
                                                    family=codes.cid7162.ArtificialIntelligence)
     descriptions = []
