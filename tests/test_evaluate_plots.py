@@ -161,3 +161,27 @@ def test_plot_png_is_the_quicklook_alone_and_the_folder_form_without_matplotlib_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "matplotlib" in err[0] and "smallseg[plot]" in err[0]
     assert not folder.exists()  # refused before anything was scored or written
+
+
+def test_plot_dir_of_coco_gt_draws_the_curves_of_all_its_images(tmp_path):
+    pytest.importorskip("matplotlib")
+    import json
+
+    from smallseg.errors import SmallsegError
+
+    gt, pred, scores, _gt_tif, _pred_tif = _scene(tmp_path)
+    ev = _direct_cocoeval(gt, pred, scores)
+    dataset = {**ev.cocoGt.dataset, "categories": [{"id": 1, "name": "object"}]}
+    gt_json, res_json = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_json.write_text(json.dumps(dataset), encoding="utf-8")
+    res_json.write_text(json.dumps([{k: a[k] for k in ("image_id", "category_id", "segmentation", "score")}
+                                    for a in ev.cocoDt.dataset["annotations"]]), encoding="utf-8")
+    folder = tmp_path / "coco_plots"
+    evaluate_sources(gt_json, res_json, plot=folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["pr_curves.csv", "pr_curves.png", "score_histogram.png"]
+    curves = _read_curves(folder / "pr_curves.csv")
+    t = int(np.flatnonzero(np.isclose(ev.params.iouThrs, 0.5))[0])
+    for a, label in enumerate(ev.params.areaRngLbl):
+        np.testing.assert_allclose([p for _, p in curves[label]], ev.eval["precision"][t, :, 0, a, 0], atol=1e-12)
+    with pytest.raises(SmallsegError, match=r"quick-look \(look.png\) needs a label raster"):
+        evaluate_sources(gt_json, res_json, plot=tmp_path / "look.png")

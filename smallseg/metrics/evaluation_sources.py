@@ -201,7 +201,15 @@ def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: An
         if area is not None:
             raise SmallsegError("area: give the ground truth as a label raster or vector file (COCO JSON carries "
                                 "its own images)")
-        return evaluate(gt, pred, **evaluate_kwargs)
+        if plot is not None and _is_png(plot):
+            raise SmallsegError(f"plot: the TP/FP/FN quick-look ({Path(plot).name}) needs a label raster or vector "
+                                "ground truth (a COCO file may hold many images); give a folder for the PR curves and "
+                                "the score histogram")
+        result = evaluate(gt, pred, **evaluate_kwargs)
+        if plot is not None:  # COCO: the curves and the histogram, over all its images (no quick-look)
+            coco = (result.coco.eval, _records_of_all(result.coco.records))
+            result.settings["plots"] = [str(p) for p in write_plots(plot, None, coco, iou=0.5, level="mask")]
+        return result
     if kind == "volume":
         from smallseg.metrics.evaluation_volume import evaluate_volumes, is_volume
 
@@ -310,7 +318,8 @@ def write_plots(folder: str | os.PathLike, draw_quicklook, coco, *, iou: float =
 
     Args:
         folder: created when missing.
-        draw_quicklook: writes the TP / FP / FN quick-look to the path it is given.
+        draw_quicklook: writes the TP / FP / FN quick-look to the path it is given (None: no quick-look, e.g.
+            for a COCO ground truth of several images).
         coco: ``(COCOeval.eval, area-"all" evaluateImg records)`` of the evaluation; None: the quick-look only.
         iou: the IoU threshold of the curves and the histogram (one of the evaluated thresholds).
         level: "mask" or "box", for the titles.
@@ -322,7 +331,7 @@ def write_plots(folder: str | os.PathLike, draw_quicklook, coco, *, iou: float =
     if folder.exists() and not folder.is_dir():
         raise SmallsegError(f"plot {folder}: not a folder (give FILE.png for the quick-look alone, or a folder)")
     folder.mkdir(parents=True, exist_ok=True)
-    written = [draw_quicklook(folder / "quicklook.png")]
+    written = [draw_quicklook(folder / "quicklook.png")] if draw_quicklook is not None else []
     if coco is None:
         return written
     coco_eval, records = coco
