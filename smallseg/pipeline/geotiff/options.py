@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import torch
 
 from smallseg.decode.centroids import DecodeConfig
 from smallseg.outline.options import OutlineOptions
-from smallseg.normalize import CHOICES as NORMALIZE_CHOICES
 from smallseg.normalize import Normalization
-from smallseg.models.tta import TTA_CHOICES
 # The value checks and OptionError are shared with predict_array / predict_volume's options (one owner).
 from smallseg.pipeline.options import (MAX_BATCH_SIZE, MAX_DECODE_WORKERS, MIN_TILE_PX, OptionError,  # noqa: F401
-                                       _is_int, _is_real, check_batch_pixels)
+                                       _is_int, _is_real, check_batch_pixels, check_count, check_decode,
+                                       check_device, check_flag, check_fraction, check_modality, check_normalize,
+                                       check_tiling, check_tta)
 
 FORMATS = ("tif", "gpkg", "geojson", "csv", "png", "json")
 # Output kind -> file name suffix after STEM (in OUT).
@@ -134,49 +132,21 @@ class GeoTiffOptions:
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen: normalise once
+        # The checks shared with PredictOptions (smallseg.pipeline.options): one wording for every entry point.
         for name in ("amp", "cog", "resume", "overwrite", "progress", "strict", "replicate_grey", "resample"):
-            value = getattr(self, name)
-            if not isinstance(value, (bool, np.bool_)):
-                raise OptionError(name, value, "must be True or False")
-            set_(name, bool(value))
+            set_(name, check_flag(name, getattr(self, name)))
         if self.resample_to_m is not None:
             if not _is_real(self.resample_to_m) or not 0.001 <= self.resample_to_m <= 100_000:
                 raise OptionError("resample_to_m", self.resample_to_m, "must be a pixel size in metres, 0.001-100000")
             if not self.resample:
                 raise OptionError("resample_to_m", self.resample_to_m, "cannot be combined with resample=False")
             set_("resample_to_m", float(self.resample_to_m))
-        if self.modality is not None:
-            if not isinstance(self.modality, str) or len(self.modality) > 16 or \
-                    not all(ch.isalnum() for ch in self.modality):
-                raise OptionError("modality", self.modality, "use a DICOM modality code (CT, MR, SM, ...) or \"\" "
-                                                             "for an image without one (microscopy)")
-            set_("modality", self.modality.strip().upper())
-        if self.tta is True or self.tta in (False, "none"):
-            set_("tta", "d4" if self.tta is True else None)
-        if self.tta is not None and self.tta not in TTA_CHOICES:
-            raise OptionError("tta", self.tta, f"use None, True or one of {', '.join(TTA_CHOICES)}")
-        if self.tile_size_px is not None:
-            if not _is_int(self.tile_size_px) or self.tile_size_px < MIN_TILE_PX:
-                raise OptionError("tile_size_px", self.tile_size_px, f"must be a whole number of at least {MIN_TILE_PX} px")
-            set_("tile_size_px", int(self.tile_size_px))
-        if self.overlap_px is not None:
-            if not _is_int(self.overlap_px) or self.overlap_px < 0:
-                raise OptionError("overlap_px", self.overlap_px,
-                                  "must be >= 0 (a whole number of px; 0 = tiles that only touch)")
-            set_("overlap_px", int(self.overlap_px))
-            if self.tile_size_px is not None and self.overlap_px >= self.tile_size_px:
-                raise OptionError("overlap_px", self.overlap_px,
-                                  f"must be smaller than tile_size_px {self.tile_size_px}; use a larger tile")
-        if not _is_int(self.batch_size) or not 1 <= self.batch_size <= MAX_BATCH_SIZE:
-            raise OptionError("batch_size", self.batch_size, f"must be a whole number from 1 to {MAX_BATCH_SIZE}")
-        set_("batch_size", int(self.batch_size))
-        if self.tile_size_px is not None:
-            check_batch_pixels(self.tile_size_px, self.batch_size)
-        set_("device", self._checked_device())
-        if not _is_int(self.decode_workers) or not 1 <= self.decode_workers <= MAX_DECODE_WORKERS:
-            raise OptionError("decode_workers", self.decode_workers,
-                              f"must be a whole number from 1 to {MAX_DECODE_WORKERS}")
-        set_("decode_workers", int(self.decode_workers))
+        set_("modality", check_modality(self.modality))
+        set_("tta", check_tta(self.tta))
+        tile, overlap, batch = check_tiling(self.tile_size_px, self.overlap_px, self.batch_size)
+        set_("tile_size_px", tile), set_("overlap_px", overlap), set_("batch_size", batch)
+        set_("device", check_device(self.device))
+        set_("decode_workers", check_count("decode_workers", self.decode_workers, 1, MAX_DECODE_WORKERS))
         if self.bands is not None:
             bands = [self.bands] if _is_int(self.bands) else self.bands
             if isinstance(bands, str):
@@ -193,69 +163,20 @@ class GeoTiffOptions:
                 raise OptionError("nodata", self.nodata, "must be a finite number or NaN")
             set_("nodata", float(self.nodata))
         if self.min_score is not None:
-            if not _is_real(self.min_score) or not 0 <= self.min_score <= 1:
-                raise OptionError("min_score", self.min_score, "must be between 0 and 1")
-            set_("min_score", float(self.min_score))
+            set_("min_score", check_fraction("min_score", self.min_score))
         if self.min_area_px is not None:
-            if not _is_int(self.min_area_px) or self.min_area_px < 1:
-                raise OptionError("min_area_px", self.min_area_px, "must be a whole number of at least 1 px")
-            set_("min_area_px", int(self.min_area_px))
-        set_("decode", self._checked_decode())
+            set_("min_area_px", check_count("min_area_px", self.min_area_px, 1, unit=" px"))
+        set_("decode", check_decode(self.decode))
         set_("formats", self._checked_formats())
         if not isinstance(self.compress, str) or self.compress.lower() not in COMPRESSIONS:
             raise OptionError("compress", self.compress, f"use one of {', '.join(COMPRESSIONS)}")
         set_("compress", self.compress.lower())
-        if not _is_real(self.duplicate_ios) or not 0 < self.duplicate_ios <= 1:
-            raise OptionError("duplicate_ios", self.duplicate_ios, "must be in (0, 1]")
-        set_("duplicate_ios", float(self.duplicate_ios))
+        set_("duplicate_ios", check_fraction("duplicate_ios", self.duplicate_ios, open_low=True))
         if self.outline is not None and not isinstance(self.outline, OutlineOptions):
             raise OptionError("outline", type(self.outline).__name__, "use a smallseg.outline.OutlineOptions")
         if self.outline is not None and not self.outline.active:
             set_("outline", None)  # all off: the exact pixel outlines, as without
-        if not isinstance(self.normalize, Normalization) and self.normalize not in NORMALIZE_CHOICES:
-            raise OptionError("normalize", self.normalize, f"use one of {', '.join(NORMALIZE_CHOICES)}")
-        if self.percentiles is not None:
-            p = self.percentiles
-            if isinstance(p, str) or not isinstance(p, Sequence) or len(p) != 2 or not all(map(_is_real, p)) \
-                    or not 0 <= p[0] < p[1] <= 100:
-                raise OptionError("percentiles", p, "give two numbers LO,HI with 0 <= LO < HI <= 100, e.g. 1,99.8")
-            if self.normalize not in ("percentile", "model"):
-                raise OptionError("percentiles", p, f"apply to percentile normalisation, not normalize="
-                                                    f"{self.normalize if isinstance(self.normalize, str) else 'given'}")
-            set_("percentiles", (float(p[0]), float(p[1])))
-
-    def _checked_device(self) -> str | None:
-        device = self.device
-        if device is None:
-            return None
-        if isinstance(device, torch.device):
-            return str(device)
-        if not isinstance(device, str):
-            raise OptionError("device", device, "use auto, cpu, cuda or cuda:N")
-        if device == "auto":
-            return device
-        try:
-            torch.device(device)
-        except (RuntimeError, TypeError):
-            raise OptionError("device", device, "use auto, cpu, cuda or cuda:N") from None
-        return device
-
-    def _checked_decode(self):
-        decode = self.decode
-        if decode is None or isinstance(decode, DecodeConfig):
-            return decode
-        items = dict(decode) if isinstance(decode, (Mapping, tuple, list)) else None
-        if items is None:
-            raise OptionError("decode", type(decode).__name__, "use a DecodeConfig or a dict of its fields")
-        known = set(DecodeConfig.__dataclass_fields__)
-        unknown = sorted(set(items) - known)
-        if unknown:
-            raise OptionError("decode", ",".join(map(str, unknown)),
-                              f"unknown decode setting(s); known: {', '.join(sorted(known))}")
-        for key, value in items.items():
-            if not _is_real(value) or not math.isfinite(value):
-                raise OptionError(f"decode[{key!r}]", value, "must be a finite number")
-        return tuple(sorted(items.items()))
+        set_("percentiles", check_normalize(self.normalize, self.percentiles))
 
     def _checked_formats(self) -> tuple[str, ...]:
         formats = self.formats
