@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -216,6 +217,30 @@ def test_bad_input_is_one_line(tmp_path, checkpoint, capsys):
     assert [r.status for r in result.results] == ["failed"]
     assert "over max_gb" in result.results[0].message
     assert read_summary(tmp_path / "o4")["in"]["status"] == "failed"
+
+
+def test_options_object_and_keywords_give_the_same_batch(tmp_path, checkpoint):
+    """run_dicom_batch(options=BatchOptions(...)) == the same fields as keywords: the same files, byte for byte,
+    done.json included (its options record out_dir, which is the argument's in both); keywords go on top."""
+    write_series(tmp_path / "in", random_hu((3, 20, 24), 6), SYNTH_UID)
+    outs = {}
+    for name, call in {"kw": dict(min_slices=2, preset="lung"),
+                       "obj": dict(options=BatchOptions(out_dir="ignored", min_slices=2, preset="lung")),
+                       "top": dict(options=BatchOptions(out_dir="x", min_slices=3, preset="lung"),
+                                   min_slices=2)}.items():
+        out = tmp_path / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        result = run_dicom_batch(tmp_path / "in", out, checkpoint, progress=False, **call)
+        assert [r.status for r in result.results] == ["ok"]
+        outs[name] = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+                      if p.is_file() and p.name not in ("summary.csv", ".smallseg.lock")}
+    done = next(k for k in outs["kw"] if k.endswith("done.json"))
+    strip = lambda files: {k: (re.sub(rb'"seconds": [0-9.e-]+', b"", v) if k == done else v)  # noqa: E731
+                           for k, v in files.items()}
+    assert strip(outs["kw"]) == strip(outs["obj"]) == strip(outs["top"])
+    assert b'"min_slices": 2' in outs["kw"][done]
+    with pytest.raises(SmallsegError, match=r"^run_dicom_batch: unknown option\(s\) min_slice; options of"):
+        run_dicom_batch(tmp_path / "in", tmp_path / "o5", checkpoint, progress=False, min_slice=2)
 
 
 def test_process_series_is_a_pure_function_of_its_arguments(tmp_path, checkpoint):

@@ -17,6 +17,7 @@ import medical_helpers  # tests/ is on sys.path under pytest
 from medical_helpers import random_hu, save_tiny_ct_model, summary_rows
 
 from smallseg.cli import build_parser, main
+from smallseg.cli.dicom_batch import as_flags as dicom_as_flags
 from smallseg.errors import SmallsegError
 from smallseg.io.atomic import OutputLock
 from smallseg.io.dicom import SeriesInfo
@@ -156,16 +157,21 @@ def dicom_batch_flags() -> set[str]:
 
 
 def test_every_flag_a_dicom_message_names_exists():
+    """The library's messages name Python arguments; dicom-batch's translation (cli/dicom_batch.as_flags) turns
+    them into flags, and every flag it can produce is one the subcommand has."""
     flags = dicom_batch_flags()
     assert {"--series-uid", "--overwrite", "--resume", "--modalities"} <= flags
     sources = ["smallseg/io/dicom.py", "smallseg/io/dicom_header.py", "smallseg/io/medical.py",
                "smallseg/pipeline/dicom_batch.py"]
-    named = set()
     for src in sources:
         text = (REPO / src).read_text(encoding="utf-8")
-        named |= set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", text))
         assert "as a list" not in text  # no advice the command line cannot follow
-    assert named and named <= flags, named - flags
+    named = set()
+    for target in [*dicom_as_flags.fields.values(), *dicom_as_flags.phrases.values()]:
+        named |= set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", target))
+    assert {"--resume", "--overwrite", "--dicom-seg", "--series-uid", "--normalize"} <= named
+    assert named <= flags, named - flags
+    assert dicom_as_flags("x: pass resume=True or overwrite=True") == "x: pass --resume or --overwrite"
 
 
 def test_exit_codes_resume_overwrite_and_series_uid(tmp_path, checkpoint, capsys):

@@ -534,15 +534,16 @@ def _earlier_batch(out: Path) -> bool:
 
 
 def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
-                    model: torch.nn.Module | str | os.PathLike = "medical", *, resume: bool = False,
-                    overwrite: bool = False, progress: bool = True, series_uid: str | None = None,
-                    modalities: Sequence[str] | None = None, preset: str | None = None, device: str = "cpu",
-                    batch_size: int = 4, tile_size_px: int | None = None, min_score: float | None = None,
-                    min_slices: int = 1, link_min_overlap: float = 0.5, dicom_seg: bool = False,
-                    max_gb: float | None = 4.0,
-                    on_result: Callable[[SeriesResult], None] | None = None, client=None, normalize: str = "model",
-                    percentiles: tuple[float, float] | None = None) -> BatchResult:
+                    model: torch.nn.Module | str | os.PathLike = "medical", *, options: BatchOptions | None = None,
+                    resume: bool = False, overwrite: bool = False, progress: bool = True,
+                    series_uid: str | None = None, modalities: Sequence[str] | None = None,
+                    on_result: Callable[[SeriesResult], None] | None = None, client=None,
+                    **option_values) -> BatchResult:
     """Predict every DICOM image stack under ``root``; one bad series never stops the batch.
+
+    What changes a stack's outputs is a :class:`BatchOptions` (``options``, or its fields as keywords on top:
+    ``run_dicom_batch(root, out, preset="lung", min_slices=2)``); the other arguments say which stacks to run,
+    what to do with an earlier batch and how to report, and are not part of a stack's ``done.json``.
 
     Args:
         root: folder searched recursively (a folder of mixed series is fine: they are grouped by UID and split
@@ -557,12 +558,14 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
         series_uid: process only this Series Instance UID (all its stacks); other entries are left out.
         modalities: process only image stacks of these DICOM modalities (e.g. ``["CT", "MR"]``); others are
             ``skipped`` with the reason.
-        preset, device, batch_size, tile_size_px, min_score, min_slices, link_min_overlap, dicom_seg, max_gb:
-            see :class:`BatchOptions`.
+        options: the prediction settings (default: all defaults; ``out_dir`` is set from the argument).
         on_result: called with each row as it is finished (the CLI prints one line per row).
         client: a ``dask.distributed.Client``: one task per image stack on its workers (model loaded once per
             worker; :func:`smallseg.cluster.dicom.run_entries_on_cluster`); labels, objects.csv and done.json
             are the same bytes, summary.csv the same rows in the same order (``seconds`` apart). None: here.
+        **option_values: fields of :class:`BatchOptions` (``preset``, ``device``, ``batch_size``,
+            ``tile_size_px``, ``min_score``, ``min_slices``, ``link_min_overlap``, ``dicom_seg``, ``max_gb``,
+            ``normalize``, ``percentiles``); an unknown name is one line.
 
     Returns:
         :class:`BatchResult`; ``out_dir/summary.csv`` holds the same rows. ``stopped`` says why the batch
@@ -575,17 +578,14 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
             Problems of single series are rows, not exceptions.
     """
     out = Path(out_dir).resolve()
-    options = BatchOptions(out_dir=str(out), preset=preset, device=device, batch_size=batch_size,
-                           tile_size_px=tile_size_px, min_score=min_score, min_slices=min_slices,
-                           link_min_overlap=link_min_overlap, dicom_seg=dicom_seg, max_gb=max_gb,
-                           normalize=normalize, percentiles=None if percentiles is None else tuple(percentiles))
-    options.validate()
+    options = _batch_options(options, out, option_values)
+    device = options.device
     wanted = None
     if modalities is not None:
         wanted = {str(m).strip().upper() for m in modalities if str(m).strip()}
         if not wanted:
             raise SmallsegError("modalities: empty; name DICOM modalities such as CT,MR, or leave it out")
-    if dicom_seg:
+    if options.dicom_seg:
         _require_highdicom()
     entries = [e for e in find_series(root) if not all(_under(f, out) for f in e.files)]
     if not entries:
@@ -622,6 +622,20 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
         return _run_entries(entries, model, options, resume=resume, wanted=wanted,
                             trained=trained, summary_path=out / "summary.csv", progress=progress,
                             on_result=on_result, bar=tqdm)
+
+
+def _batch_options(options: BatchOptions | None, out: Path, values: dict) -> BatchOptions:
+    """``options`` (or the defaults) with ``values`` and ``out_dir`` applied, validated."""
+    known = {f.name for f in dataclasses.fields(BatchOptions)} - {"out_dir", "model_fingerprint"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SmallsegError(f"run_dicom_batch: unknown option(s) {', '.join(unknown)}; options of BatchOptions: "
+                            f"{', '.join(sorted(known))}")
+    if values.get("percentiles") is not None:
+        values = {**values, "percentiles": tuple(values["percentiles"])}  # JSON-able, hashable as done.json says
+    options = dataclasses.replace(options or BatchOptions(out_dir=str(out)), out_dir=str(out), **values)
+    options.validate()
+    return options
 
 
 def decided_result(entry: SeriesInfo, options: BatchOptions, *, resume: bool,

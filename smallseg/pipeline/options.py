@@ -125,7 +125,8 @@ def check_tiling(tile_size_px, overlap_px, batch_size) -> tuple[int | None, int 
         tile_size_px = check_count("tile_size_px", tile_size_px, MIN_TILE_PX, unit=" px")
     if overlap_px is not None:
         if not _is_int(overlap_px) or overlap_px < 0:
-            raise OptionError("overlap_px", overlap_px, "must be >= 0 (a whole number of px; 0 = tiles that only touch)")
+            raise OptionError("overlap_px", overlap_px,
+                              "must be >= 0 (a whole number of px; 0 = tiles that only touch)")
         overlap_px = int(overlap_px)
         if tile_size_px is not None and overlap_px >= tile_size_px:
             raise OptionError("overlap_px", overlap_px,
