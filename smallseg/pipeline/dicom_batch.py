@@ -114,6 +114,9 @@ class BatchOptions:
     normalize: str = "model"  # or percentile / fixed / none (smallseg.normalize.choose_normalization; #13)
     percentiles: tuple[float, float] | None = None
 
+    def __post_init__(self) -> None:
+        self.validate()  # at construction: a bad value never reaches a series
+
     def validate(self) -> None:
         """Raise :class:`SmallsegError` naming the first bad option by its field name (the command line says its
         flag instead: ``smallseg.cli`` translates)."""
@@ -633,9 +636,7 @@ def _batch_options(options: BatchOptions | None, out: Path, values: dict) -> Bat
                             f"{', '.join(sorted(known))}")
     if values.get("percentiles") is not None:
         values = {**values, "percentiles": tuple(values["percentiles"])}  # JSON-able, hashable as done.json says
-    options = dataclasses.replace(options or BatchOptions(out_dir=str(out)), out_dir=str(out), **values)
-    options.validate()
-    return options
+    return dataclasses.replace(options or BatchOptions(out_dir=str(out)), out_dir=str(out), **values)
 
 
 def decided_result(entry: SeriesInfo, options: BatchOptions, *, resume: bool,
