@@ -258,3 +258,20 @@ def test_resample_to_a_chosen_pixel_size(tmp_path, scene, model_at_04, capsys):
     assert main(["tile-and-predict", str(path), "--out", str(tmp_path / "x"), "--quiet", "--resample-to", "0.4",
                  "--no-resample"]) == 2
     assert "--resample-to 0.4: cannot be combined with --no-resample" in capsys.readouterr().err
+
+
+def test_a_resampled_scene_keeps_its_nodata_collar_out_of_the_objects(tmp_path):
+    collar = make_remote_sensing_scene(96, 96, seed=1, pixel_size_m=0.4, nodata_collar=True)
+    image = _repeat(np.ascontiguousarray(collar.image), 4)  # 0.1 m, nodata 0 around the valid area
+    path = tmp_path / "collar.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=384, height=384, count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=Affine(0.1, 0, 500_000, 0, -0.1, 5_800_000), nodata=0, photometric="RGB") as ds:
+        ds.write(image)
+    result = predict_geotiff(path, tmp_path / "o", "remote-sensing", progress=False, formats="tif,json")
+    assert result.run["input"]["resample"]["applied"] is True
+    invalid = (image == 0).all(axis=0)
+    assert 0.2 < invalid.mean() < 0.8
+    classes, labels = _read(result.paths["classes"])[0], _read(result.paths["instances"])[0]
+    assert not labels[invalid].any()  # no object on nodata
+    # The class raster's nodata (255) is the input's, up to the nearest-neighbour round trip at the edge.
+    assert ((classes == 255) == invalid).mean() > 0.98

@@ -413,6 +413,18 @@ class GeoTiffReader:
         out[np.ix_(inside_r, inside_c)] = mask[np.ix_(rows[inside_r] - ir0, cols[inside_c] - ic0)]
         return out
 
+    def input_valid_rows(self, row0: int, row1: int) -> np.ndarray | None:
+        """The file's own valid mask (nodata, alpha, mask, NaN) of input rows ``row0..row1-1``, whole width,
+        on the input grid; None when every pixel of the file is valid."""
+        if self._all_valid and not self._nan_is_nodata:
+            return None
+        window = Window(0, row0, self._ds.width, row1 - row0)
+        valid = self._input_mask(window)
+        if self._nan_is_nodata:
+            data = self._read(lambda: self._ds.read(self.bands, window=window), window, "pixels")
+            valid &= ~np.isnan(data).any(axis=0)
+        return valid
+
     def _input_mask(self, window: Window) -> np.ndarray:
         """:meth:`_mask` on the file's own grid."""
         h, w = int(window.height), int(window.width)

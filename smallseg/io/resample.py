@@ -93,13 +93,21 @@ class ResampledGrid:
 
     # -- finished bands back to the input grid -------------------------------------------------------------
 
-    def band_to_input(self, arrays: dict, areas: dict[int, int]) -> dict:
+    def band_to_input(self, arrays: dict, seen: dict[int, list[int]], valid=None) -> dict:
         """One finished band of the resampled grid (a band checkpoint's arrays: ``rows``, ``labels``,
         ``classes``, ``counters``, ``keep_from``, ``obj_*``) as the band of input rows its rows cover.
 
-        ``areas`` carries the input-grid pixel counts of objects whose pixels came in earlier bands (updated
-        here; an object's entry goes when its table row comes). Objects left without an input pixel (a
-        1-px object on a grid finer than the input) are dropped from the table.
+        Args:
+            seen: per object id, ``[pixels, row0, col0, row1, col1]`` on the input grid of the pixels that came
+                in earlier bands (updated here; an object's entry goes when its table row comes, which then
+                carries the exact pixel count and box of the object in the output raster).
+            valid: a function of (input row0, row1) -> (rows, width) bool, the input's own valid mask (or
+                None: all valid), or None: an input pixel that is nodata carries no object and class
+                255 whatever its resampled pixel was (edges of a nodata area, where nearest neighbour both
+                ways would otherwise spill objects onto nodata).
+
+        Objects left without an input pixel (a 1-px object on a grid finer than the input, or one wholly on
+        nodata) are dropped from the table.
         """
         src_r, src_c = self._source(0), self._source(1)
         row0, row1 = (int(v) for v in arrays["rows"])
@@ -107,9 +115,11 @@ class ResampledGrid:
         pick_r = src_r[in0:in1] - row0
         labels = np.asarray(arrays["labels"])[pick_r][:, src_c]
         classes = np.asarray(arrays["classes"])[pick_r][:, src_c]
-        ids, counts = np.unique(labels[labels > 0], return_counts=True)
-        for i, n in zip(ids.tolist(), counts.tolist()):
-            areas[i] = areas.get(i, 0) + n
+        ok = valid(in0, in1) if valid is not None and in1 > in0 else None
+        if ok is not None:
+            labels[~ok] = 0
+            classes[~ok] = 255
+        _accumulate(seen, labels, in0)
         out = dict(arrays)
         out["rows"] = np.array([in0, in1], np.int64)
         out["labels"], out["classes"] = labels, classes
@@ -119,17 +129,14 @@ class ResampledGrid:
         if "keep_from" in arrays:
             out["keep_from"] = np.array([self.input_start(int(arrays["keep_from"][0]), 0)], np.int64)
         ids = np.asarray(arrays["obj_ids"], np.int64)
-        area = np.array([areas.pop(int(i), 0) for i in ids.tolist()], np.int64)
-        keep = area > 0
-        bbox = np.asarray(arrays["obj_bbox"], np.int64).reshape(-1, 4)
+        found = np.array([seen.pop(int(i), [0, 0, 0, 0, 0]) for i in ids.tolist()], np.int64).reshape(-1, 5)
+        keep = found[:, 0] > 0
         f = self.factor
         moved = {
-            "obj_area_px": area,
+            "obj_area_px": found[:, 0],
+            "obj_bbox": found[:, 1:],
             # the continuous position of the centre: pixel centres at integers on both grids
             "obj_centroids_yx": (np.asarray(arrays["obj_centroids_yx"], np.float64).reshape(-1, 2) + 0.5) * f - 0.5,
-            "obj_bbox": np.stack([self.input_start(bbox[:, 0], 0), self.input_start(bbox[:, 1], 1),
-                                  self.input_start(bbox[:, 2], 0), self.input_start(bbox[:, 3], 1)],
-                                 axis=1).astype(np.int64).reshape(-1, 4),
         }
         for name in [k for k in arrays if k.startswith("obj_")]:
             value = moved.get(name, np.asarray(arrays[name]))
@@ -139,6 +146,25 @@ class ResampledGrid:
     def to_dict(self) -> dict:
         return {"factor": round(self.factor, 9), "width": self.out_width, "height": self.out_height,
                 "transform": list(self.out_transform)[:6], "method": self.method}
+
+
+def _accumulate(seen: dict[int, list[int]], labels: np.ndarray, row0: int) -> None:
+    """Add the pixels of each object in ``labels`` (input rows from ``row0``) to ``seen``: count and box."""
+    rows, cols = np.nonzero(labels)
+    if not len(rows):
+        return
+    ids = labels[rows, cols]
+    order = np.argsort(ids, kind="stable")
+    ids, rows, cols = ids[order], rows[order] + row0, cols[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    counts = np.diff(np.r_[starts, len(ids)])
+    r0, r1 = np.minimum.reduceat(rows, starts), np.maximum.reduceat(rows, starts) + 1
+    c0, c1 = np.minimum.reduceat(cols, starts), np.maximum.reduceat(cols, starts) + 1
+    for i, n, a, b, c, d in zip(ids[starts].tolist(), counts.tolist(), r0.tolist(), c0.tolist(), r1.tolist(),
+                                c1.tolist()):
+        old = seen.get(i)
+        seen[i] = [n, a, b, c, d] if old is None else [old[0] + n, min(old[1], a), min(old[2], b),
+                                                       max(old[3], c), max(old[4], d)]
 
 
 def warped_vrt(dataset, grid: ResampledGrid, nodata: float | None):

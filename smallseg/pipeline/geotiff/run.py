@@ -648,7 +648,8 @@ def _predict_and_write(job: SceneJob, checkpoint: Checkpoint, on_row_done):
     """Replay checkpointed bands (resumed run), stream the remaining tile rows, finish the staged rasters and
     vectors. Returns (object table sorted by id, or None when it went to the CSV; counts; quick-look parts)."""
     sink = Sink(job.work, job.grid, job.reader.input_geometry, class_names(job.model), job.options, job.session,
-                source_name=job.path.name, data_date=mtime_iso(job.path), resampled=job.reader.resampled)
+                source_name=job.path.name, data_date=mtime_iso(job.path), resampled=job.reader.resampled,
+                input_valid=job.reader.input_valid_rows if job.reader.resampled is not None else None)
     try:
         for r in range(checkpoint.first_row):  # resumed: replay the finished bands into the outputs
             sink.add_band(load_band(job.work.band(r)))

@@ -41,12 +41,13 @@ class Sink:
 
     def __init__(self, work: WorkDir, grid: TileGrid, geometry: RasterGeometry, class_names: Sequence[str],
                  options: GeoTiffOptions, session, *, source_name: str, data_date: str,
-                 resampled: ResampledGrid | None = None):
+                 resampled: ResampledGrid | None = None, input_valid=None):
         """``geometry``: the input's grid, which every output is on; ``resampled``: the grid the bands come on
-        when the scene was predicted resampled (each band is mapped back by nearest neighbour first)."""
+        when the scene was predicted resampled (each band is mapped back by nearest neighbour first);
+        ``input_valid``: (row0, row1) -> the input's valid mask of those rows, or None (all valid)."""
         self.outputs, self.grid, self.geometry, self.session = work, grid, geometry, session
-        self.resampled = resampled
-        self._areas: dict[int, int] = {}  # input px of objects not yet in a band's table (resampled runs)
+        self.resampled, self.input_valid = resampled, input_valid
+        self._seen: dict[int, list[int]] = {}  # input px and box of objects not yet in a table (resampled runs)
         self.data_date = data_date
         want = options.output_kinds
         self.want = want
@@ -104,7 +105,7 @@ class Sink:
         """Take one finished band (the arrays of its checkpoint)."""
         t = time.perf_counter()
         if self.resampled is not None:  # predicted on the resampled grid: the band's input rows
-            arrays = self.resampled.band_to_input(arrays, self._areas)
+            arrays = self.resampled.band_to_input(arrays, self._seen, self.input_valid)
         row0, row1 = (int(v) for v in arrays["rows"])
         labels = np.asarray(arrays["labels"])
         self.labels_out.write_rows(row0, labels)
