@@ -23,6 +23,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from smallseg.errors import SmallsegError, one_line
 from smallseg.io.geo import ground_units
+from smallseg.io.medical import read_volume
 from smallseg.io.tables import default_object_table_path, read_object_table
 
 __all__ = [
@@ -161,8 +162,6 @@ def _read_rasterio(path: str) -> LabelRaster:
 
 
 def _read_medical(path: str) -> LabelRaster:
-    from smallseg.io.medical import read_volume
-
     volume = read_volume(path)
     array = volume.array
     spacing = tuple(float(s) for s in volume.spacing_zyx_mm)

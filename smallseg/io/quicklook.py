@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from smallseg.io.atomic import atomic_path
 
@@ -291,8 +292,6 @@ def render_quicklook(grid: QuicklookGrid, parts: list[QuicklookPart], n_bands: i
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     """Write an (H, W, 3) uint8 array as PNG (deterministic bytes: no timestamps), atomically."""
-    from PIL import Image
-
     path = Path(path)
     with atomic_path(path) as tmp:
         Image.fromarray(rgb, "RGB").save(tmp, format="PNG", compress_level=3)  # fast; the PNG stays small

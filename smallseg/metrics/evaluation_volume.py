@@ -27,6 +27,7 @@ import SimpleITK as sitk
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from smallseg.data.labels.area import labelled_area
 from smallseg.errors import SmallsegError
 from smallseg.io.atomic import write_json_atomic
 from smallseg.io.medical import read_image_file
@@ -119,8 +120,6 @@ def evaluate_volumes(gt: str | os.PathLike, pred: str | os.PathLike, *, pred_obj
     voxel_mm3 = float(np.prod(spacing_zyx))
     warnings: list[str] = []
     if area is not None:
-        from smallseg.data.labels.area import labelled_area
-
         mask2d = labelled_area(area, g.shape[1:], None, where=f"area {area}")
         inside = np.broadcast_to(mask2d, g.shape)
         keep_gt = np.unique(g[inside & (g > 0)])
