@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from affine import Affine
 from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
 
 __all__ = ["ResampledGrid", "warped_vrt"]
 
@@ -174,8 +175,6 @@ def warped_vrt(dataset, grid: ResampledGrid, nodata: float | None):
     output pixels without a valid source pixel take it. ``XSCALE`` / ``YSCALE`` fix the kernel's scale to
     the grid's, so it does not vary with the window a read asks for.
     """
-    from rasterio.vrt import WarpedVRT
-
     scale = 1.0 / grid.factor
     extra = {} if nodata is None else {"src_nodata": nodata, "nodata": nodata}
     if nodata is not None and isinstance(nodata, float) and math.isnan(nodata):
