@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # medical_helpers.write_series: the tests' DICOM series writer
 
 from smallseg.io.atomic import is_partial_name  # noqa: E402
+from train_helpers import tiny_train_config as _tests_tiny_config  # noqa: E402
 
 PY = sys.executable
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(ROOT)}
@@ -237,11 +238,17 @@ class Row:
     ok: bool = False
     problems: list[str] = field(default_factory=list)
 
+    def fail(self, problem: str) -> None:
+        """A problem found after :func:`check` (which sets ``ok`` from its own findings): the row fails."""
+        self.problems.append(problem)
+        self.ok = False
+
 
 def check(row: Row, ran: Ran, *, code: int | tuple[int, ...], refused: bool | None = None, says: tuple[str, ...] = (),
           never_says: tuple[str, ...] = (), lost: tuple[dict, dict] | None = None, no_finished: Path | None = None,
-          no_partials: Path | None = None) -> Row:
-    """Fill in ``row`` from one run: exit code, one-line messages, required / forbidden text, nothing lost/stale."""
+          no_partials: Path | None = None, no_payload: Path | None = None) -> Row:
+    """Fill in ``row`` from one run: exit code, one-line messages, required / forbidden text, nothing lost/stale,
+    and (``no_payload``: the marker file an attack's payload would create) nothing run."""
     codes = (code,) if isinstance(code, int) else code
     text = ran.out + ran.err
     problems = row.problems
@@ -276,6 +283,8 @@ def check(row: Row, ran: Ran, *, code: int | tuple[int, ...], refused: bool | No
             problems.append(f"finished-looking {done[0]}")
     if no_partials is not None and partials(no_partials):
         problems.append(f"partial left: {Path(partials(no_partials)[0]).name}")
+    if no_payload is not None and no_payload.exists():
+        problems.append("PAYLOAD RAN")
     message = errors[0] if errors else (lines[-1] if lines else (ran.out.strip().splitlines() or [""])[-1])
     row.got = f"exit {ran.code}: {message[:150]}"
     row.ok = not problems
@@ -428,24 +437,10 @@ class _Payload:
 
 
 def tiny_train_config(folder: Path, **sections) -> Path:
-    import yaml
-
-    config = {
-        "name": "tiny",
-        "model": {"encoder_name": "resnet18", "encoder_depth": 3, "encoder_output_stride": 8, "classes": 1,
-                  "class_names": ["nucleus"], "decoder_pyramid_channels": 32, "decoder_segmentation_channels": 32,
-                  "refine_channels": [8, 8], "max_distance_px": 8},
-        "data": {"train": [{"synthetic": "nuclei", "count": 1, "size": 48, "seed": 1}]},
-        "augment": {"crop_size": 32, "mosaic_p": 0.0},
-        "optim": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "warmup_steps": 1},
-        "device": "cpu",
-        "tune_decode": False,
-    }
-    config.update(sections)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    """The tests' tiny config (tests/train_helpers.py), trained for 2 epochs of 2 steps: a run with a finished
+    epoch to resume from and one more to redo."""
+    return _tests_tiny_config(folder, **{"optim": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2,
+                                                   "warmup_steps": 1}, **sections})
 
 
 # ------------------------------------------------------------------------------------------------ cases
@@ -475,6 +470,53 @@ def _tp_refusal(case_id: str, expected: str, extra: list[str], says: tuple[str, 
     return run
 
 
+def _again(case_id: str, expected: str, finished: Callable, flags: tuple[str, ...] = (), *, out: str = "out",
+           keep: Callable[[dict], dict] | None = None, note: str = "", **expect):
+    """A case on a finished run: ``finished(fx, d) -> (argv, snapshot)`` makes it, then the same command runs
+    again with ``flags`` and is checked with ``expect`` (see :func:`check`). With ``keep`` (the files that must
+    survive, from a snapshot), nothing kept may change; without it, no temporary file may be left in ``out``."""
+    @case(case_id, expected)
+    def run(fx: Fixtures, d: Path, row: Row) -> Row:
+        argv, before = finished(fx, d)
+        row.command = cmd_text([*argv, *flags], d) + note
+        ran = smallseg([*argv, *flags], d)
+        if keep is not None:
+            return check(row, ran, lost=(keep(before), keep(snapshot(d / out))), **expect)
+        return check(row, ran, no_partials=d / out, **expect)
+    return run
+
+
+def _all(files: dict) -> dict:
+    return files
+
+
+def _out_is_a_file(case_id: str, command: Callable[[Fixtures, Path], list]):
+    """``--out`` names a file: refused in one line, without suggesting --resume."""
+    @case(case_id, "2, one line")
+    def run(fx: Fixtures, d: Path, row: Row) -> Row:
+        (d / "out").write_text("x")
+        argv = command(fx, d)
+        row.command = cmd_text(argv, d)
+        return check(row, smallseg(argv, d), code=2, never_says=("--resume",))
+    return run
+
+
+def _second_writer(case_id: str, folder: str, command: Callable[[Fixtures, Path, Path], list], note: str):
+    """Another process holds the output folder's lock: refused in one line naming that process."""
+    @case(case_id, "2: 'in use by process N'")
+    def run(fx: Fixtures, d: Path, row: Row) -> Row:
+        out = d / folder
+        out.mkdir()
+        holder = hold_lock(out / ".smallseg.lock", d)
+        try:
+            argv = command(fx, d, out)
+            row.command = cmd_text(argv, d) + note
+            return check(row, smallseg(argv, d), code=2, says=("in use by process",))
+        finally:
+            stop(holder)
+    return run
+
+
 # ---- tile-and-predict: inputs
 
 @case("tp-good", "0, every output, run.json last")
@@ -483,8 +525,7 @@ def _(fx, d, row):
     row.command = cmd_text(argv, d)
     check(row, ran := smallseg(argv, d), code=0, refused=False, no_partials=d / "out")
     if not (d / "out/scene.run.json").exists():
-        row.problems.append("no run.json")
-        row.ok = False
+        row.fail("no run.json")
     return row
 
 
@@ -508,8 +549,7 @@ def _(fx, d, row):
     row.command = cmd_text(argv, d)
     check(row, smallseg(argv, d), code=1, refused=False, says=("corrupt.tif",), no_partials=d / "out")
     if not (d / "out/scene.run.json").exists():
-        row.problems.append("good input not finished")
-        row.ok = False
+        row.fail("good input not finished")
     return row
 
 
@@ -532,8 +572,7 @@ def _(fx, d, row):
     run = json.loads((d / "out/nan.run.json").read_text()) if (d / "out/nan.run.json").exists() else {}
     counts = run.get("counts", {})
     if counts.get("valid_px") != counts.get("scene_px", 0) * 3 // 4:  # the top quarter of the scene is NaN
-        row.problems.append(f"valid_px {counts.get('valid_px')} of {counts.get('scene_px')}: NaN counted as valid")
-        row.ok = False
+        row.fail(f"valid_px {counts.get('valid_px')} of {counts.get('scene_px')}: NaN counted as valid")
     return row
 
 
@@ -550,8 +589,7 @@ def _(fx, d, row):
     row.command = cmd_text(argv, d)
     check(row, smallseg(argv, d), code=(0, 1), refused=False, no_partials=d / "out")
     if not (d / "out/scene.run.json").exists():
-        row.problems.append("later input never ran")
-        row.ok = False
+        row.fail("later input never ran")
     return row
 
 
@@ -615,13 +653,9 @@ for _id, _attack, _says in (
             row.command = cmd_text(argv, d)
             never = ("truncated",) if _attack == "pickle" else ()
             check(row, ran := smallseg(argv, d, timeout=60), code=2, says=_says, never_says=never,
-                  no_finished=d / "out")
-            if fx.marker.exists():
-                row.problems.append("PAYLOAD RAN")
-                row.ok = False
+                  no_finished=d / "out", no_payload=fx.marker)
             if ran.seconds > 30:
-                row.problems.append(f"slow ({ran.seconds:.0f} s)")
-                row.ok = False
+                row.fail(f"slow ({ran.seconds:.0f} s)")
             return row
     _make()
 
@@ -635,8 +669,7 @@ def _(fx, d, row):
     if csv_path.exists():
         cells = [c for line in csv_path.read_text().splitlines()[1:] for c in line.split(",")]
         if any(c.lstrip('"').startswith(("=", "+", "@")) for c in cells):
-            row.problems.append("formula cell written raw")
-            row.ok = False
+            row.fail("formula cell written raw")
     return row
 
 
@@ -661,12 +694,7 @@ def _(fx, d, row):
             out.chmod(0o755)
 
 
-@case("tp-out-is-a-file", "2, one line")
-def _(fx, d, row):
-    (d / "out").write_text("x")
-    argv = [TP, fx.scene, "--out", d / "out", *TP_FAST]
-    row.command = cmd_text(argv, d)
-    return check(row, smallseg(argv, d), code=2, never_says=("--resume",))
+_out_is_a_file("tp-out-is-a-file", lambda fx, d: [TP, fx.scene, "--out", d / "out", *TP_FAST])
 
 
 @case("tp-full-disk", "2 in one line, nothing finished-looking; then --resume/--overwrite finishes")
@@ -676,8 +704,7 @@ def _(fx, d, row):
     check(row, smallseg(argv, d, limit_fsize=40_000), code=2, no_finished=d / "out", no_partials=d / "out")
     again = smallseg([*argv, "--overwrite"], d)
     if again.code != 0 or not (d / "out/tall.run.json").exists():
-        row.problems.append(f"rerun exit {again.code}")
-        row.ok = False
+        row.fail(f"rerun exit {again.code}")
     return row
 
 
@@ -688,18 +715,10 @@ def _finished(fx, d: Path, *extra) -> tuple[list, dict]:
     return argv, snapshot(d / "out")
 
 
-@case("tp-rerun-finished-without-flags", "2 (or 0 skipped), earlier outputs intact")
-def _(fx, d, row):
-    argv, before = _finished(fx, d)
-    row.command = cmd_text(argv, d) + " (twice)"
-    return check(row, smallseg(argv, d), code=(0, 2), refused=None, lost=(before, snapshot(d / "out")))
-
-
-@case("tp-resume-finished-same", "0, outputs unchanged")
-def _(fx, d, row):
-    argv, before = _finished(fx, d)
-    row.command = cmd_text([*argv, "--resume"], d)
-    return check(row, smallseg([*argv, "--resume"], d), code=0, refused=False, lost=(before, snapshot(d / "out")))
+_again("tp-rerun-finished-without-flags", "2 (or 0 skipped), earlier outputs intact", _finished,
+       note=" (twice)", keep=_all, code=(0, 2), refused=None)
+_again("tp-resume-finished-same", "0, outputs unchanged", _finished, ("--resume",), keep=_all, code=0,
+       refused=False)
 
 
 @case("tp-resume-finished-other-settings", "not the stale result: refused (2) or redone")
@@ -712,11 +731,9 @@ def _(fx, d, row):
     if ran.code == 0:
         run = json.loads((d / "out/scene.run.json").read_text())
         if "0.9" not in json.dumps(run):
-            row.problems.append("stale run.json returned")
-            row.ok = False
+            row.fail("stale run.json returned")
     elif snapshot(d / "out") != before:
-        row.problems.append("refused but outputs changed")
-        row.ok = False
+        row.fail("refused but outputs changed")
     return row
 
 
@@ -731,16 +748,11 @@ def _(fx, d, row):
     ran = smallseg([*argv, "--resume"], d)
     check(row, ran, code=(0, 2), refused=None)
     if ran.code == 0 and snapshot(d / "out") == before:
-        row.problems.append("stale outputs kept")
-        row.ok = False
+        row.fail("stale outputs kept")
     return row
 
 
-@case("tp-overwrite-finished", "0, outputs replaced")
-def _(fx, d, row):
-    argv, before = _finished(fx, d)
-    row.command = cmd_text([*argv, "--overwrite"], d)
-    return check(row, smallseg([*argv, "--overwrite"], d), code=0, refused=False, no_partials=d / "out")
+_again("tp-overwrite-finished", "0, outputs replaced", _finished, ("--overwrite",), code=0, refused=False)
 
 
 @case("tp-second-writer", "2: 'in use by process N'; the first run's outputs whole")
@@ -848,10 +860,8 @@ for _id, _what in (("tp-tampered-progress-json", "progress"), ("tp-tampered-band
                 stitch = sorted(work.glob("stitch.*.npz"))[-1]
                 stitch.write_bytes(b"PK\x03\x04 not a zip")
             row.command = cmd_text([*argv, "--resume"], d) + f" ({_what} tampered)"
-            check(row, smallseg([*argv, "--resume"], d), code=2, says=("--overwrite",), no_finished=d / "out")
-            if fx.marker.exists():
-                row.problems.append("PAYLOAD RAN")
-                row.ok = False
+            check(row, smallseg([*argv, "--resume"], d), code=2, says=("--overwrite",), no_finished=d / "out",
+                  no_payload=fx.marker)
             return row
     _make()
 
@@ -868,8 +878,7 @@ def _(fx, d, row):
     row.command = cmd_text(argv, d)
     check(row, smallseg(argv, d), code=0, refused=False, no_partials=d / "out")
     if not list((d / "out").rglob("done.json")):
-        row.problems.append("no done.json")
-        row.ok = False
+        row.fail("no done.json")
     return row
 
 
@@ -913,10 +922,8 @@ def _(fx, d, row):
 def _(fx, d, row):
     argv = [DB, fx.ct_series, "--out", d / "out", "--quiet", "--device", "cpu", "--model", fx.evil_pickle]
     row.command = cmd_text(argv, d)
-    check(row, smallseg(argv, d), code=2, says=("pickle",), never_says=("truncated",), no_finished=d / "out")
-    if fx.marker.exists():
-        row.problems.append("PAYLOAD RAN")
-        row.ok = False
+    check(row, smallseg(argv, d), code=2, says=("pickle",), never_says=("truncated",), no_finished=d / "out",
+          no_payload=fx.marker)
     return row
 
 
@@ -948,8 +955,7 @@ def _(fx, d, row):
     row.command = cmd_text(argv, d)
     check(row, smallseg(argv, d), code=1, refused=False, no_partials=d / "out")
     if not list((d / "out").rglob("done.json")):
-        row.problems.append("good stack not done")
-        row.ok = False
+        row.fail("good stack not done")
     return row
 
 
@@ -961,8 +967,7 @@ def _(fx, d, row):
     check(row, smallseg(argv, d), code=(0, 1), refused=False)
     outside = [p for p in d.rglob("*") if "escaped" in p.name and "sub/out" not in str(p)]
     if outside:
-        row.problems.append(f"wrote outside: {outside[0]}")
-        row.ok = False
+        row.fail(f"wrote outside: {outside[0]}")
     return row
 
 
@@ -975,8 +980,7 @@ def _(fx, d, row):
     check(row, smallseg(argv, d), code=0, refused=False)
     done = list((d / "out").rglob("done.json"))
     if len(done) != 3:
-        row.problems.append(f"{len(done)} stacks done")
-        row.ok = False
+        row.fail(f"{len(done)} stacks done")
     return row
 
 
@@ -989,8 +993,7 @@ def _(fx, d, row):
     check(row, smallseg(argv, d), code=(0, 1), refused=False)
     summary = (d / "out/summary.csv").read_text() if (d / "out/summary.csv").exists() else ""
     if not summary or any(c.startswith("=") for line in summary.splitlines() for c in line.split(",")):
-        row.problems.append("summary missing or formula cell")
-        row.ok = False
+        row.fail("summary missing or formula cell")
     return row
 
 
@@ -1000,28 +1003,15 @@ def _db_finished(fx, d: Path) -> tuple[list, dict]:
     return argv, snapshot(d / "out")
 
 
-@case("db-rerun-without-flags", "2 (refused) or 0 skipped; earlier outputs intact")
-def _(fx, d, row):
-    argv, before = _db_finished(fx, d)
-    row.command = cmd_text(argv, d) + " (twice)"
-    return check(row, smallseg(argv, d), code=(0, 2), refused=None, lost=(before, snapshot(d / "out")))
+def _but_summary(files: dict) -> dict:
+    return {k: v for k, v in files.items() if k != "summary.csv"}  # rewritten by every run
 
 
-@case("db-resume", "0, finished stacks kept")
-def _(fx, d, row):
-    argv, before = _db_finished(fx, d)
-    row.command = cmd_text([*argv, "--resume"], d)
-    after_run = smallseg([*argv, "--resume"], d)
-    after = {k: v for k, v in snapshot(d / "out").items() if k != "summary.csv"}
-    return check(row, after_run, code=0, refused=False,
-                 lost=({k: v for k, v in before.items() if k != "summary.csv"}, after))
-
-
-@case("db-overwrite", "0, redone")
-def _(fx, d, row):
-    argv, _ = _db_finished(fx, d)
-    row.command = cmd_text([*argv, "--overwrite"], d)
-    return check(row, smallseg([*argv, "--overwrite"], d), code=0, refused=False, no_partials=d / "out")
+_again("db-rerun-without-flags", "2 (refused) or 0 skipped; earlier outputs intact", _db_finished, note=" (twice)",
+       keep=_all, code=(0, 2), refused=None)
+_again("db-resume", "0, finished stacks kept", _db_finished, ("--resume",), keep=_but_summary, code=0,
+       refused=False)
+_again("db-overwrite", "0, redone", _db_finished, ("--overwrite",), code=0, refused=False)
 
 
 @case("db-full-disk", "one error line, no finished-looking stack")
@@ -1030,30 +1020,13 @@ def _(fx, d, row):
     row.command = cmd_text(argv, d) + " (RLIMIT_FSIZE 600 B)"
     check(row, smallseg(argv, d, limit_fsize=600), code=(1, 2), refused=True, no_partials=d / "out")
     for done in (d / "out").rglob("done.json"):
-        row.problems.append(f"finished-looking {done.parent.name}")
-        row.ok = False
+        row.fail(f"finished-looking {done.parent.name}")
     return row
 
 
-@case("db-out-is-a-file", "2, one line")
-def _(fx, d, row):
-    (d / "out").write_text("x")
-    argv = [DB, fx.ct_series, "--out", d / "out", *DB_FAST]
-    row.command = cmd_text(argv, d)
-    return check(row, smallseg(argv, d), code=2, never_says=("--resume",))
-
-
-@case("db-second-writer", "2: 'in use by process N'")
-def _(fx, d, row):
-    out = d / "out"
-    out.mkdir()
-    holder = hold_lock(out / '.smallseg.lock', d)
-    try:
-        argv = [DB, fx.ct_series, "--out", out, *DB_FAST]
-        row.command = cmd_text(argv, d) + " (while another batch holds --out)"
-        return check(row, smallseg(argv, d), code=2, says=("in use by process",))
-    finally:
-        stop(holder)
+_out_is_a_file("db-out-is-a-file", lambda fx, d: [DB, fx.ct_series, "--out", d / "out", *DB_FAST])
+_second_writer("db-second-writer", "out", lambda fx, d, out: [DB, fx.ct_series, "--out", out, *DB_FAST],
+               " (while another batch holds --out)")
 
 
 @case("db-dicomdirtests", "0 or 1: every stack processed or skipped with its own reason")
@@ -1090,32 +1063,19 @@ def _(fx, d, row):
     row.command = cmd_text(argv, d)
     check(row, smallseg(argv, d), code=0, refused=False, no_partials=d / "run")
     if not (d / "run/best.safetensors").exists():
-        row.problems.append("no best.safetensors")
-        row.ok = False
+        row.fail("no best.safetensors")
     return row
 
 
-@case("train-existing-run-folder", "2: suggests --resume / --overwrite; the run intact")
-def _(fx, d, row):
-    argv, before = _train(fx, d)
-    row.command = cmd_text(argv, d) + " (twice)"
-    return check(row, smallseg(argv, d), code=2, says=("--resume", "--overwrite"), lost=(before, snapshot(d / "run")))
+def _weights_state_history(files: dict) -> dict:
+    return {k: v for k, v in files.items() if k.endswith((".safetensors", "state.pt", "history.jsonl"))}
 
 
-@case("train-overwrite", "0, a fresh run")
-def _(fx, d, row):
-    argv, _ = _train(fx, d)
-    row.command = cmd_text([*argv, "--overwrite"], d)
-    return check(row, smallseg([*argv, "--overwrite"], d), code=0, refused=False, no_partials=d / "run")
-
-
-@case("train-resume-finished", "0, nothing redone")
-def _(fx, d, row):
-    argv, before = _train(fx, d)
-    row.command = cmd_text([*argv, "--resume"], d)
-    ran = smallseg([*argv, "--resume"], d)
-    keep = {k: v for k, v in before.items() if k.endswith((".safetensors", "state.pt", "history.jsonl"))}
-    return check(row, ran, code=0, refused=False, lost=(keep, snapshot(d / "run")))
+_again("train-existing-run-folder", "2: suggests --resume / --overwrite; the run intact", _train, out="run",
+       note=" (twice)", keep=_all, code=2, says=("--resume", "--overwrite"))
+_again("train-overwrite", "0, a fresh run", _train, ("--overwrite",), out="run", code=0, refused=False)
+_again("train-resume-finished", "0, nothing redone", _train, ("--resume",), out="run", keep=_weights_state_history,
+       code=0, refused=False)
 
 
 @case("train-kill9-resume", "kill -9 mid-run; --resume gives the unbroken run's weights")
@@ -1140,22 +1100,13 @@ def _(fx, d, row):
     check(row, smallseg([*argv, "--resume"], d), code=0, refused=False, no_partials=d / "run")
     a, b = load_file(str(d / "ref/last.safetensors")), load_file(str(d / "run/last.safetensors"))
     if ref.code != 0 or a.keys() != b.keys() or any(not (a[k] == b[k]).all() for k in a):
-        row.problems.append("weights differ from the unbroken run")
-        row.ok = False
+        row.fail("weights differ from the unbroken run")
     return row
 
 
-@case("train-second-writer", "2: 'in use by process N'")
-def _(fx, d, row):
-    run = d / "run"
-    run.mkdir()
-    holder = hold_lock(run / '.smallseg.lock', d)
-    try:
-        argv = ["train", tiny_train_config(d), "--out", run, "--quiet"]
-        row.command = cmd_text(argv, d) + " (while another training holds it)"
-        return check(row, smallseg(argv, d), code=2, says=("in use by process",))
-    finally:
-        stop(holder)
+_second_writer("train-second-writer", "run",
+               lambda fx, d, run: ["train", tiny_train_config(d), "--out", run, "--quiet"],
+               " (while another training holds it)")
 
 
 for _id, _sections, _says in (
@@ -1184,10 +1135,7 @@ for _id, _sections, _says in (
             shutil.copy(fx.nifti4d, d / "four_d.nii.gz")
             argv = ["train", tiny_train_config(d, **_sections), "--out", d / "run", "--quiet"]
             row.command = cmd_text(argv, d)
-            check(row, smallseg(argv, d), code=2, says=_says, no_finished=d / "run")
-            if fx.marker.exists():
-                row.problems.append("PAYLOAD RAN")
-                row.ok = False
+            check(row, smallseg(argv, d), code=2, says=_says, no_finished=d / "run", no_payload=fx.marker)
             return row
     _make()
 
@@ -1199,10 +1147,7 @@ def _(fx, d, row):
     config = tiny_train_config(d, optim={"epochs": 3, "steps_per_epoch": 2, "batch_size": 2, "warmup_steps": 1})
     argv = ["train", config, "--out", d / "run", "--quiet", "--resume"]
     row.command = cmd_text(argv, d) + " (state.pt replaced by a pickle)"
-    check(row, smallseg(argv, d), code=2, says=("state.pt", "--overwrite"))
-    if fx.marker.exists():
-        row.problems.append("PAYLOAD RAN")
-        row.ok = False
+    check(row, smallseg(argv, d), code=2, says=("state.pt", "--overwrite"), no_payload=fx.marker)
     return row
 
 
@@ -1212,10 +1157,7 @@ def _(fx, d, row):
     path.write_text(f"model: !!python/object/apply:os.system ['touch {fx.marker}']\ndata: {{}}\n")
     argv = ["train", path, "--out", d / "run", "--quiet"]
     row.command = cmd_text(argv, d)
-    check(row, smallseg(argv, d), code=2, says=("yaml",))
-    if fx.marker.exists():
-        row.problems.append("PAYLOAD RAN")
-        row.ok = False
+    check(row, smallseg(argv, d), code=2, says=("yaml",), no_payload=fx.marker)
     return row
 
 
@@ -1334,10 +1276,7 @@ def _(fx, d, row):
 def _(fx, d, row):
     argv = ["tune-decode", fx.evil_pickle, tiny_train_config(d), "--out", d / "tuned.safetensors"]
     row.command = cmd_text(argv, d)
-    check(row, smallseg(argv, d), code=2, says=("pickle",))
-    if fx.marker.exists():
-        row.problems.append("PAYLOAD RAN")
-        row.ok = False
+    check(row, smallseg(argv, d), code=2, says=("pickle",), no_payload=fx.marker)
     return row
 
 
@@ -1363,8 +1302,7 @@ def _(fx, d, row):
     row.command = cmd_text(argv, d) + " (twice)"
     check(row, smallseg(argv, d), code=(0, 2), refused=None, lost=(before, snapshot(d / "demo")))
     if first.code != 0:
-        row.problems.append(f"first demo exit {first.code}")
-        row.ok = False
+        row.fail(f"first demo exit {first.code}")
     return row
 
 
@@ -1448,8 +1386,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             row = fn(fx, d, row)
         except Exception as exc:  # a probe bug or an unexpected state: a failing row, never a crash
-            row.problems.append(f"probe: {type(exc).__name__}: {str(exc)[:120]}")
-            row.ok = False
+            row.fail(f"probe: {type(exc).__name__}: {str(exc)[:120]}")
         status = "pass" if row.ok else "FAIL: " + "; ".join(row.problems)
         print(f"{case_id}: {status}", file=sys.stderr, flush=True)
         rows.append(row)

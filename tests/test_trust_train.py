@@ -20,25 +20,7 @@ from smallseg.errors import SmallsegError
 from smallseg.io.atomic import OutputLock
 from smallseg.train.loop import load_train_config, train
 
-
-def _tiny_config(folder: Path, **sections) -> Path:
-    """A training config that trains in about a second: 1 epoch of 1 step on two 48 px synthetic nuclei."""
-    config = {
-        "name": "tiny",
-        "model": {"encoder_name": "resnet18", "encoder_depth": 3, "encoder_output_stride": 8, "classes": 1,
-                  "class_names": ["nucleus"], "decoder_pyramid_channels": 32, "decoder_segmentation_channels": 32,
-                  "refine_channels": [8, 8], "max_distance_px": 8},
-        "data": {"train": [{"synthetic": "nuclei", "count": 1, "size": 48, "seed": 1}]},
-        "augment": {"crop_size": 32, "mosaic_p": 0.0},
-        "optim": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "warmup_steps": 1},
-        "device": "cpu",
-        "tune_decode": False,
-    }
-    for key, value in sections.items():
-        config[key] = value
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+from train_helpers import tiny_train_config as _tiny_config
 
 
 def _cli(capsys, *argv) -> tuple[int, str]:
@@ -184,3 +166,13 @@ def test_every_shipped_training_config_still_loads():
     assert configs
     for path in configs:
         load_train_config(path)
+
+
+def test_resume_without_a_finished_epoch_names_the_flag(tmp_path, capsys):
+    # The library says resume=True (a Python caller passes that); the command line says --resume.
+    path = _tiny_config(tmp_path)
+    with pytest.raises(SmallsegError, match=r"^resume=True: .* has no finished epoch to resume from"):
+        train(load_train_config(path), tmp_path / "lib", resume=True, progress=False)
+    code, err = _cli(capsys, path, "--out", tmp_path / "run", "--resume")
+    assert code == 2 and err.startswith("smallseg train: error: --resume: ") and "has no finished epoch" in err, err
+    assert len(err.splitlines()) == 1
