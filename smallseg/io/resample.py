@@ -12,7 +12,7 @@ grid by nearest neighbour (:meth:`ResampledGrid.input_pixels`): a mask is never 
 
 Predictions made on the resampled grid come back to the input grid by nearest neighbour
 (:meth:`ResampledGrid.band_to_input`): each input pixel takes the label of the resampled pixel its centre
-falls in, so the output rasters have the input's size, transform and CRS, and the object table's pixel
+falls in, unless the input pixel itself is nodata (then no object, class 255), so the output rasters have the input's size, transform and CRS, and the object table's pixel
 columns are input px (``area_px`` counts the object's pixels in the output raster, so ``area_m2`` is the
 ground area of what the raster shows).
 """
