@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import rasterio
+from PIL import Image
+from rasterio.errors import NotGeoreferencedWarning
 
 from smallseg.errors import SmallsegError, one_line
 
@@ -149,9 +152,6 @@ def read_image_file(path: str | os.PathLike, *, bands: Sequence[int] | None = No
     if not path.is_file():
         raise SmallsegError(f"{path}: no such image file")
     if path.suffix.lower() in (".tif", ".tiff"):
-        import rasterio
-        from rasterio.errors import NotGeoreferencedWarning
-
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -161,7 +161,6 @@ def read_image_file(path: str | os.PathLike, *, bands: Sequence[int] | None = No
         except rasterio.errors.RasterioIOError as exc:
             raise SmallsegError(f"{path}: cannot read image ({one_line(exc)})") from None
         return np.moveaxis(data, 0, -1), geo
-    from PIL import Image
 
     try:
         with Image.open(path) as im:

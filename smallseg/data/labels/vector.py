@@ -20,10 +20,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pyogrio
+import pyogrio.raw
+import shapely
+from affine import Affine
+from pyproj import CRS, Transformer
+from rasterio.enums import MergeAlg
+from rasterio.features import rasterize
 
 from smallseg.errors import SmallsegError, one_line
 from smallseg.data.labels.area import apply_area, labelled_area
 from smallseg.data.labels.common import ClassMapping, LabeledImage, read_image_file
+from smallseg.io.geotiff import RasterGeometry
 
 
 @dataclass(frozen=True)
@@ -42,8 +50,6 @@ class Polygons:
 
 
 def _crs_of(text: Any):
-    from pyproj import CRS
-
     return None if not text else CRS.from_user_input(text)
 
 
@@ -63,10 +69,6 @@ def read_polygons(path: str | os.PathLike, geo: Any, shape: tuple[int, int], *, 
         SmallsegError: unreadable file, several layers and no ``layer``, an empty layer, a missing
             ``class_field`` (the fields are listed), or no feature overlapping the raster (both extents given).
     """
-    import pyogrio
-    import pyogrio.raw
-    import shapely
-
     path = Path(path)
     if not path.exists():
         raise SmallsegError(f"{path}: no such vector file")
@@ -112,8 +114,6 @@ def read_polygons(path: str | os.PathLike, geo: Any, shape: tuple[int, int], *, 
         raise SmallsegError(f"{path}: is in {vector_crs.name}, but the image has no CRS; georeference the image or "
                             "give the polygons in pixel coordinates without a CRS")
     elif vector_crs is not None and vector_crs != raster_crs:
-        from pyproj import Transformer
-
         transformer = Transformer.from_crs(vector_crs, raster_crs, always_xy=True)
 
         def project(xy: np.ndarray) -> np.ndarray:
@@ -144,8 +144,6 @@ def read_polygons(path: str | os.PathLike, geo: Any, shape: tuple[int, int], *, 
 
 
 def _transform_of(geo: Any):
-    from affine import Affine
-
     return Affine.identity() if geo is None else geo[1]
 
 
@@ -157,10 +155,6 @@ def rasterise_polygons(geometries: Sequence[Any], shape: tuple[int, int], geo: A
     Returns:
         ((H, W) int32 ids, notes: one line on the overlaps and on polygons too small to hold a pixel centre).
     """
-    import shapely
-    from rasterio.enums import MergeAlg
-    from rasterio.features import rasterize
-
     h, w = int(shape[0]), int(shape[1])
     transform = _transform_of(geo)
     notes: list[str] = []
@@ -231,6 +225,5 @@ def read_vector_labels(image: str | os.PathLike, labels: str | os.PathLike, *, c
 def _pixel_area_m2(geo: Any, shape: tuple[int, int]) -> float | None:
     if geo is None or geo[0] is None:
         return None
-    from smallseg.io.geotiff import RasterGeometry
 
     return RasterGeometry(int(shape[1]), int(shape[0]), geo[0], geo[1]).pixel_area_m2
