@@ -36,6 +36,7 @@ import pycocotools
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from smallseg.data.coco_json import describe_unknown_categories, unknown_categories
 from smallseg.errors import SmallsegError, one_line
 from smallseg.instances import Instances
 from smallseg.io.atomic import write_text_atomic
@@ -431,8 +432,6 @@ def _objects_from_coco(gt_value, pred_value, warnings: list[str]):
             rles=rles,
             source_ids=np.asarray([a["id"] for a in anns], np.int64),
         )
-
-    from smallseg.data.coco_json import describe_unknown_categories, unknown_categories
 
     unknown_gt = unknown_categories(gt_data)
     if unknown_gt:  # pycocotools scores only declared categories: say so rather than drop them silently
