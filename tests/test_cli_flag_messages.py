@@ -30,7 +30,6 @@ ALLOWED = {
 PENDING = {
     "smallseg/cluster/client.py": {"--cluster"},
     "smallseg/cluster/worker.py": {"--device"},
-    "smallseg/pipeline/geotiff/report.py": {"--bands", "--normalize"},
 }
 
 
@@ -158,3 +157,11 @@ def test_finetune_options_name_their_fields():
         FinetuneOptions(images=("a.tif",), labels=("a.geojson",), out="m.safetensors", batch_size=0)
     with pytest.raises(SmallsegError, match=r"^patience 0: must be at least 1 \(or None: never stop early\)$"):
         FinetuneOptions(images=("a.tif",), labels=("a.geojson",), out="m.safetensors", patience=0)
+
+
+def test_tile_and_predict_spells_the_input_statistics_warning_as_flags():
+    from smallseg.cli.tile_and_predict import as_flags
+
+    warning = ("a.tif: band 1 mean is 9.0 training standard deviations from the training mean after x/255; results "
+               "may be poor - check bands= and normalize= (uint16 here)")
+    assert as_flags(warning).endswith("results may be poor - check --bands and --normalize (uint16 here)")

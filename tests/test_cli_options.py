@@ -23,6 +23,8 @@ FLAGS = FlagNames({"min_area_px": "--min-area", "device": "--device"}, {"resume=
     ("no CUDA device here", "no CUDA device here"),  # ... but never inside English text
     ("OUT holds a run; pass resume=True", "OUT holds a run; pass --resume"),  # a phrase
     ("min_area_pxx is not ours", "min_area_pxx is not ours"),  # whole identifiers only
+    ("check device= and min_area_px=.", "check --device and --min-area."),  # bare keywords
+    ("device='cpu' was given", "device='cpu' was given"),  # ... not a keyword with its value
 ])
 def test_flag_names_spell_python_names_as_flags(message, expected):
     assert FLAGS(message) == expected

@@ -53,8 +53,9 @@ class FlagNames:
 
     The library says ``min_area_px 0: must be at least 1``; the command line should say ``--min-area 0: ...``.
     ``fields`` maps an option name to its flag: replaced when it is a message's first word (``area: ...``
-    too), and anywhere in the text when it holds an underscore (an identifier, never an English word such as ``device``).
-    ``phrases`` are replaced literally (``resume=True`` -> ``--resume``)."""
+    too), anywhere as a bare keyword (``check bands= and normalize=``), and anywhere in the text when it holds
+    an underscore (an identifier, never an English word such as ``device``). ``phrases`` are replaced
+    literally (``resume=True`` -> ``--resume``)."""
 
     fields: Mapping[str, str]
     phrases: Mapping[str, str] = field(default_factory=dict)
@@ -67,6 +68,7 @@ class FlagNames:
         for phrase, flag in self.phrases.items():
             message = message.replace(phrase, flag)
         for name, flag in self.fields.items():
+            message = re.sub(rf"\b{re.escape(name)}=(?=[\s,;:.)]|$)", flag, message)  # a bare keyword
             if "_" in name:
                 message = re.sub(rf"\b{re.escape(name)}\b", flag, message)
         return message

@@ -154,7 +154,7 @@ def _run_tile_and_predict(args) -> int:
     show = warnings.showwarning
 
     def one_line_warning(message, category, filename, lineno, file=None, line=None):
-        print(f"smallseg {args.command}: warning: {message}", file=sys.stderr)
+        print(f"smallseg {args.command}: warning: {as_flags(str(message))}", file=sys.stderr)
 
     def report(path, outcome) -> None:
         if isinstance(outcome, PredictionResult):

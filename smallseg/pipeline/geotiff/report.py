@@ -83,7 +83,7 @@ def check_band_stats(reader: GeoTiffReader, model, session: Session) -> dict | N
         b = int(far[0])
         session.warn(
             f"{reader.path}: band {reader.bands[b]} mean is {abs(z[b]):.1f} training standard deviations from the "
-            f"training mean after {prep.norm.describe()}; results may be poor - check --bands and --normalize "
+            f"training mean after {prep.norm.describe()}; results may be poor - check bands= and normalize= "
             f"({reader.dtype} here)"
         )
     return summary
