@@ -6,6 +6,7 @@ edges stay shared), building regularisation and sub-pixel contours.
     object_outline(labels, id, bbox, options, ...)                           one object from its context
     OutlineStream(options, scene_shape)                                      the same, fed finished row bands
     subpixel_outline(soft, labels, id, level=)                               marching squares on a soft map
+    coverage_subpixel_outlines(soft, labels, level=)                         the same, shared edges kept
     regularise_polygon(polygon, min_fill)                                    right angles, dominant orientation
     to_map(polygons, transform)                                              pixel -> map coordinates
 """
@@ -13,7 +14,7 @@ edges stay shared), building regularisation and sub-pixel contours.
 from smallseg.outline.options import OutlineOptions
 from smallseg.outline.simplify import object_outline, outline_polygons, regularise_polygon, to_map
 from smallseg.outline.stream import OutlineStream
-from smallseg.outline.subpixel import subpixel_outline, subpixel_outlines
+from smallseg.outline.subpixel import coverage_subpixel_outlines, subpixel_outline, subpixel_outlines
 
-__all__ = ["OutlineOptions", "OutlineStream", "object_outline", "outline_polygons", "regularise_polygon",
+__all__ = ["OutlineOptions", "coverage_subpixel_outlines", "OutlineStream", "object_outline", "outline_polygons", "regularise_polygon",
            "subpixel_outline", "subpixel_outlines", "to_map"]
