@@ -98,3 +98,18 @@ def test_finetune_with_box_labels_runs_end_to_end(tmp_path):
     assert record["before"]["count_gt"] == record["after"]["count_gt"] == in_val
     assert "box_F1" in record["after"] and record["after"]["F1"] == record["after"]["box_F1"]
     assert result.epochs == record["epochs"] == 2 and record["data"]["labels"] == ["crowns.csv"]
+
+
+def test_worse_than_init_compares_with_the_init_model_tuned_on_the_same_strip(tmp_path):
+    """With next to no training (lr 1e-12) the fine-tuned model is the init model, so the init model with decode
+    settings tuned on the same validation strip scores exactly what the 'fine-tuned' one does: decode tuning is
+    not counted as a training gain."""
+    tif, csv, _boxes = _scene(tmp_path)
+    init = _init_checkpoint(tmp_path)
+    result = finetune(FinetuneOptions(images=(str(tif),), labels=(str(csv),), out=str(tmp_path / "same.safetensors"),
+                                      init=str(init), minutes=0.5, epochs=1, steps_per_epoch=1, batch_size=2,
+                                      lr=1e-12, patience=None, class_map={"Tree": "tree"}), progress=None)
+    record = result.record
+    assert {k: v for k, v in record["before_tuned"].items() if k != "decode"} == record["after"]
+    assert record["before_tuned"]["decode"] == record["decode_tuned"]
+    assert record["worse_than_init"] is False
