@@ -20,7 +20,8 @@ from smallseg.io.dicom import find_series
 from smallseg.io.medical import Volume, read_volume
 from smallseg.models import save_checkpoint
 from smallseg.pipeline.dicom_batch import run_dicom_batch
-from smallseg.pipeline.volume import modality_classes, predict_volume, trained_modalities
+from smallseg.pipeline.classes import modality_classes, trained_modalities
+from smallseg.pipeline.volume import predict_volume
 
 from conftest import DATA_DIR, PYDICOM_DATA  # tests/ is on sys.path under pytest
 

@@ -2,11 +2,15 @@
 
 import numpy as np
 import pytest
+import tifffile
 
 from smallseg.errors import SmallsegError
 from smallseg.pipeline.array import drop_invalid, plan_tiling, predict_array
 from smallseg.pipeline.options import OptionError, PredictOptions
 from smallseg.instances import Instances
+from smallseg.models import load_model
+
+from conftest import DATA_DIR  # tests/ is on sys.path under pytest
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +148,18 @@ def test_drop_invalid_keeps_ids_dense():
     np.testing.assert_array_equal(out.ids, [1, 2])
     np.testing.assert_array_equal(out.class_ids, [2, 1])
     assert (out.labels == 1).sum() == 6 and (out.labels == 2).sum() == 4
+
+
+def test_the_medical_model_on_microscopy_finds_nuclei_never_nodules():
+    """PredictOptions.modality / by_modality (#13): the image's modality picks the model's classes, per tile
+    before stitching, as tile-and-predict does; the pixels are the same, only the class of the odd object."""
+    image = tifffile.imread(DATA_DIR / "dsb2018_nuclei_image.tif")  # fluorescence microscopy, no DICOM modality
+    model = load_model("medical")
+    nucleus, nodule = (model.config.class_names.index(n) + 1 for n in ("nucleus", "nodule"))
+    restricted = predict_array(image, model)
+    every_class = predict_array(image, model, by_modality=False)
+    assert nodule in every_class.class_ids  # the class head does call something here a nodule
+    assert len(restricted) == len(every_class) > 50 and set(restricted.class_ids.tolist()) == {nucleus}
+    np.testing.assert_array_equal(restricted.labels, every_class.labels)
+    sm = predict_array(image, model, modality="SM")  # DICOM slide microscopy: nuclei as well
+    assert set(sm.class_ids.tolist()) <= {nucleus}

@@ -27,6 +27,7 @@ from smallseg.instances import Instances
 from smallseg.normalize import Normalization, NormStats, choose_normalization
 from smallseg.models.registry import resolve_device
 from smallseg.models.tta import with_tta
+from smallseg.pipeline.classes import keep_classes, modality_classes
 from smallseg.pipeline.options import PredictOptions
 from smallseg.tiling.grid import Tile, TileGrid, overlap_for, tile_windows
 from smallseg.tiling.stitch import stitch_instances
@@ -330,6 +331,8 @@ def predict_array(
         warnings.warn(f"predict_array: the result is not reliable: {stats.reason}", UserWarning, stacklevel=2)
     if options.device is not None:
         model = model.to(resolve_device(options.device))
+    # Classes of the image's modality (the medical model on microscopy: nucleus, never nodule); None: all.
+    allowed = modality_classes(model.config, options.modality or "") if options.by_modality else None
     model = with_tta(model, options.tta).eval()
     decode_config = decode_config_for(model, options.decode_overrides(), modality=options.modality)
     plan = plan_tiling(model, options.tile_size_px, options.overlap_px, decode_config)
@@ -342,9 +345,10 @@ def predict_array(
             if valid_mask is not None:
                 mask_band = cut_band(valid_mask[None], grid, r)[0][0].astype(bool)
                 band_valid = mask_band if band_valid is None else (band_valid & mask_band)
-            yield predict_tile_row(band, band_valid, grid.tile_row(r), grid.row_starts[r], model,
-                                   decode_config, batch_size=options.batch_size, amp=options.amp,
-                                   decode_executor=worker, norm=norm, norm_stats=stats)
+            found = predict_tile_row(band, band_valid, grid.tile_row(r), grid.row_starts[r], model,
+                                     decode_config, batch_size=options.batch_size, amp=options.amp,
+                                     decode_executor=worker, norm=norm, norm_stats=stats)
+            yield found if allowed is None else [keep_classes(inst, allowed, [0]) for inst in found]
 
     # Worker threads decode batch b while the model runs batch b + 1 (results collected in submission
     # order: the same objects as decoding in line).

@@ -56,7 +56,8 @@ from smallseg.io.dicom import SeriesInfo, find_series
 from smallseg.io.medical import Volume, WriteError, read_volume, write_labels_nifti
 from smallseg.models.registry import prepare_model, resolve_device, weights_fingerprint
 from smallseg.pipeline.options import check_normalize, check_preset
-from smallseg.pipeline.volume import RAW, normalization_record, predict_volume, trained_modalities
+from smallseg.pipeline.classes import trained_modalities
+from smallseg.pipeline.volume import RAW, normalization_record, predict_volume
 
 __all__ = [
     "BatchOptions",

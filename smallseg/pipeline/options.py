@@ -272,6 +272,11 @@ class PredictOptions:
         tta: test-time augmentation (:func:`smallseg.models.tta.with_tta`): None (the model as given),
             ``"d4"`` (8 flips/rotations) or ``"flips"`` (4); True means ``"d4"``. Maps are averaged per tile
             before decoding; tiling and stitching are unchanged.
+        by_modality: keep only the classes the model has for ``modality`` (None: an image without one, e.g.
+            microscopy for the medical model; :func:`~smallseg.pipeline.classes.modality_classes`): objects of
+            another modality's class take the modality's class (one) or are dropped (several), per tile before
+            stitching, as tile-and-predict does. Models without per-modality classes are not affected. False
+            keeps every class.
     """
 
     tile_size_px: int | None = None
@@ -288,6 +293,7 @@ class PredictOptions:
     percentiles: tuple[float, float] | None = None
     modality: str | None = None
     tta: str | None = None
+    by_modality: bool = True
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen: normalise once
@@ -306,6 +312,7 @@ class PredictOptions:
         set_("percentiles", check_normalize(self.normalize, self.percentiles))
         set_("modality", check_modality(self.modality))
         set_("tta", check_tta(self.tta))
+        set_("by_modality", check_flag("by_modality", self.by_modality))
 
     @classmethod
     def build(cls, options=None, caller: str = "", **overrides):
@@ -346,8 +353,7 @@ class VolumeOptions(PredictOptions):
             :mod:`smallseg.pipeline.volume`); not together with ``normalize`` / ``percentiles``.
         min_slices: drop 3-D objects seen in fewer slices (>= 1).
         link_min_overlap: slice-to-slice linking threshold, a fraction of the smaller cross-section, in (0, 1].
-        by_modality: keep only the classes the model has for the volume's modality
-            (:func:`~smallseg.pipeline.volume.modality_classes`); False keeps every class.
+        by_modality: as for :class:`PredictOptions`, for the volume's modality, applied per slice.
 
     Inherited fields mean the same per slice, except: ``tile_size_px`` None is the model's training tile, or
     one tile of the slice's size when the slice is smaller; ``modality`` None is the volume's own (give one for
@@ -358,7 +364,6 @@ class VolumeOptions(PredictOptions):
     preset: IntensityPreset | str | None = None
     min_slices: int = 1
     link_min_overlap: float = 0.5
-    by_modality: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -366,4 +371,3 @@ class VolumeOptions(PredictOptions):
         check_preset(self.preset, self.normalize, self.percentiles)
         set_("min_slices", check_count("min_slices", self.min_slices, 1))
         set_("link_min_overlap", check_fraction("link_min_overlap", self.link_min_overlap, open_low=True))
-        set_("by_modality", check_flag("by_modality", self.by_modality))

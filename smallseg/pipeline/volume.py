@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import warnings as _warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -54,6 +54,7 @@ from smallseg.models.registry import resolve_device
 from smallseg.models.tta import with_tta
 from smallseg.normalize import Normalization, NormStats, choose_normalization, normalizations_of
 from smallseg.pipeline.array import decode_config_for, predict_array
+from smallseg.pipeline.classes import keep_classes, modality_classes
 from smallseg.pipeline.options import RAW_PRESET, PredictOptions, VolumeOptions
 from smallseg.tiling.grid import overlap_for
 
@@ -65,11 +66,8 @@ __all__ = [
     "choose_preset",
     "choose_volume_normalization",
     "normalization_record",
-    "keep_classes",
     "link_slices",
-    "modality_classes",
     "predict_volume",
-    "trained_modalities",
 ]
 
 RAW = RAW_PRESET  # preset name: feed raw values to config.normalise, no intensity mapping
@@ -459,7 +457,8 @@ def predict_volume(volume: Volume, model: torch.nn.Module, options: VolumeOption
     # Each slice: the volume's normalisation, stats and decoding settings (a slice is never re-fitted on itself).
     per_slice = PredictOptions(tile_size_px=_slice_tile_size(model, plane, options.tile_size_px),
                                overlap_px=options.overlap_px, batch_size=options.batch_size, amp=options.amp,
-                               decode_workers=options.decode_workers, decode=decode, normalize=norm)
+                               decode_workers=options.decode_workers, decode=decode, normalize=norm,
+                               by_modality=False)  # applied below, per slice, with the volume's modality
 
     def slice_instances():
         for z in tqdm(range(n_slices), desc="slices", disable=not options.progress, leave=False):
@@ -489,64 +488,3 @@ def predict_volume(volume: Volume, model: torch.nn.Module, options: VolumeOption
     return VolumePrediction(labels=labels, objects=objects, volume=volume, window=window, preset_source=source,
                             warnings=warnings, decode=decode, normalization=norm, norm_stats=stats,
                             options=options)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Classes and modalities
-# --------------------------------------------------------------------------------------------------------------
-
-# The DICOM modalities a class name belongs to, for checkpoints whose training metadata does not say
-# (``training["classes_by_modality"]``). The shipped medical model was trained on synthetic CT (class "nodule")
-# and fluorescence microscopy (class "nucleus": TIFF/PNG without a modality, or DICOM SM / GM).
-CLASS_MODALITIES: dict[str, tuple[str, ...]] = {"nodule": ("CT",), "nucleus": ("", "SM", "GM")}
-
-
-def _modality_table(config) -> dict[str, list[str]] | None:
-    """{modality: class names} from the checkpoint, else from :data:`CLASS_MODALITIES`; None when unknown."""
-    training = getattr(config, "training", None) or {}
-    table = training.get("classes_by_modality") if isinstance(training, dict) else None
-    if isinstance(table, dict) and all(isinstance(v, list) for v in table.values()):
-        return {str(k).upper(): [str(n) for n in v] for k, v in table.items()}
-    names = list(getattr(config, "class_names", None) or [])
-    if len(names) < 2 or any(n.lower() not in CLASS_MODALITIES for n in names):
-        # Classes we know nothing about, or a single class (its name cannot tell which modality it was
-        # trained on): every class everywhere, and no claim about modalities.
-        return None
-    out: dict[str, list[str]] = {}
-    for n in names:
-        for modality in CLASS_MODALITIES[n.lower()]:
-            out.setdefault(modality, []).append(n)
-    return out
-
-
-def modality_classes(config, modality: str) -> list[int] | None:
-    """1-based ids of the classes a model has for images of ``modality`` (``"CT"``, ``""`` for non-DICOM), or
-    None when every class applies: the model does not say, or was not trained on that modality at all (then
-    nothing is known about which class fits; :func:`trained_modalities` tells the caller to say so)."""
-    table = _modality_table(config)
-    names = list(config.class_names or [])  # a config without names: every class applies
-    ids = [names.index(n) + 1 for n in (table or {}).get((modality or "").upper(), []) if n in names]
-    return ids or None
-
-
-def trained_modalities(config) -> set[str] | None:
-    """DICOM modalities the model was trained on (``""`` = images without one), or None when unknown."""
-    table = _modality_table(config)
-    return None if table is None else set(table)
-
-
-def keep_classes(found: Instances, allowed: Sequence[int], counter: list[int]) -> Instances:
-    """Objects of classes outside ``allowed`` (1-based class ids, e.g. :func:`modality_classes`) take the single
-    allowed class, or are dropped (several); ``counter[0]`` is increased by the number of such objects."""
-    bad = ~np.isin(found.class_ids, np.asarray(allowed))
-    if not bad.any():
-        return found
-    counter[0] += int(bad.sum())
-    if len(allowed) == 1:
-        classes = found.class_ids.copy()
-        classes[bad] = allowed[0]
-        return replace(found, class_ids=classes)
-    labels = np.where(np.isin(found.labels, found.ids[bad]), 0, found.labels).astype(found.labels.dtype)
-    keep = ~bad
-    return replace(found, labels=labels, ids=found.ids[keep], class_ids=found.class_ids[keep],
-                   scores=found.scores[keep], centroids_yx=found.centroids_yx[keep])

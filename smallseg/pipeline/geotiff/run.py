@@ -32,7 +32,7 @@ from smallseg.io.tables import ObjectTable, read_objects_csv
 from smallseg.models import prepare_model, weights_fingerprint
 from smallseg.models.tta import with_tta
 from smallseg.pipeline.array import decode_config_for, plan_tiling, TilingPlan
-from smallseg.pipeline.volume import modality_classes
+from smallseg.pipeline.classes import modality_classes
 from smallseg.pipeline.geotiff.options import OUTPUT_SUFFIXES, GeoTiffOptions, OptionError, check_batch_pixels
 from smallseg.pipeline.geotiff.report import (
     Session,
@@ -531,7 +531,7 @@ def _open_reader(path: Path, model: torch.nn.Module, options: GeoTiffOptions, se
 
 def _modality_plan(config, modality: str | None) -> dict | None:
     """The classes objects may take in an image of ``modality`` (None: ``""``, no DICOM modality), as
-    :func:`~smallseg.pipeline.volume.modality_classes` says for ``predict_volume``; None when the model has
+    :func:`~smallseg.pipeline.classes.modality_classes` says for ``predict_volume``; None when the model has
     no classes per modality."""
     allowed = modality_classes(config, modality or "")
     if allowed is None:

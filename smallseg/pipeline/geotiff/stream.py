@@ -26,7 +26,7 @@ from smallseg.instances import Instances
 from smallseg.io.quicklook import OutlineTracer, QuicklookPart, image_part, quicklook_grid
 from smallseg.io.tables import ObjectTable
 from smallseg.pipeline.array import predict_tile_row
-from smallseg.pipeline.volume import keep_classes
+from smallseg.pipeline.classes import keep_classes
 from smallseg.pipeline.geotiff.workdir import QUICKLOOK_MAX_SIDE_PX, Checkpoint, WorkDir, record_progress, save_npz
 from smallseg.tiling.grid import TileGrid
 from smallseg.tiling.stitch import RowStitcher
