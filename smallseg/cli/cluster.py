@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from smallseg.cli.options import FlagNames, errors_as_flags
 from smallseg.errors import SmallsegError
+
+# smallseg.cluster names the value it was given a 'cluster spec'; here it is the flag.
+_FLAGS = FlagNames({}, {"cluster spec": "--cluster"})
 
 CLUSTER_HELP = (
     "run on a Dask cluster: local:N (N one-thread worker processes on this machine, loopback only), "
@@ -58,5 +62,5 @@ def open_cluster(args):
         raise SmallsegError(f"--torch-threads {args.torch_threads}: must be at least 1")
     from smallseg.cluster.client import cluster_client
 
-    with cluster_client(args.cluster, torch_threads=args.torch_threads) as client:
+    with errors_as_flags(_FLAGS), cluster_client(args.cluster, torch_threads=args.torch_threads) as client:
         yield client

@@ -103,7 +103,7 @@ def _run_dicom_batch(args) -> int:
                                  max_gb=args.max_gb, on_result=report, client=client,
                                  normalize=args.normalize, percentiles=percentiles_flag(args.percentiles))
     for note in result.notes:
-        print(f"smallseg {args.command}: note: {note}", file=sys.stderr)
+        print(f"smallseg {args.command}: note: {as_flags(note)}", file=sys.stderr)
     if result.stopped:
         print(f"smallseg {args.command}: error: {as_flags(result.stopped)}", file=sys.stderr)
     if not result.count("ok") and not result.stopped:  # a stopped batch has said why, in one line

@@ -56,18 +56,18 @@ def parse_cluster(text: str) -> ClusterSpec:
     if m:
         n = int(m.group(1))
         if not 1 <= n <= 512:
-            raise SmallsegError(f"--cluster {text}: local:N needs 1 <= N <= 512 worker processes")
+            raise SmallsegError(f"cluster spec {text}: local:N needs 1 <= N <= 512 worker processes")
         return ClusterSpec("local", workers=n)
     if text.startswith(("tcp://", "tls://", "ucx://")):
         if not re.fullmatch(r"[a-z]+://[^\s/]+:\d+", text):
-            raise SmallsegError(f"--cluster {text}: a scheduler address is PROTOCOL://HOST:PORT, e.g. tcp://10.0.0.5:8786")
+            raise SmallsegError(f"cluster spec {text}: a scheduler address is PROTOCOL://HOST:PORT, e.g. tcp://10.0.0.5:8786")
         return ClusterSpec("address", address=text)
     if text.endswith(".json"):
         if not Path(text).is_file():
-            raise SmallsegError(f"--cluster {text}: no such scheduler file (written by `dask scheduler "
+            raise SmallsegError(f"cluster spec {text}: no such scheduler file (written by `dask scheduler "
                                 f"--scheduler-file FILE` or a dask-jobqueue / dask-mpi job)")
         return ClusterSpec("scheduler_file", address=text)
-    raise SmallsegError(f"--cluster {text}: use local:N (N worker processes here), tcp://HOST:PORT (a running "
+    raise SmallsegError(f"cluster spec {text}: use local:N (N worker processes here), tcp://HOST:PORT (a running "
                         f"Dask scheduler) or a scheduler file FILE.json")
 
 
@@ -136,7 +136,7 @@ def _require_dask():
     try:
         import distributed  # noqa: F401
     except ImportError:
-        raise SmallsegError("--cluster needs dask.distributed: pip install 'smallseg[cluster]' (or pip install "
+        raise SmallsegError("a Dask cluster needs dask.distributed: pip install 'smallseg[cluster]' (or pip install "
                             "'dask[distributed]')") from None
 
 
@@ -164,7 +164,7 @@ def start_client(spec: ClusterSpec | str, *, torch_threads: int | None = None):
         if cluster is not None:
             cluster.close()
         where = spec.address or f"local:{spec.workers}"
-        raise SmallsegError(f"--cluster {where}: cannot connect to the Dask scheduler ({one_line(exc)})") from None
+        raise SmallsegError(f"cluster spec {where}: cannot connect to the Dask scheduler ({one_line(exc)})") from None
     client.register_plugin(TorchThreads(threads))
     return client, cluster
 

@@ -114,7 +114,7 @@ def workers_device_type(client, device) -> str:
         by_kind = {k: sorted(a for a, v in types.items() if v == k) for k in kinds}
         detail = "; ".join(f"{k}: {len(a)} worker(s), e.g. {a[0]}" for k, a in by_kind.items())
         raise SmallsegError(f"device {str(device)!r} resolves to different devices on the workers ({detail}); "
-                            "give --device cpu or cuda explicitly, on workers that all have it")
+                            "choose the device (cpu or cuda) explicitly, on workers that all have it")
     return kinds[0]
 
 
