@@ -32,13 +32,14 @@ def add_demo(subparsers) -> None:
 
 def _run_demo(args) -> int:
     from smallseg.pipeline.demo import run_demo
+    from smallseg.pipeline.geotiff import GeoTiffOptions
 
     if args.size < 64:
         raise SmallsegError(f"--size {args.size}: use at least 64 px")
     with errors_as_flags(as_flags):  # same flag names as tile-and-predict
+        options = GeoTiffOptions(device=args.device, batch_size=args.batch_size, progress=not args.quiet)
         result = run_demo(args.out, size_px=args.size, seed=args.seed, pixel_size_m=args.pixel_size_m,
-                          model=args.model, device=args.device, batch_size=args.batch_size,
-                          overwrite=args.overwrite, progress=not args.quiet)
+                          model=args.model, options=options, overwrite=args.overwrite)
     print(result.table)
     print(f"scene:       {result.scene_image} (ground truth beside it)")
     print(f"prediction:  {result.prediction_dir}/ (open the .gpkg over the scene in QGIS; quick-look PNG inside)")

@@ -40,10 +40,8 @@ def run_demo(
     seed: int = 7,
     pixel_size_m: float = 0.4,
     model: str | os.PathLike = "remote-sensing",
-    device: str = "auto",
-    batch_size: int = 4,
+    options: GeoTiffOptions | None = None,
     overwrite: bool = False,
-    progress: bool = True,
 ) -> DemoResult:
     """Generate a scene, predict it with ``model`` and score the result.
 
@@ -53,16 +51,15 @@ def run_demo(
         seed: scene seed (same seed, same scene).
         pixel_size_m: ground sampling distance of the scene, metres.
         model: built-in model name or checkpoint path.
-        device: ``auto``, ``cpu``, ``cuda``.
-        batch_size: tiles per forward pass.
+        options: tile-and-predict's settings (device, batch size, progress bars...; default: its defaults);
+            the prediction folder inside ``out_dir`` is always replaced.
         overwrite: replace the outputs of an earlier demo in ``out_dir``.
-        progress: progress bars.
 
     Returns:
         DemoResult with the paths, the printed table and the metrics dict.
     """
-    # Settings first: a bad one is refused before the scene is generated.
-    options = GeoTiffOptions(device=device, batch_size=batch_size, overwrite=True, progress=progress)
+    # The options were checked when built: nothing is generated for a bad one.
+    options = (options or GeoTiffOptions()).replace(overwrite=True)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SmallsegError(f"{out}: folder is not empty; pass overwrite=True or choose another folder")
