@@ -168,3 +168,15 @@ def test_a_bad_cluster_spec_says_the_flag_and_the_library_its_value(tmp_path, ca
         parse_cluster(spec)
     line = _one_error_line(capsys, ["dicom-batch", str(tmp_path), "--out", str(tmp_path / "o"), "--cluster", spec])
     assert line.startswith(f"smallseg dicom-batch: error: {start}"), line
+
+
+def test_outline_options_name_their_fields_and_tile_and_predict_says_simplify(tmp_path, capsys):
+    from smallseg.outline import OutlineOptions
+
+    with pytest.raises(SmallsegError, match=r"^simplify_px 99: give a tolerance from 0 to 16 px$"):
+        OutlineOptions(simplify_px=99)
+    with pytest.raises(SmallsegError, match=r"^regularise_class_names: the model has no class building "):
+        OutlineOptions(regularise_class_names=("building",)).for_classes(["nucleus"])
+    line = _one_error_line(capsys, ["tile-and-predict", str(tmp_path / "a.tif"), "--out", str(tmp_path / "o"),
+                                    "--simplify", "99"])
+    assert line == "smallseg tile-and-predict: error: --simplify 99.0: give a tolerance from 0 to 16 px", line

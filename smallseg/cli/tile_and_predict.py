@@ -115,7 +115,8 @@ _FLAGS = FlagNames(
      "decode_workers": "--decode-workers", "bands": "--bands", "nodata": "--nodata", "min_score": "--min-score",
      "min_area_px": "--min-area", "formats": "--formats", "cog": "--cog", "resume": "--resume",
      "overwrite": "--overwrite", "normalize": "--normalize", "percentiles": "--percentiles", "strict": "--strict",
-     "tta": "--tta", "resample": "--no-resample", "resample_to_m": "--resample-to", "modality": "--modality"},
+     "tta": "--tta", "resample": "--no-resample", "resample_to_m": "--resample-to", "modality": "--modality",
+     "simplify_px": "--simplify", "regularise_class_names": "--regularise-buildings"},
     {"overwrite=True": "--overwrite", "resume=True": "--resume", "bands=[...]": "--bands",
      "normalize='fixed'": "--normalize fixed", "resample=False": "--no-resample"})
 
@@ -134,11 +135,8 @@ def _outline_options(args):
 
     if not args.simplify and not args.regularise_buildings:
         return None
-    try:
-        return OutlineOptions(simplify_px=args.simplify,
-                              regularise_class_names=("building",) if args.regularise_buildings else ())
-    except SmallsegError as exc:
-        raise SmallsegError(f"--{exc}") from None
+    return OutlineOptions(simplify_px=args.simplify,  # its messages name the fields: as_flags spells the flags
+                          regularise_class_names=("building",) if args.regularise_buildings else ())
 
 
 def _run_tile_and_predict(args) -> int:

@@ -42,23 +42,23 @@ class OutlineOptions:
     def __post_init__(self) -> None:
         s = self.simplify_px
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= MAX_SIMPLIFY_PX:
-            raise SmallsegError(f"simplify {s!r}: give a tolerance from 0 to {MAX_SIMPLIFY_PX:g} px")
+            raise SmallsegError(f"simplify_px {s!r}: give a tolerance from 0 to {MAX_SIMPLIFY_PX:g} px")
         object.__setattr__(self, "simplify_px", float(s))
         ids = self.regularise_class_ids
         if isinstance(ids, int) and not isinstance(ids, bool):
             ids = (ids,)
         if not isinstance(ids, (tuple, list)) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 1
                                                          for i in ids):
-            raise SmallsegError(f"regularise classes {ids!r}: give 1-based class ids")
+            raise SmallsegError(f"regularise_class_ids {ids!r}: give 1-based class ids")
         object.__setattr__(self, "regularise_class_ids", tuple(sorted(set(int(i) for i in ids))))
         f = self.regularise_min_fill
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
-            raise SmallsegError(f"regularise min fill {f!r}: must be in (0, 1]")
+            raise SmallsegError(f"regularise_min_fill {f!r}: must be in (0, 1]")
         object.__setattr__(self, "regularise_min_fill", float(f))
         names = (self.regularise_class_names,) if isinstance(self.regularise_class_names, str) else \
             self.regularise_class_names
         if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) and n for n in names):
-            raise SmallsegError(f"regularise class names {names!r}: give class names, e.g. building")
+            raise SmallsegError(f"regularise_class_names {names!r}: give class names, e.g. building")
         object.__setattr__(self, "regularise_class_names", tuple(names))
 
     def for_classes(self, class_names) -> "OutlineOptions":
@@ -69,7 +69,7 @@ class OutlineOptions:
         lookup = {str(n).lower(): i + 1 for i, n in enumerate(class_names)}
         missing = [n for n in self.regularise_class_names if n.lower() not in lookup]
         if missing:
-            raise SmallsegError(f"regularise: the model has no class {', '.join(missing)} (its classes: "
+            raise SmallsegError(f"regularise_class_names: the model has no class {', '.join(missing)} (its classes: "
                                 f"{', '.join(map(str, class_names))})")
         ids = set(self.regularise_class_ids) | {lookup[n.lower()] for n in self.regularise_class_names}
         return OutlineOptions(self.simplify_px, tuple(sorted(ids)), self.regularise_min_fill, self.regularise_class_names)
