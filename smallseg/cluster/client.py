@@ -60,7 +60,8 @@ def parse_cluster(text: str) -> ClusterSpec:
         return ClusterSpec("local", workers=n)
     if text.startswith(("tcp://", "tls://", "ucx://")):
         if not re.fullmatch(r"[a-z]+://[^\s/]+:\d+", text):
-            raise SmallsegError(f"cluster spec {text}: a scheduler address is PROTOCOL://HOST:PORT, e.g. tcp://10.0.0.5:8786")
+            raise SmallsegError(f"cluster spec {text}: a scheduler address is PROTOCOL://HOST:PORT, "
+                                "e.g. tcp://10.0.0.5:8786")
         return ClusterSpec("address", address=text)
     if text.endswith(".json"):
         if not Path(text).is_file():
