@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import shapely
+from scipy import ndimage
 from shapely.geometry import LineString, MultiLineString, Point
 
 from smallseg.errors import SmallsegError
-from smallseg.outline import coverage_subpixel_outlines, outline_polygons, subpixel_outline
+from smallseg.outline import (OutlineOptions, OutlineStream, coverage_subpixel_outlines, outline_polygons,
+                              subpixel_outline)
 
 
 def _hausdorff_to_circle(poly, cx, cy, radius, keep=None):
@@ -82,9 +84,9 @@ def test_touching_discs_share_their_edge_and_keep_sub_pixel_outer_edges():
     assert _hausdorff_to_circle(b, bx, by, radius, keep=lambda xy: xy[:, 0] > mid + 2.5) < 0.1
 
 
-def test_random_touching_objects_never_overlap_and_never_open_a_gap():
-    rng = np.random.default_rng(3)
-    size = 64
+def _random_scene(seed: int, size: int = 64):
+    """Touching and isolated discs (each pixel to the disc whose edge is farthest out), a noisy probability."""
+    rng = np.random.default_rng(seed)
     yy, xx = _centres((size, size))
     seeds = rng.uniform(4, size - 4, (14, 2))
     d = np.hypot(yy[..., None] - seeds[:, 0], xx[..., None] - seeds[:, 1])
@@ -93,6 +95,11 @@ def test_random_touching_objects_never_overlap_and_never_open_a_gap():
     fg = sdf > 0
     labels = np.where(fg, np.argmin(d - radii, axis=2) + 1, 0).astype(np.int32)
     soft = np.clip(sdf + 0.5, 0, 1) * (1 + 0.1 * rng.standard_normal(sdf.shape))  # a noisy probability
+    return labels, soft.astype(np.float32)
+
+
+def test_random_touching_objects_never_overlap_and_never_open_a_gap():
+    labels, soft = _random_scene(3)
     ids, polys = coverage_subpixel_outlines(soft, labels, level=0.5)
     assert all(p.is_valid and not p.is_empty for p in polys)
     n_shared = 0
@@ -117,3 +124,46 @@ def test_isolated_object_is_the_plain_subpixel_contour_and_bad_shapes_are_one_li
     with pytest.raises(SmallsegError, match="must be equal"):
         coverage_subpixel_outlines(sdf[:-1], labels)
     assert Point(15.3, 14.8).within(cov)
+
+
+class _Table:
+    def __init__(self, ids, bbox):
+        self.ids, self.bbox, self.class_ids = ids, bbox, np.ones(len(ids), np.int32)
+
+    def __len__(self):
+        return len(self.ids)
+
+
+@pytest.mark.parametrize("cuts", [(13, 30, 47), (40,), (7, 8, 9, 50, 63)])
+def test_streamed_in_bands_equals_the_whole_raster(cuts):
+    """OutlineStream with a soft map, fed row bands as the GeoTIFF sink does (each object with the band
+    holding its last row): the same polygons as the whole raster, exactly."""
+    labels, soft = _random_scene(5)
+    ids, whole = coverage_subpixel_outlines(soft, labels, level=0.5)
+    boxes = ndimage.find_objects(labels)
+    bbox = np.array([(b[0].start, b[1].start, b[0].stop, b[1].stop) for b in boxes])
+    stream = OutlineStream(OutlineOptions(), labels.shape, subpixel_level=0.5)
+    got, row0 = {}, 0
+    for cut in list(cuts) + [labels.shape[0]]:
+        sel = (bbox[:, 2] > row0) & (bbox[:, 2] <= cut)
+        later = bbox[:, 2] > cut
+        keep_from = int(bbox[later, 0].min()) if later.any() else cut
+        for polys, tb in stream.add_band(row0, labels[row0:cut], _Table(ids[sel], bbox[sel]), keep_from=keep_from,
+                                         soft=soft[row0:cut]):
+            got.update(zip(tb.ids.tolist(), polys))
+        row0 = cut
+    for polys, tb in stream.finish():
+        got.update(zip(tb.ids.tolist(), polys))
+    assert sorted(got) == ids.tolist()
+    for k, p in zip(ids.tolist(), whole):
+        assert shapely.equals_exact(got[k], p, tolerance=0.0), f"object {k} differs"
+    if len(cuts) > 1:
+        assert len(stream.rows) < labels.shape[0]  # it did not keep the whole scene
+
+
+def test_stream_refuses_subpixel_with_simplification_and_a_missing_soft_map():
+    with pytest.raises(SmallsegError, match="choose one"):
+        OutlineStream(OutlineOptions(simplify_px=1.0), (10, 10), subpixel_level=0.5)
+    stream = OutlineStream(OutlineOptions(), (10, 10), subpixel_level=0.5)
+    with pytest.raises(SmallsegError, match="soft map"):
+        stream.add_band(0, np.zeros((4, 10), np.int32), _Table(np.zeros(0, np.int64), np.zeros((0, 4), np.int64)))

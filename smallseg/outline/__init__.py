@@ -14,7 +14,7 @@ edges stay shared), building regularisation and sub-pixel contours.
 from smallseg.outline.options import OutlineOptions
 from smallseg.outline.simplify import object_outline, outline_polygons, regularise_polygon, to_map
 from smallseg.outline.stream import OutlineStream
-from smallseg.outline.subpixel import coverage_subpixel_outlines, subpixel_outline, subpixel_outlines
+from smallseg.outline.subpixel import coverage_subpixel_outline, coverage_subpixel_outlines, subpixel_outline, subpixel_outlines
 
-__all__ = ["OutlineOptions", "coverage_subpixel_outlines", "OutlineStream", "object_outline", "outline_polygons", "regularise_polygon",
+__all__ = ["OutlineOptions", "coverage_subpixel_outline", "coverage_subpixel_outlines", "OutlineStream", "object_outline", "outline_polygons", "regularise_polygon",
            "subpixel_outline", "subpixel_outlines", "to_map"]

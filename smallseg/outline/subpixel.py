@@ -100,75 +100,114 @@ def subpixel_outlines(soft: np.ndarray, labels: np.ndarray, ids=None, *, level: 
     return ids, [subpixel_outline(soft, labels, int(k), level=level, reach_px=reach_px) for k in ids]
 
 
-def _cells(mask: np.ndarray, row0: int, col0: int):
-    """Union of the pixel cells of ``mask`` (window at scene px ``row0``, ``col0``) as one shapely geometry,
-    in the outlines' pixel-edge coordinates (exact: GDAL polygonises whole pixel edges)."""
+def coverage_context_px(reach_px: int) -> int:
+    """Rows / columns around an object's box that :func:`coverage_subpixel_outline` reads: the contour stays
+    within ``reach_px + 1`` px of the object (city-block), and whichever object is nearest to such a pixel
+    lies within ``reach_px + 1`` px of it."""
+    return 2 * reach_px + 3
+
+
+def _cells(mask: np.ndarray):
+    """Union of the pixel cells of ``mask`` as one shapely geometry, window pixel-edge coordinates (exact:
+    GDAL polygonises whole pixel edges)."""
     geoms = [shape(g) for g, v in rasterio.features.shapes(mask.astype(np.uint8), mask=mask,
-                                                           transform=Affine(1, 0, col0, 0, 1, row0)) if v]
+                                                           transform=Affine.identity()) if v]
     return shapely.union_all(geoms) if geoms else Polygon()
 
 
 def _polygonal(geom) -> MultiPolygon:
-    """The areal parts of a shapely result (intersections also return the lines and points where two
+    """The areal parts of a shapely result (an intersection also returns the lines and points where two
     polygons only touch)."""
     geom = shapely.make_valid(geom) if not geom.is_valid else geom
-    parts = [g for g in getattr(geom, "geoms", [geom]) if isinstance(g, (Polygon, MultiPolygon)) and not g.is_empty]
     flat = []
-    for g in parts:
-        flat.extend(g.geoms if isinstance(g, MultiPolygon) else [g])
+    for g in getattr(geom, "geoms", [geom]):
+        if isinstance(g, MultiPolygon):
+            flat.extend(g.geoms)
+        elif isinstance(g, Polygon) and not g.is_empty:
+            flat.append(g)
     return MultiPolygon(flat)
 
 
-def coverage_subpixel_outlines(soft: np.ndarray, labels: np.ndarray, ids=None, *, level: float = 0.5,
-                               reach_px: int = 2) -> tuple[np.ndarray, list[MultiPolygon]]:
-    """Sub-pixel outlines that keep the coverage: touching objects share their edge, none overlaps another.
+def coverage_subpixel_outline(soft: np.ndarray, labels: np.ndarray, object_id: int, bbox, *, level: float = 0.5,
+                              reach_px: int = 2, row0: int = 0, col0: int = 0,
+                              scene_shape: tuple[int, int] | None = None) -> MultiPolygon:
+    """One object's sub-pixel outline that keeps the coverage: touching objects share their edge and no two
+    overlap (scene pixel-edge coordinates).
 
     :func:`subpixel_outline` alone leaves a sliver between touching objects (each contour stops short of the
     shared pixel edge, because the neighbour's pixels count as outside) and, with a steep signed distance,
-    can cross it. Between two touching objects the soft map carries no edge position of its own (both sides
+    can cross it. Between two touching objects the soft map holds no edge position of its own (both sides
     are foreground; where one ends and the other starts is the decoder's partition), so there the pixel edge
     is the answer, and sub-pixel placement is used only where an object meets background:
 
-    - each object's *territory* is its own pixels plus the background pixels nearer to it than to any other
-      object (Euclidean, between pixel centres; ties by scipy's fixed scan order): territories partition the
-      raster, so outlines cut to them cannot overlap;
+    - the object's *territory*: its pixels and the background pixels strictly nearer to it than to any other
+      object (Euclidean, between pixel centres; a pixel equally near to two objects belongs to neither, a
+      rule of relative positions only). Territories are disjoint, so outlines cut to them cannot overlap;
     - its *contact* pixels (those with an 8-neighbour in another object) are kept whole, so along every
       shared pixel edge both neighbours reach exactly that edge: no gap;
     - outline = (sub-pixel contour U contact cells) n territory cells.
 
-    An isolated object's outline is exactly :func:`subpixel_outline`'s. Same arguments and coordinates as
-    :func:`subpixel_outlines`.
+    Everything is computed in the window ``bbox`` + :func:`coverage_context_px` (clipped to the scene) and
+    shifted by one integer offset at the end, so the outline is the same from any label / soft window that
+    holds that context (a streamed band or the whole raster). An isolated object's outline is
+    :func:`subpixel_outline`'s.
+
+    Args:
+        soft, labels: (h, w) windows of the scene's soft map and labels, ``[0, 0]`` at scene px (row0, col0).
+        object_id, bbox: the object's label and half-open (row0, col0, row1, col1) box, scene px.
+        level, reach_px: as :func:`subpixel_outline`.
+        scene_shape: (H, W) of the scene (default: the window is the scene).
     """
     soft = np.asarray(soft, np.float64)
     labels = np.asarray(labels)
     if soft.shape != labels.shape or soft.ndim != 2:
         raise SmallsegError(f"subpixel: soft map {soft.shape} and labels {labels.shape} must be equal (H, W)")
+    scene_shape = labels.shape if scene_shape is None else scene_shape
+    pad = coverage_context_px(reach_px)
+    b0, b1, b2, b3 = (int(v) for v in bbox)
+    wr0, wc0 = max(b0 - pad, 0), max(b1 - pad, 0)
+    wr1, wc1 = min(b2 + pad, scene_shape[0]), min(b3 + pad, scene_shape[1])
+    if wr0 < row0 or wc0 < col0 or wr1 > row0 + labels.shape[0] or wc1 > col0 + labels.shape[1]:
+        raise SmallsegError(f"subpixel outline of object {object_id}: its context rows {wr0}-{wr1}, columns "
+                            f"{wc0}-{wc1} are not all in the window")
+    lab = labels[wr0 - row0 : wr1 - row0, wc0 - col0 : wc1 - col0].astype(np.int64)
+    win = soft[wr0 - row0 : wr1 - row0, wc0 - col0 : wc1 - col0]
+    mask = lab == object_id
+    if not mask.any():
+        return MultiPolygon()
+    sub = subpixel_outline(win, lab, object_id, level=level, reach_px=reach_px)
+    others = (lab > 0) & ~mask
+    if others.any():
+        d_own = ndimage.distance_transform_edt(~mask)
+        d_other = ndimage.distance_transform_edt(~others)
+        territory = d_own < d_other  # own pixels: 0 < distance to any other object
+        near_other = ndimage.binary_dilation(others, structure=np.ones((3, 3), bool))
+        contact = mask & near_other
+        geom = shapely.union(sub, _cells(contact)) if contact.any() else sub
+        geom = _polygonal(shapely.intersection(geom, _cells(territory)))
+    else:
+        geom = sub
+    offset = np.array([wc0, wr0], float)  # one exact integer shift (the same from any window)
+    return shapely.transform(geom, lambda xy: xy + offset)
+
+
+def coverage_subpixel_outlines(soft: np.ndarray, labels: np.ndarray, ids=None, *, level: float = 0.5,
+                               reach_px: int = 2) -> tuple[np.ndarray, list[MultiPolygon]]:
+    """:func:`coverage_subpixel_outline` of every object of a whole raster (default: every id present,
+    ascending); same arguments as :func:`subpixel_outlines`."""
+    soft = np.asarray(soft)
+    labels = np.asarray(labels)
+    if soft.shape != labels.shape or soft.ndim != 2:
+        raise SmallsegError(f"subpixel: soft map {soft.shape} and labels {labels.shape} must be equal (H, W)")
     ids = np.unique(labels[labels > 0]).astype(np.int64) if ids is None else np.asarray(ids, np.int64)
-    if labels.size == 0 or not (labels > 0).any():
-        return ids, [MultiPolygon() for _ in ids]
-    # Nearest object pixel of every pixel: one EDT over the whole raster (the territory rule needs no window,
-    # and a window would make it depend on where the window was cut).
-    _, (ir, ic) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
-    territory = labels[ir, ic]
-    fg = labels > 0
-    lab = labels.astype(np.int64)
-    grown_max = ndimage.grey_dilation(lab, size=(3, 3), mode="constant", cval=0)  # background is 0
-    grown_min = ndimage.grey_erosion(np.where(fg, lab, lab.max() + 1), size=(3, 3), mode="nearest")
-    contact = fg & ((grown_max != lab) | (grown_min != lab))
+    boxes = ndimage.find_objects(labels.astype(np.int64)) if labels.size else []
     out = []
     for k in ids:
         k = int(k)
-        sub = subpixel_outline(soft, labels, k, level=level, reach_px=reach_px)
-        mask = labels == k
-        if not mask.any():
+        box = boxes[k - 1] if 0 < k <= len(boxes) else None
+        if box is None:
             out.append(MultiPolygon())
             continue
-        (box,) = ndimage.find_objects(mask.astype(np.int8))
-        pad = reach_px + 2
-        r0, c0 = max(box[0].start - pad, 0), max(box[1].start - pad, 0)
-        r1, c1 = min(box[0].stop + pad, labels.shape[0]), min(box[1].stop + pad, labels.shape[1])
-        own_contact = contact[r0:r1, c0:c1] & mask[r0:r1, c0:c1]
-        terr = _cells(territory[r0:r1, c0:c1] == k, r0, c0)
-        geom = shapely.union(sub, _cells(own_contact, r0, c0)) if own_contact.any() else sub
-        out.append(_polygonal(shapely.intersection(geom, terr)))
+        bbox = (box[0].start, box[1].start, box[0].stop, box[1].stop)
+        out.append(coverage_subpixel_outline(soft, labels, k, bbox, level=level, reach_px=reach_px))
     return ids, out
