@@ -108,20 +108,30 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def predict_tile_row(
-    band: np.ndarray,
-    band_valid: np.ndarray | None,
-    tiles: list[Tile],
-    band_row0: int,
-    model: torch.nn.Module,
-    decode: DecodeConfig,
-    *,
-    batch_size: int = 4,
-    amp: bool = False,
-    decode_executor: Executor | None = None,
-    norm: Normalization | None = None,
-    norm_stats: NormStats | None = None,
-) -> list[Instances]:
+@dataclass(frozen=True)
+class TileModel:
+    """What turns a tile row's raw pixels into decoded objects, the same for every row of a scene.
+
+    Attributes:
+        model: a SmallObjectNet (or its TTA wrapper; ``model.config`` gives the legacy normalisation).
+        decode: decoding settings.
+        batch_size: tiles per forward pass.
+        amp: float16 autocast (CUDA only).
+        norm, norm_stats: the scene's :class:`~smallseg.normalize.Normalization` and the stats it was fitted
+            to on the *whole* scene (every tile row gets the same ones, so tiling stays exact). None: the
+            checkpoint's legacy ``config.normalise`` (``input_scale``, ``norm_mean``, ``norm_std``).
+    """
+
+    model: torch.nn.Module
+    decode: DecodeConfig
+    batch_size: int = 4
+    amp: bool = False
+    norm: Normalization | None = None
+    norm_stats: NormStats | None = None
+
+
+def predict_tile_row(band: np.ndarray, band_valid: np.ndarray | None, tiles: list[Tile], band_row0: int,
+                     run: TileModel, decode_executor: Executor | None = None) -> list[Instances]:
     """Predict and decode the tiles of one tile row.
 
     Args:
@@ -131,20 +141,16 @@ def predict_tile_row(
             object), or None if every pixel is valid.
         tiles: the tile row's tiles (their windows give the columns to cut).
         band_row0: scene row of ``band[:, 0]``.
-        model: a SmallObjectNet (``model.config`` gives normalisation).
-        decode: decoding settings.
-        batch_size: tiles per forward pass.
-        amp: float16 autocast (CUDA only).
+        run: the model, decoding, batching and normalisation (:class:`TileModel`).
         decode_executor: decode each batch there (e.g. a one-thread ``ThreadPoolExecutor``) while the next
             batch goes through the model; same results, the model waits less. None: decode in line.
-        norm, norm_stats: the scene's :class:`~smallseg.normalize.Normalization` and the stats it was fitted
-            to on the *whole* scene (every tile row gets the same ones, so tiling stays exact). None: the
-            checkpoint's legacy ``config.normalise`` (``input_scale``, ``norm_mean``, ``norm_std``).
 
     Returns:
         One Instances per tile, in tile pixel coordinates; labels uint8 or uint16 when the tile's ids fit
         (a tile row of a wide scene is held while it is stitched), else as decoded.
     """
+    model, decode, batch_size, amp, norm, norm_stats = (run.model, run.decode, run.batch_size, run.amp, run.norm,
+                                                        run.norm_stats)
     config = model.config
     device = model_device(model)
 
@@ -337,6 +343,7 @@ def predict_array(
     decode_config = decode_config_for(model, options.decode_overrides(), modality=options.modality)
     plan = plan_tiling(model, options.tile_size_px, options.overlap_px, decode_config)
     grid = tile_windows(h, w, plan.tile_size_px, plan.overlap_px)
+    run = TileModel(model, decode_config, options.batch_size, options.amp, norm, stats)
 
     def tile_rows(worker):
         # A generator: each tile row's decoded tiles are stitched and dropped before the next is predicted.
@@ -345,9 +352,7 @@ def predict_array(
             if valid_mask is not None:
                 mask_band = cut_band(valid_mask[None], grid, r)[0][0].astype(bool)
                 band_valid = mask_band if band_valid is None else (band_valid & mask_band)
-            found = predict_tile_row(band, band_valid, grid.tile_row(r), grid.row_starts[r], model,
-                                     decode_config, batch_size=options.batch_size, amp=options.amp,
-                                     decode_executor=worker, norm=norm, norm_stats=stats)
+            found = predict_tile_row(band, band_valid, grid.tile_row(r), grid.row_starts[r], run, worker)
             yield found if allowed is None else [keep_classes(inst, allowed, [0]) for inst in found]
 
     # Worker threads decode batch b while the model runs batch b + 1 (results collected in submission

@@ -25,7 +25,7 @@ import numpy as np
 from smallseg.instances import Instances
 from smallseg.io.quicklook import OutlineTracer, QuicklookPart, image_part, quicklook_grid
 from smallseg.io.tables import ObjectTable
-from smallseg.pipeline.array import predict_tile_row
+from smallseg.pipeline.array import TileModel, predict_tile_row
 from smallseg.pipeline.classes import keep_classes
 from smallseg.pipeline.geotiff.workdir import QUICKLOOK_MAX_SIDE_PX, Checkpoint, WorkDir, record_progress, save_npz
 from smallseg.tiling.grid import TileGrid
@@ -153,11 +153,10 @@ def read_and_predict_row(job, r: int, qgrid, decode_executor) -> tuple[np.ndarra
     allowed = reader.input_plan.class_ids  # classes of the image's modality (medical model), None: all
     if keep:
         # No other reference to the decoded tiles: the worker frees them once they are stitched.
-        for i, inst in zip(keep, predict_tile_row(
-                band, None if all_valid else valid, [tiles[i] for i in keep], grid.row_starts[r],
-                job.model, job.decode_config, batch_size=options.batch_size, amp=options.amp,
-                decode_executor=decode_executor, norm=reader.input_plan.norm,
-                norm_stats=reader.input_plan.stats)):
+        run = TileModel(job.model, job.decode_config, options.batch_size, options.amp, reader.input_plan.norm,
+                        reader.input_plan.stats)
+        for i, inst in zip(keep, predict_tile_row(band, None if all_valid else valid, [tiles[i] for i in keep],
+                                                  grid.row_starts[r], run, decode_executor)):
             # An object of another modality's class (a "nodule" in a microscopy image) is real foreground
             # whose class head is confused: it takes the modality's class (one) or is dropped (several),
             # per tile before stitching, as predict_volume does per slice.
