@@ -8,8 +8,17 @@ count as outside (so touching objects get one contour each, and a neighbour's so
 contour over), and the window is padded with outside so every contour closes.
 
 Coordinates as the pixel outlines (:mod:`smallseg.outline.simplify`): (x, y) = (column, row) of pixel
-edges, so pixel (r, c)'s centre is (c + 0.5, r + 0.5). These outlines do not tile the plane: two touching
-objects' contours may leave a sliver between them; they are for drawing and measuring, not for coverage.
+edges, so pixel (r, c)'s centre is (c + 0.5, r + 0.5). :func:`subpixel_outline` alone does not tile the plane
+(two touching objects' contours leave a sliver between them); :func:`coverage_subpixel_outline` does: the
+pixel edge where an object meets another, sub-pixel where it meets background, no overlap, computed from a
+fixed window around the object so that :class:`~smallseg.outline.OutlineStream` gives it band by band.
+
+Not yet in tile-and-predict (issue #17): the streamed path keeps only the decoded labels. What it needs: each
+tile's soft map returned next to its decoded ``Instances`` (``pipeline/array.py: predict_tile_row``), a float
+band of the finished rows ``grid.final_rows(r)`` taken pixel by pixel from the tile whose core holds the pixel
+(the rows of tile row r - 1's core below ``row_starts[r]`` carried to the next row and saved with the band
+checkpoint for resume), mapped back by nearest neighbour on resampled runs, and ``OutlineStream(...,
+subpixel_level=)`` fed those rows by the sink; then an option, ``run.json`` and the resume key.
 """
 
 from __future__ import annotations
