@@ -142,7 +142,7 @@ def test_streamed_in_bands_equals_the_whole_raster(cuts):
     ids, whole = coverage_subpixel_outlines(soft, labels, level=0.5)
     boxes = ndimage.find_objects(labels)
     bbox = np.array([(b[0].start, b[1].start, b[0].stop, b[1].stop) for b in boxes])
-    stream = OutlineStream(OutlineOptions(), labels.shape, subpixel_level=0.5)
+    stream = OutlineStream(OutlineOptions(subpixel=True), labels.shape)
     got, row0 = {}, 0
     for cut in list(cuts) + [labels.shape[0]]:
         sel = (bbox[:, 2] > row0) & (bbox[:, 2] <= cut)
@@ -162,8 +162,10 @@ def test_streamed_in_bands_equals_the_whole_raster(cuts):
 
 
 def test_stream_refuses_subpixel_with_simplification_and_a_missing_soft_map():
-    with pytest.raises(SmallsegError, match="choose one"):
-        OutlineStream(OutlineOptions(simplify_px=1.0), (10, 10), subpixel_level=0.5)
-    stream = OutlineStream(OutlineOptions(), (10, 10), subpixel_level=0.5)
+    with pytest.raises(SmallsegError, match="choose subpixel=True"):
+        OutlineOptions(simplify_px=1.0, subpixel=True)
+    with pytest.raises(SmallsegError, match="True or False"):
+        OutlineOptions(subpixel="yes")
+    stream = OutlineStream(OutlineOptions(subpixel=True), (10, 10))
     with pytest.raises(SmallsegError, match="soft map"):
         stream.add_band(0, np.zeros((4, 10), np.int32), _Table(np.zeros(0, np.int64), np.zeros((0, 4), np.int64)))

@@ -96,6 +96,11 @@ def add_tile_and_predict(subparsers) -> None:
                    help="outlines of the model's 'building' class that are nearly rectangular become rectangles "
                         "(right angles, the building's orientation, its area); touching buildings are left as "
                         "simplified. Default: off")
+    p.add_argument("--subpixel", action="store_true",
+                   help="sub-pixel GeoPackage/GeoJSON outlines from the model's soft map (its boundary head's signed "
+                        "distance, else the foreground probability) where an object meets background; pixel edges "
+                        "between touching objects, which stay shared. Changes areas slightly; not with --simplify "
+                        "or --regularise-buildings, nor on a resampled scene (--no-resample). Default: off")
     p.add_argument("--formats", default="tif,gpkg,geojson,csv,png,json",
                    help="outputs to write, comma list of tif,gpkg,geojson,csv,png,json (default: all; the run.json "
                         "marker is always written)")
@@ -117,7 +122,7 @@ _FLAGS = FlagNames(
      "overwrite": "--overwrite", "normalize": "--normalize", "percentiles": "--percentiles", "strict": "--strict",
      "tta": "--tta", "resample": "--no-resample", "resample_to_m": "--resample-to", "modality": "--modality",
      "simplify_px": "--simplify", "regularise_class_names": "--regularise-buildings"},
-    {"overwrite=True": "--overwrite", "resume=True": "--resume", "bands=[...]": "--bands",
+    {"overwrite=True": "--overwrite", "subpixel=True": "--subpixel", "resume=True": "--resume", "bands=[...]": "--bands",
      "normalize='fixed'": "--normalize fixed", "resample=False": "--no-resample"})
 
 
@@ -130,13 +135,14 @@ def as_flags(message: str) -> str:
 
 
 def _outline_options(args):
-    """--simplify / --regularise-buildings as OutlineOptions (None when both are off)."""
+    """--simplify / --regularise-buildings / --subpixel as OutlineOptions (None when all are off)."""
     from smallseg.outline import OutlineOptions
 
-    if not args.simplify and not args.regularise_buildings:
+    if not args.simplify and not args.regularise_buildings and not args.subpixel:
         return None
     return OutlineOptions(simplify_px=args.simplify,  # its messages name the fields: as_flags spells the flags
-                          regularise_class_names=("building",) if args.regularise_buildings else ())
+                          regularise_class_names=("building",) if args.regularise_buildings else (),
+                          subpixel=args.subpixel)
 
 
 def _run_tile_and_predict(args) -> int:

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from smallseg.errors import SmallsegError
+from smallseg.outline.subpixel import SUBPIXEL_REACH_PX, coverage_context_px
 
 MAX_SIMPLIFY_PX = 16.0
 
@@ -32,12 +33,18 @@ class OutlineOptions:
         regularise_min_fill: polygon area / rectangle area needed to regularise, in (0, 1].
         regularise_class_names: classes to regularise by name (e.g. ``("building",)``, what
             ``--regularise-buildings`` asks for); :meth:`for_classes` turns them into ids for a model.
+        subpixel: sub-pixel outlines from the model's soft map (the boundary head's signed distance at 0
+            where the model has one, else the foreground probability at 0.5), marching squares where an
+            object meets background, the pixel edge where it meets another object
+            (:func:`smallseg.outline.subpixel.coverage_subpixel_outline`): shared edges stay shared, areas
+            change (by up to ~0.5 px x the perimeter). Not combined with simplification or regularisation.
     """
 
     simplify_px: float = 0.0
     regularise_class_ids: tuple[int, ...] = ()
     regularise_min_fill: float = 0.8
     regularise_class_names: tuple[str, ...] = ()
+    subpixel: bool = False
 
     def __post_init__(self) -> None:
         s = self.simplify_px
@@ -60,6 +67,11 @@ class OutlineOptions:
         if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) and n for n in names):
             raise SmallsegError(f"regularise_class_names {names!r}: give class names, e.g. building")
         object.__setattr__(self, "regularise_class_names", tuple(names))
+        if not isinstance(self.subpixel, bool):
+            raise SmallsegError(f"subpixel {self.subpixel!r}: must be True or False")  # the first word: a field
+        if self.subpixel and (self.simplify_px > 0 or self.regularise_class_ids or self.regularise_class_names):
+            raise SmallsegError("subpixel=True: sub-pixel outlines are not simplified or regularised; choose "
+                                "subpixel=True, or simplify_px / regularise_class_names")
 
     def for_classes(self, class_names) -> "OutlineOptions":
         """These options with ``regularise_class_names`` resolved against a model's class names (1-based
@@ -72,23 +84,30 @@ class OutlineOptions:
             raise SmallsegError(f"regularise_class_names: the model has no class {', '.join(missing)} (its classes: "
                                 f"{', '.join(map(str, class_names))})")
         ids = set(self.regularise_class_ids) | {lookup[n.lower()] for n in self.regularise_class_names}
-        return OutlineOptions(self.simplify_px, tuple(sorted(ids)), self.regularise_min_fill, self.regularise_class_names)
+        return OutlineOptions(self.simplify_px, tuple(sorted(ids)), self.regularise_min_fill, self.regularise_class_names,
+                              self.subpixel)
 
     @property
     def active(self) -> bool:
         """True when the polygons differ from the exact pixel outlines."""
-        return self.simplify_px > 0 or bool(self.regularise_class_ids) or bool(self.regularise_class_names)
+        return self.simplify_px > 0 or bool(self.regularise_class_ids) or bool(self.regularise_class_names) or \
+            self.subpixel
 
     @property
     def margin_px(self) -> int:
         """Context around an object its outline depends on, px: every arc and every vertex that can
         constrain its simplification lies within it (see :mod:`smallseg.outline.simplify`)."""
+        if self.subpixel:
+            return coverage_context_px(SUBPIXEL_REACH_PX)
         return int(math.ceil(self.simplify_px)) + 2
 
     def to_report(self) -> dict:
         """What was applied, for ``run.json``."""
-        return {"simplify_px": self.simplify_px, "method": "shapely.coverage_simplify per object context"
-                if self.simplify_px > 0 else "exact pixel outlines",
+        method = "shapely.coverage_simplify per object context" if self.simplify_px > 0 else "exact pixel outlines"
+        if self.subpixel:
+            method = ("sub-pixel: marching squares on the soft map (boundary signed distance + 0.5, else "
+                      "foreground probability) at 0.5 where an object meets background, pixel edges between objects")
+        return {"simplify_px": self.simplify_px, "method": method, "subpixel": self.subpixel,
                 "regularise_class_ids": list(self.regularise_class_ids),
                 "regularise_class_names": list(self.regularise_class_names),
                 "regularise_min_fill": self.regularise_min_fill, "margin_px": self.margin_px}

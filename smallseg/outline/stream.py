@@ -8,7 +8,7 @@ most one more band), then computes their outlines from exactly the rows :func:`o
 on the whole stitched label image: the polygons are the same, tiled or not, streamed in any band heights.
 Memory: the rows from the highest row a pending or later object may need, to the newest band.
 
-With ``subpixel_level`` the stream also takes each band's rows of a soft map (the model's foreground
+With ``options.subpixel`` the stream also takes each band's rows of a soft map (the model's foreground
 probability or signed distance, the same rows as the labels) and gives
 :func:`smallseg.outline.subpixel.coverage_subpixel_outline` instead (sub-pixel where an object meets
 background, the pixel edge where it meets another object), from the same context rows as on the whole
@@ -26,7 +26,7 @@ from shapely.geometry import MultiPolygon
 from smallseg.errors import SmallsegError
 from smallseg.outline.options import OutlineOptions
 from smallseg.outline.simplify import object_outline
-from smallseg.outline.subpixel import coverage_context_px, coverage_subpixel_outline
+from smallseg.outline.subpixel import SUBPIXEL_LEVEL, SUBPIXEL_REACH_PX, coverage_subpixel_outline
 
 
 class OutlineStream:
@@ -34,22 +34,15 @@ class OutlineStream:
 
     ``table`` is anything with ``ids`` (N,), ``bbox`` (N, 4) half-open scene px boxes and ``class_ids`` (N,)
     (an :class:`~smallseg.io.tables.ObjectTable`); outlines are in scene pixel coordinates.
-    ``subpixel_level``: the soft map's value on an edge (0.5 probability, 0 signed distance); None: pixel
-    outlines (simplified / regularised by ``options``). Sub-pixel outlines are not simplified: the
-    combination is refused rather than half applied.
+    With ``options.subpixel`` each band comes with its rows of the soft map (level
+    :data:`~smallseg.outline.subpixel.SUBPIXEL_LEVEL` on an edge).
     """
 
-    def __init__(self, options: OutlineOptions, scene_shape: tuple[int, int], *, subpixel_level: float | None = None,
-                 reach_px: int = 2):
-        if subpixel_level is not None and options.active:
-            raise SmallsegError("sub-pixel outlines are not simplified or regularised: choose one "
-                                "(simplify_px=0 and no regularise classes, or no sub-pixel outlines)")
+    def __init__(self, options: OutlineOptions, scene_shape: tuple[int, int]):
         self.options = options
         self.height, self.width = (int(v) for v in scene_shape)
-        self.subpixel_level, self.reach_px = subpixel_level, int(reach_px)
+        self.subpixel = options.subpixel
         self.margin = options.margin_px if options.active else 1
-        if subpixel_level is not None:
-            self.margin = max(self.margin, coverage_context_px(self.reach_px))
         self.rows = np.zeros((0, self.width), np.uint32)
         self.soft = np.zeros((0, self.width), np.float32)
         self.rows0 = 0
@@ -63,12 +56,12 @@ class OutlineStream:
         Args:
             keep_from: the top row a later band's object may have pixels in (the sink's ``keep_from``);
                 None: keep every row (small scenes, tests).
-            soft: the band's rows of the soft map (same shape as ``labels``); required with ``subpixel_level``.
+            soft: the band's rows of the soft map (same shape as ``labels``); required with ``options.subpixel``.
         """
         labels = np.asarray(labels)
         if row0 != self.rows0 + len(self.rows):
             raise RuntimeError(f"outline stream: band at row {row0}, expected {self.rows0 + len(self.rows)}")
-        if self.subpixel_level is not None:
+        if self.subpixel:
             if soft is None or np.shape(soft) != labels.shape:
                 raise SmallsegError(f"outline stream: sub-pixel outlines need the band's soft map of shape "
                                     f"{labels.shape}, got {None if soft is None else np.shape(soft)}")
@@ -99,9 +92,9 @@ class OutlineStream:
         ids = np.asarray(table.ids, np.int64)
         boxes = np.asarray(table.bbox, np.int64)
         classes = np.asarray(table.class_ids)
-        if self.subpixel_level is not None:
-            return [coverage_subpixel_outline(self.soft, self.rows, int(k), boxes[i], level=self.subpixel_level,
-                                              reach_px=self.reach_px, row0=self.rows0,
+        if self.subpixel:
+            return [coverage_subpixel_outline(self.soft, self.rows, int(k), boxes[i], level=SUBPIXEL_LEVEL,
+                                              reach_px=SUBPIXEL_REACH_PX, row0=self.rows0,
                                               scene_shape=(self.height, self.width)) for i, k in enumerate(ids)]
         with rasterio.Env():  # one GDAL environment for the band's objects
             return [object_outline(self.rows, int(k), boxes[i], self.options, class_id=int(classes[i]), row0=self.rows0,
@@ -114,6 +107,6 @@ class OutlineStream:
         start = min([keep_from] + tops) - self.margin
         start = min(max(start, self.rows0), self.rows0 + len(self.rows))
         self.rows = self.rows[start - self.rows0 :]
-        if self.subpixel_level is not None:
+        if self.subpixel:
             self.soft = self.soft[start - self.rows0 :]
         self.rows0 = start

@@ -13,12 +13,13 @@ edges, so pixel (r, c)'s centre is (c + 0.5, r + 0.5). :func:`subpixel_outline` 
 pixel edge where an object meets another, sub-pixel where it meets background, no overlap, computed from a
 fixed window around the object so that :class:`~smallseg.outline.OutlineStream` gives it band by band.
 
-Not yet in tile-and-predict (issue #17): the streamed path keeps only the decoded labels. What it needs: each
-tile's soft map returned next to its decoded ``Instances`` (``pipeline/array.py: predict_tile_row``), a float
-band of the finished rows ``grid.final_rows(r)`` taken pixel by pixel from the tile whose core holds the pixel
-(the rows of tile row r - 1's core below ``row_starts[r]`` carried to the next row and saved with the band
-checkpoint for resume), mapped back by nearest neighbour on resampled runs, and ``OutlineStream(...,
-subpixel_level=)`` fed those rows by the sink; then an option, ``run.json`` and the resume key.
+In tile-and-predict (``OutlineOptions(subpixel=True)``, ``--subpixel``): ``pipeline/array.py:
+predict_tile_row(soft_out=)`` keeps each tile's soft map (:func:`smallseg.pipeline.array.soft_map`, edge at
+:data:`SUBPIXEL_LEVEL`), ``pipeline/geotiff/stream.py`` takes each pixel from the tile whose core holds it
+(cores partition the scene, like object ownership) into a float band of the finished rows (the previous tile
+row's core rows below its band are carried, and saved with the band checkpoint for resume), and the sink
+feeds it to :class:`~smallseg.outline.OutlineStream`. A resampled scene is refused (nearest neighbour back to
+the input grid would put the steps back).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from shapely.geometry import MultiPolygon, Polygon, shape
 from skimage.measure import find_contours
 
 from smallseg.errors import SmallsegError
+
+SUBPIXEL_LEVEL = 0.5  # the pipeline's soft band: foreground probability, or the boundary signed distance + 0.5
+SUBPIXEL_REACH_PX = 2
 
 
 def subpixel_outline(soft: np.ndarray, labels: np.ndarray, object_id: int, *, level: float = 0.5,

@@ -131,7 +131,8 @@ class TileModel:
 
 
 def predict_tile_row(band: np.ndarray, band_valid: np.ndarray | None, tiles: list[Tile], band_row0: int,
-                     run: TileModel, decode_executor: Executor | None = None) -> list[Instances]:
+                     run: TileModel, decode_executor: Executor | None = None,
+                     soft_out: list | None = None) -> list[Instances]:
     """Predict and decode the tiles of one tile row.
 
     Args:
@@ -144,6 +145,8 @@ def predict_tile_row(band: np.ndarray, band_valid: np.ndarray | None, tiles: lis
         run: the model, decoding, batching and normalisation (:class:`TileModel`).
         decode_executor: decode each batch there (e.g. a one-thread ``ThreadPoolExecutor``) while the next
             batch goes through the model; same results, the model waits less. None: decode in line.
+        soft_out: a list that gets each tile's soft map (:func:`soft_map`, (tile_h, tile_w) float32, NaN on
+            invalid pixels), in tile order, for sub-pixel outlines; None: not kept.
 
     Returns:
         One Instances per tile, in tile pixel coordinates; labels uint8 or uint16 when the tile's ids fit
@@ -174,6 +177,8 @@ def predict_tile_row(band: np.ndarray, band_valid: np.ndarray | None, tiles: lis
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
                 outputs = model(batch)
             outputs = {k: v.float() for k, v in outputs.items()}
+            if soft_out is not None:
+                soft_out.extend(soft_map(outputs))
             if decode_executor is None:
                 results.extend(_decode_narrow(outputs, decode))
             else:
@@ -187,7 +192,20 @@ def predict_tile_row(band: np.ndarray, band_valid: np.ndarray | None, tiles: lis
             valid = band_valid[r0:r0 + int(tile.window.height), c0:c0 + int(tile.window.width)]
             if not valid.all():
                 results[i] = drop_invalid(results[i], valid)
+                if soft_out is not None:
+                    soft_out[len(soft_out) - len(tiles) + i][~valid] = np.nan
     return results
+
+
+def soft_map(outputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    """Each tile's soft map for sub-pixel outlines (issue #17), edge at 0.5: the boundary head's signed
+    distance + 0.5 where the model has one (the map the decoder re-places edges with), else the foreground
+    probability 1 - p(background)."""
+    if "boundary" in outputs:
+        soft = outputs["boundary"][:, 0] + 0.5
+    else:
+        soft = 1.0 - torch.softmax(outputs["semantic"], dim=1)[:, 0]
+    return list(soft.cpu().numpy().astype(np.float32))
 
 
 def _decode_narrow(outputs: dict[str, torch.Tensor], decode: DecodeConfig) -> list[Instances]:

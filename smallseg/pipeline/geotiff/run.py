@@ -476,6 +476,10 @@ def _open_reader(path: Path, model: torch.nn.Module, options: GeoTiffOptions, se
         # model sees); every output comes back to the input's grid (Sink).
         resample = resample_decision(reader.geometry, model, options.resample, options.resample_to_m)
         if resample["applied"]:
+            if options.outline is not None and options.outline.subpixel:
+                # Nearest-neighbour back to the input grid would turn the sub-pixel edges into steps again.
+                raise SmallsegError(f"{path}: subpixel=True needs the scene predicted at its own pixels "
+                                    f"(its pixel size {resample['from_m']:g} m is resampled); pass resample=False")
             reader.resample(resample["factor"])
     except BaseException:
         reader.close()

@@ -123,7 +123,8 @@ class Sink:
             self.parts.append(QuicklookPart.from_arrays(arrays, "outl_"))
         if self.vectors and self.outlines is not None:
             keep_from = int(arrays["keep_from"][0]) if "keep_from" in arrays else row1 - self.grid.tile_h
-            for polygons, tb in self.outlines.add_band(row0, labels, table, keep_from=keep_from):
+            soft = arrays["soft"] if "soft" in arrays else None  # sub-pixel outlines: the band's soft map
+            for polygons, tb in self.outlines.add_band(row0, labels, table, keep_from=keep_from, soft=soft):
                 self._add_outlines(polygons, tb)
         elif self.vectors:
             if len(table):

@@ -128,7 +128,7 @@ def _part_ok(path: Path, key: str) -> int | None:
 
 
 def _row_arrays(r: int, grid: TileGrid, rows_valid, image_rows_part: QuicklookPart, found: list[Instances],
-                counts: tuple[int, int]) -> tuple[dict[str, np.ndarray], int]:
+                counts: tuple) -> tuple[dict[str, np.ndarray], int]:
     """One tile row as part arrays (``r{r}_...``) and the number of objects its tiles own."""
     p = f"r{r}_"
     tiles = grid.tile_row(r)
@@ -145,7 +145,7 @@ def _row_arrays(r: int, grid: TileGrid, rows_valid, image_rows_part: QuicklookPa
         labels[c] = np.where(keep[inst.labels], inst.labels, 0)  # pixels of objects another tile owns: unread
     arrays = {
         f"{p}valid": rows_valid,
-        f"{p}counts": np.array(counts, np.int64),
+        f"{p}counts": np.array(counts[:2], np.int64),
         f"{p}labels": labels,
         f"{p}n": np.array([len(inst) for inst in found], np.int64),
         f"{p}ids": np.concatenate([inst.ids for inst in found]).astype(np.int64),
@@ -154,6 +154,9 @@ def _row_arrays(r: int, grid: TileGrid, rows_valid, image_rows_part: QuicklookPa
         f"{p}centroids": np.concatenate([inst.centroids_yx for inst in found]).reshape(-1, 2).astype(np.float64),
         **image_rows_part.to_arrays(f"{p}img_"),
     }
+    if counts[2] is not None:  # the soft map's core rows (sub-pixel outlines)
+        arrays[f"{p}soft_r0"] = np.array([counts[2][0]], np.int64)
+        arrays[f"{p}soft"] = counts[2][1]
     return arrays, owned_total
 
 
@@ -166,7 +169,8 @@ def _row_inputs(z, r: int) -> tuple:
     found = [Instances(labels=labels[c], ids=ids[a:b], class_ids=class_ids[a:b], scores=scores[a:b],
                        centroids_yx=cents[a:b])
              for c, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
-    counts = tuple(int(v) for v in z[f"{p}counts"])
+    soft = (int(z[f"{p}soft_r0"][0]), z[f"{p}soft"]) if f"{p}soft" in z else None
+    counts = (*(int(v) for v in z[f"{p}counts"]), soft)
     return z[f"{p}valid"], QuicklookPart.from_arrays(z, f"{p}img_"), found, counts
 
 

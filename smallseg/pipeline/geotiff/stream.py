@@ -79,12 +79,27 @@ class _RowFinisher:
         self.t0 = time.perf_counter()
         self.objects = 0
         self.pixels = 0
+        self.soft_carry = None  # soft-map rows of the previous tile row's cores below its band
+
+    def _soft_band(self, row0: int, row1: int, soft_rows) -> dict[str, np.ndarray]:
+        """The band's rows of the soft map (sub-pixel outlines): the rows above this tile row's cores come
+        from the previous tile row's core rows (carried, and saved with the band for resume), the rest
+        from this row's; the core rows below the band are carried to the next band."""
+        if soft_rows is None:
+            return {}
+        c0, core = soft_rows
+        carry = self.soft_carry if self.soft_carry is not None else np.zeros((0, core.shape[1]), np.float32)
+        if row0 + len(carry) != c0 or c0 + len(core) < row1:
+            raise RuntimeError("soft map rows do not meet the band: tile cores invariant broken")
+        band = np.concatenate([carry, core[: row1 - c0]])
+        self.soft_carry = core[row1 - c0 :].copy()
+        return {"soft": band, "soft_carry": self.soft_carry}
 
     def __call__(self, r: int, rows_valid: np.ndarray, image_rows_part: QuicklookPart, found: list,
-                 counts: tuple[int, int]) -> None:
+                 counts: tuple) -> None:
         """Tile row ``r``: its final rows' valid mask, quick-look share and decoded tiles, and (tiles
-        predicted, pixels made nodata for being NaN)."""
-        n_predicted, n_nan = counts
+        predicted, pixels made nodata for being NaN, the soft map's core rows or None)."""
+        n_predicted, n_nan, soft_rows = counts
         grid, stitcher, session = self.grid, self.stitcher, self.session
         t = time.perf_counter()
         release_freed_memory(grid.width)  # the previous band's arrays are gone
@@ -110,6 +125,7 @@ class _RowFinisher:
             **image_rows_part.to_arrays("img_"),
             **(outline_part.to_arrays("outl_") if outline_part is not None else {}),
             **self.tracer.carry,
+            **self._soft_band(out.row0, out.row1, soft_rows),
         }
         session.add_time("stitch", time.perf_counter() - t)
 
@@ -134,7 +150,8 @@ def read_and_predict_row(job, r: int, qgrid, decode_executor) -> tuple[np.ndarra
     Returns:
         (valid mask of the row's final rows ``grid.final_rows(r)``, (rows, width) bool; the rows' quick-look
         share; one decoded :class:`Instances` per tile of the row, left to right, tile px; (tiles predicted,
-        pixels made nodata for being NaN)). A pure function of the scene, the model and the settings: the
+        pixels made nodata for being NaN, (first row, soft map of the row's core rows) for sub-pixel outlines
+        or None)). A pure function of the scene, the model and the settings: the
         split-scene tasks (:mod:`smallseg.pipeline.geotiff.split`) call it on Dask workers.
     """
     reader, grid, options, session = job.reader, job.grid, job.options, job.session
@@ -151,16 +168,18 @@ def read_and_predict_row(job, r: int, qgrid, decode_executor) -> tuple[np.ndarra
             if all_valid or valid[:, tile.window.col_off:tile.window.col_off + grid.tile_w].any()]
     found = [Instances.empty((grid.tile_h, grid.tile_w))] * len(tiles)
     allowed = reader.input_plan.class_ids  # classes of the image's modality (medical model), None: all
+    softs = [] if wants_soft(options) else None
     if keep:
         # No other reference to the decoded tiles: the worker frees them once they are stitched.
         run = TileModel(job.model, job.decode_config, options.batch_size, options.amp, reader.input_plan.norm,
                         reader.input_plan.stats)
         for i, inst in zip(keep, predict_tile_row(band, None if all_valid else valid, [tiles[i] for i in keep],
-                                                  grid.row_starts[r], run, decode_executor)):
+                                                  grid.row_starts[r], run, decode_executor, soft_out=softs)):
             # An object of another modality's class (a "nodule" in a microscopy image) is real foreground
             # whose class head is confused: it takes the modality's class (one) or is dropped (several),
             # per tile before stitching, as predict_volume does per slice.
             found[i] = inst if allowed is None else keep_classes(inst, allowed, [0])
+    soft_rows = None if softs is None else core_soft_rows(tiles, keep, softs, width)
     session.add_time("predict", time.perf_counter() - t)
 
     # What the worker needs of the read window: the band's rows of the valid mask and the band's
@@ -174,7 +193,28 @@ def read_and_predict_row(job, r: int, qgrid, decode_executor) -> tuple[np.ndarra
     n_nan = 0 if nan is None else int(np.count_nonzero(nan[row0 - wr0 : row1 - wr0, :width]))
     del band, valid, nan
     session.add_time("quicklook", time.perf_counter() - t)
-    return rows_valid, image_rows_part, found, (len(keep), n_nan)
+    return rows_valid, image_rows_part, found, (len(keep), n_nan, soft_rows)
+
+
+def wants_soft(options) -> bool:
+    """Whether the run keeps the model's soft map for sub-pixel outlines (issue #17)."""
+    return options.outline is not None and options.outline.subpixel and \
+        bool({"gpkg", "geojson"} & set(options.output_kinds))
+
+
+def core_soft_rows(tiles, keep, softs, width: int) -> tuple[int, np.ndarray]:
+    """The soft map of a tile row's core rows, each pixel from the tile whose core holds it (the cores
+    partition the scene, as object ownership does; tiles without a valid pixel give NaN = outside).
+    Returns (first scene row, (core rows, width) float32)."""
+    core = tiles[0].core
+    r0, h = int(core.row_off), int(core.height)
+    rows = np.full((h, width), np.nan, np.float32)
+    for soft, i in zip(softs, keep):
+        t = tiles[i]
+        c0, cw = int(t.core.col_off), int(t.core.width)
+        wr, wc = r0 - int(t.window.row_off), c0 - int(t.window.col_off)
+        rows[:, c0:c0 + cw] = soft[wr:wr + h, wc:wc + cw]
+    return r0, rows
 
 
 def stream_rows(job, checkpoint: Checkpoint, sink, on_row_done: Callable[[int], None] | None = None,
@@ -195,13 +235,16 @@ def stream_rows(job, checkpoint: Checkpoint, sink, on_row_done: Callable[[int], 
     stitcher = RowStitcher(grid, duplicate_ios=options.duplicate_ios, state=checkpoint.state)
     qgrid = quicklook_grid(grid.height, grid.width, QUICKLOOK_MAX_SIDE_PX)
     tracer = OutlineTracer(qgrid)
+    carry = dict(checkpoint.tracer_carry or {})
+    soft_carry = carry.pop("soft_carry", None)
     if checkpoint.tracer_carry is not None:
-        tracer.restore(checkpoint.tracer_carry)
+        tracer.restore(carry)
     width = grid.width
     first_row = checkpoint.first_row
     bar = tqdm(total=len(grid), initial=first_row * grid.n_cols, unit="tile", desc=reader.path.name,
                disable=not options.progress, leave=False, dynamic_ncols=True)
     finish_row = _RowFinisher(grid, stitcher, tracer, job.work, session, sink, bar)
+    finish_row.soft_carry = None if soft_carry is None else np.asarray(soft_carry, np.float32)
 
     def wait_for(pending, rows_done: int) -> None:
         t = time.perf_counter()

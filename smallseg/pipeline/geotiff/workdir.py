@@ -277,7 +277,8 @@ def _reopen(work: WorkDir) -> Checkpoint:
     state = StitchState.load(work.stitch(k)) if k > 0 else None
     carry = None
     if k > 0:
-        carry = {name: v for name, v in load_band(work.band(k - 1)).items() if name.startswith("outline_")}
+        carry = {name: v for name, v in load_band(work.band(k - 1)).items()
+                 if name.startswith("outline_") or name == "soft_carry"}  # soft_carry: sub-pixel outlines
     return Checkpoint(state, k, started, carry)
 
 
