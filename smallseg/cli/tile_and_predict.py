@@ -97,8 +97,8 @@ def add_tile_and_predict(subparsers) -> None:
                         "(right angles, the building's orientation, its area); touching buildings are left as "
                         "simplified. Default: off")
     p.add_argument("--subpixel", action="store_true",
-                   help="sub-pixel GeoPackage/GeoJSON outlines from the model's soft map (its boundary head's signed "
-                        "distance, else the foreground probability) where an object meets background; pixel edges "
+                   help="sub-pixel GeoPackage/GeoJSON outlines from the model's boundary head (a model trained with "
+                        "boundary_head: signed_distance; others are refused) where an object meets background; pixel edges "
                         "between touching objects, which stay shared. Changes areas slightly; not with --simplify "
                         "or --regularise-buildings, nor on a resampled scene (--no-resample). Default: off")
     p.add_argument("--formats", default="tif,gpkg,geojson,csv,png,json",

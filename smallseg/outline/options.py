@@ -33,9 +33,9 @@ class OutlineOptions:
         regularise_min_fill: polygon area / rectangle area needed to regularise, in (0, 1].
         regularise_class_names: classes to regularise by name (e.g. ``("building",)``, what
             ``--regularise-buildings`` asks for); :meth:`for_classes` turns them into ids for a model.
-        subpixel: sub-pixel outlines from the model's soft map (the boundary head's signed distance at 0
-            where the model has one, else the foreground probability at 0.5), marching squares where an
-            object meets background, the pixel edge where it meets another object
+        subpixel: sub-pixel outlines from the model's boundary head (its signed distance at 0; a model
+            without one is refused: its foreground probability's 0.5 level is not where its decoder puts
+            edges), marching squares where an object meets background, the pixel edge where it meets another object
             (:func:`smallseg.outline.subpixel.coverage_subpixel_outline`): shared edges stay shared, areas
             change (by up to ~0.5 px x the perimeter). Not combined with simplification or regularisation.
     """
@@ -105,8 +105,8 @@ class OutlineOptions:
         """What was applied, for ``run.json``."""
         method = "shapely.coverage_simplify per object context" if self.simplify_px > 0 else "exact pixel outlines"
         if self.subpixel:
-            method = ("sub-pixel: marching squares on the soft map (boundary signed distance + 0.5, else "
-                      "foreground probability) at 0.5 where an object meets background, pixel edges between objects")
+            method = ("sub-pixel: marching squares on the boundary head's signed distance at 0 where an object "
+                      "meets background, pixel edges between objects")
         return {"simplify_px": self.simplify_px, "method": method, "subpixel": self.subpixel,
                 "regularise_class_ids": list(self.regularise_class_ids),
                 "regularise_class_names": list(self.regularise_class_names),

@@ -14,8 +14,9 @@ pixel edge where an object meets another, sub-pixel where it meets background, n
 fixed window around the object so that :class:`~smallseg.outline.OutlineStream` gives it band by band.
 
 In tile-and-predict (``OutlineOptions(subpixel=True)``, ``--subpixel``): ``pipeline/array.py:
-predict_tile_row(soft_out=)`` keeps each tile's soft map (:func:`smallseg.pipeline.array.soft_map`, edge at
-:data:`SUBPIXEL_LEVEL`), ``pipeline/geotiff/stream.py`` takes each pixel from the tile whose core holds it
+predict_tile_row(soft_out=)`` keeps each tile's soft map (:func:`smallseg.pipeline.array.soft_map`: the boundary head's signed
+distance + 0.5, edge at :data:`SUBPIXEL_LEVEL`; a model without that head is refused, because its foreground
+probability crosses 0.5 about a pixel outside the decoded objects: measured in RESULTS #17), ``pipeline/geotiff/stream.py`` takes each pixel from the tile whose core holds it
 (cores partition the scene, like object ownership) into a float band of the finished rows (the previous tile
 row's core rows below its band are carried, and saved with the band checkpoint for resume), and the sink
 feeds it to :class:`~smallseg.outline.OutlineStream`. A resampled scene is refused (nearest neighbour back to
@@ -35,7 +36,7 @@ from skimage.measure import find_contours
 
 from smallseg.errors import SmallsegError
 
-SUBPIXEL_LEVEL = 0.5  # the pipeline's soft band: foreground probability, or the boundary signed distance + 0.5
+SUBPIXEL_LEVEL = 0.5  # the pipeline's soft band: the boundary head's signed distance + 0.5
 SUBPIXEL_REACH_PX = 2
 
 

@@ -199,13 +199,11 @@ def predict_tile_row(band: np.ndarray, band_valid: np.ndarray | None, tiles: lis
 
 def soft_map(outputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
     """Each tile's soft map for sub-pixel outlines (issue #17), edge at 0.5: the boundary head's signed
-    distance + 0.5 where the model has one (the map the decoder re-places edges with), else the foreground
-    probability 1 - p(background)."""
-    if "boundary" in outputs:
-        soft = outputs["boundary"][:, 0] + 0.5
-    else:
-        soft = 1.0 - torch.softmax(outputs["semantic"], dim=1)[:, 0]
-    return list(soft.cpu().numpy().astype(np.float32))
+    distance + 0.5 (the map the decoder re-places edges with, :mod:`smallseg.decode.refine`). Only that head
+    says where an edge is: a model's foreground probability crosses 0.5 where its decoder does not put edges."""
+    if "boundary" not in outputs:
+        raise SmallsegError("sub-pixel outlines need the model's boundary head (boundary_head 'signed_distance')")
+    return list((outputs["boundary"][:, 0] + 0.5).cpu().numpy().astype(np.float32))
 
 
 def _decode_narrow(outputs: dict[str, torch.Tensor], decode: DecodeConfig) -> list[Instances]:

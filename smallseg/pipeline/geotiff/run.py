@@ -474,6 +474,12 @@ def _open_reader(path: Path, model: torch.nn.Module, options: GeoTiffOptions, se
         # Issue #13: a scene whose ground pixel size is outside the model's training range is read resampled
         # to the range's centre (a virtual raster: the normalisation below is fitted on what the
         # model sees); every output comes back to the input's grid (Sink).
+        if options.outline is not None and options.outline.subpixel and \
+                getattr(model.config, "boundary_head", None) is None:
+            # Measured (RESULTS #17): the shipped remote-sensing model's foreground probability crosses 0.5
+            # about a pixel outside its decoded objects (polygons 1.46x their areas): not an edge to trust.
+            raise SmallsegError("subpixel=True needs a model with a boundary head (boundary_head "
+                                "'signed_distance', whose 0 level is where its decoder puts edges); this model has none")
         resample = resample_decision(reader.geometry, model, options.resample, options.resample_to_m)
         if resample["applied"]:
             if options.outline is not None and options.outline.subpixel:
