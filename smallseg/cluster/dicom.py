@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
+import torch
 
 from smallseg.errors import one_line
 from smallseg.pipeline.dicom_batch import (
+    BatchJob,
     BatchOptions,
     BatchResult,
     SeriesResult,
@@ -43,34 +44,40 @@ def series_task(entry, ref, scattered, options: BatchOptions) -> SeriesResult:
     return process_series(entry, module, options)
 
 
-def run_entries_on_cluster(client, entries, given_model, model, model_info: dict, options: BatchOptions, *,
-                           resume: bool, wanted, trained, summary_path: Path, progress: bool,
-                           on_result) -> BatchResult:
-    """The batch loop of :func:`~smallseg.pipeline.dicom_batch.run_dicom_batch` with ``client``."""
+def run_entries_on_cluster(client, job: BatchJob, model: torch.nn.Module, given_model, model_info: dict) -> BatchResult:
+    """:func:`~smallseg.pipeline.dicom_batch.run_entries` with the stacks as tasks of ``client``.
+
+    Args:
+        job: the batch (entries, options, summary path, resume and reporting).
+        model: the model loaded here (its fingerprint names the job's model on the workers);
+        given_model: what the user passed (name, path or module: how the workers load it);
+        model_info: ``ModelSource.to_dict()`` of it.
+    """
     from distributed import as_completed
 
     from smallseg.cluster.progress import JobProgress
     from smallseg.cluster.worker import model_ref, workers_device_type
 
+    entries, options, wanted, trained = job.entries, job.options, job.wanted, job.trained
     workers_device_type(client, options.device)  # a worker that cannot use the device: one line, before any task
     ref, scattered = model_ref(client, given_model, model, model_info, options.model_fingerprint, options.device)
-    batch = BatchResult([], summary_path)
+    batch = BatchResult([], job.summary_path)
     rows: list[SeriesResult | None] = [None] * len(entries)
     futures = {}
     for i, entry in enumerate(entries):
-        rows[i] = decided_result(entry, options, resume=resume, wanted=wanted)
+        rows[i] = decided_result(entry, options, resume=job.resume, wanted=wanted)
         if rows[i] is None:
             futures[client.submit(series_task, entry, ref, scattered, options, pure=False,
                                   key=f"smallseg-series-{i}-{uuid.uuid4().hex}")] = i
-    bar = JobProgress(len(entries), desc="series", enabled=progress)
+    bar = JobProgress(len(entries), desc="series", enabled=job.progress)
     noted: set[str] = set()
 
     def finish(i: int) -> None:
         add_modality_note(batch, noted, entries[i], rows[i], wanted, trained)
         batch.results = [r for r in rows if r is not None]
-        write_batch_summary(batch, batch.results, summary_path)
-        if on_result is not None:
-            on_result(rows[i])
+        write_batch_summary(batch, batch.results, job.summary_path)
+        if job.on_result is not None:
+            job.on_result(rows[i])
         bar.task_done(objects=rows[i].objects, failed=rows[i].status == "failed")
 
     try:

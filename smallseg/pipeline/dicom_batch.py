@@ -192,6 +192,34 @@ class SeriesResult:
         return f"{head}: {tail}" if tail else head
 
 
+@dataclass(frozen=True)
+class BatchJob:
+    """What one batch loop works through, decided by :func:`run_dicom_batch` before any stack runs.
+
+    The loop here (:func:`run_entries`) and the one on a Dask cluster
+    (:func:`smallseg.cluster.dicom.run_entries_on_cluster`) take the same job, so both decide rows alike.
+
+    Attributes:
+        entries: the entries of the tree, in :func:`find_series` order.
+        options: the settings of every stack (with the model's fingerprint).
+        summary_path: ``OUT/summary.csv``, rewritten after every row.
+        resume: keep stacks finished earlier with the same options.
+        wanted: modalities asked for (upper case), or None for all.
+        trained: modalities the model was trained on, or None when it does not say.
+        progress: show a bar over the entries.
+        on_result: called with each finished row, or None.
+    """
+
+    entries: tuple[SeriesInfo, ...]
+    options: BatchOptions
+    summary_path: Path
+    resume: bool = False
+    wanted: frozenset[str] | None = None
+    trained: frozenset[str] | None = None
+    progress: bool = True
+    on_result: Callable[[SeriesResult], None] | None = None
+
+
 @dataclass
 class BatchResult:
     """All rows of a batch, in the order of :func:`find_series`, and where the summary is.
@@ -617,15 +645,15 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
         if not (resume or overwrite) and _earlier_batch(out):
             raise SmallsegError(f"{out} holds the results of an earlier dicom-batch; pass resume=True to keep "
                                 "the finished series and do the rest, or overwrite=True to redo everything")
+        job = BatchJob(tuple(entries), options, out / "summary.csv", resume=resume,
+                       wanted=None if wanted is None else frozenset(wanted),
+                       trained=None if trained is None else frozenset(trained), progress=progress,
+                       on_result=on_result)
         if client is not None:
             from smallseg.cluster.dicom import run_entries_on_cluster
 
-            return run_entries_on_cluster(client, entries, given, model, source.to_dict(), options, resume=resume,
-                                          wanted=wanted, trained=trained, summary_path=out / "summary.csv",
-                                          progress=progress, on_result=on_result)
-        return _run_entries(entries, model, options, resume=resume, wanted=wanted,
-                            trained=trained, summary_path=out / "summary.csv", progress=progress,
-                            on_result=on_result, bar=tqdm)
+            return run_entries_on_cluster(client, job, model, given, source.to_dict())
+        return run_entries(job, model)
 
 
 def _batch_options(options: BatchOptions | None, out: Path, values: dict) -> BatchOptions:
@@ -674,24 +702,24 @@ def write_batch_summary(batch: BatchResult, rows: Sequence[SeriesResult], summar
                             f"{batch.count('ok')} series were done before") from None
 
 
-def _run_entries(entries: list[SeriesInfo], model: torch.nn.Module, options: BatchOptions, *, resume: bool,
-                 wanted: set[str] | None, trained: set[str] | None, summary_path: Path, progress: bool,
-                 on_result, bar) -> BatchResult:
-    batch = BatchResult([], summary_path)
+def run_entries(job: BatchJob, model: torch.nn.Module) -> BatchResult:
+    """The batch loop in this process: each entry decided or predicted, in order, the summary after each row."""
+    options, wanted = job.options, job.wanted
+    batch = BatchResult([], job.summary_path)
     noted: set[str] = set()
-    progress_bar = bar(entries, desc="series", unit="series", disable=not progress)
+    progress_bar = tqdm(job.entries, desc="series", unit="series", disable=not job.progress)
     for entry in progress_bar:
-        result = decided_result(entry, options, resume=resume, wanted=wanted)
+        result = decided_result(entry, options, resume=job.resume, wanted=wanted)
         if result is None:
             result = process_series(entry, model, options)
-        add_modality_note(batch, noted, entry, result, wanted, trained)
+        add_modality_note(batch, noted, entry, result, wanted, job.trained)
         batch.results.append(result)
-        write_batch_summary(batch, batch.results, summary_path)  # after every row: a kill leaves a consistent summary
-        if on_result is not None:
-            on_result(result)
+        write_batch_summary(batch, batch.results, job.summary_path)  # after every row: a kill leaves a consistent summary
+        if job.on_result is not None:
+            job.on_result(result)
         progress_bar.set_postfix(ok=batch.count("ok"), failed=batch.failed)
         if result.output_failed:
-            left = len(entries) - len(batch.results)
+            left = len(job.entries) - len(batch.results)
             batch.stopped = (f"stopped: an output could not be written ({result.message}); {left} entr"
                              f"{'y' if left == 1 else 'ies'} not processed; free space and rerun with "
                              "resume=True")
