@@ -106,8 +106,9 @@ def test_validation_rows_never_reach_training():
         split_rows(item.crop_rows(0, 80, ""), 0.2)
 
 
-def test_finetune_training_crops_come_from_the_training_part_only(tmp_path):
+def test_finetune_training_crops_come_from_the_training_part_only(tmp_path, monkeypatch):
     """The crops finetune trains on are cut from the training part: their rows never reach the split."""
+    from smallseg.train import finetune as finetune_module
     from smallseg.train import loop
 
     tif, gj, _ = _scene(tmp_path)
@@ -119,13 +120,10 @@ def test_finetune_training_crops_come_from_the_training_part_only(tmp_path):
         seen["train"], seen["val"] = kwargs["train_images"], kwargs["val_images"]
         return real_train(config, run_dir, **kwargs)
 
-    loop.train = recording_train
-    try:
-        result = finetune(FinetuneOptions(images=(str(tif),), labels=(str(gj),), out=str(tmp_path / "a.safetensors"),
-                                          init=str(init), minutes=1, epochs=1, steps_per_epoch=1, batch_size=2,
-                                          tune=False, class_name="car"), progress=None)
-    finally:
-        loop.train = real_train
+    monkeypatch.setattr(finetune_module, "train", recording_train)
+    result = finetune(FinetuneOptions(images=(str(tif),), labels=(str(gj),), out=str(tmp_path / "a.safetensors"),
+                                      init=str(init), minutes=1, epochs=1, steps_per_epoch=1, batch_size=2,
+                                      tune=False, class_name="car"), progress=None)
     split = result.record["data"]["split"][0]
     assert [im.instances.shape[0] for im in seen["train"]] == [split["split"] - split["row0"]]
     assert [im.instances.shape[0] for im in seen["val"]] == [split["row1"] - split["split"]]

@@ -52,6 +52,7 @@ def test_schedule_is_refitted_after_epoch_1_with_an_injected_clock(tmp_path, mon
         return real_validate(*args, **kwargs)
 
     monkeypatch.setattr(loop_module, "validate", validate)
+    monkeypatch.setattr(finetune_module, "validate", validate)  # finetune scores the init model with it too
     out = tmp_path / "trees.safetensors"
     printed: list[str] = []
     # budget 300 s - 60 s (before-score and the validation timing) = 240 s; planned: 240 // (2 * 6 + 30) = 5

@@ -28,6 +28,8 @@ scores of true vs false positives (:func:`write_plots`; matplotlib, optional).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import tempfile
@@ -36,9 +38,29 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import rasterio
+from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from scipy import ndimage
 
+from smallseg.data.labels import ClassMapping
+from smallseg.data.labels import boxes as box_io
+from smallseg.data.labels.area import labelled_area
+from smallseg.data.labels.auto import label_kind
+from smallseg.data.labels.boxes import match_boxes
+from smallseg.data.labels.vector import read_vector_labels
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
+from smallseg.io import plots as charts
+from smallseg.io.atomic import atomic_path, write_json_atomic
+from smallseg.io.labels import check_same_grid, read_label_raster
+from smallseg.io.plots import require_matplotlib
+from smallseg.io.tables import default_object_table_path, read_object_table
+from smallseg.metrics.evaluation import evaluate
+from smallseg.metrics.evaluation_volume import evaluate_volumes, is_volume
+from smallseg.metrics.plots import pr_curves, records_of_all, tp_fp_scores
+from smallseg.train.scoring import inside_labelled, predicted_boxes
 
 
 @dataclass
@@ -77,8 +99,6 @@ class BoxEvaluation:
 
     def write_json(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` as JSON, atomically; returns the path."""
-        from smallseg.io.atomic import write_json_atomic
-
         write_json_atomic(path, self.to_dict())
         return Path(path)
 
@@ -89,9 +109,6 @@ def read_prediction(pred: str | os.PathLike, pred_objects: str | os.PathLike | N
     Scores and classes come from ``pred_objects`` (default: the table beside the raster, as ``evaluate``
     finds it); without a table every object scores 1.0 and is class 1.
     """
-    from smallseg.io.labels import read_label_raster
-    from smallseg.io.tables import default_object_table_path, read_object_table
-
     raster = read_label_raster(pred)
     labels = raster.array
     ids = np.unique(labels[labels > 0]).astype(np.int64)
@@ -110,7 +127,6 @@ def read_prediction(pred: str | os.PathLike, pred_objects: str | os.PathLike | N
             class_ids = np.asarray(parsed.class_ids, np.int32)[rows]
     else:
         table = None
-    from scipy import ndimage
 
     centroids = np.array(ndimage.center_of_mass(np.ones_like(labels), labels, ids), np.float64).reshape(-1, 2)
     instances = Instances(labels=labels.astype(np.int32), ids=ids, class_ids=class_ids, scores=scores,
@@ -120,8 +136,6 @@ def read_prediction(pred: str | os.PathLike, pred_objects: str | os.PathLike | N
 
 def _write_like(path: Path, array: np.ndarray, raster) -> Path:
     """``array`` as a single-band int32 GeoTIFF on ``raster``'s grid (its CRS and transform)."""
-    import rasterio
-
     profile = dict(driver="GTiff", width=array.shape[1], height=array.shape[0], count=1, dtype="int32",
                    compress="deflate")
     if raster.crs is not None:
@@ -135,13 +149,9 @@ def _write_like(path: Path, array: np.ndarray, raster) -> Path:
 
 def _class_mapping(class_names: Sequence[str] | None, table: Path | None):
     """The class names GT class values are mapped to: given, else those the prediction's table names."""
-    from smallseg.data.labels import ClassMapping
-
     if class_names:
         return ClassMapping(tuple(class_names))
     if table is not None:
-        from smallseg.io.tables import read_object_table
-
         names = read_object_table(table, require=("id",)).class_name_map()
         if names:
             top = max(names)
@@ -150,8 +160,6 @@ def _class_mapping(class_names: Sequence[str] | None, table: Path | None):
 
 
 def _area_mask(area: Any, shape: tuple[int, int], raster) -> np.ndarray | None:
-    from smallseg.data.labels.area import labelled_area
-
     if area is None:
         return None
     geo = (raster.crs, raster.transform) if raster.crs is not None else None
@@ -183,12 +191,7 @@ def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: An
     Returns:
         :class:`~smallseg.metrics.evaluation.Evaluation` for masks, :class:`BoxEvaluation` for boxes.
     """
-    from smallseg.data.labels.auto import label_kind
-    from smallseg.metrics.evaluation import evaluate
-
     if plot is not None and not _is_png(plot):
-        from smallseg.io.plots import require_matplotlib
-
         require_matplotlib(f"plot {plot}")  # before any scoring: one line, not a traceback at the end
     gt_path = Path(gt)
     kind = label_kind(gt_path) if isinstance(gt, (str, os.PathLike)) else "label_image"
@@ -211,8 +214,6 @@ def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: An
             result.settings["plots"] = [str(p) for p in write_plots(plot, None, coco, iou=0.5, level="mask")]
         return result
     if kind == "volume":
-        from smallseg.metrics.evaluation_volume import evaluate_volumes, is_volume
-
         if is_volume(gt):  # 3-D: objects matched by voxel IoU, sizes in mm3
             if plot is not None:
                 raise SmallsegError("plot: the quick-look is 2-D; leave it out for label volumes")
@@ -235,16 +236,12 @@ def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: An
     warnings: list[str] = []
     gt_classes = None
     if kind == "vector":
-        from smallseg.data.labels.vector import read_vector_labels
-
         mapping = _class_mapping(class_names, table)
         item = read_vector_labels(pred, gt_path, classes=mapping, class_field=class_field, layer=layer)
         gt_ids = item.instances.astype(np.int64)
         gt_classes = item.classes if class_field is not None else None
         warnings.extend(item.notes)
     else:
-        from smallseg.io.labels import check_same_grid, read_label_raster
-
         gt_raster = read_label_raster(gt_path)
         check_same_grid(gt_raster, raster)
         gt_ids = gt_raster.array.astype(np.int64)
@@ -254,7 +251,6 @@ def evaluate_sources(gt: str | os.PathLike, pred: str | os.PathLike, *, area: An
         tmp = Path(tmp)
         if mask is not None:
             # GT objects with no pixel inside the area are not scored; predictions mostly outside are dropped.
-            from smallseg.train.scoring import inside_labelled
 
             inside_ids = np.unique(gt_ids[mask & (gt_ids > 0)])
             gt_ids = np.where(np.isin(gt_ids, inside_ids), gt_ids, 0)
@@ -296,8 +292,6 @@ def _is_png(path) -> bool:
 
 
 def _records_of_all(records: dict) -> list:
-    from smallseg.metrics.plots import records_of_all
-
     return records_of_all(records)
 
 
@@ -324,9 +318,6 @@ def write_plots(folder: str | os.PathLike, draw_quicklook, coco, *, iou: float =
         iou: the IoU threshold of the curves and the histogram (one of the evaluated thresholds).
         level: "mask" or "box", for the titles.
     """
-    from smallseg.io import plots as charts
-    from smallseg.metrics.plots import pr_curves, tp_fp_scores
-
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise SmallsegError(f"plot {folder}: not a folder (give FILE.png for the quick-look alone, or a folder)")
@@ -347,8 +338,6 @@ def write_plots(folder: str | os.PathLike, draw_quicklook, coco, *, iou: float =
 
 
 def _is_3d(path) -> bool:
-    from smallseg.metrics.evaluation_volume import is_volume
-
     return isinstance(path, (str, os.PathLike)) and is_volume(path)
 
 
@@ -363,10 +352,6 @@ def _coco_has_masks(path: Path) -> bool:
 
 def _evaluate_boxes(gt_path: Path, pred, instances: Instances, raster, *, area, iou: float, image: str | None,
                     table) -> BoxEvaluation:
-    from smallseg.data.labels import boxes as box_io
-    from smallseg.data.labels.boxes import match_boxes
-    from smallseg.train.scoring import predicted_boxes
-
     if not 0 < float(iou) <= 1:
         raise SmallsegError(f"box_iou {iou}: give an IoU in (0, 1], e.g. 0.4")
     lenient = _AnyClass()  # any box class counts: box scoring is class-agnostic
@@ -466,12 +451,6 @@ def _box_ap_of(ev, gt: np.ndarray, pred: np.ndarray) -> float | None:
 def _box_cocoeval(gt: np.ndarray, pred: np.ndarray, scores: np.ndarray, iou: float):
     """pycocotools' ``bbox`` COCOeval of ``pred`` against ``gt`` at the single IoU ``iou``, accumulated (None
     without GT or predictions: pycocotools cannot load an empty result list)."""
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     if not len(gt) or not len(pred):
         return None
     to_xywh = lambda b: [float(b[1]), float(b[0]), float(b[3] - b[1]), float(b[2] - b[0])]  # noqa: E731
@@ -495,8 +474,6 @@ def _box_cocoeval(gt: np.ndarray, pred: np.ndarray, scores: np.ndarray, iou: flo
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
     return mask & ~ndimage.binary_erosion(mask)
 
 
@@ -506,10 +483,6 @@ def write_quicklook(path: str | os.PathLike, gt_ids: np.ndarray | None, pred: In
     """A TP / FP / FN quick-look PNG: green = matched prediction (IoU >= 0.5 masks, ``box_iou`` boxes), red =
     false positive, blue = missed GT object; outside the labelled area ``mask`` darker grey. Written atomically;
     images larger than ``max_side`` are subsampled."""
-    from PIL import Image
-
-    from smallseg.io.atomic import atomic_path
-
     h, w = shape
     canvas = np.full((h, w, 3), 235, np.uint8)
     if mask is not None:
@@ -518,8 +491,6 @@ def write_quicklook(path: str | os.PathLike, gt_ids: np.ndarray | None, pred: In
     order = np.argsort(-np.asarray(pred.scores), kind="stable")
     green, red, blue = (0, 150, 0), (210, 0, 0), (0, 60, 220)
     if gt_boxes is not None:
-        from smallseg.train.scoring import predicted_boxes
-
         boxes = predicted_boxes(pred)
         taken = np.zeros(len(gt_boxes), bool)
         matched_pred = np.zeros(len(pred), bool)

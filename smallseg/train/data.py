@@ -17,21 +17,37 @@ fitted on the whole image: the function inference applies, so training and infer
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
+import SimpleITK as sitk
 import torch
+from PIL import Image
+from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from smallseg.data.coco_json import describe_unknown_categories, unknown_categories
 from smallseg.data.labels.common import LabeledImage  # noqa: F401  (defined with the label sources; re-exported)
+from smallseg.data.medical import make_ct_volume
+from smallseg.data.microscopy import make_nuclei_image
+from smallseg.data.remote_sensing import make_remote_sensing_scene
 from smallseg.errors import SmallsegError, one_line
+from smallseg.io.geotiff import RasterGeometry
 from smallseg.models.config import ModelConfig
-from smallseg.normalize import CT_WINDOWS, MICROSCOPY, Normalization, NormStats, normalization_for
+from smallseg.normalize import (
+    CT_WINDOWS,
+    MICROSCOPY,
+    Normalization,
+    NormStats,
+    normalization_for,
+)
 from smallseg.train.augment import AugmentConfig, augment_sample, build_augment, mosaic
-from smallseg.train.targets import encode_targets
+from smallseg.train.targets import collate_targets, encode_targets
 
 
 def read_geotiff_pair(
@@ -52,10 +68,6 @@ def read_geotiff_pair(
     Returns:
         LabeledImage with ``image`` (H, W, C).
     """
-    import rasterio
-
-    from smallseg.io.geotiff import RasterGeometry
-
     def read(path, band_list=None):
         try:
             with rasterio.open(path) as src:
@@ -93,17 +105,11 @@ def read_coco(annotations_path: str | os.PathLike, images_dir: str | os.PathLike
     Category ids are mapped to 1-based class ids in ascending category-id order. Crowd annotations become
     ignore regions (instance id -1). Later annotations overwrite earlier ones where they overlap.
     """
-    from PIL import Image
-    from pycocotools.coco import COCO
-    import contextlib
-    import io
-
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints progress lines
             coco = COCO(str(annotations_path))
     except (OSError, json.JSONDecodeError, KeyError) as exc:
         raise SmallsegError(f"{annotations_path}: not a readable COCO annotation file ({one_line(exc)})") from None
-    from smallseg.data.coco_json import describe_unknown_categories, unknown_categories
 
     unknown = unknown_categories(coco.dataset)
     if unknown:  # training on them would need a class the model does not have; dropping them loses labels
@@ -163,8 +169,6 @@ def synthetic_images(kind: str, *, count: int, size: int, seed: int, raw: bool =
     """
     out = []
     if kind == "remote-sensing":
-        from smallseg.data.remote_sensing import make_remote_sensing_scene
-
         for i in range(count):
             scene = make_remote_sensing_scene(size, size, seed=seed + i, **options)
             out.append(LabeledImage(
@@ -179,8 +183,6 @@ def synthetic_images(kind: str, *, count: int, size: int, seed: int, raw: bool =
 
     class_id = int(options.pop("class_id", 1))
     if kind == "nuclei":
-        from smallseg.data.microscopy import make_nuclei_image
-
         for i in range(count):
             nuclei = make_nuclei_image(size, size, seed=seed + i, **options)
             instances = nuclei.labels.astype(np.int32)
@@ -191,15 +193,12 @@ def synthetic_images(kind: str, *, count: int, size: int, seed: int, raw: bool =
             ))
         return out
     if kind == "ct":
-        from smallseg.data.medical import make_ct_volume
-
         lung = CT_WINDOWS["lung_nodule"]
         n_slices = int(options.pop("slices", 48))
         for i in range(count):
             rng = np.random.default_rng(seed + i)
             volume = make_ct_volume((size, size, n_slices), seed=seed + i, **options)
             hu = volume.hu_zyx
-            import SimpleITK as sitk
 
             labels = sitk.GetArrayFromImage(volume.labels).astype(np.int32)
             spacing = volume.image.GetSpacing()
@@ -413,7 +412,5 @@ def _labelled_bounds(instances: np.ndarray) -> tuple[int, int, int, int]:
 
 def collate(batch):
     """DataLoader collate: stack images and targets."""
-    from smallseg.train.targets import collate_targets
-
     images = torch.stack([item[0] for item in batch])
     return images, collate_targets([item[1] for item in batch])

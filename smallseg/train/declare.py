@@ -13,7 +13,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from safetensors import safe_open
+
+from smallseg.bands import model_band_names
 from smallseg.errors import SmallsegError
+from smallseg.models import load_checkpoint, save_checkpoint
 from smallseg.normalize import Normalization, normalizations_of
 
 
@@ -33,13 +37,8 @@ def declare_input(source: str | os.PathLike, out: str | os.PathLike, *, normaliz
     Returns:
         The path written.
     """
-    from smallseg.bands import model_band_names
-    from smallseg.models import load_checkpoint, save_checkpoint
-
     model = load_checkpoint(source)
     if storage_dtype is None:
-        from safetensors import safe_open
-
         with safe_open(str(source), "np") as fh:
             storage_dtype = (fh.metadata() or {}).get("smallseg_storage_dtype", "float32")
     config = model.config

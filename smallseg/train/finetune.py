@@ -51,9 +51,28 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
+from PIL import Image, ImageDraw
 
+from smallseg.data.labels.auto import read_labels
 from smallseg.data.labels.common import ClassMapping, LabeledImage
 from smallseg.errors import SmallsegError
+from smallseg.io.atomic import atomic_path, write_json_atomic
+from smallseg.models import build_from_config, load_checkpoint, save_checkpoint
+from smallseg.models.registry import resolve_device, resolve_model
+from smallseg.train.augment import AugmentConfig
+from smallseg.train.data import CropDataset, collate, image_normalization
+from smallseg.train.loop import (
+    OptimConfig,
+    TrainConfig,
+    _resolve_model_config,
+    class_mapping,
+    train,
+    validate,
+)
+from smallseg.train.losses import head_losses
+from smallseg.train.scoring import BOX_IOU
+from smallseg.train.tune import tune_decode
 
 MIN_VAL_ROWS = 32
 MAX_CURVE_POINTS = 500
@@ -202,8 +221,6 @@ def _objects(items: Sequence[LabeledImage]) -> int:
 
 def _score(model, images: list[LabeledImage], decode: dict[str, Any] | None = None) -> dict[str, float]:
     """Validation metrics of ``model`` (its own decode settings unless ``decode`` is given)."""
-    from smallseg.train.loop import validate
-
     settings = dict(decode if decode is not None else (model.config.training or {}).get("decode") or {})
     metrics = validate(model, images, settings)
     model.eval()
@@ -218,9 +235,6 @@ def _short(metrics: dict[str, float]) -> dict[str, float | None]:
 def _train_config(options: FinetuneOptions, init_path: Path, init_config, crop_size: int, epochs: int):
     """The :class:`~smallseg.train.loop.TrainConfig` of a finetune run (the init model's fields and
     normalisation, the finetune defaults)."""
-    from smallseg.train.augment import AugmentConfig
-    from smallseg.train.loop import OptimConfig, TrainConfig
-
     model = init_config.to_dict()
     training = dict(model.get("training") or {})
     # The declared normalisation is kept exactly (mean/std included): the fine-tuned model reads pixels as
@@ -244,14 +258,6 @@ def _train_config(options: FinetuneOptions, init_path: Path, init_config, crop_s
 
 def _seconds_per_step(config, train_images: list[LabeledImage], device: str) -> float:
     """Wall-clock seconds of one optimiser step at these settings (a few measured steps on a throwaway model)."""
-    import torch
-
-    from smallseg.models import build_from_config
-    from smallseg.models.registry import resolve_device
-    from smallseg.train.data import CropDataset, collate, image_normalization
-    from smallseg.train.loop import _resolve_model_config
-    from smallseg.train.losses import head_losses
-
     model_config = _resolve_model_config(config, train_images)
     dev = resolve_device(device)
     model = build_from_config(model_config).to(dev)
@@ -288,10 +294,6 @@ def write_curve_png(history: list[dict[str, Any]], path: str | os.PathLike, *, t
                     before_f1: float | None = None) -> Path:
     """A training-curve PNG (PIL): training loss (left axis, red) and validation F1 / AP (right axis, 0-1,
     blue / green) per epoch; the init model's validation F1 as a dashed grey line. Written atomically."""
-    from PIL import Image, ImageDraw
-
-    from smallseg.io.atomic import atomic_path
-
     w, h, left, right, top, bottom = 720, 420, 60, 60, 36, 44
     img = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(img)
@@ -337,8 +339,6 @@ def write_curve_png(history: list[dict[str, Any]], path: str | os.PathLike, *, t
 
 def load_labelled(options: FinetuneOptions, classes: ClassMapping) -> list[tuple[str, str, list[LabeledImage]]]:
     """Read every (image, labels) pair: ``[(image path, labels path, LabeledImages)]``."""
-    from smallseg.data.labels.auto import read_labels
-
     mapping = ClassMapping(classes.names, dict(options.class_map), options.class_name)
     out = []
     for image, labels in zip(options.images, options.labels):
@@ -354,11 +354,6 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
         SmallsegError: one line for bad labels, a bad init model, a split that leaves nothing to validate on,
             or ``resume`` without a run to resume (or with other data / settings than that run).
     """
-    from smallseg.io.atomic import write_json_atomic
-    from smallseg.models import load_checkpoint, save_checkpoint
-    from smallseg.models.registry import resolve_model
-    from smallseg.train.loop import class_mapping, train
-
     say = progress or (lambda _msg: None)
     started = _clock()
     init_path = resolve_model(options.init)
@@ -479,8 +474,6 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
     model = load_checkpoint(result.best_checkpoint)
     chosen: dict[str, Any] = {}
     if options.tune:
-        from smallseg.train.tune import tune_decode
-
         chosen, _rows = tune_decode(model, val_images, metric="F1")
         model.config.training = {**model.config.training,
                                  "decode": {**dict(model.config.training.get("decode") or {}), **chosen}}
@@ -535,8 +528,6 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
 
 def _f1_name(val_images: Sequence[LabeledImage]) -> str:
     """What ``F1`` means on these validation parts (:func:`smallseg.train.scoring.score_predictions`)."""
-    from smallseg.train.scoring import BOX_IOU
-
     return f"box F1@{BOX_IOU:g}" if all(it.boxes_only for it in val_images) else "F1@0.5"
 
 

@@ -69,7 +69,9 @@ import copy
 import json
 import math
 import os
+import pickle
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +79,11 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from tqdm.auto import tqdm
 
+from smallseg.bands import model_band_names
+from smallseg.decode.centroids import DecodeConfig
+from smallseg.decode.components import decode_outputs
 from smallseg.errors import SmallsegError, one_line
 from smallseg.io.atomic import OutputLock, atomic_path, write_text_atomic
 from smallseg.models import ModelConfig, build_from_config, save_checkpoint
@@ -97,19 +103,19 @@ from smallseg.train.losses import head_losses
 
 # The configuration and its sources live in run_config; their names stay importable from here.
 from smallseg.train.run_config import (  # noqa: F401
+    DATA_KEYS,
+    LOSS_KEYS,
+    SOURCE_KINDS,
     OptimConfig,
     TrainConfig,
-    load_train_config,
-    LOSS_KEYS,
-    DATA_KEYS,
+    _mapping_of,  # the YAML normalize: entry, also checked at load
     check_source,
-    SOURCE_KINDS,
     class_mapping,
     load_source,
+    load_train_config,
 )
-from smallseg.train.run_config import _mapping_of  # the YAML normalize: entry, also checked at load
-
-
+from smallseg.train.scoring import score_predictions
+from smallseg.train.tune import write_tuned_checkpoint
 
 
 @dataclass
@@ -207,8 +213,6 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, device: s
                   val_images: list[LabeledImage] | None, time_budget_s: float | None, patience: int | None,
                   on_epoch, freeze_norm: bool = False) -> TrainResult:
     """:func:`train` once the run folder is locked and checked."""
-    from tqdm.auto import tqdm
-
     dev = resolve_device(device or config.device)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
@@ -368,7 +372,6 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, device: s
             stopped = "epochs" if end_epoch == planned else "slice"
     if val_images and config.tune_decode and stopped != "slice" and best_path.exists():
         # The heads' calibration is a product of training: choose the decoding thresholds for it.
-        from smallseg.train.tune import write_tuned_checkpoint
 
         _, chosen, _ = write_tuned_checkpoint(best_path, val_images, best_path, metric=config.select_metric,
                                               storage_dtype=config.storage_dtype)
@@ -384,10 +387,6 @@ def validate(model: torch.nn.Module, images: list[LabeledImage], decode: dict[st
 
     Returns the scorer's numeric metrics (``AP``, ``AP_small``, ``boundary_AP``, ``F1``, ``box_F1``, ...).
     """
-    from smallseg.decode.centroids import DecodeConfig
-    from smallseg.decode.components import decode_outputs
-    from smallseg.train.scoring import score_predictions
-
     config: ModelConfig = model.config
     decode_config = DecodeConfig(**{"max_distance_px": config.max_distance_px, **decode})
     model.eval()
@@ -488,8 +487,6 @@ def _resolve_model_config(config: TrainConfig, images: list[LabeledImage]) -> Mo
     else:
         training.pop("normalization_by_modality", None)
     if band_names is not None:
-        from smallseg.bands import model_band_names
-
         names = model_band_names(type("Declared", (), {"training": {"band_names": band_names}})())
         if len(names) != fields_["in_channels"]:
             raise SmallsegError(f"model.band_names: {len(names)} names for {fields_['in_channels']} input bands")
@@ -550,10 +547,6 @@ def _write_resolved_config(config: TrainConfig, model_config: ModelConfig, path:
 def _read_state(path: Path, device: torch.device) -> dict[str, Any]:
     """``state.pt`` as data: ``torch.load(weights_only=True)`` (tensors, numbers, plain containers; no code),
     then its shape checked. A file that is not one (truncated, tampered, a pickle with objects) is one line."""
-    import pickle
-
-    import warnings
-
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the refusal below says it
             warnings.simplefilter("ignore")

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from smallseg.errors import SmallsegError
+from smallseg.models.heads import BOUNDARY_CLIP_PX
 
 _EPS = 1e-8  # keeps the norm's gradient finite at zero error
 BOUNDARY_EDGE_WEIGHT = 4.0  # extra weight of the pixels within 1.5 px of an edge in the boundary term
@@ -86,8 +87,6 @@ def head_losses(
             parts["distance"] = logits.sum() * 0.0
 
     if "boundary" in outputs:
-        from smallseg.models.heads import BOUNDARY_CLIP_PX
-
         pred = outputs["boundary"][:, 0]
         target = targets["boundary"].float()
         valid = ~targets.get("distance_ignore", targets["ignore"]).bool()

@@ -8,18 +8,30 @@ GeoTIFF pairs, COCO, and the label sources of :mod:`smallseg.data.labels`), with
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smallseg.data import labels as label_sources
+from smallseg.data.labels import ClassMapping
+from smallseg.data.medical import make_ct_volume
+from smallseg.data.microscopy import make_nuclei_image
+from smallseg.data.remote_sensing import make_remote_sensing_scene
+from smallseg.decode.centroids import DecodeConfig
 from smallseg.errors import SmallsegError, one_line
 from smallseg.models import ModelConfig
 from smallseg.normalize import Normalization
 from smallseg.train.augment import AugmentConfig
 from smallseg.train.config_file import check_keys, read_config_file
-from smallseg.train.data import LabeledImage, read_coco, read_geotiff_pair, synthetic_images
+from smallseg.train.data import (
+    LabeledImage,
+    read_coco,
+    read_geotiff_pair,
+    synthetic_images,
+)
 
 _SECTIONS = ("name", "model", "data", "augment", "loss", "decode", "optim", "seed", "device", "amp", "workers",
              "storage_dtype", "select_metric", "init", "tune_decode", "normalize", "normalize_by_modality")
@@ -129,8 +141,6 @@ def _check_sections(raw: dict[str, Any], path: Path) -> None:
     """Every key of the ``optim``, ``loss``, ``decode`` and ``data`` sections (and of each data source) is one
     the training reads, with a value of the right kind: a typo is one line naming the closest key, never a
     TypeError mid-run or a setting silently ignored."""
-    from smallseg.decode.centroids import DecodeConfig
-
     optim = _section(raw, "optim", path)
     check_keys(optim, OptimConfig.__dataclass_fields__, f"{path}: optim")
     loss = _section(raw, "loss", path)
@@ -172,17 +182,12 @@ _SYNTHETIC_FIXED = ("height", "width", "size_xyz", "seed")
 
 def _synthetic_options(kind: str) -> tuple[str, ...] | None:
     """The ``options:`` keys of a synthetic source of ``kind`` (its generator's keywords); None: unknown kind."""
-    import inspect
-
     if kind == "remote-sensing":
-        from smallseg.data.remote_sensing import make_remote_sensing_scene as generator
-        extra: tuple[str, ...] = ()
+        generator, extra = make_remote_sensing_scene, ()
     elif kind == "nuclei":
-        from smallseg.data.microscopy import make_nuclei_image as generator
-        extra = ("class_id",)
+        generator, extra = make_nuclei_image, ("class_id",)
     elif kind == "ct":
-        from smallseg.data.medical import make_ct_volume as generator
-        extra = ("class_id", "slices")
+        generator, extra = make_ct_volume, ("class_id", "slices")
     else:
         return None
     names = [n for n, p in inspect.signature(generator).parameters.items()
@@ -241,8 +246,6 @@ _REQUIRED = {"geotiff": ("image", "instances"), "coco": ("annotations", "images"
 def class_mapping(model: dict[str, Any] | ModelConfig, renames: dict | None = None,
                   default: str | None = None):
     """The :class:`~smallseg.data.labels.ClassMapping` of a config's ``model:`` section (or a ModelConfig)."""
-    from smallseg.data.labels import ClassMapping
-
     if isinstance(model, ModelConfig):
         return ClassMapping.of(model.class_names, model.classes, renames, default)
     return ClassMapping.of(model.get("class_names"), int(model.get("classes", 1)), renames, default)
@@ -257,8 +260,6 @@ def load_source(spec: dict[str, Any], base_dir: Path, classes=None) -> list[Labe
         classes: the model's :class:`~smallseg.data.labels.ClassMapping` (class names of the label files are
             mapped onto it); None: a one-class model.
     """
-    from smallseg.data import labels as label_sources
-
     kind = check_source(spec)
     resolve = lambda p: None if p is None else (base_dir / p)  # noqa: E731
 

@@ -21,6 +21,7 @@ from smallseg.data.labels.boxes import match_boxes
 from smallseg.data.labels.common import LabeledImage
 from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
+from smallseg.metrics.multi import evaluate_images
 
 BOX_IOU = 0.4
 
@@ -71,7 +72,6 @@ def score_predictions(images: Sequence[LabeledImage], predictions: Sequence[Inst
     """
     if len(images) != len(predictions) or not images:
         raise SmallsegError(f"scoring: {len(predictions)} predictions for {len(images)} images")
-    from smallseg.metrics.multi import evaluate_images
 
     metrics: dict[str, float] = {}
     masks = [(item, pred) for item, pred in zip(images, predictions) if not item.boxes_only]

@@ -20,11 +20,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from smallseg.decode.centroids import DecodeConfig
+from smallseg.decode.components import decode_outputs
 from smallseg.errors import SmallsegError
+from smallseg.models import load_checkpoint, save_checkpoint
+from smallseg.pipeline.array import decode_config_for
 from smallseg.train.data import LabeledImage, normalized_input
+from smallseg.train.scoring import score_predictions
 
 DEFAULT_GRID: dict[str, list[float]] = {
     "fg_threshold": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
@@ -72,11 +76,6 @@ def tune_decode(
     Returns:
         (best settings as a dict of the tuned fields, one row per combination with its metrics).
     """
-    from smallseg.decode.centroids import DecodeConfig
-    from smallseg.decode.components import decode_outputs
-    from smallseg.pipeline.array import decode_config_for
-    from smallseg.train.scoring import score_predictions
-
     if not images:
         raise SmallsegError("tune-decode: no validation images")
     grid = dict(DEFAULT_GRID if grid is None else grid)
@@ -156,8 +155,6 @@ def write_tuned_checkpoint(source: str | os.PathLike, images: list[LabeledImage]
     name in ``training["decode_by_modality"]`` (used for volumes of that DICOM modality); the model's
     default settings stay as they were.
     """
-    from smallseg.models import load_checkpoint, save_checkpoint
-
     model = load_checkpoint(source)
     best, rows = tune_decode(model, images, grid=grid, metric=metric, modality=modality)
     training = dict(model.config.training or {})
