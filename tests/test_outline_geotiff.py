@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyogrio.raw
 import pytest
 import rasterio
 import shapely
-from rasterio.transform import Affine
 
 from smallseg.cli import main as cli_main
 from smallseg.errors import SmallsegError
@@ -19,8 +17,9 @@ from smallseg.models import save_checkpoint
 from smallseg.outline import OutlineOptions, outline_polygons, to_map
 from smallseg.pipeline.geotiff import predict_geotiff
 
+from geo_helpers import UTM_TRANSFORM as TRANSFORM, read_gpkg_polygons, write_noise_scene
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-TRANSFORM = Affine(0.5, 0, 389_000, 0, -0.5, 5_819_000)
 LIGHT = dict(classes=2, max_distance_px=6, tile_size_px=64, input_scale=1 / 255, class_names=["car", "building"])
 
 
@@ -31,18 +30,7 @@ def random_model(tiny_model):
 
 
 def _scene(path: Path) -> Path:
-    image = np.random.default_rng(3).integers(0, 255, (3, 100, 120), dtype=np.uint8)
-    with rasterio.open(path, "w", driver="GTiff", width=120, height=100, count=3, dtype="uint8", crs="EPSG:32633",
-                       transform=TRANSFORM) as dst:
-        dst.write(image)
-    return path
-
-
-def _gpkg(path):
-    meta, _, geometry, fields = pyogrio.raw.read(path)
-    names = list(meta["fields"])
-    ids = np.asarray(fields[names.index("id")], np.int64)
-    return ids, shapely.from_wkb(geometry)
+    return write_noise_scene(path, 100, 120)
 
 
 def test_streamed_outlines_equal_the_whole_label_raster_and_keep_topology(tmp_path, random_model):
@@ -56,7 +44,7 @@ def test_streamed_outlines_equal_the_whole_label_raster_and_keep_topology(tmp_pa
     ids, whole = outline_polygons(labels, options.for_classes(["car", "building"]), ids=table.ids,
                                   class_ids=table.class_ids)
     expected = dict(zip(ids.tolist(), to_map(whole, TRANSFORM)))
-    got_ids, got = _gpkg(result.paths["gpkg"])
+    got_ids, got = read_gpkg_polygons(result.paths["gpkg"])
     assert sorted(got_ids.tolist()) == sorted(expected)
     for k, g in zip(got_ids.tolist(), got):
         assert shapely.equals_exact(shapely.normalize(g), shapely.normalize(expected[k]), tolerance=1e-6), k
@@ -80,7 +68,7 @@ def test_default_outlines_are_the_exact_pixel_outlines_and_say_so(tmp_path, rand
     assert run["parameters"]["outline"]["method"] == "exact pixel outlines"
     with rasterio.open(result.paths["instances"]) as src:
         labels = src.read(1).astype(np.int64)
-    got_ids, got = _gpkg(result.paths["gpkg"])
+    got_ids, got = read_gpkg_polygons(result.paths["gpkg"])
     for k, g in zip(got_ids.tolist(), got):
         assert g.area == pytest.approx((labels == k).sum() * 0.25)
 

@@ -8,11 +8,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyogrio.raw
 import pytest
 import rasterio
 import shapely
-from rasterio.transform import Affine
 
 from smallseg.cli import main as cli_main
 from smallseg.errors import SmallsegError
@@ -21,8 +19,9 @@ from smallseg.outline import OutlineOptions, coverage_subpixel_outlines, outline
 from smallseg.pipeline.geotiff import predict_geotiff
 from smallseg.pipeline.geotiff.sinks import Sink
 
+from geo_helpers import read_gpkg_polygons, to_pixel_edges, write_noise_scene
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-TRANSFORM = Affine(0.5, 0, 389_000, 0, -0.5, 5_819_000)
 LIGHT = dict(classes=2, max_distance_px=6, tile_size_px=64, input_scale=1 / 255, class_names=["car", "building"])
 RUN = dict(tile_size_px=64, overlap_px=16, batch_size=3, progress=False, formats="tif,gpkg")
 
@@ -34,22 +33,13 @@ def random_model(tiny_model):
 
 
 def _scene(path: Path) -> Path:
-    image = np.random.default_rng(3).integers(0, 255, (3, 150, 120), dtype=np.uint8)
-    with rasterio.open(path, "w", driver="GTiff", width=120, height=150, count=3, dtype="uint8", crs="EPSG:32633",
-                       transform=TRANSFORM) as dst:
-        dst.write(image)
-    return path
+    return write_noise_scene(path, 150, 120)
 
 
 def _gpkg_px(path):
     """ids and polygons of a GeoPackage, back in pixel-edge coordinates."""
-    meta, _, geometry, fields = pyogrio.raw.read(path)
-    ids = np.asarray(fields[list(meta["fields"]).index("id")], np.int64)
-    inv = ~TRANSFORM
-    polys = [shapely.transform(g, lambda xy: np.stack([inv.a * xy[:, 0] + inv.b * xy[:, 1] + inv.c,
-                                                       inv.d * xy[:, 0] + inv.e * xy[:, 1] + inv.f], 1))
-             for g in shapely.from_wkb(geometry)]
-    return ids, polys
+    ids, polygons = read_gpkg_polygons(path)
+    return ids, to_pixel_edges(polygons)
 
 
 def test_subpixel_polygons_are_valid_keep_topology_and_resume_to_the_same(tmp_path, random_model, monkeypatch):
