@@ -8,7 +8,8 @@ from smallseg.errors import SmallsegError
 # FinetuneOptions' field names in the library's messages -> this subcommand's flags.
 _FLAGS = FlagNames(
     {"minutes": "--minutes", "val_fraction": "--val-fraction", "out": "--out", "batch_size": "--batch-size",
-     "steps_per_epoch": "--steps-per-epoch", "lr": "--lr", "class_field": "--class-field"},
+     "steps_per_epoch": "--steps-per-epoch", "lr": "--lr", "class_field": "--class-field",
+     "ema_decay": "--ema-decay"},
     {"resume=True": "--resume", "another out path": "another --out"})
 
 
@@ -72,6 +73,9 @@ def add_finetune(subparsers) -> None:
     p.add_argument("--steps-per-epoch", type=int, default=20, help="steps between validations (default: 20)")
     p.add_argument("--patience", type=int, default=10,
                    help="stop after this many epochs without a better validation F1 (0: never; default: 10)")
+    p.add_argument("--ema-decay", type=float, default=0.98,
+                   help="validate and keep a moving average of the weights, decayed by this factor per step "
+                        "(0: the raw weights; default: 0.98, about the last 50 steps)")
     add_device(p, "cpu")
     p.add_argument("--no-tune", action="store_true", help="keep the init model's decode settings (no tuning)")
     p.add_argument("--seed", type=int, default=0, help="crop / augmentation seed (default: 0)")
@@ -90,6 +94,7 @@ def _run_finetune(args) -> int:
             minutes=args.minutes, class_name=default, class_map=renames, class_field=args.class_field,
             val_fraction=args.val_fraction, lr=args.lr, batch_size=args.batch_size,
             steps_per_epoch=args.steps_per_epoch, patience=args.patience or None, seed=args.seed,
+            ema_decay=args.ema_decay or None,
             device=args.device, tune=not args.no_tune, resume=args.resume,
         )
         result = finetune(options, progress=lambda message: print(message, flush=True))

@@ -104,6 +104,8 @@ class FinetuneOptions:
         epochs: the schedule's length in epochs, instead of fitting it to the budget (the budget still stops
             the run).
         patience: early stopping after this many epochs without a better validation F1 (None: off).
+        ema_decay: per-step decay of the moving average of the weights that is validated and kept (None:
+            the raw weights). 0.98 averages over about the last 50 steps (2.5 epochs of 20 steps).
         seed: the crops and augmentation.
         device: ``cpu``, ``cuda``, ``auto``.
         tune: tune decode settings on the validation part at the end.
@@ -127,6 +129,7 @@ class FinetuneOptions:
     max_epochs: int = 200
     epochs: int | None = None
     patience: int | None = 10
+    ema_decay: float | None = 0.98
     seed: int = 0
     device: str = "cpu"
     tune: bool = True
@@ -156,6 +159,8 @@ class FinetuneOptions:
             raise SmallsegError(f"patience {self.patience}: must be at least 1 (or None: never stop early)")
         if not float(self.lr) > 0:
             raise SmallsegError(f"lr {self.lr}: must be positive")
+        if self.ema_decay is not None and not 0 < float(self.ema_decay) < 1:
+            raise SmallsegError(f"ema_decay {self.ema_decay}: must be between 0 and 1 (or None: no averaging)")
 
 
 @dataclass(frozen=True)
@@ -244,7 +249,8 @@ def _train_config(options: FinetuneOptions, init_path: Path, init_config, crop_s
     three_band = init_config.in_channels == 3
     augment = AugmentConfig(crop_size=crop_size, scale_range=(0.8, 1.25), mosaic_p=0.3, hue_saturation=three_band)
     optim = OptimConfig(epochs=epochs, steps_per_epoch=options.steps_per_epoch, batch_size=options.batch_size,
-                        lr=options.lr, warmup_steps=min(20, epochs * options.steps_per_epoch // 10 + 1))
+                        lr=options.lr, warmup_steps=min(20, epochs * options.steps_per_epoch // 10 + 1),
+                        ema_decay=None if options.ema_decay is None else float(options.ema_decay))
     return TrainConfig(
         name=f"finetune:{Path(options.out).name}", model=model, data={}, augment=augment,
         # the shipped models' weighting (configs/medical.yaml): the centroid votes decide how objects split

@@ -245,6 +245,9 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, device: s
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.optim, total_steps))
     use_amp = config.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # The averaged copy is what gets validated and kept as best; the raw weights go on training.
+    ema = None if config.optim.ema_decay is None else torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.optim.ema_decay), use_buffers=True)
 
     history: list[dict[str, Any]] = []
     start_epoch, best = 0, -math.inf
@@ -259,6 +262,8 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, device: s
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["torch_rng"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
             raise SmallsegError(f"{state_path}: does not fit this run's model and optimiser ({one_line(exc)}); "
                                 "start again with overwrite=True or another run folder") from None
@@ -327,6 +332,8 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, device: s
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             if not torch.isfinite(losses["total"]):
                 raise SmallsegError(f"epoch {epoch + 1}: the loss became {losses['total'].item()}; lower optim.lr")
             for k, v in losses.items():
@@ -338,21 +345,23 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, device: s
         record: dict[str, Any] = {"epoch": epoch + 1, **{f"loss_{k}": v / steps for k, v in sums.items()},
                                   "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 2),
                                   "images_per_s": round(seen / (time.perf_counter() - t0), 2)}
+        kept = model if ema is None else ema.module
         if val_images:
-            record.update({f"val_{k}": v for k, v in validate(model, val_images, config.decode).items()})
+            record.update({f"val_{k}": v for k, v in validate(kept, val_images, config.decode).items()})
         score = record.get(f"val_{config.select_metric}")
         score = -record["loss_total"] if score is None else score
         save_checkpoint(model, last_path, storage_dtype="float32")
         if score > best:
             best = score
             since_best = 0
-            save_checkpoint(model, best_path, storage_dtype=config.storage_dtype)
+            save_checkpoint(kept, best_path, storage_dtype=config.storage_dtype)
         else:
             since_best += 1
         with atomic_path(state_path) as tmp:  # a kill mid-write leaves the previous epoch's state whole
             torch.save({"epoch": epoch, "best": best, "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                        "torch_rng": torch.get_rng_state()}, tmp)
+                        "torch_rng": torch.get_rng_state(),
+                        **({} if ema is None else {"ema": ema.state_dict()})}, tmp)
         last_epoch_s = _clock() - epoch_started  # steps, validation and checkpoints: what the next one costs
         record["epoch_seconds"] = round(last_epoch_s, 3)
         history.append(record)

@@ -49,6 +49,16 @@ class OptimConfig:
     warmup_steps: int = 50
     min_lr_ratio: float = 0.02
     grad_clip: float = 5.0
+    #: decay per step of an exponential moving average of the weights (None: off). When on, validation, the
+    #: best checkpoint and ``last.safetensors``'s companion ``ema`` state use the averaged weights: on a few
+    #: hundred labelled objects the raw weights' validation score jumps by +-0.05 F1 from epoch to epoch.
+    ema_decay: float | None = None
+
+    def __post_init__(self):
+        if self.ema_decay is not None and not (isinstance(self.ema_decay, (int, float))
+                                               and not isinstance(self.ema_decay, bool) and 0 < self.ema_decay < 1):
+            raise SmallsegError(f"optim.ema_decay {self.ema_decay!r:.40}: must be a number between 0 and 1 "
+                                "(e.g. 0.98), or left out")
 
 
 @dataclass
