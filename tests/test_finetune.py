@@ -10,6 +10,7 @@ import pytest
 import rasterio
 import shapely
 from PIL import Image
+from pyogrio.raw import read as pyogrio_read
 from pyogrio.raw import write as pyogrio_write
 from rasterio.transform import from_origin
 
@@ -217,3 +218,23 @@ def test_dicom_seg_labels_of_a_dicom_series(tmp_path):
     assert len(np.unique(by_z[2].instances[by_z[2].instances > 0])) == 2
     with pytest.raises(SmallsegError, match="class 'nodule'"):
         read_labels(series, seg, classes=ClassMapping(("nucleus",)))
+
+
+def test_a_training_part_without_objects_is_refused_before_training(tmp_path, capsys):
+    # Objects only in the bottom rows of the labelled area: the validation strip gets them all, training none.
+    tif, gj, _ = _scene(tmp_path)
+    _, _, wkb, fields = pyogrio_read(gj)
+    geoms = shapely.from_wkb(wkb)
+    _, y_top = TRANSFORM * (0, 128)  # the validation strip: the bottom 20 % of rows 0:160
+    bottom = np.array([g.bounds[3] <= y_top for g in geoms])
+    assert 0 < bottom.sum() < len(geoms)
+    only_bottom = tmp_path / "bottom.geojson"
+    pyogrio_write(only_bottom, geometry=shapely.to_wkb(geoms[bottom]), field_data=[fields[0][bottom]], fields=["cls"],
+                  crs=CRS, driver="GeoJSON", geometry_type="Polygon")
+    init = _init_checkpoint(tmp_path)
+    out = tmp_path / "o.safetensors"
+    assert main(["finetune", str(tif), "--labels", str(only_bottom), "--init", str(init), "--out", str(out),
+                 "--area", "rows=0:160", "--classes", "car"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no object" in err[0] and "Traceback" not in err[0]
+    assert not out.exists() and not run_dir_of(out).exists()

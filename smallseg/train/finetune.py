@@ -394,6 +394,11 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
         "train_pixels": int(sum(it.instances.size for it in train_images)),
         "val_pixels": int(sum(it.instances.size for it in val_images)),
     }
+    if not data_record["train_objects"]:
+        # Training on background only teaches the heads that nothing is an object: refuse before any step.
+        raise SmallsegError(f"finetune: the training part of the labelled area holds no object "
+                            f"({data_record['val_objects']} in the validation strip below it); label objects above "
+                            f"the bottom {options.val_fraction:.0%} of the labelled rows, or give a larger area")
     settings = {k: v for k, v in asdict(options).items() if k not in ("images", "labels", "out", "resume")}
     settings["init"] = str(options.init)
     if options.resume:
