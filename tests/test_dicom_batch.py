@@ -4,6 +4,8 @@ written here with SimpleITK; a real (tiny, random-weight) SmallObjectNet saved a
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -18,6 +20,8 @@ import SimpleITK as sitk
 from smallseg.cli import main
 from smallseg.errors import SmallsegError
 from smallseg.io.medical import find_series
+from smallseg.models import load_checkpoint
+from smallseg.models.tta import with_tta
 from smallseg.pipeline.dicom_batch import BatchOptions, process_series, run_dicom_batch, series_folder_name
 
 from conftest import PYDICOM_DATA as DATA  # tests/ is on sys.path under pytest
@@ -254,3 +258,26 @@ def test_process_series_is_a_pure_function_of_its_arguments(tmp_path, checkpoint
     skipped = process_series(find_series(DATA)[-1], str(checkpoint), BatchOptions(out_dir=str(tmp_path / "c")))
     assert skipped.status in ("skipped", "failed") and skipped.message
     assert not (tmp_path / "c").exists()
+
+
+def test_tta_reaches_every_slice_and_is_part_of_the_resume_key(tmp_path, checkpoint):
+    write_series(tmp_path / "in", random_hu((3, 24, 32), 7), SYNTH_UID, direction=rotation(0.1, 0.2, -0.1))
+    with_option = run_dicom_batch(tmp_path / "in", tmp_path / "opt", checkpoint, progress=False, tta="flips")
+    # The same model wrapped by hand, the option off: the same bytes.
+    wrapped = with_tta(load_checkpoint(checkpoint), "flips").eval()
+    by_hand = run_dicom_batch(tmp_path / "in", tmp_path / "hand", wrapped, progress=False)
+    plain = run_dicom_batch(tmp_path / "in", tmp_path / "plain", checkpoint, progress=False)
+    assert [r.status for r in with_option.results] == [r.status for r in by_hand.results] == ["ok"]
+    nii = [(tmp_path / d / SYNTH_UID / "labels.nii.gz") for d in ("opt", "hand", "plain")]
+    probs = [sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in nii]
+    np.testing.assert_array_equal(probs[0], probs[1])
+    csv = [(tmp_path / d / SYNTH_UID / "objects.csv").read_text() for d in ("opt", "hand", "plain")]
+    assert csv[0] == csv[1]
+    assert csv[0] != csv[2] or not np.array_equal(probs[0], probs[2])  # TTA changed something
+    # Off, the key is the one runs before the option recorded; on, it differs (resume redoes the stack).
+    off = BatchOptions(out_dir="x")
+    old_key = {k: v for k, v in dataclasses.asdict(off).items() if k not in ("out_dir", "device", "batch_size", "tta")}
+    assert off.result_hash() == hashlib.sha256(json.dumps(old_key, sort_keys=True).encode()).hexdigest()[:16]
+    assert BatchOptions(out_dir="x", tta="flips").result_hash() != off.result_hash()
+    with pytest.raises(SmallsegError, match="tta rot: use None, True or one of"):
+        BatchOptions(out_dir="x", tta="rot")

@@ -70,6 +70,10 @@ def add_dicom_batch(subparsers) -> None:
                         "(default: 0.5)")
     p.add_argument("--max-gb", type=float, default=4.0,
                    help="fail series whose pixels would need more memory than this many GB (default: 4)")
+    p.add_argument("--tta", nargs="?", const="d4", default=None, choices=["d4", "flips"],
+                   help="test-time augmentation: average the model's maps over the 8 flips/90-degree rotations "
+                        "(d4, the default with --tta) or 4 flips, slice by slice before decoding (8x / 4x the "
+                        "model's time). Default: off")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-series lines")
     add_cluster_args(p, unit="image stack")
 
@@ -78,7 +82,7 @@ def add_dicom_batch(subparsers) -> None:
 as_flags = FlagNames(
     {"preset": "--preset", "batch_size": "--batch-size", "min_slices": "--min-slices", "min_score": "--min-score",
      "link_min_overlap": "--link-overlap", "max_gb": "--max-gb", "tile_size_px": "--tile",
-     "normalize": "--normalize", "percentiles": "--percentiles",
+     "normalize": "--normalize", "percentiles": "--percentiles", "tta": "--tta",
      "dicom_seg=True": "--dicom-seg"},
     {"resume=True": "--resume", "overwrite=True": "--overwrite", "series_uid ": "--series-uid ",
      "modalities:": "--modalities:", "model '": "--model '", "device '": "--device '"})
@@ -101,7 +105,8 @@ def _run_dicom_batch(args) -> int:
                                  tile_size_px=args.tile, min_score=args.min_score, min_slices=args.min_slices,
                                  link_min_overlap=args.link_overlap, dicom_seg=args.dicom_seg,
                                  max_gb=args.max_gb, on_result=report, client=client,
-                                 normalize=args.normalize, percentiles=percentiles_flag(args.percentiles))
+                                 normalize=args.normalize, percentiles=percentiles_flag(args.percentiles),
+                                 tta=args.tta)
     for note in result.notes:
         print(f"smallseg {args.command}: note: {as_flags(note)}", file=sys.stderr)
     if result.stopped:

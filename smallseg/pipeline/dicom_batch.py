@@ -55,7 +55,7 @@ from smallseg.io.atomic import OutputLock, atomic_path, csv_safe, remove_partial
 from smallseg.io.dicom import SeriesInfo, find_series
 from smallseg.io.medical import Volume, WriteError, read_volume, write_labels_nifti
 from smallseg.models.registry import prepare_model, resolve_device, weights_fingerprint
-from smallseg.pipeline.options import check_normalize, check_preset
+from smallseg.pipeline.options import check_normalize, check_preset, check_tta
 from smallseg.pipeline.classes import trained_modalities
 from smallseg.pipeline.volume import RAW, normalization_record, predict_volume
 
@@ -96,6 +96,8 @@ class BatchOptions:
         link_min_overlap: slice-to-slice linking threshold (fraction of the smaller cross-section).
         dicom_seg: also write a DICOM Segmentation (needs highdicom).
         max_gb: fail series whose pixels would take more memory than this (GB); ``None`` = no limit.
+        tta: test-time augmentation of every slice (:func:`smallseg.models.tta.with_tta`): None (off),
+            ``"d4"`` (8 flips / 90-degree rotations) or ``"flips"`` (4); True means ``"d4"``.
         model_fingerprint: identifies the model for ``done.json``
             (:func:`~smallseg.models.registry.weights_fingerprint`); :func:`run_dicom_batch` fills it once,
             ``process_series`` computes it when empty.
@@ -114,8 +116,10 @@ class BatchOptions:
     model_fingerprint: str = ""
     normalize: str = "model"  # or percentile / fixed / none (smallseg.normalize.choose_normalization; #13)
     percentiles: tuple[float, float] | None = None
+    tta: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "tta", check_tta(self.tta))
         self.validate()  # at construction: a bad value never reaches a series
 
     def validate(self) -> None:
@@ -139,6 +143,8 @@ class BatchOptions:
     def result_hash(self) -> str:
         """Hash of everything that changes a series' outputs (not ``out_dir``, ``device`` or ``batch_size``)."""
         key = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out_dir", "device", "batch_size")}
+        if key["tta"] is None:  # added later: runs without it keep the key their done.json records
+            del key["tta"]
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -411,7 +417,7 @@ def process_series(series: SeriesInfo, model: torch.nn.Module | str | os.PathLik
                                     batch_size=options.batch_size, device=resolve_device(options.device),
                                     decode=decode, min_slices=options.min_slices,
                                     link_min_overlap=options.link_min_overlap, normalize=options.normalize,
-                                    percentiles=options.percentiles)
+                                    percentiles=options.percentiles, tta=options.tta)
     except SmallsegError as exc:
         return _result(series, "failed", t0, one_line(exc), dropped=dropped)
     except (MemoryError, RuntimeError, ValueError, OSError) as exc:
