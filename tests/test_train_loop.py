@@ -145,3 +145,15 @@ def test_warm_start_loads_the_init_weights_and_class_weights_are_checked(tmp_pat
     warm.write_text(yaml.safe_dump(raw))
     with pytest.raises(Exception, match="class_weights: 2 values, need 1 \\+ classes = 3"):
         train(load_train_config(warm), tmp_path / "third", progress=False)
+
+
+def test_early_stopping_waits_for_the_second_half_of_the_schedule(tmp_path):
+    # lr 1e-12: the weights do not move, so validation never improves after the first epoch. Patience 2 alone
+    # would stop after epoch 3; counted from the schedule's second half (epoch 4 of 8) it stops after epoch 6.
+    path = _config(tmp_path, epochs=8, val=True)
+    config = load_train_config(path)
+    config.optim.lr, config.optim.steps_per_epoch = 1e-12, 1
+    result = train(config, tmp_path / "run", progress=False, patience=2)
+    assert result.stopped == "early stopping"
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4, 5, 6]
+    assert len({h["val_F1"] for h in result.history}) == 1  # nothing improved: the stop is patience's

@@ -72,7 +72,8 @@ def add_finetune(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="crops per step (default: 4)")
     p.add_argument("--steps-per-epoch", type=int, default=20, help="steps between validations (default: 20)")
     p.add_argument("--patience", type=int, default=10,
-                   help="stop after this many epochs without a better validation F1 (0: never; default: 10)")
+                   help="stop after this many epochs without a better validation F1, counted in the second half "
+                        "of the schedule (0: never; default: 10)")
     p.add_argument("--ema-decay", type=float, default=0.98,
                    help="validate and keep a moving average of the weights, decayed by this factor per step "
                         "(0: the raw weights; default: 0.98, about the last 50 steps)")

@@ -19,7 +19,8 @@ What it does, in order:
    pace of a few measured steps gives the number of epochs, and after epoch 1 the schedule is re-fitted to
    that epoch's real time: :func:`refit_epochs`; the measured steps on a throwaway model misjudge a loaded
    machine), validation after every epoch (the best epoch is kept), early stopping after ``patience``
-   epochs without a better F1.
+   epochs without a better F1, counted in the second half of the schedule only (the low-rate end of the cosine
+   is where the best weights come from).
 4. **Tune.** Decode settings are grid-searched on the validation part (:mod:`smallseg.train.tune`).
 5. **After.** The tuned model is scored on the validation part, and so is the init model with its decode
    settings tuned on the same part (``before_tuned``): ``worse_than_init`` compares the fine-tuned model with the
@@ -103,7 +104,8 @@ class FinetuneOptions:
         max_epochs: an upper bound on epochs whatever the budget.
         epochs: the schedule's length in epochs, instead of fitting it to the budget (the budget still stops
             the run).
-        patience: early stopping after this many epochs without a better validation F1 (None: off).
+        patience: early stopping after this many epochs without a better validation F1, in the second half of
+            the schedule (None: off).
         ema_decay: per-step decay of the moving average of the weights that is validated and kept (None:
             the raw weights). 0.98 averages over about the last 50 steps (2.5 epochs of 20 steps).
         seed: the crops and augmentation.
