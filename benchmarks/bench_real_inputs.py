@@ -19,6 +19,9 @@ Measures (numbers go to benchmarks/RESULTS.md, section "Real inputs"):
 Usage (dev machine; reads ../shared, writes only under runs/)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_real_inputs.py --out runs/bench_real_inputs
+    # parts 1-2 only, with another model (a shipped name or a checkpoint path):
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_real_inputs.py --only nuclei --nuclei-model microscopy \
+        --out runs/bench_real_inputs_microscopy
 """
 
 from __future__ import annotations
@@ -78,13 +81,13 @@ def f1(pairs) -> dict:
     return {k: round(float(m[k]), 4) for k in ("F1", "precision", "recall", "count_gt", "count_pred") if k in m}
 
 
-def nuclei(out: Path) -> dict:
-    model = load_model("medical")
+def nuclei(out: Path, model_name: str = "medical") -> dict:
+    model = load_model(model_name)
     results = {}
     image = ROOT / "tests" / "data" / "dsb2018_nuclei_image.tif"
     gt = tifffile.imread(ROOT / "tests" / "data" / "dsb2018_nuclei_labels.tif").astype(np.int64)
     t = time.perf_counter()
-    code, _, _ = cli(image, "--out", out / "dsb", "--model", "medical", "--overwrite")
+    code, _, _ = cli(image, "--out", out / "dsb", "--model", model_name, "--overwrite")
     t_cli = time.perf_counter() - t
     assert code == 0
     via_cli = labels_of(out / "dsb" / "dsb2018_nuclei_image.instances.tif")
@@ -101,7 +104,7 @@ def nuclei(out: Path) -> dict:
             target = inputs / p.name
             if not target.exists():
                 target.symlink_to(p)
-        code, _, err = cli(inputs, "--out", out / folder, "--model", "medical", "--overwrite")
+        code, _, err = cli(inputs, "--out", out / folder, "--model", model_name, "--overwrite")
         pairs_cli, pairs_api = [], []
         for p in images:
             gt = tifffile.imread(p.with_name(p.name.replace("_image", "_labels"))).astype(np.int64)
@@ -207,17 +210,21 @@ def resolution(out: Path, size: int = 512) -> dict:
 def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_real_inputs"))
-    parser.add_argument("--only", choices=["resolution"], default=None, help="run just this part")
+    parser.add_argument("--only", choices=["resolution", "nuclei"], default=None, help="run just this part")
+    parser.add_argument("--nuclei-model", default="medical",
+                        help="model for the nuclei part: a shipped name or a .safetensors path (default: medical)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     warnings.simplefilter("ignore")
     if args.only == "resolution":
         report = {"resolution": resolution(out)}
+    elif args.only == "nuclei":
+        report = {"nuclei": nuclei(out, args.nuclei_model)}
     else:
-        report = {"nuclei": nuclei(out), "scenes": scenes(out), "resolution": resolution(out)}
+        report = {"nuclei": nuclei(out, args.nuclei_model), "scenes": scenes(out), "resolution": resolution(out)}
     text = json.dumps(report, indent=1)
-    (out / ("results_resolution.json" if args.only else "results.json")).write_text(text, encoding="utf-8")
+    (out / (f"results_{args.only}.json" if args.only else "results.json")).write_text(text, encoding="utf-8")
     print(text)
 
 

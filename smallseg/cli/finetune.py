@@ -68,7 +68,9 @@ def add_finetune(subparsers) -> None:
     p.add_argument("--class-field", default=None, help="vector labels: the attribute holding each polygon's class")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of each image's labelled rows held out (bottom strip) for validation (default: 0.2)")
-    p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (default: 5e-4)")
+    p.add_argument("--lr", type=float, default=5e-4,
+                   help="AdamW learning rate (default: 5e-4; try 1e-4 when the init model was trained on scenes "
+                        "like yours and 5e-4 makes it worse)")
     p.add_argument("--batch-size", type=int, default=4, help="crops per step (default: 4)")
     p.add_argument("--steps-per-epoch", type=int, default=20, help="steps between validations (default: 20)")
     p.add_argument("--patience", type=int, default=10,
