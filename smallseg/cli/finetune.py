@@ -58,7 +58,8 @@ def add_finetune(subparsers) -> None:
                    help="labelled area, for every image: a pixel box (rows=0:256, cols=100:400), a mask raster or a "
                         "vector file; outside it, pixels that are in no labelled object are ignored")
     p.add_argument("--init", default="medical",
-                   help="model to start from: remote-sensing, medical, or a .safetensors path (default: medical)")
+                   help="model to start from: remote-sensing, medical, microscopy, or a .safetensors path "
+                        "(default: medical)")
     p.add_argument("--out", required=True, metavar="OUT.safetensors", help="the fine-tuned checkpoint (written atomically)")
     p.add_argument("--minutes", type=float, default=15.0, help="training time budget in minutes (default: 15)")
     p.add_argument("--resume", action="store_true", help="continue a killed run of the same --out")
