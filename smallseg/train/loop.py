@@ -162,7 +162,7 @@ def train(
             pace, end after it (the decode tuning at the end is not counted).
         patience: stop after this many epochs without a better validation ``select_metric`` (early stopping),
             counted only in the second half of the planned schedule: before it the learning rate is still high
-            and a few hundred validation objects score +-0.05 from epoch to epoch, so stopping there cuts off
+            and a validation strip of a few dozen objects scores +-0.05 from epoch to epoch, so stopping there cuts off
             the low-rate part of the cosine that the best weights come from (DSB2018 few-shot: test F1 0.769
             stopped at epoch 17 of 68, 0.812 with the whole schedule; benchmarks/RESULTS.md).
         on_epoch: called with each epoch's history record (progress displays); it may return a new total
