@@ -20,6 +20,7 @@ from smallseg.data.labels.common import LabeledImage
 from smallseg.errors import SmallsegError
 from smallseg.models import load_checkpoint, save_checkpoint
 from smallseg.normalize import Normalization
+from smallseg.pipeline.classes import trained_modalities
 from smallseg.train.finetune import FinetuneOptions, curve_path_of, finetune, run_dir_of, split_rows
 
 CRS = "EPSG:32633"
@@ -238,3 +239,32 @@ def test_a_training_part_without_objects_is_refused_before_training(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no object" in err[0] and "Traceback" not in err[0]
     assert not out.exists() and not run_dir_of(out).exists()
+
+
+
+def test_finetune_keeps_only_the_modalities_of_its_data(tmp_path):
+    """An init model that also declared CT settings: fine-tuned on a GeoTIFF (no modality), the CT window and CT
+    decode settings are dropped and the checkpoint says which modalities it serves."""
+    tif, gj, _ = _scene(tmp_path)
+    common = dict(images=(str(tif),), labels=(str(gj),), minutes=1, epochs=1, steps_per_epoch=1, batch_size=2,
+                  tune=False, class_name="car")
+    # an init model that says nothing about modalities: "" keeps all its classes, not only the labelled one
+    plain = tmp_path / "plain.safetensors"
+    finetune(FinetuneOptions(**common, out=str(plain), init=str(_init_checkpoint(tmp_path))), progress=None)
+    assert load_checkpoint(plain).config.training["classes_by_modality"] == {"non-DICOM": ["car", "building"]}
+
+    init = load_checkpoint(_init_checkpoint(tmp_path))
+    windows = {m: Normalization.window((40.0, 400.0), mean=[0.3] * 3, std=[0.2] * 3, name=m).to_dict() for m in ("CT", "SM")}
+    init.config.training = {**init.config.training, "normalization_by_modality": windows,
+                            "decode_by_modality": {"CT": {"fg_threshold": 0.7, "min_score": 0.3}},
+                            "classes_by_modality": {"CT": ["building"], "non-DICOM": ["car"], "SM": ["car"]}}
+    init_path = save_checkpoint(init, tmp_path / "init-ct.safetensors")
+    out = tmp_path / "m.safetensors"
+    finetune(FinetuneOptions(**common, out=str(out), init=str(init_path)), progress=None)
+    training = load_checkpoint(out).config.training
+    # SM (the same class as the data's "") stays with its window; CT (a class the data did not cover) goes
+    assert training["classes_by_modality"] == {"non-DICOM": ["car"], "SM": ["car"]}
+    assert trained_modalities(load_checkpoint(out).config) == {"", "SM"}
+    assert training["normalization_by_modality"] == {"SM": windows["SM"]}
+    assert "decode_by_modality" not in training
+    assert training["band_names"] == ["red", "green", "blue"]

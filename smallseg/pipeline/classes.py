@@ -15,7 +15,12 @@ import numpy as np
 
 from smallseg.instances import Instances
 
-__all__ = ["CLASS_MODALITIES", "keep_classes", "modality_classes", "trained_modalities"]
+__all__ = ["CLASS_MODALITIES", "NON_DICOM_KEY", "keep_classes", "modality_classes", "modality_key",
+           "trained_modalities"]
+
+# How ``training["classes_by_modality"]`` names images without a DICOM modality (TIFF, PNG, GeoTIFF): checkpoint
+# JSON keys may not be empty (models.validate.check_json), and "" is what the pipelines call that modality.
+NON_DICOM_KEY = "non-DICOM"
 
 
 # The DICOM modalities a class name belongs to, for checkpoints whose training metadata does not say
@@ -29,7 +34,8 @@ def _modality_table(config) -> dict[str, list[str]] | None:
     training = getattr(config, "training", None) or {}
     table = training.get("classes_by_modality") if isinstance(training, dict) else None
     if isinstance(table, dict) and all(isinstance(v, list) for v in table.values()):
-        return {str(k).upper(): [str(n) for n in v] for k, v in table.items()}
+        return {("" if str(k).upper() == NON_DICOM_KEY.upper() else str(k).upper()): [str(n) for n in v]
+                for k, v in table.items()}
     names = list(getattr(config, "class_names", None) or [])
     if len(names) < 2 or any(n.lower() not in CLASS_MODALITIES for n in names):
         # Classes we know nothing about, or a single class (its name cannot tell which modality it was
@@ -40,6 +46,11 @@ def _modality_table(config) -> dict[str, list[str]] | None:
         for modality in CLASS_MODALITIES[n.lower()]:
             out.setdefault(modality, []).append(n)
     return out
+
+
+def modality_key(modality: str) -> str:
+    """The ``classes_by_modality`` key of a modality (``""``: :data:`NON_DICOM_KEY`)."""
+    return str(modality).upper() or NON_DICOM_KEY
 
 
 def modality_classes(config, modality: str) -> list[int] | None:

@@ -61,6 +61,7 @@ from smallseg.errors import SmallsegError
 from smallseg.io.atomic import atomic_path, write_json_atomic
 from smallseg.models import build_from_config, load_checkpoint, save_checkpoint
 from smallseg.models.registry import resolve_device, resolve_model
+from smallseg.pipeline.classes import modality_classes, modality_key, trained_modalities
 from smallseg.train.augment import AugmentConfig
 from smallseg.train.data import CropDataset, collate, image_normalization
 from smallseg.train.loop import (
@@ -262,6 +263,57 @@ def _train_config(options: FinetuneOptions, init_path: Path, init_config, crop_s
         normalize=None if normalize is None else dict(normalize),
         normalize_by_modality={k: dict(v) for k, v in by_modality.items()},
     )
+
+
+def classes_by_modality_of(init_config, modalities: set[str], class_names: list[str]) -> dict[str, list[str]]:
+    """{modality: class names} for the modalities of the fine-tuning images (``""`` = images without one): the
+    classes the init model has for that modality (:func:`~smallseg.pipeline.classes.modality_classes`), else all;
+    plus the init model's other modalities whose classes are all among those.
+
+    Not the classes that happen to be labelled: a user who labels only buildings for a car/building/tree model
+    still wants its cars and trees, not re-classed as buildings."""
+    def names_for(modality: str) -> list[str]:
+        ids = modality_classes(init_config, modality)
+        return [class_names[i - 1] for i in ids if 0 < i <= len(class_names)] if ids else list(class_names)
+
+    out = {m: names_for(m) for m in sorted({str(m).upper() for m in modalities})}
+    # Modalities of the same domain stay: the init model's nucleus class serves TIFF ("") and DICOM SM / GM
+    # alike, so a model fine-tuned on TIFF nuclei still serves a slide scanner's SM. Those whose classes the
+    # data did not cover (CT's nodule for a nuclei finetune) go.
+    covered = {n for names in out.values() for n in names}
+    for m in sorted(trained_modalities(init_config) or ()):
+        if m not in out and (names := names_for(m)) and set(names) <= covered:
+            out[m] = names
+    return out
+
+
+def carry_modality_entries(training: dict, init_training: dict, classes_by_modality: dict[str, list[str]]) -> None:
+    """Fill the fine-tuned model's ``training`` metadata with what the init model declared, for the modalities
+    the fine-tuning data contained only (in place).
+
+    A nuclei finetune of the medical model must not keep the medical model's CT window and CT decode settings:
+    its weights no longer find nodules (benchmarks/RESULTS.md, microscopy model: 8,659 false objects in 8
+    synthetic CT volumes), and a kept entry reads as "calibrated for CT". Entries for other modalities are
+    dropped, and ``classes_by_modality`` records which modalities (``""`` = images without one) the model was
+    fine-tuned on (:data:`~smallseg.pipeline.classes.NON_DICOM_KEY` for ``""``), so dicom-batch says "not
+    trained on CT" instead of staying silent.
+
+    Args:
+        training: the fine-tuned model's ``config.training`` (changed in place).
+        init_training: the init model's ``config.training``.
+        classes_by_modality: :func:`classes_by_modality_of` the fine-tuning images.
+    """
+    kept = {str(m).upper() for m in classes_by_modality}
+    for key in ("normalization_by_modality", "decode_by_modality", "decode_tuned_on_by_modality"):
+        entries = {k: v for k, v in dict(training.get(key) or init_training.get(key) or {}).items()
+                   if str(k).upper() in kept}
+        if entries:
+            training[key] = entries
+        else:
+            training.pop(key, None)
+    if "band_names" in init_training and "band_names" not in training:
+        training["band_names"] = init_training["band_names"]
+    training["classes_by_modality"] = {modality_key(m): list(v) for m, v in sorted(classes_by_modality.items())}
 
 
 def _seconds_per_step(config, train_images: list[LabeledImage], device: str) -> float:
@@ -512,11 +564,8 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
             f"{options.init}")
     training = dict(model.config.training or {})
     init_training = init_config.training or {}
-    # What the init model declared for inputs the fine-tuning data did not contain (e.g. CT for a nuclei
-    # finetune of the medical model) stays as it was.
-    for key in ("normalization_by_modality", "decode_by_modality", "decode_tuned_on_by_modality", "band_names"):
-        if key in init_training and key not in training:
-            training[key] = init_training[key]
+    carry_modality_entries(training, init_training, classes_by_modality_of(
+        init_config, {it.modality for it in train_images}, list(model.config.class_names or [])))
     record = {
         "init": Path(init_path).name, "data": data_record, "settings": settings,
         "validation": f"bottom {options.val_fraction:.0%} of the labelled rows of each image (at least "
