@@ -46,15 +46,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _test_scores(model, tests: list[tuple]) -> dict[str, float]:
-    """Predict each (image (H, W, C), labels (H, W)[, classes (H, W)]) with the tiled pipeline and score them
-    together (class-aware where classes are given, else every object is one class)."""
+def _test_scores(model, tests: list[tuple], tta: str | None = None) -> dict[str, float]:
+    """Predict each (image (H, W, C), labels (H, W)[, classes (H, W)]) with the tiled pipeline (``tta``: its
+    test-time augmentation, None for none) and score them together (class-aware where classes are given, else
+    every object is one class)."""
     from smallseg.metrics.multi import evaluate_images
     from smallseg.pipeline.array import predict_array
 
     items = []
     for image, labels, *classes in tests:
-        pred = predict_array(np.moveaxis(image, -1, 0), model, device="cpu")
+        pred = predict_array(np.moveaxis(image, -1, 0), model, device="cpu", tta=tta)
         if classes:
             items.append((labels, classes[0], pred))
             continue
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--patience", type=int, default=None, help="finetune's patience (0: no early stopping)")
+    parser.add_argument("--tta", choices=("d4", "flips"), default=None,
+                        help="also score before / after with this test-time augmentation (test_*_tta in the row)")
     args = parser.parse_args(argv)
 
     from smallseg.data.labels.common import read_image_file, read_label_file
@@ -162,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     row = {"data": args.data, "init": args.init, "minutes_budget": args.minutes, "wall_minutes": round(total_min, 2),
            "threads": os.environ.get("OMP_NUM_THREADS"), "epochs": result.epochs, "stopped": result.stopped,
            "val_before": result.before, "val_after": result.after, "test_before": before, "test_after": after}
+    if args.tta:
+        row["tta"] = args.tta
+        row["test_before_tta"] = _test_scores(load_checkpoint(resolve_model(args.init)), tests, args.tta)
+        row["test_after_tta"] = _test_scores(load_checkpoint(result.checkpoint), tests, args.tta)
     (out / "result.json").write_text(json.dumps(row, indent=1) + "\n")
     print(json.dumps(row))
     return 0
