@@ -50,6 +50,20 @@ def test_an_unknown_model_is_one_line_in_python_terms():
     assert all(name in message for name in builtin_models()) and "\n" not in message
 
 
+def test_every_shipped_model_is_described_in_each_subcommands_help(capsys):
+    from smallseg.cli import main
+    from smallseg.shipped import BUILTIN_MODEL_SUMMARIES
+
+    assert {"remote-sensing", "medical", "microscopy"} <= set(builtin_models())
+    assert set(builtin_models()) <= set(BUILTIN_MODEL_SUMMARIES)  # a new weights file needs its line
+    for command in ("tile-and-predict", "dicom-batch", "finetune", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        for name, summary in BUILTIN_MODEL_SUMMARIES.items():
+            assert f"{name} ({' '.join(summary.split())})" in text, (command, name)
+
+
 def test_a_model_object_stays_where_it_is_unless_a_device_is_named():
     model = build_model("resnet18", classes=1, encoder_depth=3, encoder_output_stride=32).train()
     same, source = prepare_model(model, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from smallseg.cli.options import add_device, errors_as_flags, subcommand
 from smallseg.cli.tile_and_predict import as_flags
 from smallseg.errors import SmallsegError
+from smallseg.shipped import builtin_models_help
 
 
 def add_demo(subparsers) -> None:
@@ -23,7 +24,7 @@ def add_demo(subparsers) -> None:
     p.add_argument("--pixel-size-m", type=float, default=0.4,
                    help="ground sampling distance of the scene in metres (default: 0.4)")
     p.add_argument("--model", default="remote-sensing",
-                   help="built-in model name or checkpoint path (default: remote-sensing)")
+                   help=f"built-in model name ({builtin_models_help()}) or checkpoint path (default: remote-sensing)")
     add_device(p, "auto")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4)")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo in --out")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from smallseg.cli.options import FlagNames, add_device, errors_as_flags, subcommand
 from smallseg.errors import SmallsegError
+from smallseg.shipped import builtin_models_help
 
 # FinetuneOptions' field names in the library's messages -> this subcommand's flags.
 _FLAGS = FlagNames(
@@ -58,7 +59,7 @@ def add_finetune(subparsers) -> None:
                    help="labelled area, for every image: a pixel box (rows=0:256, cols=100:400), a mask raster or a "
                         "vector file; outside it, pixels that are in no labelled object are ignored")
     p.add_argument("--init", default="medical",
-                   help="model to start from: remote-sensing, medical, microscopy, or a .safetensors path "
+                   help=f"model to start from: a built-in one ({builtin_models_help()}) or a .safetensors path "
                         "(default: medical)")
     p.add_argument("--out", required=True, metavar="OUT.safetensors", help="the fine-tuned checkpoint (written atomically)")
     p.add_argument("--minutes", type=float, default=15.0, help="training time budget in minutes (default: 15)")

@@ -10,6 +10,7 @@ import sys
 from smallseg.cli.cluster import add_cluster_args, open_cluster, split_rows
 from smallseg.cli.options import FlagNames, add_device, percentiles_flag, subcommand
 from smallseg.errors import SmallsegError
+from smallseg.shipped import builtin_models_help
 
 
 def add_tile_and_predict(subparsers) -> None:
@@ -33,9 +34,8 @@ def add_tile_and_predict(subparsers) -> None:
                    help="raster file(s) or folder(s) (their *.tif, *.tiff, *.png files, not recursive)")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--model", default="remote-sensing",
-                   help="built-in model name (remote-sensing: cars and buildings in aerial RGB; medical: nuclei and "
-                        "CT nodules; microscopy: fluorescence nuclei, fine-tuned on real images) or checkpoint path "
-                        "(.safetensors) (default: remote-sensing)")
+                   help=f"built-in model name ({builtin_models_help()}) or checkpoint path (.safetensors) "
+                        "(default: remote-sensing)")
     p.add_argument("--tile", type=int, default=None, help="tile side in px (default: the model's training tile)")
     p.add_argument("--overlap", type=int, default=None,
                    help="tile overlap in px (default: twice the model's largest object radius plus its centroid "

@@ -25,15 +25,7 @@ import torch
 from smallseg.errors import SmallsegError
 from smallseg.models.checkpoint import load_checkpoint
 from smallseg.models.config import ModelConfig
-
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-
-
-def builtin_models() -> dict[str, Path]:
-    """Shipped model names and their files (whatever is present in the package's ``weights/`` folder)."""
-    if not WEIGHTS_DIR.is_dir():
-        return {}
-    return {p.name[: -len(".safetensors")]: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
+from smallseg.shipped import WEIGHTS_DIR, builtin_models
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
