@@ -13,10 +13,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
 
-__all__ = ["CLASS_MODALITIES", "NON_DICOM_KEY", "keep_classes", "modality_classes", "modality_key",
-           "trained_modalities"]
+__all__ = ["CLASS_MODALITIES", "NON_DICOM_KEY", "checked_classes_by_modality", "keep_classes", "modality_classes",
+           "modality_key", "trained_modalities"]
 
 # How ``training["classes_by_modality"]`` names images without a DICOM modality (TIFF, PNG, GeoTIFF): checkpoint
 # JSON keys may not be empty (models.validate.check_json), and "" is what the pipelines call that modality.
@@ -45,6 +46,26 @@ def _modality_table(config) -> dict[str, list[str]] | None:
     for n in names:
         for modality in CLASS_MODALITIES[n.lower()]:
             out.setdefault(modality, []).append(n)
+    return out
+
+
+def checked_classes_by_modality(table, class_names) -> dict[str, list[str]]:
+    """A ``classes_by_modality`` table as a training config declares it (``{non-DICOM: [nucleus], SM:
+    [nucleus]}``), checked: modality codes (:data:`NON_DICOM_KEY` or a DICOM code such as ``CT``) mapped to
+    non-empty lists of the model's class names. Returns it with upper-case codes; SmallsegError otherwise."""
+    names = list(class_names or [])
+    if not isinstance(table, dict) or not table:
+        raise SmallsegError("model.classes_by_modality: need a mapping of modality codes (non-DICOM, CT, SM, ...) "
+                            "to lists of class names")
+    out = {}
+    for key, classes in table.items():
+        code = str(key)
+        if not code or len(code) > 16 or not (code == NON_DICOM_KEY or code.replace("_", "").isalnum()):
+            raise SmallsegError(f"model.classes_by_modality: {key!r} is not a modality code (non-DICOM, CT, SM, ...)")
+        if not isinstance(classes, list) or not classes or any(c not in names for c in classes):
+            raise SmallsegError(f"model.classes_by_modality.{code}: need a non-empty list of the model's class "
+                                f"names ({', '.join(names) or 'none declared: set model.class_names'})")
+        out[NON_DICOM_KEY if code == NON_DICOM_KEY else code.upper()] = [str(c) for c in classes]
     return out
 
 

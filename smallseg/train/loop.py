@@ -90,6 +90,7 @@ from smallseg.models import ModelConfig, build_from_config, save_checkpoint
 from smallseg.models.checkpoint import load_weights, read_checkpoint_config
 from smallseg.models.registry import resolve_device
 from smallseg.normalize import Normalization
+from smallseg.pipeline.classes import checked_classes_by_modality
 from smallseg.train.data import (
     CropDataset,
     LabeledImage,
@@ -485,6 +486,7 @@ def _resolve_model_config(config: TrainConfig, images: list[LabeledImage]) -> Mo
     """ModelConfig from the YAML's ``model:`` section, with the normalisation resolved on the training data."""
     fields_ = dict(config.model)
     band_names = fields_.pop("band_names", None)
+    classes_by_modality = fields_.pop("classes_by_modality", None)
     default, by_modality = _resolve_normalizations(config, images, fields_)
     fields_.setdefault("in_channels", default.out_channels(images[0].image.shape[-1]))
     # The legacy fields say the same as far as they can (fixed: all of it; otherwise the standardisation),
@@ -504,6 +506,10 @@ def _resolve_model_config(config: TrainConfig, images: list[LabeledImage]) -> Mo
         if len(names) != fields_["in_channels"]:
             raise SmallsegError(f"model.band_names: {len(names)} names for {fields_['in_channels']} input bands")
         training["band_names"] = list(names)
+    if classes_by_modality is not None:
+        # Which modalities the model is for (pipeline.classes): a one-class nuclei model cannot say by its
+        # class name alone, and without it dicom-batch would not say "not trained on CT".
+        training["classes_by_modality"] = checked_classes_by_modality(classes_by_modality, fields_.get("class_names"))
     training.update({
         "config_name": config.name,
         "train_images": len(images),
