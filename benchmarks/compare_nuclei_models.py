@@ -16,6 +16,7 @@ All objects are one class (the model's class is ignored); F1 / precision / recal
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/compare_nuclei_models.py microscopy runs/s11/micro-v2/best.safetensors \
         --out runs/s11/compare
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compare_nuclei_models.py medical runs/old-microscopy.safetensors microscopy --time-only
 """
 
 from __future__ import annotations
@@ -106,12 +107,37 @@ def compare(models: list[str], out: Path, synthetic_count: int = 8) -> dict:
     return rows
 
 
+def forward_ms(models: list[str], repeats: int = 20, size: int = 256) -> dict[str, float]:
+    """Median ms of one forward pass over a (1, C, size, size) tile per model, the models timed in turn (so a
+    change of machine load hits them alike)."""
+    import torch
+
+    from smallseg.models.registry import load_model
+
+    loaded = {name: load_model(name) for name in models}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for i in range(repeats + 2):
+            for name, model in loaded.items():
+                x = torch.rand(1, model.config.in_channels, size, size)
+                t = time.perf_counter()
+                model(x)
+                if i >= 2:  # two warm-up rounds
+                    times[name].append((time.perf_counter() - t) * 1000)
+    return {name: round(float(np.median(v)), 1) for name, v in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="shipped model names or checkpoint paths")
     parser.add_argument("--out", default=str(ROOT / "runs" / "compare_nuclei_models"))
     parser.add_argument("--synthetic-count", type=int, default=8, help="held-out synthetic images per size")
+    parser.add_argument("--time-only", action="store_true",
+                        help="only the median forward ms per 256² tile of each model (timed in turn)")
     args = parser.parse_args(argv)
+    if args.time_only:
+        print(json.dumps(forward_ms(args.models)))
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = compare(args.models, out, args.synthetic_count)

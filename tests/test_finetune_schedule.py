@@ -74,3 +74,37 @@ def test_schedule_is_refitted_after_epoch_1_with_an_injected_clock(tmp_path, mon
     assert lrs[-1] == pytest.approx(1e-3 * 0.02, rel=1e-6)
     assert lrs[4] > 3 * lrs[-1]
     assert json.loads((run_dir_of(out) / "finetune.json").read_text())["epochs"] == 8  # a resume follows it
+
+
+def test_a_slow_first_epoch_is_corrected_after_the_second(tmp_path, monkeypatch):
+    """Epoch 1 pays one-off costs (here 60 s more); epoch 2's steady pace re-fits the schedule again, so the
+    budget is used instead of ending early."""
+    tif, csv, _boxes = _scene(tmp_path)
+    init = _init_checkpoint(tmp_path)
+    clock = FakeClock()
+    monkeypatch.setattr(finetune_module, "_clock", clock)
+    monkeypatch.setattr(loop_module, "_clock", clock)
+    monkeypatch.setattr(finetune_module, "_seconds_per_step", lambda *a, **k: 6.0)
+    real_validate = loop_module.validate
+    calls = []
+
+    def validate(*args, **kwargs):
+        calls.append(1)
+        # calls 1-2: finetune's before-score and validation timing; call 3: the end of epoch 1
+        clock.now += 90.0 if len(calls) == 3 else 30.0
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "validate", validate)
+    monkeypatch.setattr(finetune_module, "validate", validate)
+    out = tmp_path / "trees.safetensors"
+    printed: list[str] = []
+    # planned: 240 // (2 * 6 + 30) = 5 epochs; epoch 1 takes 90 s -> 1 + 150 // 90 = 2; epoch 2 takes 30 s
+    # -> 2 + 120 // 30 = 6
+    result = finetune(FinetuneOptions(images=(str(tif),), labels=(str(csv),), out=str(out), init=str(init),
+                                      minutes=5, steps_per_epoch=2, batch_size=2, patience=None, tune=False,
+                                      lr=1e-3, class_map={"Tree": "tree"}), progress=printed.append)
+    assert any("re-fitted after epoch 1 (90.0 s): 5 -> 2 epochs" in m for m in printed), printed
+    assert any("re-fitted after epoch 2 (30.0 s): 2 -> 6 epochs" in m for m in printed), printed
+    assert result.epochs == 6
+    record = load_checkpoint(out).config.training["finetune"]
+    assert record["refit"] == {"after_epoch": 2, "planned_epochs": 2, "epochs": 6, "epoch_s": 30.0}

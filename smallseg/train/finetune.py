@@ -506,16 +506,18 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
         done = record["epoch"]
         elapsed = _clock() - run_started
         replan = None
-        if done == 1 and options.epochs is None:
+        if done in (1, 2) and first_epoch == 1 and options.epochs is None:
             # The first epoch's real time (steps, validation, checkpoints) replaces the estimate the schedule
-            # was fitted with; the loop re-fits its learning-rate schedule to the new length.
-            replan = refit_epochs(done, float(record.get("epoch_seconds") or elapsed), elapsed, budget_s,
-                                  options.max_epochs)
+            # was fitted with; the loop re-fits its learning-rate schedule to the new length. The second
+            # epoch's time does so again: the first one also pays one-off costs (thread pools, allocator, a
+            # first checkpoint), which on a CPU made it 2.5x the steady pace and halved the schedule of a
+            # 13-minute budget that then ended after 5.5 minutes.
+            epoch_s = float(record.get("epoch_seconds") or elapsed / done)
+            replan = refit_epochs(done, epoch_s, elapsed, budget_s, options.max_epochs)
             if replan != epochs:
-                say(f"schedule re-fitted after epoch 1 ({record.get('epoch_seconds', elapsed):.1f} s): {epochs} -> "
-                    f"{replan} epochs")
-                plan["refit"] = {"after_epoch": 1, "planned_epochs": epochs, "epochs": replan,
-                                 "epoch_s": round(float(record.get("epoch_seconds") or elapsed), 2)}
+                say(f"schedule re-fitted after epoch {done} ({epoch_s:.1f} s): {epochs} -> {replan} epochs")
+                plan["refit"] = {"after_epoch": done, "planned_epochs": epochs, "epochs": replan,
+                                 "epoch_s": round(epoch_s, 2)}
                 plan["epochs"] = epochs = replan  # a resumed run follows the re-fitted plan
         # minutes spent, kept with the run so that a resumed run counts them against the budget
         write_json_atomic(state_file, {**plan, "spent_s": round(spent + elapsed, 1)})
