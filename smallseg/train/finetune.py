@@ -292,8 +292,8 @@ def carry_modality_entries(training: dict, init_training: dict, classes_by_modal
     the fine-tuning data contained only (in place).
 
     A nuclei finetune of the medical model must not keep the medical model's CT window and CT decode settings:
-    its weights no longer find nodules (benchmarks/RESULTS.md, microscopy model: 8,659 false objects in 8
-    synthetic CT volumes), and a kept entry reads as "calibrated for CT". Entries for other modalities are
+    its weights no longer find nodules (benchmarks/RESULTS.md, the session-9 microscopy model: 8,659 false
+    objects in 8 synthetic CT volumes), and a kept entry reads as "calibrated for CT". Entries for other modalities are
     dropped, and ``classes_by_modality`` records which modalities (``""`` = images without one) the model was
     fine-tuned on (:data:`~smallseg.pipeline.classes.NON_DICOM_KEY` for ``""``), so dicom-batch says "not
     trained on CT" instead of staying silent.
