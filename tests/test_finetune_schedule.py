@@ -37,22 +37,30 @@ def test_refit_epochs(done, epoch_s, elapsed_s, budget_s, max_epochs, expected):
     assert refit_epochs(done, epoch_s, elapsed_s, budget_s, max_epochs) == expected
 
 
-def test_schedule_is_refitted_after_epoch_1_with_an_injected_clock(tmp_path, monkeypatch):
-    tif, csv, _boxes = _scene(tmp_path)
-    init = _init_checkpoint(tmp_path)
+def _fake_time(monkeypatch, validation_s) -> FakeClock:
+    """A fake clock for finetune and the loop: the estimate is 6 s per optimiser step, steps cost none, and the
+    n-th validation (finetune scores the init model with it too) costs ``validation_s(n)`` seconds."""
     clock = FakeClock()
     monkeypatch.setattr(finetune_module, "_clock", clock)
     monkeypatch.setattr(loop_module, "_clock", clock)
-    # The estimate: 6 s per optimiser step; each validation costs 30 s of the fake clock, the steps none.
     monkeypatch.setattr(finetune_module, "_seconds_per_step", lambda *a, **k: 6.0)
     real_validate = loop_module.validate
+    calls = []
 
     def validate(*args, **kwargs):
-        clock.now += 30.0
+        calls.append(1)
+        clock.now += validation_s(len(calls))
         return real_validate(*args, **kwargs)
 
     monkeypatch.setattr(loop_module, "validate", validate)
-    monkeypatch.setattr(finetune_module, "validate", validate)  # finetune scores the init model with it too
+    monkeypatch.setattr(finetune_module, "validate", validate)
+    return clock
+
+
+def test_schedule_is_refitted_after_epoch_1_with_an_injected_clock(tmp_path, monkeypatch):
+    tif, csv, _boxes = _scene(tmp_path)
+    init = _init_checkpoint(tmp_path)
+    _fake_time(monkeypatch, lambda call: 30.0)
     out = tmp_path / "trees.safetensors"
     printed: list[str] = []
     # budget 300 s - 60 s (before-score and the validation timing) = 240 s; planned: 240 // (2 * 6 + 30) = 5
@@ -81,21 +89,8 @@ def test_a_slow_first_epoch_is_corrected_after_the_second(tmp_path, monkeypatch)
     budget is used instead of ending early."""
     tif, csv, _boxes = _scene(tmp_path)
     init = _init_checkpoint(tmp_path)
-    clock = FakeClock()
-    monkeypatch.setattr(finetune_module, "_clock", clock)
-    monkeypatch.setattr(loop_module, "_clock", clock)
-    monkeypatch.setattr(finetune_module, "_seconds_per_step", lambda *a, **k: 6.0)
-    real_validate = loop_module.validate
-    calls = []
-
-    def validate(*args, **kwargs):
-        calls.append(1)
-        # calls 1-2: finetune's before-score and validation timing; call 3: the end of epoch 1
-        clock.now += 90.0 if len(calls) == 3 else 30.0
-        return real_validate(*args, **kwargs)
-
-    monkeypatch.setattr(loop_module, "validate", validate)
-    monkeypatch.setattr(finetune_module, "validate", validate)
+    # calls 1-2: finetune's before-score and validation timing; call 3: the end of epoch 1
+    _fake_time(monkeypatch, lambda call: 90.0 if call == 3 else 30.0)
     out = tmp_path / "trees.safetensors"
     printed: list[str] = []
     # planned: 240 // (2 * 6 + 30) = 5 epochs; epoch 1 takes 90 s -> 1 + 150 // 90 = 2; epoch 2 takes 30 s
