@@ -36,6 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # bench_real_inputs.labels_of reads a tile-and-predict result
 
 
 def _score(pairs) -> dict:
@@ -59,10 +60,9 @@ def _devval_images() -> set[str]:
 
 
 def _dsb_cli(model: str, out: Path, tta: str | None) -> dict:
-    from smallseg.cli import main
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_real_inputs import labels_of
+
+    from smallseg.cli import main
 
     dest = out / f"dsb-{'tta-' + tta if tta else 'plain'}"
     args = ["tile-and-predict", str(ROOT / "tests/data/dsb2018_nuclei_image.tif"), "--out", str(dest), "--model",

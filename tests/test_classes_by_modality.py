@@ -42,6 +42,8 @@ def test_a_one_class_model_says_its_modalities_only_when_its_config_does(tmp_pat
     assert trained_modalities(declared) == {"", "SM"}
     assert modality_classes(declared, "") == [1] and modality_classes(declared, "SM") == [1]
     assert modality_classes(declared, "CT") is None  # not trained on CT: nothing is claimed
+    any_case = _model_config(_config(tmp_path, {"NON-DICOM": ["nucleus"]}))
+    assert any_case.training["classes_by_modality"] == {NON_DICOM_KEY: ["nucleus"]}
 
 
 @pytest.mark.parametrize("table, words", [

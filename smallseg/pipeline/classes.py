@@ -35,8 +35,7 @@ def _modality_table(config) -> dict[str, list[str]] | None:
     training = getattr(config, "training", None) or {}
     table = training.get("classes_by_modality") if isinstance(training, dict) else None
     if isinstance(table, dict) and all(isinstance(v, list) for v in table.values()):
-        return {("" if str(k).upper() == NON_DICOM_KEY.upper() else str(k).upper()): [str(n) for n in v]
-                for k, v in table.items()}
+        return {_modality_of_key(k): [str(n) for n in v] for k, v in table.items()}
     names = list(getattr(config, "class_names", None) or [])
     if len(names) < 2 or any(n.lower() not in CLASS_MODALITIES for n in names):
         # Classes we know nothing about, or a single class (its name cannot tell which modality it was
@@ -60,18 +59,25 @@ def checked_classes_by_modality(table, class_names) -> dict[str, list[str]]:
     out = {}
     for key, classes in table.items():
         code = str(key)
-        if not code or len(code) > 16 or not (code == NON_DICOM_KEY or code.replace("_", "").isalnum()):
+        modality = _modality_of_key(code)
+        if not code or len(code) > 16 or not (modality == "" or code.replace("_", "").isalnum()):
             raise SmallsegError(f"model.classes_by_modality: {key!r} is not a modality code (non-DICOM, CT, SM, ...)")
         if not isinstance(classes, list) or not classes or any(c not in names for c in classes):
             raise SmallsegError(f"model.classes_by_modality.{code}: need a non-empty list of the model's class "
                                 f"names ({', '.join(names) or 'none declared: set model.class_names'})")
-        out[NON_DICOM_KEY if code == NON_DICOM_KEY else code.upper()] = [str(c) for c in classes]
+        out[modality_key(modality)] = [str(c) for c in classes]
     return out
 
 
 def modality_key(modality: str) -> str:
     """The ``classes_by_modality`` key of a modality (``""``: :data:`NON_DICOM_KEY`)."""
     return str(modality).upper() or NON_DICOM_KEY
+
+
+def _modality_of_key(key) -> str:
+    """Inverse of :func:`modality_key`: the modality a ``classes_by_modality`` key names (any case)."""
+    code = str(key).upper()
+    return "" if code == NON_DICOM_KEY.upper() else code
 
 
 def modality_classes(config, modality: str) -> list[int] | None:
