@@ -94,3 +94,27 @@ def test_training_slices_from_realistic_ct_label_only_nodules():
     assert labelled and len(labelled) <= len(items)
     for it in labelled:
         assert set(np.unique(it.classes)) <= {0, 1}
+
+
+def test_training_slices_with_slice_context_hold_their_neighbours_in_order():
+    """slice_context=k: channel k is the slice itself (as without context), channel k+d the slice d further up,
+    clamped at the volume's ends: what predict_volume gives a 2.5-D model."""
+    from smallseg.data.medical import make_ct_volume
+    from smallseg.normalize import CT_WINDOWS
+    from smallseg.train.data import synthetic_images
+
+    kwargs = dict(count=1, size=64, seed=4, slices=6, nodule_count=2, anatomy="realistic")
+    plain = synthetic_images("ct", **kwargs)
+    context = synthetic_images("ct", slice_context=2, **kwargs)
+    raw = synthetic_images("ct", slice_context=2, raw=True, **kwargs)
+    assert [it.name for it in plain] == [it.name for it in context]
+    hu = make_ct_volume((64, 64, 6), seed=4, nodule_count=2, anatomy="realistic").hu_zyx
+    lung = CT_WINDOWS["lung_nodule"]
+    for p, c, r in zip(plain, context, raw):
+        z = int(p.name.rsplit(" ", 1)[1])
+        assert c.image.shape == (64, 64, 5) and np.array_equal(c.image[..., 2], p.image[..., 0])
+        assert np.array_equal(c.instances, p.instances)
+        for channel, dz in enumerate(range(-2, 3)):
+            neighbour = hu[min(max(z + dz, 0), 5)]
+            assert np.array_equal(r.image[..., channel], neighbour)
+            assert np.array_equal(c.image[..., channel], lung.map_unit(neighbour[None])[0])

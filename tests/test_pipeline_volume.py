@@ -15,7 +15,7 @@ from smallseg.instances import Instances
 from smallseg.io.medical import PRESETS, IntensityPreset, Volume, from_sitk
 from smallseg.pipeline.array import predict_array
 from smallseg.pipeline.options import OptionError, VolumeOptions
-from smallseg.pipeline.volume import choose_preset, link_slices, predict_volume
+from smallseg.pipeline.volume import choose_preset, link_slices, predict_volume, slice_input
 
 from medical_helpers import rotation  # tests/ is on sys.path under pytest
 
@@ -350,3 +350,56 @@ def test_bad_volume_options_are_refused_before_the_model_runs(kwargs, message):
         VolumeOptions(**kwargs)
     with pytest.raises(OptionError, match=message):
         predict_volume(ct_volume(), "not a model", **kwargs)  # refused before the model is touched
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2.5-D models: neighbouring slices as channels (ModelConfig.slice_context)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_slice_input_orders_neighbours_and_clamps_at_the_ends():
+    array = np.arange(4, dtype=np.int16)[:, None, None] * np.ones((4, 3, 5), np.int16)  # slice z holds z
+    volume = sitk_volume(array)
+    assert slice_input(volume, 2).shape == (1, 3, 5)
+    assert [int(p[0, 0]) for p in slice_input(volume, 0, 1)] == [0, 0, 1]
+    assert [int(p[0, 0]) for p in slice_input(volume, 2, 2)] == [0, 1, 2, 3, 3]
+    assert [int(p[0, 0]) for p in slice_input(volume, 3, 1)] == [2, 3, 3]
+
+
+def test_a_slice_context_model_sees_its_neighbours_as_a_stacked_volume_would(tiny_model):
+    """predict_volume(V, 2.5-D model) == predict_volume(V stacked by hand into 3 bands, the same weights as a
+    plain 3-band model): the stacking is z-1, z, z+1, clamped, under the same CT window."""
+    common = dict(semantic_bias=[-1.0, 1.0], classes=1, in_channels=3, max_distance_px=6, tile_size_px=128,
+                  class_names=["nodule"])
+    context_model = tiny_model("resnet18", seed=2, slice_context=1, **common)  # a seed whose random net finds objects
+    plain_model = tiny_model("resnet18", **common)
+    plain_model.load_state_dict(context_model.state_dict())
+    volume = ct_volume(shape=(4, 32, 40))
+    idx = np.clip(np.arange(4)[:, None] + np.array([-1, 0, 1]), 0, 3)             # (Z, 3) neighbour indices
+    stacked = np.moveaxis(volume.array[idx], 1, -1)                                 # (Z, Y, X, 3)
+    stacked_volume = Volume(array=stacked, spacing_zyx_mm=volume.spacing_zyx_mm, origin_lps_mm=volume.origin_lps_mm,
+                            direction_lps=volume.direction_lps, modality="CT")
+    got = predict_volume(volume, context_model)
+    expected = predict_volume(stacked_volume, plain_model)
+    assert len(expected.objects) > 0
+    assert np.array_equal(got.labels, expected.labels)
+    assert np.allclose(got.objects.scores, expected.objects.scores)
+    # The slice order matters: the same model given z+1, z, z-1 sees other input and finds other objects.
+    reversed_volume = Volume(array=stacked[..., ::-1].copy(), spacing_zyx_mm=volume.spacing_zyx_mm,
+                             origin_lps_mm=volume.origin_lps_mm, direction_lps=volume.direction_lps, modality="CT")
+    assert not np.array_equal(predict_volume(reversed_volume, plain_model).labels, expected.labels)
+    with pytest.raises(SmallsegError, match=r"3 channel.*expects 1 per slice \(with its 2 neighbouring slices: 3\)"):
+        predict_volume(stacked_volume, context_model)
+
+
+def test_slice_context_is_data_in_the_config_and_checked():
+    from smallseg.models.config import ModelConfig
+
+    config = ModelConfig(encoder_name="resnet18", in_channels=5, slice_context=2)
+    assert config.to_dict()["slice_context"] == 2 and (config.slices_per_input, config.bands_per_slice) == (5, 1)
+    assert ModelConfig.from_json(config.to_json()).slice_context == 2
+    assert "slice_context" not in ModelConfig(encoder_name="resnet18").to_dict()  # old checkpoints' JSON unchanged
+    with pytest.raises(SmallsegError, match="slice_context: 1: in_channels=2 is not a multiple of the 3 slices"):
+        ModelConfig(encoder_name="resnet18", in_channels=2, slice_context=1)
+    with pytest.raises(SmallsegError, match="slice_context"):
+        ModelConfig(encoder_name="resnet18", in_channels=3, slice_context=9)

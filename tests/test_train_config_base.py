@@ -93,3 +93,12 @@ def test_stage_configs_are_named_after_their_stage_and_build_on_the_one_before()
             previous = f"{family}.yaml" if stage == 2 else f"{family}-stage{stage - 1}.yaml"
             assert f"\nbase: {previous}\n" in text
         assert not (CONFIGS / f"{family}-stage{last + 1}.yaml").exists()
+
+
+def test_a_2p5d_model_and_its_ct_slices_must_hold_the_same_neighbours(tmp_path):
+    common = "name: c\nmodel: {encoder_name: resnet18, classes: 1%s}\ndata: {train: [{synthetic: ct, count: 1%s}]}\n"
+    ok = _write(tmp_path / "ok.yaml", common % (", slice_context: 2", ", options: {slice_context: 2}"))
+    assert load_train_config(ok).model["slice_context"] == 2
+    for name, model, data in (("a", ", slice_context: 2", ""), ("b", "", ", options: {slice_context: 1}")):
+        with pytest.raises(SmallsegError, match=r"data.train\[0\]: options.slice_context \d but model.slice_context"):
+            load_train_config(_write(tmp_path / f"{name}.yaml", common % (model, data)))

@@ -51,7 +51,10 @@ LATER_FIELDS = {
     "decoder_norm": "group",
     "decoder_align_corners": True,
     "boundary_head": None,
+    "slice_context": 0,
 }
+
+MAX_SLICE_CONTEXT = 4  # neighbouring slices per side a volume model may take as extra channels
 
 # Fields that decide the shapes of the weights; a mismatch in any of these means a checkpoint cannot be
 # loaded into a model built from another config.
@@ -116,6 +119,10 @@ class ModelConfig:
         max_distance_px: centroid vectors are divided by this; it should cover the largest object radius.
 
     Input (what the pipeline does before calling the model):
+        slice_context: volume models (2.5-D): the ``k`` slices above and below each axial slice are given to
+            the model with it, as channels in slice order ``z - k .. z + k`` (clamped at the volume's ends),
+            so ``in_channels = bands x (2 k + 1)``. A vessel crossing a slice moves or continues through its
+            neighbours while a nodule ends; one slice cannot tell them apart. 0 (default): one slice.
         band_indices: 1-based band numbers to read from a raster (None = all, in order).
         input_scale: raw values are multiplied by this first (e.g. 1/255 for 8-bit, 1/10000 for Sentinel-2).
         norm_mean, norm_std: per-band mean/std applied after scaling (None = no normalisation).
@@ -158,6 +165,7 @@ class ModelConfig:
     norm_mean: list[float] | None = None
     norm_std: list[float] | None = None
     tile_size_px: int = 512
+    slice_context: int = 0
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -215,6 +223,7 @@ class ModelConfig:
             "norm_std": None if self.norm_std is None else check_number_list("norm_std", self.norm_std, n_bands,
                                                                              positive=True),
             "tile_size_px": check_int("tile_size_px", self.tile_size_px, 16, MAX_TILE_PX),
+            "slice_context": check_int("slice_context", self.slice_context, 0, MAX_SLICE_CONTEXT),
             "training": check_training(self.training),
         }
 
@@ -252,6 +261,9 @@ class ModelConfig:
                       "set only with decoder='fpn' (an smp decoder keeps its own layers)")
         if self.class_names is not None and len(self.class_names) != self.classes:
             raise bad("class_names", f"{len(self.class_names)} names for {self.classes} classes")
+        if self.in_channels % self.slices_per_input:
+            raise bad("slice_context", f"{self.slice_context}: in_channels={self.in_channels} is not a multiple of "
+                      f"the {self.slices_per_input} slices each input holds")
         check_encoder_name("encoder_name", self.encoder_name)
         if self.decoder == "smp":
             kwargs = check_smp_kwargs(self.smp_arch, {} if self.smp_kwargs is None else self.smp_kwargs)
@@ -261,6 +273,16 @@ class ModelConfig:
         elif self.smp_arch is not None or self.smp_kwargs is not None:
             raise bad("smp_arch" if self.smp_arch is not None else "smp_kwargs",
                       "set only with decoder='smp' (wrap an smp model)")
+
+    @property
+    def slices_per_input(self) -> int:
+        """Axial slices in one model input: ``2 * slice_context + 1`` (1 for a plain 2-D model)."""
+        return 2 * self.slice_context + 1
+
+    @property
+    def bands_per_slice(self) -> int:
+        """Bands of the image itself (``in_channels`` over the slices of one input)."""
+        return self.in_channels // self.slices_per_input
 
     # ---- serialisation -------------------------------------------------------------------------------
 

@@ -400,6 +400,28 @@ def normalization_record(prediction: "VolumePrediction") -> dict | None:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def slice_input(volume: Volume, z: int, slice_context: int = 0) -> np.ndarray:
+    """The model input for axial slice ``z``: (C, Y, X), its bands, or with ``slice_context = k`` the bands of
+    slices ``z - k .. z + k`` in that order (indices clamped to the volume: the end slices repeat), as a
+    2.5-D model (``ModelConfig.slice_context``) was trained. A 2-D image is its own only slice."""
+    is_2d = volume.ndim_spatial == 2
+    n_slices = 1 if is_2d else volume.spatial_shape[0]
+    planes = []
+    for i in np.clip(np.arange(z - slice_context, z + slice_context + 1), 0, n_slices - 1):
+        plane = volume.array if is_2d else volume.array[i]
+        planes.append(np.moveaxis(plane, -1, 0) if plane.ndim == 3 else plane[None])
+    return planes[0] if len(planes) == 1 else np.concatenate(planes, axis=0)
+
+
+def repeated_stats(stats: NormStats, slices: int) -> NormStats:
+    """Per-band normalisation stats of a volume repeated for each of the ``slices`` slices of one input."""
+    if slices == 1:
+        return stats
+    rep = (lambda v: None if v is None else tuple(v) * slices)  # noqa: E731
+    return replace(stats, lo=rep(stats.lo), hi=rep(stats.hi), degenerate=tuple(stats.degenerate) * slices,
+                   reasons=tuple(stats.reasons) * slices)
+
+
 def _slice_tile_size(model: torch.nn.Module, plane: tuple[int, int], tile_size_px: int | None) -> int | None:
     """A slice smaller than the model's tile is predicted as one tile of the slice's size (rounded up to 32),
     not padded to the full training tile: same result region, a fraction of the compute."""
@@ -440,12 +462,15 @@ def predict_volume(volume: Volume, model: torch.nn.Module, options: VolumeOption
         volume = replace(volume, modality=options.modality)
     config = model.config
     channels = volume.array.shape[-1] if volume.array.ndim == volume.ndim_spatial + 1 else 1
-    if channels != config.in_channels:
+    if channels != config.bands_per_slice:
         where = f"series {volume.series_uid}" if volume.series_uid else "volume"
-        raise SmallsegError(f"{where}: {channels} channel(s) but the model expects {config.in_channels}; use a "
-                            f"model trained on {channels}-channel images")
+        context = (f" per slice (with its {2 * config.slice_context} neighbouring slices: {config.in_channels})"
+                   if config.slice_context else "")
+        raise SmallsegError(f"{where}: {channels} channel(s) but the model expects {config.bands_per_slice}"
+                            f"{context}; use a model trained on {channels}-channel images")
     norm, stats, window, source = choose_volume_normalization(volume, model, options.preset, options.normalize,
                                                               options.percentiles)
+    stats = repeated_stats(stats, config.slices_per_input)
     decode = decode_config_for(model, options.decode_overrides(), modality=volume.modality or None)
     if options.device is not None:
         model = model.to(resolve_device(options.device))
@@ -462,8 +487,7 @@ def predict_volume(volume: Volume, model: torch.nn.Module, options: VolumeOption
 
     def slice_instances():
         for z in tqdm(range(n_slices), desc="slices", disable=not options.progress, leave=False):
-            raw = volume.array if is_2d else volume.array[z]
-            raw = np.moveaxis(raw, -1, 0) if raw.ndim == 3 else raw[None]  # (C, Y, X) for predict_array
+            raw = slice_input(volume, z, config.slice_context)  # (C, Y, X) for predict_array
             with _warnings.catch_warnings():
                 _warnings.simplefilter("ignore", UserWarning)  # reliability is said once, below
                 found = predict_array(raw, run_model, per_slice, norm_stats=stats)

@@ -157,7 +157,9 @@ def synthetic_images(kind: str, *, count: int, size: int, seed: int, raw: bool =
         seed: first seed.
         **options: passed to the generator (e.g. ``pixel_size_m``, ``bands``, ``dtype``, ``density`` for
             remote sensing; ``mean_diameter_px`` for nuclei; ``spacing_mm``, ``nodule_count`` for CT), plus
-            ``class_id`` (medical kinds: the class their objects get, default 1).
+            ``class_id`` (medical kinds: the class their objects get, default 1) and, for ``ct``, ``slices``
+            (per volume, default 48) and ``slice_context`` (``k``: each image holds slices ``z - k .. z + k``
+            as channels, clamped at the volume's ends, for a 2.5-D model; default 0).
 
         raw: medical kinds: keep the generator's raw values (nuclei in their dtype, CT as int16 HU) and say
             in ``LabeledImage.normalization`` how they are meant to be mapped (what training uses). False:
@@ -195,6 +197,7 @@ def synthetic_images(kind: str, *, count: int, size: int, seed: int, raw: bool =
     if kind == "ct":
         lung = CT_WINDOWS["lung_nodule"]
         n_slices = int(options.pop("slices", 48))
+        context = int(options.pop("slice_context", 0))
         for i in range(count):
             rng = np.random.default_rng(seed + i)
             volume = make_ct_volume((size, size, n_slices), seed=seed + i, **options)
@@ -207,8 +210,11 @@ def synthetic_images(kind: str, *, count: int, size: int, seed: int, raw: bool =
             chosen = np.concatenate([with_objects, rng.choice(without, min(len(without), len(with_objects)),
                                                               replace=False)]) if len(without) else with_objects
             for z in np.sort(chosen):
+                # Slices z - k .. z + k as channels, clamped at the ends: what predict_volume gives a 2.5-D model.
+                planes = hu[np.clip(np.arange(z - context, z + context + 1), 0, len(hu) - 1)]  # (2k+1, H, W)
                 out.append(LabeledImage(
-                    image=(hu[z] if raw else mapped(lung, hu[z]))[:, :, None], instances=labels[z],
+                    image=np.moveaxis(planes if raw else lung.map_unit(planes, lung.fit(planes)), 0, -1),
+                    instances=labels[z],
                     classes=np.where(labels[z] > 0, class_id, 0).astype(np.int32),
                     name=f"synthetic ct seed {seed + i} slice {z}", pixel_area=spacing[0] * spacing[1], pixel_unit="mm",
                     modality="CT", normalization=lung if raw else None,

@@ -179,6 +179,18 @@ def _check_sections(raw: dict[str, Any], path: Path) -> None:
                                 "[{synthetic: nuclei, count: 8}]")
         for i, spec in enumerate(specs):
             check_source(spec, f"{path}: data.{split}[{i}]")
+            _check_slice_context(spec, raw.get("model") or {}, f"{path}: data.{split}[{i}]")
+
+
+def _check_slice_context(spec: dict, model: dict, where: str) -> None:
+    """A 2.5-D model (``model.slice_context``) and its synthetic CT slices must hold the same neighbours."""
+    if spec.get("synthetic") != "ct":
+        return
+    wanted = model.get("slice_context", 0) if isinstance(model, dict) else 0
+    given = (spec.get("options") or {}).get("slice_context", 0)
+    if given != wanted:
+        raise SmallsegError(f"{where}: options.slice_context {given} but model.slice_context {wanted}; a 2.5-D model "
+                            "is trained on slices with the same neighbours it is given in predict_volume")
 
 
 def _is_real(value: Any) -> bool:
@@ -197,7 +209,7 @@ def _synthetic_options(kind: str) -> tuple[str, ...] | None:
     elif kind == "nuclei":
         generator, extra = make_nuclei_image, ("class_id",)
     elif kind == "ct":
-        generator, extra = make_ct_volume, ("class_id", "slices")
+        generator, extra = make_ct_volume, ("class_id", "slices", "slice_context")
     else:
         return None
     names = [n for n, p in inspect.signature(generator).parameters.items()
