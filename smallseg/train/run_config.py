@@ -184,9 +184,12 @@ def _check_sections(raw: dict[str, Any], path: Path) -> None:
 
 def _check_slice_context(spec: dict, model: dict, where: str) -> None:
     """A 2.5-D model (``model.slice_context``) and its synthetic CT slices must hold the same neighbours."""
+    wanted = model.get("slice_context", 0) if isinstance(model, dict) else 0
+    if wanted and any(k in spec for k in ("nifti", "volume", "dicom_seg")):
+        raise SmallsegError(f"{where}: label volumes give single slices; a 2.5-D model (model.slice_context "
+                            f"{wanted}) is trained on synthetic CT for now")
     if spec.get("synthetic") != "ct":
         return
-    wanted = model.get("slice_context", 0) if isinstance(model, dict) else 0
     given = (spec.get("options") or {}).get("slice_context", 0)
     if given != wanted:
         raise SmallsegError(f"{where}: options.slice_context {given} but model.slice_context {wanted}; a 2.5-D model "
