@@ -281,3 +281,40 @@ def test_tta_reaches_every_slice_and_is_part_of_the_resume_key(tmp_path, checkpo
     assert BatchOptions(out_dir="x", tta="flips").result_hash() != off.result_hash()
     with pytest.raises(SmallsegError, match="tta rot: use None, True or one of"):
         BatchOptions(out_dir="x", tta="rot")
+
+
+def test_auto_picks_the_shipped_model_for_the_stacks_modality(monkeypatch):
+    from smallseg import shipped
+
+    present = {name: Path(f"/x/{name}.safetensors") for name in ("medical", "microscopy", "ct")}
+    monkeypatch.setattr(shipped, "builtin_models", lambda: present)
+    assert shipped.model_for_modalities({"CT"})[0] == "ct"
+    assert shipped.model_for_modalities({"sm", "GM"})[0] == "microscopy"
+    name, why = shipped.model_for_modalities({"CT", "SM"})
+    assert name == "medical" and "CT, SM" in why and "different models" in why
+    assert shipped.model_for_modalities({"MR"})[0] == "medical"
+    assert shipped.model_for_modalities(set()) == ("medical", "no image stacks")
+    monkeypatch.setattr(shipped, "builtin_models", lambda: {"medical": present["medical"]})
+    assert shipped.model_for_modalities({"CT"})[0] == "medical"  # no CT model shipped: the general one
+
+
+def test_auto_model_of_a_ct_batch_is_said_and_used(tmp_path, capsys):
+    from smallseg.models.registry import load_model, weights_fingerprint
+    from smallseg.shipped import model_for_modalities
+
+    write_series(tmp_path / "in", random_hu((3, 32, 32), 5), SYNTH_UID)
+    expected, _ = model_for_modalities({"CT"})
+    assert main(["dicom-batch", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert f"note: model auto: {expected} (image stacks of modality CT)" in capsys.readouterr().err
+    done = json.loads(next((tmp_path / "out").glob("*/done.json")).read_text())
+    assert done["model"] == weights_fingerprint(load_model(expected))
+    # Only the stacks asked for decide: a batch restricted to MR (none here) has no image stack to choose for.
+    result = run_dicom_batch(tmp_path / "in", tmp_path / "out2", modalities=["MR"], progress=False)
+    assert result.notes[0] == "model auto: medical (no image stacks)"
+
+
+def test_auto_help_names_only_shipped_models(monkeypatch):
+    from smallseg import shipped
+
+    monkeypatch.setattr(shipped, "builtin_models", lambda: {"medical": Path("m"), "microscopy": Path("u")})
+    assert shipped.auto_model_help() == "microscopy for SM/GM, medical for other or mixed modalities"

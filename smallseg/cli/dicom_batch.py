@@ -6,7 +6,7 @@ import sys
 
 from smallseg.cli.cluster import add_cluster_args, open_cluster
 from smallseg.cli.options import FlagNames, add_device, errors_as_flags, percentiles_flag, subcommand
-from smallseg.shipped import builtin_models_help
+from smallseg.shipped import auto_model_help, builtin_models_help
 
 
 def add_dicom_batch(subparsers) -> None:
@@ -32,9 +32,10 @@ def add_dicom_batch(subparsers) -> None:
     )
     p.add_argument("root", metavar="ROOT", help="folder searched recursively for DICOM files")
     p.add_argument("--out", required=True, help="output folder (one sub-folder per stack, plus summary.csv)")
-    p.add_argument("--model", default="medical",
-                   help=f"built-in model name ({builtin_models_help()}) or checkpoint path (.safetensors) "
-                        "(default: medical)")
+    p.add_argument("--model", default="auto",
+                   help=f"built-in model name ({builtin_models_help()}), checkpoint path (.safetensors), or auto "
+                        f"(default): the built-in model for the modality of the stacks to be processed "
+                        f"({auto_model_help()}; said in a note)")
     p.add_argument("--series-uid", default=None, metavar="UID",
                    help="process only the series with this Series Instance UID (all its stacks)")
     p.add_argument("--modalities", default=None, metavar="LIST",

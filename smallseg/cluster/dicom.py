@@ -61,7 +61,7 @@ def run_entries_on_cluster(client, job: BatchJob, model: torch.nn.Module, given_
     entries, options, wanted, trained = job.entries, job.options, job.wanted, job.trained
     workers_device_type(client, options.device)  # a worker that cannot use the device: one line, before any task
     ref, scattered = model_ref(client, given_model, model, model_info, options.model_fingerprint, options.device)
-    batch = BatchResult([], job.summary_path)
+    batch = BatchResult([], job.summary_path, notes=list(job.notes))
     rows: list[SeriesResult | None] = [None] * len(entries)
     futures = {}
     for i, entry in enumerate(entries):

@@ -58,6 +58,7 @@ from smallseg.models.registry import prepare_model, resolve_device, weights_fing
 from smallseg.pipeline.options import check_normalize, check_preset, check_tta
 from smallseg.pipeline.classes import trained_modalities
 from smallseg.pipeline.volume import RAW, normalization_record, predict_volume
+from smallseg.shipped import AUTO_MODEL, model_for_modalities
 
 __all__ = [
     "BatchOptions",
@@ -214,6 +215,7 @@ class BatchJob:
         trained: modalities the model was trained on, or None when it does not say.
         progress: show a bar over the entries.
         on_result: called with each finished row, or None.
+        notes: batch-level lines decided before any stack ran (which model ``"auto"`` chose).
     """
 
     entries: tuple[SeriesInfo, ...]
@@ -224,6 +226,7 @@ class BatchJob:
     trained: frozenset[str] | None = None
     progress: bool = True
     on_result: Callable[[SeriesResult], None] | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -572,7 +575,7 @@ def _earlier_batch(out: Path) -> bool:
 
 
 def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
-                    model: torch.nn.Module | str | os.PathLike = "medical", *, options: BatchOptions | None = None,
+                    model: torch.nn.Module | str | os.PathLike = AUTO_MODEL, *, options: BatchOptions | None = None,
                     resume: bool = False, overwrite: bool = False, progress: bool = True,
                     series_uid: str | None = None, modalities: Sequence[str] | None = None,
                     on_result: Callable[[SeriesResult], None] | None = None, client=None,
@@ -587,7 +590,10 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
         root: folder searched recursively (a folder of mixed series is fine: they are grouped by UID and split
             into stacks).
         out_dir: output root (may be inside ``root``: its files are not taken as input). Locked for the run.
-        model: a loaded SmallObjectNet, a shipped model name, or a checkpoint path.
+        model: a loaded SmallObjectNet, a shipped model name, a checkpoint path, or ``"auto"`` (default): the
+            shipped model for the modality of the image stacks to be processed
+            (:func:`smallseg.shipped.model_for_modalities`: ``ct`` for CT, ``microscopy`` for SM / GM, ``medical``
+            for other or mixed modalities), said in the batch's notes.
         resume: keep stacks whose outputs are complete for the same options, model and input files; redo the
             rest.
         overwrite: redo every stack of an ``out_dir`` that holds an earlier batch (without ``resume`` or
@@ -636,6 +642,11 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
             raise SmallsegError(f"series_uid {series_uid}: no series with that UID under {root} (image series: "
                                 f"{listed or 'none'})")
         entries = chosen
+    notes: list[str] = []
+    if isinstance(model, str) and model == AUTO_MODEL:
+        model, why = model_for_modalities({e.modality for e in entries if e.is_image and
+                                           (wanted is None or e.modality.upper() in wanted)})
+        notes.append(f"model {AUTO_MODEL}: {model} ({why})")
     given = model
     # With a cluster the model runs on the workers (on ``device``, checked there); the client keeps a CPU copy
     # for its fingerprint, so a CPU-only client can drive GPU workers. A model object stays where it is.
@@ -654,7 +665,7 @@ def run_dicom_batch(root: str | os.PathLike, out_dir: str | os.PathLike,
         job = BatchJob(tuple(entries), options, out / "summary.csv", resume=resume,
                        wanted=None if wanted is None else frozenset(wanted),
                        trained=None if trained is None else frozenset(trained), progress=progress,
-                       on_result=on_result)
+                       on_result=on_result, notes=tuple(notes))
         if client is not None:
             from smallseg.cluster.dicom import run_entries_on_cluster
 
@@ -711,7 +722,7 @@ def write_batch_summary(batch: BatchResult, rows: Sequence[SeriesResult], summar
 def run_entries(job: BatchJob, model: torch.nn.Module) -> BatchResult:
     """The batch loop in this process: each entry decided or predicted, in order, the summary after each row."""
     options, wanted = job.options, job.wanted
-    batch = BatchResult([], job.summary_path)
+    batch = BatchResult([], job.summary_path, notes=list(job.notes))
     noted: set[str] = set()
     progress_bar = tqdm(job.entries, desc="series", unit="series", disable=not job.progress)
     for entry in progress_bar:
