@@ -163,3 +163,24 @@ def test_the_medical_model_on_microscopy_finds_nuclei_never_nodules():
     np.testing.assert_array_equal(restricted.labels, every_class.labels)
     sm = predict_array(image, model, modality="SM")  # DICOM slide microscopy: nuclei as well
     assert set(sm.class_ids.tolist()) <= {nucleus}
+
+
+def test_forward_passes_on_a_cpu_stay_within_the_pass_pixel_budget(tiny_model):
+    """batch_size=4 of 512² tiles on a CPU runs one tile per pass (4 x 256² px at most); 128² tiles keep 4."""
+    from smallseg.pipeline.array import CPU_PASS_PX
+
+    model = tiny_model("resnet18", semantic_bias=[-1.0, 1.0], classes=1, in_channels=1, max_distance_px=6,
+                       tile_size_px=512)
+    seen = []
+    hook = model.register_forward_pre_hook(lambda mod, args: seen.append(tuple(args[0].shape)))
+    image = np.random.default_rng(0).random((1, 600, 600)).astype(np.float32)
+    try:
+        big = predict_array(image, model, tile_size_px=512, batch_size=4)
+        big_calls, seen[:] = list(seen), []
+        predict_array(image, model, tile_size_px=128, batch_size=4)
+        small_calls = list(seen)
+    finally:
+        hook.remove()
+    assert all(b * h * w <= CPU_PASS_PX for b, _, h, w in big_calls) and {s[0] for s in big_calls} == {1}
+    assert max(s[0] for s in small_calls) == 4
+    assert np.array_equal(big.labels, predict_array(image, model, tile_size_px=512, batch_size=1).labels)

@@ -26,7 +26,8 @@ def add_demo(subparsers) -> None:
     p.add_argument("--model", default="remote-sensing",
                    help=f"built-in model name ({builtin_models_help()}) or checkpoint path (default: remote-sensing)")
     add_device(p, "auto")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4)")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4; on a CPU at most 4 x 256² px per pass, so 1 "
+                        "tile of 512² px: larger passes are slower per pixel there)")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -62,7 +62,8 @@ def add_dicom_batch(subparsers) -> None:
     p.add_argument("--dicom-seg", action="store_true",
                    help="also write OUT/<folder>/seg.dcm, a DICOM Segmentation (needs highdicom)")
     add_device(p, "cpu")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4)")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4; on a CPU at most 4 x 256² px per pass, so 1 "
+                        "tile of 512² px: larger passes are slower per pixel there)")
     p.add_argument("--tile", type=int, default=None,
                    help="tile side in px (default: the model's; a smaller slice is one tile)")
     p.add_argument("--min-score", type=float, default=None,

@@ -40,7 +40,8 @@ def add_tile_and_predict(subparsers) -> None:
     p.add_argument("--overlap", type=int, default=None,
                    help="tile overlap in px (default: twice the model's largest object radius plus its centroid "
                         "error, so every object is whole in the tile that owns it)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4)")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4; on a CPU at most 4 x 256² px per pass, so 1 "
+                        "tile of 512² px: larger passes are slower per pixel there)")
     add_device(p, "auto")
     p.add_argument("--amp", action="store_true", help="float16 autocast on CUDA (faster, slightly different scores)")
     p.add_argument("--tta", nargs="?", const="d4", default=None, choices=["d4", "flips"],

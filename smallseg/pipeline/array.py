@@ -33,6 +33,10 @@ from smallseg.tiling.grid import Tile, TileGrid, overlap_for, tile_windows
 from smallseg.tiling.stitch import stitch_instances
 
 
+# Input pixels of one forward pass on a CPU at most (4 tiles of 256²): see predict_tile_row.
+CPU_PASS_PX = 4 * 256 * 256
+
+
 @dataclass(frozen=True)
 class TilingPlan:
     """Tile size and overlap used for a prediction, and why (goes into run reports)."""
@@ -115,7 +119,8 @@ class TileModel:
     Attributes:
         model: a SmallObjectNet (or its TTA wrapper; ``model.config`` gives the legacy normalisation).
         decode: decoding settings.
-        batch_size: tiles per forward pass.
+        batch_size: tiles per forward pass (on a CPU at most 4 x 256² px per pass: larger passes are slower
+            per pixel there; see ``pipeline.array.CPU_PASS_PX``).
         amp: float16 autocast (CUDA only).
         norm, norm_stats: the scene's :class:`~smallseg.normalize.Normalization` and the stats it was fitted
             to on the *whole* scene (every tile row gets the same ones, so tiling stays exact). None: the
@@ -168,6 +173,11 @@ def predict_tile_row(band: np.ndarray, band_valid: np.ndarray | None, tiles: lis
             x[:, ~valid] = 0.0
         return x
 
+    if device.type == "cpu" and tiles:
+        # On a CPU a forward pass larger than ~2.6e5 px is slower per pixel (activations leave the caches):
+        # +40 % at 768²-1024² px per pass, measured by benchmarks/bench_tile_size.py; the results are the same.
+        side = int(tiles[0].window.height) * int(tiles[0].window.width)
+        batch_size = max(1, min(batch_size, CPU_PASS_PX // max(side, 1)))
     results: list[Instances] = []
     decoding: list[Future] = []
     with torch.inference_mode():

@@ -90,7 +90,8 @@ class BatchOptions:
         preset: intensity preset name (``lung``, ``soft_tissue``, ..., ``percentile``, ``raw``) or ``None`` for
             the checkpoint's, else the modality default (see :mod:`smallseg.pipeline.volume`).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
-        batch_size: tiles per forward pass.
+        batch_size: tiles per forward pass (on a CPU at most 4 x 256² px per pass: larger passes are slower
+            per pixel there; see ``pipeline.array.CPU_PASS_PX``).
         tile_size_px: tile side (default: the model's, or one tile per slice when smaller).
         min_score: drop 2-D detections scoring below this (decoder ``min_score``); ``None`` keeps the model's.
         min_slices: drop 3-D objects seen in fewer slices.

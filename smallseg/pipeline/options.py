@@ -248,7 +248,8 @@ class PredictOptions:
         overlap_px: tile overlap in px, >= 0 and < the tile (default None: twice the model's
             ``max_distance_px`` plus the decoder's centroid error, which makes every object lie wholly in the
             tile that owns it; see :func:`~smallseg.pipeline.array.plan_tiling`).
-        batch_size: tiles per forward pass.
+        batch_size: tiles per forward pass (on a CPU at most 4 x 256² px per pass: larger passes are slower
+            per pixel there; see ``pipeline.array.CPU_PASS_PX``).
         device: where to run the model: None (where its weights are), ``"auto"`` (CUDA if available),
             ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         amp: float16 autocast on CUDA.

@@ -48,7 +48,8 @@ class GeoTiffOptions:
         tile_size_px: tile side in px (default None: the model's training tile); 16 or more.
         overlap_px: tile overlap in px, >= 0 and < the tile (default None: from the model's largest object,
             see :func:`~smallseg.pipeline.array.plan_tiling`).
-        batch_size: tiles per forward pass.
+        batch_size: tiles per forward pass (on a CPU at most 4 x 256² px per pass: larger passes are slower
+            per pixel there; see ``pipeline.array.CPU_PASS_PX``).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``; a model passed in loaded
             stays on its device unless this names one (other than ``"auto"``).
         amp: float16 autocast on CUDA.
