@@ -9,7 +9,8 @@ Per model, over all volumes:
 
 - **detection** (LUNA16-style hit): a predicted 3-D object *hits* a nodule when its centroid lies within the
   nodule's equivalent radius (mm) of the nodule's centre; a nodule is found when some object hits it; every
-  object that hits none is a false positive. Sensitivity, FP per scan, and the FROC points: sensitivity at
+  object that hits none is a false positive. Sensitivity (also for nodules of >= 6 mm, the size from which
+  follow-up is recommended), FP per scan, and the FROC points: sensitivity at
   1 / 2 / 4 / 8 FP per scan when only the objects above a score threshold are kept (the threshold chosen on
   these volumes, so it says where the operating point *could* be, not what the default gives);
 - **segmentation**: 3-D voxel-IoU matching at 0.5 and AP (``smallseg.metrics.evaluation_volume``,
@@ -116,6 +117,10 @@ def run_model(name: str, volumes, threads: int, min_score: float | None = None,
         "min_score": "model's" if min_score is None else min_score, "volumes": len(volumes),
         "nodules": n_nodules,
         "sensitivity": round(found / max(n_nodules, 1), 3), "fp_per_scan": round(fp / len(volumes), 1),
+        # >= 6 mm: the size from which the Fleischner Society guidelines recommend follow-up of a solid nodule
+        "sensitivity_6mm": round(sum(d >= 6.0 for d in sizes_found)
+                                 / max(sum(d >= 6.0 for d in sizes_found + sizes_missed), 1), 3),
+        "nodules_6mm": sum(d >= 6.0 for d in sizes_found + sizes_missed),
         "objects_per_scan": round(n_objects / len(volumes), 1),
         **froc(per_volume, n_nodules),
         "F1@IoU0.5_3d": round(2 * tp50 / max(2 * tp50 + fp50 + fn50, 1), 3),
@@ -149,7 +154,7 @@ def main(argv=None) -> int:
     min_scores = [float(v) for v in args.min_scores.split(",")] if args.min_scores else [None]
     fgs = [float(v) for v in args.fg_thresholds.split(",")] if args.fg_thresholds else [None]
     rows = [run_model(name, volumes, args.threads, m, fg) for name in args.models for fg in fgs for m in min_scores]
-    cols = ["model", "fg_threshold", "min_score", "nodules", "objects_per_scan", "sensitivity", "fp_per_scan", *(f"sens@{r}FP" for r in FP_RATES),
+    cols = ["model", "fg_threshold", "min_score", "nodules", "objects_per_scan", "sensitivity", "sensitivity_6mm", "fp_per_scan", *(f"sens@{r}FP" for r in FP_RATES),
             "F1@IoU0.5_3d", "mean_AP_3d", "s_per_volume"]
     print(f"{args.volumes} synthetic CT volumes ({args.anatomy} anatomy, {args.size}² x {args.slices}, "
           f"seeds {args.seed}+)")

@@ -18,6 +18,7 @@ BUILTIN_MODEL_SUMMARIES: dict[str, str] = {
     "remote-sensing": "cars and buildings in aerial RGB, 0.3-0.6 m",
     "medical": "nuclei in fluorescence microscopy and nodules in CT",
     "microscopy": "fluorescence nuclei; shift-stable, the better choice for real images",
+    "ct": "lung nodules in chest CT; 2.5-D (each slice with 2 above and 2 below), the better choice for CT",
 }
 
 
