@@ -268,3 +268,13 @@ def test_finetune_keeps_only_the_modalities_of_its_data(tmp_path):
     assert training["normalization_by_modality"] == {"SM": windows["SM"]}
     assert "decode_by_modality" not in training
     assert training["band_names"] == ["red", "green", "blue"]
+
+
+def test_a_2p5d_init_model_is_refused_in_one_line(tmp_path, capsys):
+    """The shipped ct model takes each slice with its neighbours; label sources give single slices."""
+    tif, gj, _ = _scene(tmp_path)
+    argv = ["finetune", str(tif), "--labels", str(gj), "--init", "ct", "--out", str(tmp_path / "o.safetensors")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is 2.5-D (slice_context 2" in err[0]
+    assert not (tmp_path / "o.safetensors").exists()

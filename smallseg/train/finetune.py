@@ -419,6 +419,12 @@ def finetune(options: FinetuneOptions, *, progress: Callable[[str], None] | None
     init_path = resolve_model(options.init)
     init_model = load_checkpoint(init_path)
     init_config = init_model.config
+    if init_config.slice_context:
+        # Label sources give single slices; a 2.5-D model needs each with its neighbours (train/data.py does
+        # that for synthetic CT only).
+        raise SmallsegError(f"finetune: the init model {options.init} is 2.5-D (slice_context "
+                            f"{init_config.slice_context}: each slice with its neighbours) and fine-tuning gives it "
+                            "single slices; train it from a config with synthetic CT instead")
     classes = class_mapping(init_config)
     pairs = load_labelled(options, classes)
     train_images, val_images, split_rows_info, notes = [], [], [], []
