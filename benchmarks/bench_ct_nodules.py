@@ -73,7 +73,7 @@ def froc(per_volume: list[tuple[np.ndarray, np.ndarray, int]], n_nodules: int) -
 
 
 def run_model(name: str, volumes, threads: int, min_score: float | None = None,
-              fg_threshold: float | None = None) -> dict:
+              fg_threshold: float | None = None, min_slices: int = 1) -> dict:
     import SimpleITK as sitk
     import torch
 
@@ -93,7 +93,8 @@ def run_model(name: str, volumes, threads: int, min_score: float | None = None,
             vol = from_sitk(ct.image, modality="CT")
             t0 = time.perf_counter()
             decode = {} if fg_threshold is None else {"fg_threshold": fg_threshold}
-            pred = predict_volume(vol, model, progress=False, min_score=min_score, decode=decode)
+            pred = predict_volume(vol, model, progress=False, min_score=min_score, decode=decode,
+                                  min_slices=min_slices)
             seconds += time.perf_counter() - t0
             h = hits(pred.objects, ct.nodules)
             per_volume.append((np.asarray(pred.objects.scores, np.float64), h, len(ct.nodules)))
@@ -114,7 +115,8 @@ def run_model(name: str, volumes, threads: int, min_score: float | None = None,
     fn50 = sum(x["FN"] for x in m)
     return {
         "model": name, "fg_threshold": "model's" if fg_threshold is None else fg_threshold,
-        "min_score": "model's" if min_score is None else min_score, "volumes": len(volumes),
+        "min_score": "model's" if min_score is None else min_score, "min_slices": min_slices,
+        "volumes": len(volumes),
         "nodules": n_nodules,
         "sensitivity": round(found / max(n_nodules, 1), 3), "fp_per_scan": round(fp / len(volumes), 1),
         # >= 6 mm: the size from which the Fleischner Society guidelines recommend follow-up of a solid nodule
@@ -142,6 +144,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--fg-thresholds", default=None,
                    help="comma-separated decoder fg_threshold values to sweep (default: each model's own setting)")
+    p.add_argument("--min-slices", default="1",
+                   help="comma-separated min_slices values to sweep: shortest 3-D object kept (default 1)")
     p.add_argument("--min-scores", default=None,
                    help="comma-separated decoder min_score values to sweep (default: each model's own setting)")
     p.add_argument("--out", type=Path, help="write the rows as JSON here")
@@ -153,8 +157,10 @@ def main(argv=None) -> int:
                for i in range(args.volumes)]
     min_scores = [float(v) for v in args.min_scores.split(",")] if args.min_scores else [None]
     fgs = [float(v) for v in args.fg_thresholds.split(",")] if args.fg_thresholds else [None]
-    rows = [run_model(name, volumes, args.threads, m, fg) for name in args.models for fg in fgs for m in min_scores]
-    cols = ["model", "fg_threshold", "min_score", "nodules", "objects_per_scan", "sensitivity", "sensitivity_6mm", "fp_per_scan", *(f"sens@{r}FP" for r in FP_RATES),
+    slices = [int(v) for v in args.min_slices.split(",")]
+    rows = [run_model(name, volumes, args.threads, m, fg, k) for name in args.models for fg in fgs
+            for m in min_scores for k in slices]
+    cols = ["model", "fg_threshold", "min_score", "min_slices", "nodules", "objects_per_scan", "sensitivity", "sensitivity_6mm", "fp_per_scan", *(f"sens@{r}FP" for r in FP_RATES),
             "F1@IoU0.5_3d", "mean_AP_3d", "s_per_volume"]
     print(f"{args.volumes} synthetic CT volumes ({args.anatomy} anatomy, {args.size}² x {args.slices}, "
           f"seeds {args.seed}+)")
