@@ -73,7 +73,7 @@ def froc(per_volume: list[tuple[np.ndarray, np.ndarray, int]], n_nodules: int) -
 
 
 def run_model(name: str, volumes, threads: int, min_score: float | None = None,
-              fg_threshold: float | None = None, min_slices: int = 1) -> dict:
+              fg_threshold: float | None = None, min_slices: int | None = None) -> dict:
     import SimpleITK as sitk
     import torch
 
@@ -115,7 +115,7 @@ def run_model(name: str, volumes, threads: int, min_score: float | None = None,
     fn50 = sum(x["FN"] for x in m)
     return {
         "model": name, "fg_threshold": "model's" if fg_threshold is None else fg_threshold,
-        "min_score": "model's" if min_score is None else min_score, "min_slices": min_slices,
+        "min_score": "model's" if min_score is None else min_score, "min_slices": "model's" if min_slices is None else min_slices,
         "volumes": len(volumes),
         "nodules": n_nodules,
         "sensitivity": round(found / max(n_nodules, 1), 3), "fp_per_scan": round(fp / len(volumes), 1),
@@ -144,8 +144,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--fg-thresholds", default=None,
                    help="comma-separated decoder fg_threshold values to sweep (default: each model's own setting)")
-    p.add_argument("--min-slices", default="1",
-                   help="comma-separated min_slices values to sweep: shortest 3-D object kept (default 1)")
+    p.add_argument("--min-slices", default=None,
+                   help="comma-separated min_slices values to sweep: shortest 3-D object kept (default: each "
+                        "model's own, training.volume_min_slices, else 1)")
     p.add_argument("--min-scores", default=None,
                    help="comma-separated decoder min_score values to sweep (default: each model's own setting)")
     p.add_argument("--out", type=Path, help="write the rows as JSON here")
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
                for i in range(args.volumes)]
     min_scores = [float(v) for v in args.min_scores.split(",")] if args.min_scores else [None]
     fgs = [float(v) for v in args.fg_thresholds.split(",")] if args.fg_thresholds else [None]
-    slices = [int(v) for v in args.min_slices.split(",")]
+    slices = [int(v) for v in args.min_slices.split(",")] if args.min_slices else [None]
     rows = [run_model(name, volumes, args.threads, m, fg, k) for name in args.models for fg in fgs
             for m in min_scores for k in slices]
     cols = ["model", "fg_threshold", "min_score", "min_slices", "nodules", "objects_per_scan", "sensitivity", "sensitivity_6mm", "fp_per_scan", *(f"sens@{r}FP" for r in FP_RATES),

@@ -403,3 +403,22 @@ def test_slice_context_is_data_in_the_config_and_checked():
         ModelConfig(encoder_name="resnet18", in_channels=2, slice_context=1)
     with pytest.raises(SmallsegError, match="slice_context"):
         ModelConfig(encoder_name="resnet18", in_channels=3, slice_context=9)
+
+
+def test_min_slices_defaults_to_what_the_checkpoint_says(model):
+    volume = ct_volume(shape=(4, 32, 40))
+    baseline = predict_volume(volume, model)
+    assert baseline.options.min_slices == 1 and len(baseline.objects) > 0
+    model.config.training["volume_min_slices"] = 5  # more slices than the volume has
+    try:
+        stored = predict_volume(volume, model)
+        explicit = predict_volume(volume, model, min_slices=1)
+    finally:
+        del model.config.training["volume_min_slices"]
+    assert stored.options.min_slices == 5 and len(stored.objects) == 0
+    assert "fewer than min_slices=5" in stored.warnings[-1]
+    assert np.array_equal(explicit.labels, baseline.labels)
+    from smallseg.models.config import ModelConfig
+
+    with pytest.raises(SmallsegError, match="volume_min_slices"):
+        ModelConfig(encoder_name="resnet18", training={"volume_min_slices": 0})

@@ -68,7 +68,9 @@ def add_dicom_batch(subparsers) -> None:
                    help="tile side in px (default: the model's; a smaller slice is one tile)")
     p.add_argument("--min-score", type=float, default=None,
                    help="drop detections scoring below this, 0-1 (default: the model's decoding setting)")
-    p.add_argument("--min-slices", type=int, default=1, help="drop 3-D objects seen in fewer slices (default: 1)")
+    p.add_argument("--min-slices", type=int, default=None,
+                   help="drop 3-D objects seen in fewer slices (default: the model's, 2 for ct: one-slice objects "
+                        "are mostly vessels there; else 1)")
     p.add_argument("--link-overlap", type=float, default=0.5,
                    help="link objects of adjacent slices sharing at least this fraction of the smaller one "
                         "(default: 0.5)")

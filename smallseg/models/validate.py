@@ -412,7 +412,8 @@ def check_training(training: Any) -> dict[str, Any]:
     """The ``training`` summary: a JSON object (see :func:`check_json`) whose keys the pipelines read are
     typed: ``decode`` (name -> number), ``decode_by_modality`` (modality -> such a dict),
     ``train_pixel_size_m`` ([lo, hi] metres, 0 < lo <= hi), ``intensity_preset`` (a name or a preset dict),
-    ``intensity_presets`` (modality -> name or preset dict)."""
+    ``intensity_presets`` (modality -> name or preset dict), ``volume_min_slices`` (1..64: the shortest 3-D object
+    ``predict_volume`` keeps by default)."""
     if not isinstance(training, dict):
         raise config_error("training", f"{_show(training)} is not a JSON object")
     check_json("training", training)
@@ -429,6 +430,8 @@ def check_training(training: Any) -> dict[str, Any]:
                                    what="[smallest, largest] metres")
         if lo > hi:
             raise config_error(where, f"[{lo}, {hi}]: smallest above largest")
+    if "volume_min_slices" in training:
+        check_int("training.volume_min_slices", training["volume_min_slices"], 1, 64)
     if "intensity_preset" in training:
         _intensity_preset("training.intensity_preset", training["intensity_preset"])
     for modality, preset in (training.get("intensity_presets") or {}).items():

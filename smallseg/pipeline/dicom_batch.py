@@ -94,7 +94,8 @@ class BatchOptions:
             per pixel there; see ``pipeline.array.CPU_PASS_PX``).
         tile_size_px: tile side (default: the model's, or one tile per slice when smaller).
         min_score: drop 2-D detections scoring below this (decoder ``min_score``); ``None`` keeps the model's.
-        min_slices: drop 3-D objects seen in fewer slices.
+        min_slices: drop 3-D objects seen in fewer slices; None (default): the model's
+            (``training["volume_min_slices"]``), else 1.
         link_min_overlap: slice-to-slice linking threshold (fraction of the smaller cross-section).
         dicom_seg: also write a DICOM Segmentation (needs highdicom).
         max_gb: fail series whose pixels would take more memory than this (GB); ``None`` = no limit.
@@ -111,7 +112,7 @@ class BatchOptions:
     batch_size: int = 4
     tile_size_px: int | None = None
     min_score: float | None = None
-    min_slices: int = 1
+    min_slices: int | None = None
     link_min_overlap: float = 0.5
     dicom_seg: bool = False
     max_gb: float | None = 4.0
@@ -131,7 +132,7 @@ class BatchOptions:
         check_preset(self.preset, self.normalize, self.percentiles)
         if self.batch_size < 1:
             raise SmallsegError(f"batch_size {self.batch_size}: must be at least 1")
-        if self.min_slices < 1:
+        if self.min_slices is not None and self.min_slices < 1:
             raise SmallsegError(f"min_slices {self.min_slices}: must be at least 1")
         if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
             raise SmallsegError(f"min_score {self.min_score}: must be between 0 and 1")

@@ -352,7 +352,8 @@ class VolumeOptions(PredictOptions):
         preset: intensity mapping: an :class:`~smallseg.io.medical.IntensityPreset`, a preset name (``lung``,
             ``soft_tissue``, ..., ``percentile``), ``"raw"``, or None for what the checkpoint declares (see
             :mod:`smallseg.pipeline.volume`); not together with ``normalize`` / ``percentiles``.
-        min_slices: drop 3-D objects seen in fewer slices (>= 1).
+        min_slices: drop 3-D objects seen in fewer slices (>= 1); None: what the checkpoint says
+            (``training["volume_min_slices"]``, chosen with the model on validation volumes), else 1.
         link_min_overlap: slice-to-slice linking threshold, a fraction of the smaller cross-section, in (0, 1].
         by_modality: as for :class:`PredictOptions`, for the volume's modality, applied per slice.
 
@@ -363,12 +364,13 @@ class VolumeOptions(PredictOptions):
     """
 
     preset: IntensityPreset | str | None = None
-    min_slices: int = 1
+    min_slices: int | None = None
     link_min_overlap: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen: normalise once
         check_preset(self.preset, self.normalize, self.percentiles)
-        set_("min_slices", check_count("min_slices", self.min_slices, 1))
+        if self.min_slices is not None:
+            set_("min_slices", check_count("min_slices", self.min_slices, 1))
         set_("link_min_overlap", check_fraction("link_min_overlap", self.link_min_overlap, open_low=True))

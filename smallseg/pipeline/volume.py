@@ -458,6 +458,8 @@ def predict_volume(volume: Volume, model: torch.nn.Module, options: VolumeOption
         :class:`VolumePrediction`: uint32 labels on the volume's grid and the per-object table (mm, LPS).
     """
     options = VolumeOptions.build(options, "predict_volume", **overrides)
+    if options.min_slices is None:  # the model's own (a CT model drops one-slice vessel blips), else 1
+        options = replace(options, min_slices=int(model.config.training.get("volume_min_slices", 1)))
     if options.modality is not None and options.modality != (volume.modality or "").upper():
         volume = replace(volume, modality=options.modality)
     config = model.config
