@@ -24,6 +24,17 @@ DATA = Path(__file__).resolve().parent / "data"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def nodule_hits(row, nodules, margin_mm: float = 0.0) -> tuple[np.ndarray, list[dict]]:
+    """(nodules, objects) bool: the object's centroid (dicom-batch's objects.csv of ``row``) lies within the
+    nodule's radius + ``margin_mm`` of its centre; and the rows of the table."""
+    with open(Path(row.output_dir) / "objects.csv", newline="") as fh:
+        objects = list(csv.DictReader(fh))
+    centroids = np.array([[float(o[f"centroid_lps_{a}_mm"]) for a in "xyz"] for o in objects]).reshape(-1, 3)
+    hits = np.array([np.linalg.norm(centroids - n.center_lps_mm, axis=1) <= n.diameter_mm / 2 + margin_mm
+                     for n in nodules]).reshape(len(nodules), len(objects))
+    return hits, objects
+
+
 def test_both_models_ship_small_and_load_by_name():
     assert set(builtin_models()) >= {"remote-sensing", "medical"}
     for name in ("remote-sensing", "medical"):
@@ -90,12 +101,7 @@ def test_medical_model_finds_lung_nodules_in_a_dicom_ct_series(tmp_path):
     for row in result.results:
         assert row.status == "ok", row
         nodules = volumes[int(Path(row.path).name[4:])].nodules
-        with open(Path(row.output_dir) / "objects.csv", newline="") as fh:
-            objects = list(csv.DictReader(fh))
-        centroids = np.array([[float(o[f"centroid_lps_{a}_mm"]) for a in "xyz"] for o in objects]).reshape(-1, 3)
-        # a hit: the object's centroid lies within the nodule (its radius + 2 mm)
-        hits = np.array([np.linalg.norm(centroids - n.center_lps_mm, axis=1) <= n.diameter_mm / 2 + 2.0
-                         for n in nodules]).reshape(len(nodules), len(objects))
+        hits, objects = nodule_hits(row, nodules, margin_mm=2.0)  # within the nodule's radius + 2 mm
         found += int(hits.any(axis=1).sum())
         predicted += len(objects)
         on_nodule += int(hits.any(axis=0).sum())
@@ -126,12 +132,7 @@ def test_ct_model_finds_nodules_among_vessels_at_few_false_positives(tmp_path):
     for row in result.results:
         assert row.status == "ok", row
         nodules = volumes[int(Path(row.path).name[4:])].nodules
-        with open(Path(row.output_dir) / "objects.csv", newline="") as fh:
-            objects = list(csv.DictReader(fh))
-        centroids = np.array([[float(o[f"centroid_lps_{a}_mm"]) for a in "xyz"] for o in objects]).reshape(-1, 3)
-        # a hit: the object's centroid lies within the nodule's radius of its centre (LUNA16's rule)
-        hits = np.array([np.linalg.norm(centroids - n.center_lps_mm, axis=1) <= n.diameter_mm / 2
-                         for n in nodules]).reshape(len(nodules), len(objects))
+        hits, _ = nodule_hits(row, nodules)  # within the nodule's radius of its centre (LUNA16's rule)
         is_large = np.array([n.diameter_mm >= 6.0 for n in nodules], bool)
         large += int(is_large.sum())
         large_found += int(hits[is_large].any(axis=1).sum())
