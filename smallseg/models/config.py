@@ -56,6 +56,12 @@ LATER_FIELDS = {
 
 MAX_SLICE_CONTEXT = 4  # neighbouring slices per side a volume model may take as extra channels
 
+
+def slice_indices(z: int, slice_context: int, n_slices: int) -> np.ndarray:
+    """The slices one input of a 2.5-D model holds for slice ``z``: ``z - k .. z + k`` in that order, clamped to
+    ``0 .. n_slices - 1`` (the end slices repeat). One rule for training data and prediction alike."""
+    return np.clip(np.arange(z - slice_context, z + slice_context + 1), 0, n_slices - 1)
+
 # Fields that decide the shapes of the weights; a mismatch in any of these means a checkpoint cannot be
 # loaded into a model built from another config.
 ARCHITECTURE_FIELDS = (

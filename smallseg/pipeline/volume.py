@@ -50,6 +50,7 @@ from smallseg.errors import SmallsegError
 from smallseg.instances import Instances
 from smallseg.io.medical import IntensityPreset, Volume, get_preset, index_to_lps_mm
 from smallseg.io.tables import VolumeObjects
+from smallseg.models.config import slice_indices
 from smallseg.models.registry import resolve_device
 from smallseg.models.tta import with_tta
 from smallseg.normalize import Normalization, NormStats, choose_normalization, normalizations_of
@@ -407,7 +408,7 @@ def slice_input(volume: Volume, z: int, slice_context: int = 0) -> np.ndarray:
     is_2d = volume.ndim_spatial == 2
     n_slices = 1 if is_2d else volume.spatial_shape[0]
     planes = []
-    for i in np.clip(np.arange(z - slice_context, z + slice_context + 1), 0, n_slices - 1):
+    for i in slice_indices(z, slice_context, n_slices):
         plane = volume.array if is_2d else volume.array[i]
         planes.append(np.moveaxis(plane, -1, 0) if plane.ndim == 3 else plane[None])
     return planes[0] if len(planes) == 1 else np.concatenate(planes, axis=0)

@@ -38,7 +38,7 @@ from smallseg.data.microscopy import make_nuclei_image
 from smallseg.data.remote_sensing import make_remote_sensing_scene
 from smallseg.errors import SmallsegError, one_line
 from smallseg.io.geotiff import RasterGeometry
-from smallseg.models.config import ModelConfig
+from smallseg.models.config import ModelConfig, slice_indices
 from smallseg.normalize import (
     CT_WINDOWS,
     MICROSCOPY,
@@ -211,7 +211,7 @@ def synthetic_images(kind: str, *, count: int, size: int, seed: int, raw: bool =
                                                               replace=False)]) if len(without) else with_objects
             for z in np.sort(chosen):
                 # Slices z - k .. z + k as channels, clamped at the ends: what predict_volume gives a 2.5-D model.
-                planes = hu[np.clip(np.arange(z - context, z + context + 1), 0, len(hu) - 1)]  # (2k+1, H, W)
+                planes = hu[slice_indices(z, context, len(hu))]  # (2k+1, H, W)
                 out.append(LabeledImage(
                     image=np.moveaxis(planes if raw else lung.map_unit(planes, lung.fit(planes)), 0, -1),
                     instances=labels[z],
